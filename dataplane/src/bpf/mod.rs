@@ -1,0 +1,263 @@
+//! The XDP program (`xdpcopy.bpf.c`, compiled by build.rs) and its loader.
+//!
+//! [`Program::load`] opens the embedded object, [`Program::attach`] attaches one of its entry
+//! points to an interface through a BPF link — native mode preferred, generic as the fallback —
+//! so the program disappears when the process exits or crashes. The maps are reached through
+//! owned handles: `xsks` (queue → socket), `ports` (TCP port → selection flags) and the per-CPU
+//! `counters`.
+
+use std::{
+    fmt,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+};
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+
+use crate::xsk::sys;
+
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdpcopy.bpf.o"));
+
+/// Entry points of the object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Redirect selected TCP to the XSK of the queue; pass the rest.
+    Redirect,
+    /// Count and drop everything (benchmark baseline).
+    Drop,
+}
+
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::Redirect => "xdpcopy_redirect",
+            Entry::Drop => "xdpcopy_drop",
+        }
+    }
+}
+
+/// How to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native if the driver supports it, generic otherwise.
+    Auto,
+    /// Native (driver) mode only.
+    Native,
+    /// Generic (SKB) mode only.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+/// Port selection flags (`ports` map values); keep in sync with the C source.
+pub mod port_flags {
+    /// Redirect TCP whose destination port is this one.
+    pub const DST: u32 = 1;
+    /// Redirect TCP whose source port is this one.
+    pub const SRC: u32 = 2;
+}
+
+/// The program's counters (index in the `counters` map); keep in sync with the C source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Counter {
+    /// Frames the program ran on.
+    Seen = 0,
+    /// Handed to the XSK (selected port).
+    Redirected,
+    /// Handed to the XSK because its headers are broken.
+    Malformed,
+    /// Passed to the kernel.
+    Passed,
+    /// Redirect fell back to XDP_PASS (no socket bound on that queue).
+    RedirectFailed,
+    /// Dropped by `xdpcopy_drop`.
+    Dropped,
+}
+
+impl Counter {
+    /// All counters, in map order.
+    pub const ALL: [Counter; 6] = [
+        Counter::Seen,
+        Counter::Redirected,
+        Counter::Malformed,
+        Counter::Passed,
+        Counter::RedirectFailed,
+        Counter::Dropped,
+    ];
+}
+
+/// Errors loading or attaching the program.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// libbpf could not open/load the object or find a map/program.
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] libbpf_rs::Error),
+    /// Attaching failed in every allowed mode.
+    #[error("attaching XDP ({mode}) to {ifname}: {source}; try --xdp-mode generic, or check `ip link show {ifname}` for another XDP program")]
+    Attach {
+        /// Interface.
+        ifname: String,
+        /// Requested mode.
+        mode: XdpMode,
+        /// Last failure.
+        #[source]
+        source: sys::SyscallError,
+    },
+    /// No such interface.
+    #[error("interface {0} not found; list interfaces with `ip link`")]
+    NoSuchInterface(String),
+    /// Updating a map failed.
+    #[error("updating BPF map {map}: {source}")]
+    Map {
+        /// Map name.
+        map: &'static str,
+        /// Cause.
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+/// A loaded program object with handles on its maps.
+pub struct Program {
+    obj: Object,
+    xsks: MapHandle,
+    ports: MapHandle,
+    counters: MapHandle,
+}
+
+/// An attachment; dropping it detaches the program.
+pub struct Attachment {
+    _link: OwnedFd,
+    /// The mode the kernel accepted.
+    pub mode: XdpMode,
+    /// Interface name.
+    pub ifname: String,
+}
+
+impl Program {
+    /// Opens and loads the embedded object into the kernel.
+    ///
+    /// # Errors
+    /// When the kernel rejects the object (verifier, missing BPF support, not root).
+    pub fn load() -> Result<Self, Error> {
+        let open = ObjectBuilder::default()
+            .name("xdpcopy")?
+            .open_memory(OBJECT)?;
+        let obj = open.load()?;
+        let handle = |name: &str| -> Result<MapHandle, Error> {
+            let map = obj.maps().find(|m| m.name() == name).ok_or_else(|| {
+                libbpf_rs::Error::from(std::io::Error::other(format!("map {name} missing")))
+            })?;
+            Ok(MapHandle::try_from(&map)?)
+        };
+        let xsks = handle("xsks")?;
+        let ports = handle("ports")?;
+        let counters = handle("counters")?;
+        Ok(Self {
+            obj,
+            xsks,
+            ports,
+            counters,
+        })
+    }
+
+    /// Attaches `entry` to `ifname` in `mode` (auto: native, then generic).
+    ///
+    /// # Errors
+    /// When the interface is missing or no allowed mode attaches.
+    pub fn attach(&self, entry: Entry, ifname: &str, mode: XdpMode) -> Result<Attachment, Error> {
+        let ifindex =
+            sys::if_nametoindex(ifname).ok_or_else(|| Error::NoSuchInterface(ifname.to_owned()))?;
+        let prog = self
+            .obj
+            .progs()
+            .find(|p| p.name() == entry.name())
+            .ok_or_else(|| {
+                libbpf_rs::Error::from(std::io::Error::other(format!(
+                    "program {} missing",
+                    entry.name()
+                )))
+            })?;
+        let tries: &[(XdpMode, u32)] = match mode {
+            XdpMode::Auto => &[
+                (XdpMode::Native, sys::XDP_FLAGS_DRV_MODE),
+                (XdpMode::Generic, sys::XDP_FLAGS_SKB_MODE),
+            ],
+            XdpMode::Native => &[(XdpMode::Native, sys::XDP_FLAGS_DRV_MODE)],
+            XdpMode::Generic => &[(XdpMode::Generic, sys::XDP_FLAGS_SKB_MODE)],
+        };
+        let mut last = None;
+        for &(m, flags) in tries {
+            match sys::xdp_link_create(prog.as_fd(), ifindex, flags) {
+                Ok(link) => {
+                    return Ok(Attachment {
+                        _link: link,
+                        mode: m,
+                        ifname: ifname.to_owned(),
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(Error::Attach {
+            ifname: ifname.to_owned(),
+            mode,
+            source: last.expect("one mode was tried"),
+        })
+    }
+
+    /// Binds queue `queue`'s frames to the socket `fd`.
+    ///
+    /// # Errors
+    /// When the map update fails.
+    pub fn set_socket(&self, queue: u32, fd: impl AsRawFd) -> Result<(), Error> {
+        let value = (fd.as_raw_fd() as u32).to_ne_bytes();
+        self.xsks
+            .update(&queue.to_ne_bytes(), &value, MapFlags::ANY)
+            .map_err(|source| Error::Map {
+                map: "xsks",
+                source,
+            })
+    }
+
+    /// Selects TCP `port` with `flags` (see [`port_flags`]).
+    ///
+    /// # Errors
+    /// When the map update fails.
+    pub fn select_port(&self, port: u16, flags: u32) -> Result<(), Error> {
+        self.ports
+            .update(
+                &u32::from(port).to_ne_bytes(),
+                &flags.to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|source| Error::Map {
+                map: "ports",
+                source,
+            })
+    }
+
+    /// Returns a counter summed over all CPUs.
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.counters
+            .lookup_percpu(&(c as u32).to_ne_bytes(), MapFlags::ANY)
+            .ok()
+            .flatten()
+            .map(|per_cpu| {
+                per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8))
+                    .map(|b| u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * xdpcopy's XDP programs.
+ *
+ * xdpcopy_redirect: hands the worker on this RX queue (through the XSKMAP) exactly the frames it
+ *   must see: TCP over IPv4 or IPv6, untagged or with one 802.1Q/802.1ad tag, whose destination
+ *   port is selected in `ports`. A frame that claims to be IPv4/IPv6 TCP but whose headers are
+ *   broken is redirected as well, so the worker counts it as malformed instead of it vanishing.
+ *   Everything else — other protocols, other ports, IPv4 fragments, IPv6 extension headers — is
+ *   passed to the kernel untouched (XDP_PASS). If no socket is bound on the queue the redirect
+ *   falls back to XDP_PASS too.
+ *
+ * xdpcopy_drop: counts and drops every frame. The benchmark uses it to measure the link's XDP
+ *   limit with the same counters.
+ *
+ * Counters are per CPU (no atomics on the hot path); userspace sums them.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+/* Keep in sync with `bpf::Counter` in src/bpf/mod.rs. */
+enum counter {
+	CNT_SEEN = 0,       /* every frame the program ran on */
+	CNT_REDIRECTED,     /* handed to the XSK (matching port) */
+	CNT_MALFORMED,      /* handed to the XSK because its headers are broken */
+	CNT_PASSED,         /* given to the kernel */
+	CNT_REDIRECT_FAILED,/* bpf_redirect_map fell back to XDP_PASS (no socket on the queue) */
+	CNT_DROPPED,        /* xdpcopy_drop */
+	CNT_MAX,
+};
+
+/* `ports` values: bit flags. */
+#define PORT_DST 1 /* redirect TCP whose destination port is this one (the copier) */
+#define PORT_SRC 2 /* redirect TCP whose source port is this one (intercept) */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct vlan_hdr {
+	__be16 tci;
+	__be16 proto;
+};
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+	if (c)
+		*c += 1;
+}
+
+enum verdict { V_PASS, V_MINE, V_MALFORMED };
+
+static __always_inline enum verdict port_verdict(struct tcphdr *tcp)
+{
+	__u32 dport = bpf_ntohs(tcp->dest);
+	__u32 sport = bpf_ntohs(tcp->source);
+	__u32 *flags = bpf_map_lookup_elem(&ports, &dport);
+	if (flags && (*flags & PORT_DST))
+		return V_MINE;
+	flags = bpf_map_lookup_elem(&ports, &sport);
+	if (flags && (*flags & PORT_SRC))
+		return V_MINE;
+	return V_PASS;
+}
+
+static __always_inline enum verdict classify(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return V_PASS;
+	__be16 proto = eth->h_proto;
+	void *l3 = eth + 1;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct vlan_hdr *vlan = l3;
+		if ((void *)(vlan + 1) > end)
+			return V_PASS;
+		proto = vlan->proto;
+		l3 = vlan + 1;
+	}
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > end)
+			return V_MALFORMED; /* says IPv4, has no room for it */
+		if (ip->protocol != IPPROTO_TCP)
+			return V_PASS;
+		if (ip->ihl < 5 || ip->version != 4)
+			return V_MALFORMED;
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return V_PASS; /* fragments: ports unknown past the first; the kernel reassembles */
+		struct tcphdr *tcp = l3 + ip->ihl * 4;
+		if ((void *)(tcp + 1) > end)
+			return V_MALFORMED;
+		return port_verdict(tcp);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end)
+			return V_MALFORMED;
+		if (ip6->nexthdr != IPPROTO_TCP)
+			return V_PASS; /* extension headers are not followed */
+		struct tcphdr *tcp = (void *)(ip6 + 1);
+		if ((void *)(tcp + 1) > end)
+			return V_MALFORMED;
+		return port_verdict(tcp);
+	}
+	return V_PASS;
+}
+
+SEC("xdp")
+int xdpcopy_redirect(struct xdp_md *ctx)
+{
+	count(CNT_SEEN);
+	enum verdict v = classify(ctx);
+	if (v == V_PASS) {
+		count(CNT_PASSED);
+		return XDP_PASS;
+	}
+	count(v == V_MINE ? CNT_REDIRECTED : CNT_MALFORMED);
+	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+	if (action == XDP_PASS)
+		count(CNT_REDIRECT_FAILED);
+	return action;
+}
+
+SEC("xdp")
+int xdpcopy_drop(struct xdp_md *ctx)
+{
+	count(CNT_SEEN);
+	count(CNT_DROPPED);
+	return XDP_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,320 @@
+//! Start-up and the stats loop of the stateless copier: attach the XDP program, create one
+//! UMEM + socket pair per queue, pin one worker per queue, print a stats line every interval and
+//! a summary when told to stop.
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{
+    bpf::{self, Counter, Entry, Program},
+    config::Config,
+    netdev,
+    rewrite::Rewrite,
+    stats::{Counters, Drop, Published},
+    wire,
+    worker::{Route, Stateless, Worker},
+    xsk::{self, Socket, StatsHandle, Umem},
+};
+
+/// Frame size of the UMEM chunks.
+const FRAME_SIZE: u32 = 4096;
+
+/// The final numbers of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Worker counters summed over workers.
+    pub workers: Counters,
+    /// XDP program counters, in `Counter::ALL` order.
+    pub xdp: Vec<(Counter, u64)>,
+    /// Kernel socket statistics summed over sockets.
+    pub xsk: xsk::Statistics,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Every counter as `(name, value)`, the form the final report and the tests read.
+    pub fn named(&self) -> Vec<(String, u64)> {
+        let w = &self.workers;
+        let mut v: Vec<(String, u64)> = vec![
+            ("rx_frames".into(), w.rx_frames),
+            ("rx_bytes".into(), w.rx_bytes),
+            ("tx_frames".into(), w.tx_frames),
+            ("tx_bytes".into(), w.tx_bytes),
+            ("tx_completed".into(), w.tx_completed),
+            ("tx_kick_errors".into(), w.tx_kick_errors),
+            ("dropped".into(), w.dropped()),
+        ];
+        v.extend(
+            Drop::ALL
+                .iter()
+                .map(|d| (format!("drop_{}", d.name()), w.drops[*d as usize])),
+        );
+        v.extend(
+            wire::Error::ALL
+                .iter()
+                .map(|e| (format!("malformed_{}", e.name()), w.malformed[*e as usize])),
+        );
+        v.extend(
+            self.xdp
+                .iter()
+                .map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)),
+        );
+        let x = &self.xsk;
+        v.extend([
+            ("xsk_rx_dropped".into(), x.rx_dropped),
+            ("xsk_rx_ring_full".into(), x.rx_ring_full),
+            ("xsk_fill_empty".into(), x.rx_fill_ring_empty),
+            ("xsk_rx_invalid".into(), x.rx_invalid_descs),
+            ("xsk_tx_invalid".into(), x.tx_invalid_descs),
+            ("xsk_tx_ring_empty".into(), x.tx_ring_empty),
+        ]);
+        v
+    }
+}
+
+fn counter_name(c: Counter) -> &'static str {
+    match c {
+        Counter::Seen => "seen",
+        Counter::Redirected => "redirected",
+        Counter::Malformed => "malformed",
+        Counter::Passed => "passed",
+        Counter::RedirectFailed => "redirect_failed",
+        Counter::Dropped => "dropped",
+    }
+}
+
+fn add_stats(a: &mut xsk::Statistics, b: xsk::Statistics) {
+    a.rx_dropped += b.rx_dropped;
+    a.rx_invalid_descs += b.rx_invalid_descs;
+    a.tx_invalid_descs += b.tx_invalid_descs;
+    a.rx_ring_full += b.rx_ring_full;
+    a.rx_fill_ring_empty += b.rx_fill_ring_empty;
+    a.tx_ring_empty += b.tx_ring_empty;
+}
+
+fn rate(n: u64, secs: f64) -> String {
+    let r = n as f64 / secs.max(1e-9);
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// Runs the stateless copier until `stop` is set. Prints the start-up report and (unless
+/// `config.stats_interval` is `None`) a stats line per interval on stderr.
+///
+/// # Errors
+/// Start-up failures (missing interface, XDP attach, socket setup, MAC resolution), each naming
+/// what to check.
+pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let started = Instant::now();
+    let src_mac = netdev::mac(&config.output)?;
+    let mtu = netdev::mtu(&config.output)?;
+    let tx_queues = netdev::queues(&config.output, "tx")?;
+    if config.input != config.output && tx_queues < config.queues {
+        bail!(
+            "--output {} has {tx_queues} TX queue(s) but {} workers need one each; use --queues {tx_queues} or give the \
+             interface more queues (ethtool -L / veth numtxqueues)",
+            config.output,
+            config.queues
+        );
+    }
+    let mut routes = Vec::with_capacity(config.transfers.len());
+    for t in &config.transfers {
+        let dst_mac = match t.next_hop_mac {
+            Some(m) => m,
+            None => netdev::resolve_next_hop(t.target_ip, &config.output)?,
+        };
+        routes.push(Route {
+            online_ip: t.online_ip,
+            online_port: t.online_port,
+            rewrite: Rewrite {
+                src_mac,
+                dst_mac,
+                dst_ip: t.target_ip,
+                dst_port: t.target_port,
+                src_ip: None,
+            },
+        });
+        eprintln!(
+            "xdpcopy: transfer {t} -> next hop {dst_mac} via {}",
+            config.output
+        );
+    }
+
+    let program = Program::load()
+        .context("loading the XDP program (run as root; kernel with BPF and AF_XDP)")?;
+    for t in &config.transfers {
+        program.select_port(t.online_port, bpf::port_flags::DST)?;
+    }
+
+    let logic = Stateless::new(routes, config.checksum, mtu as usize + 14);
+    let mut workers = Vec::new();
+    let mut handles: Vec<StatsHandle> = Vec::new();
+    let mut zero_copy = false;
+    for q in 0..config.queues {
+        let mut umem = Umem::new(config.frames, FRAME_SIZE)?;
+        let same = config.input == config.output;
+        let rx_cfg = xsk::Config {
+            ifname: config.input.clone(),
+            queue: q,
+            rx_size: config.ring_size,
+            tx_size: if same { config.ring_size } else { 0 },
+            fill_size: config.ring_size,
+            comp_size: if same { config.ring_size } else { 64 },
+            copy_mode: config.copy_mode,
+        };
+        let rx = Socket::create(&mut umem, &rx_cfg)?;
+        let tx = if same {
+            None
+        } else {
+            let tx_cfg = xsk::Config {
+                ifname: config.output.clone(),
+                queue: q,
+                rx_size: 0,
+                tx_size: config.ring_size,
+                fill_size: 64,
+                comp_size: config.ring_size,
+                copy_mode: config.copy_mode,
+            };
+            Some(Socket::create_shared(&rx, &tx_cfg)?)
+        };
+        zero_copy |= rx.zero_copy();
+        program.set_socket(q, rx.fd())?;
+        handles.push(rx.stats_handle()?);
+        if let Some(t) = &tx {
+            handles.push(t.stats_handle()?);
+        }
+        workers.push(Worker::new(
+            q,
+            umem,
+            rx,
+            tx,
+            logic.clone(),
+            Arc::new(Published::default()),
+            stop.clone(),
+        ));
+    }
+    // Attach last: from here on frames for the selected ports go to the sockets.
+    let attachment = program.attach(Entry::Redirect, &config.input, config.xdp_mode)?;
+    eprintln!(
+        "xdpcopy: capturing on {} (queues 0..{}, XDP {:?} mode, AF_XDP {}), sending on {} (MTU {mtu}), stateless, checksums {:?}",
+        config.input,
+        config.queues,
+        attachment.mode,
+        if zero_copy { "zero-copy" } else { "copy mode" },
+        config.output,
+        config.checksum,
+    );
+
+    let cores = config.cores.clone().unwrap_or_else(|| {
+        core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    });
+    let mut published = Vec::new();
+    let mut joins = Vec::new();
+    for (i, w) in workers.into_iter().enumerate() {
+        published.push(w.published());
+        let core = cores.get(i % cores.len().max(1)).copied();
+        let name = format!("xdpcopy-q{}", w.queue);
+        joins.push(thread::Builder::new().name(name).spawn(move || {
+            if let Some(id) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+            w.run()
+        })?);
+    }
+
+    let read_xsk = |handles: &[StatsHandle]| {
+        let mut s = xsk::Statistics::default();
+        for h in handles {
+            if let Ok(x) = h.read() {
+                add_stats(&mut s, x);
+            }
+        }
+        s
+    };
+    let mut last = Counters::default();
+    let mut last_at = Instant::now();
+    let tick = Duration::from_millis(100);
+    let mut next = Instant::now() + config.stats_interval.unwrap_or(Duration::MAX / 4);
+    while !stop.load(Ordering::Relaxed) {
+        thread::sleep(tick);
+        if joins.iter().any(|j| j.is_finished()) {
+            stop.store(true, Ordering::Relaxed);
+            break;
+        }
+        if let Some(interval) = config.stats_interval {
+            if Instant::now() >= next {
+                next += interval;
+                let mut now = Counters::default();
+                for p in &published {
+                    now.add(&p.snapshot());
+                }
+                let secs = last_at.elapsed().as_secs_f64();
+                last_at = Instant::now();
+                let x = read_xsk(&handles);
+                let mut line = format!(
+                    "xdpcopy: rx {} ({} pps) tx {} ({} pps, {:.1} Mbit/s) dropped {}",
+                    now.rx_frames,
+                    rate(now.rx_frames - last.rx_frames, secs),
+                    now.tx_frames,
+                    rate(now.tx_frames - last.tx_frames, secs),
+                    (now.tx_bytes - last.tx_bytes) as f64 * 8.0 / secs / 1e6,
+                    now.dropped(),
+                );
+                let reasons: Vec<String> = Drop::ALL
+                    .iter()
+                    .filter(|d| now.drops[**d as usize] > 0)
+                    .map(|d| format!("{} {}", d.name(), now.drops[*d as usize]))
+                    .collect();
+                if !reasons.is_empty() {
+                    let _ = write!(line, " ({})", reasons.join(", "));
+                }
+                let _ = write!(
+                    line,
+                    " | xdp passed {} | xsk rx_dropped {} ring_full {} fill_empty {}",
+                    program.counter(Counter::Passed),
+                    x.rx_dropped,
+                    x.rx_ring_full,
+                    x.rx_fill_ring_empty
+                );
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{line}");
+                last = now;
+            }
+        }
+    }
+    let mut summary = Summary::default();
+    for j in joins {
+        match j.join() {
+            Ok(c) => summary.workers.add(&c),
+            Err(_) => bail!("a worker thread panicked (see the message above)"),
+        }
+    }
+    summary.xsk = read_xsk(&handles);
+    summary.xdp = Counter::ALL
+        .iter()
+        .map(|c| (*c, program.counter(*c)))
+        .collect();
+    summary.elapsed = started.elapsed();
+    drop(attachment);
+    Ok(summary)
+}

@@ -1,0 +1,29 @@
+//! xdpcopy's dataplane.
+//!
+//! ```text
+//!  capture iface ──XDP (bpf)──► XSK RX ring ─► worker: parse (wire) ─► rewrite ─► XSK TX ring ─► output iface
+//!                  └─ not ours: XDP_PASS        ▲                                   │
+//!                                               └──── fill ring ◄── completion ring ◄┘   (frames move as tokens)
+//! ```
+//!
+//! Modules in flow order:
+#![deny(unsafe_code)]
+
+/// The XDP program and its loader: selects the frames a worker must see.
+pub mod bpf;
+/// Validated configuration.
+pub mod config;
+/// Start-up, workers, the stats loop.
+pub mod engine;
+/// Interfaces, routes, neighbours, the tc mirror.
+pub mod netdev;
+/// The stateless L2/L3/L4 rewrite with checksums.
+pub mod rewrite;
+/// Worker counters and their publication.
+pub mod stats;
+/// Zero-copy header views and checksums: no I/O, no allocation.
+pub mod wire;
+/// The pinned poll-loop worker.
+pub mod worker;
+/// AF_XDP sockets, rings and UMEM: the only module with `unsafe`.
+pub mod xsk;

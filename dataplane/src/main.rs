@@ -1,0 +1,214 @@
+//! `xdpcopy`: copies live TCP traffic to a test server over AF_XDP.
+//!
+//! clap `Args` → validated [`Config`] → `engine::run_stateless`. `anyhow` lives only here.
+
+use std::{
+    process::ExitCode,
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+use dataplane::{
+    bpf::XdpMode,
+    config::{self, Config, Transfer},
+    engine, netdev,
+    rewrite::ChecksumMode,
+    xsk::CopyMode,
+};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum XdpModeArg {
+    /// Native (driver) XDP if the driver has it, generic otherwise.
+    Auto,
+    /// Native XDP only.
+    Native,
+    /// Generic (SKB) XDP only: works everywhere, slower.
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ZeroCopyArg {
+    /// Zero-copy when the driver supports it.
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ChecksumArg {
+    /// Recompute the TCP checksum over the segment: correct even for captures that carry a
+    /// partial (offloaded) checksum.
+    Full,
+    /// RFC 1624 incremental update: only for captures with complete checksums (switch SPAN).
+    Incremental,
+}
+
+/// Copies live TCP traffic from a production server to a test server, on AF_XDP.
+///
+/// This build runs the stateless mode (`--stateless`): every captured frame to a `-x` port is
+/// rewritten to its target and transmitted to the next-hop MAC. Session replay through
+/// xdpcopy-intercept arrives in a later release.
+#[derive(Debug, Parser)]
+#[command(name = "xdpcopy", version, about, long_about = None)]
+struct Args {
+    /// What to copy where: [ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]; repeat or
+    /// separate with commas.
+    #[arg(short = 'x', long = "transfer", value_name = "TRANSFER", required = true, value_parser = config::parse_transfers)]
+    transfers: Vec<Vec<Transfer>>,
+
+    /// Capture interface (a mirror port, or the veth --mirror creates).
+    #[arg(
+        short = 'i',
+        long,
+        value_name = "IFACE",
+        required_unless_present = "mirror"
+    )]
+    input: Option<String>,
+
+    /// Output interface towards the test server.
+    #[arg(short = 'o', long, value_name = "IFACE")]
+    output: String,
+
+    /// Mirror IFACE's ingress with tc into a veth and capture from that (removed at exit), so
+    /// production traffic is never taken from the kernel.
+    #[arg(long, value_name = "IFACE", conflicts_with = "input")]
+    mirror: Option<String>,
+
+    /// Rewrite and forward every matching frame; no sessions, no intercept.
+    #[arg(long)]
+    stateless: bool,
+
+    /// RX queues to capture (one worker each) [default: all RX queues of the capture interface].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    queues: Option<u32>,
+
+    /// CPUs to pin workers to, e.g. 0,1 or 2-5 [default: all, round robin].
+    #[arg(long, value_name = "LIST", value_parser = config::parse_cores)]
+    cores: Option<Vec<usize>>,
+
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: XdpModeArg,
+
+    /// AF_XDP zero-copy.
+    #[arg(long, value_enum, default_value = "auto")]
+    zero_copy: ZeroCopyArg,
+
+    /// TCP checksum update.
+    #[arg(long, value_enum, default_value = "full")]
+    checksum: ChecksumArg,
+
+    /// UMEM frames per worker (power of two).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = power_of_two)]
+    frames: u32,
+
+    /// Entries per ring (power of two).
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = power_of_two)]
+    ring_size: u32,
+
+    /// Seconds between stats lines.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    stats_interval: f64,
+
+    /// No stats lines (the start-up report and the final summary still print).
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn power_of_two(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && (64..=1 << 20).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{s:?} is not a power of two between 64 and 1048576"
+        )),
+    }
+}
+
+fn config(args: Args, input: String) -> Result<Config> {
+    if !args.stateless {
+        bail!("session mode (through xdpcopy-intercept) is not in this build yet; run with --stateless");
+    }
+    if !(args.stats_interval > 0.0 && args.stats_interval <= 3600.0) {
+        bail!(
+            "--stats-interval {}: expected seconds in (0, 3600]",
+            args.stats_interval
+        );
+    }
+    let queues = match args.queues {
+        Some(q) => q,
+        None => netdev::queues(&input, "rx")?.max(1),
+    };
+    Ok(Config {
+        transfers: args.transfers.into_iter().flatten().collect(),
+        input,
+        output: args.output,
+        queues,
+        cores: args.cores,
+        xdp_mode: match args.xdp_mode {
+            XdpModeArg::Auto => XdpMode::Auto,
+            XdpModeArg::Native => XdpMode::Native,
+            XdpModeArg::Generic => XdpMode::Generic,
+        },
+        copy_mode: match args.zero_copy {
+            ZeroCopyArg::Auto => CopyMode::Auto,
+            ZeroCopyArg::On => CopyMode::ZeroCopy,
+            ZeroCopyArg::Off => CopyMode::Copy,
+        },
+        checksum: match args.checksum {
+            ChecksumArg::Full => ChecksumMode::Full,
+            ChecksumArg::Incremental => ChecksumMode::Incremental,
+        },
+        frames: args.frames,
+        ring_size: args.ring_size,
+        stats_interval: (!args.quiet).then(|| Duration::from_secs_f64(args.stats_interval)),
+    })
+}
+
+fn run(args: Args) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let mirror = match &args.mirror {
+        Some(prod) => {
+            let m = netdev::Mirror::setup(prod, args.queues.unwrap_or(1))?;
+            eprintln!(
+                "xdpcopy: mirroring {prod} ingress into {} (removed at exit)",
+                m.capture
+            );
+            Some(m)
+        }
+        None => None,
+    };
+    let input = match (&mirror, &args.input) {
+        (Some(m), _) => m.capture.clone(),
+        (None, Some(i)) => i.clone(),
+        (None, None) => unreachable!("clap requires --input unless --mirror"),
+    };
+    let cfg = config(args, input)?;
+    let summary = engine::run_stateless(&cfg, stop)?;
+    drop(mirror);
+    eprintln!(
+        "xdpcopy: summary after {:.1} s:",
+        summary.elapsed.as_secs_f64()
+    );
+    for (name, value) in summary.named() {
+        eprintln!("  {name:<28} {value}");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdpcopy: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

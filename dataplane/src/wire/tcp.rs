@@ -1,0 +1,757 @@
+//! TCP segments (RFC 9293) and their options.
+//!
+//! The view's buffer is exactly the segment: the caller slices it to the IP payload, and the
+//! checksum functions take the segment length for the pseudo header from the buffer length.
+//!
+//! Options are read lazily by [`Packet::options`], an iterator of `Result<TcpOption>`: a
+//! malformed option (length below 2, past the header, or wrong for its kind) yields one
+//! `Err(Error::BadTcpOption)` and then the iterator stops; `EOL` is yielded and then it stops.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::checksum;
+use super::{get_u16, get_u32, put_u16, put_u32, Error, Result, IPPROTO_TCP};
+
+/// Length of the TCP header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+
+/// Bits of [`Packet::flags`].
+pub mod flags {
+    /// No more data from sender.
+    pub const FIN: u8 = 0x01;
+    /// Synchronize sequence numbers.
+    pub const SYN: u8 = 0x02;
+    /// Reset the connection.
+    pub const RST: u8 = 0x04;
+    /// Push function.
+    pub const PSH: u8 = 0x08;
+    /// Acknowledgment field is significant.
+    pub const ACK: u8 = 0x10;
+    /// Urgent pointer field is significant.
+    pub const URG: u8 = 0x20;
+    /// ECN-Echo.
+    pub const ECE: u8 = 0x40;
+    /// Congestion window reduced.
+    pub const CWR: u8 = 0x80;
+}
+
+mod field {
+    pub const SRC_PORT: usize = 0;
+    pub const DST_PORT: usize = 2;
+    pub const SEQ: usize = 4;
+    pub const ACK: usize = 8;
+    pub const DATA_OFFSET: usize = 12;
+    pub const FLAGS: usize = 13;
+    pub const WINDOW: usize = 14;
+    pub const CHECKSUM: usize = 16;
+    pub const URGENT: usize = 18;
+
+    pub const OPT_EOL: u8 = 0;
+    pub const OPT_NOP: u8 = 1;
+    pub const OPT_MSS: u8 = 2;
+    pub const OPT_WS: u8 = 3;
+    pub const OPT_SACK_PERM: u8 = 4;
+    pub const OPT_TS: u8 = 8;
+}
+
+/// A TCP option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOption<'a> {
+    /// End of option list (kind 0).
+    Eol,
+    /// No-operation padding (kind 1).
+    Nop,
+    /// Maximum segment size (kind 2).
+    Mss(u16),
+    /// Window scale shift count (kind 3).
+    WindowScale(u8),
+    /// SACK permitted (kind 4).
+    SackPermitted,
+    /// Timestamps (kind 8).
+    Timestamps {
+        /// The sender's timestamp value.
+        tsval: u32,
+        /// The echoed timestamp.
+        tsecr: u32,
+    },
+    /// Any other kind, SACK blocks (kind 5) included.
+    Unknown {
+        /// The option kind.
+        kind: u8,
+        /// The bytes after the kind and length bytes.
+        data: &'a [u8],
+    },
+}
+
+/// Read the option at `opts[pos..]` (`pos < opts.len()`); return it and the next position.
+fn read_option(opts: &[u8], pos: usize) -> Result<(TcpOption<'_>, usize)> {
+    let kind = opts[pos];
+    match kind {
+        field::OPT_EOL => return Ok((TcpOption::Eol, opts.len())),
+        field::OPT_NOP => return Ok((TcpOption::Nop, pos + 1)),
+        _ => {}
+    }
+    let len = usize::from(*opts.get(pos + 1).ok_or(Error::BadTcpOption)?);
+    let end = pos + len;
+    if len < 2 || end > opts.len() {
+        return Err(Error::BadTcpOption);
+    }
+    let data = &opts[pos + 2..end];
+    let option = match (kind, len) {
+        (field::OPT_MSS, 4) => TcpOption::Mss(get_u16(data, 0)),
+        (field::OPT_WS, 3) => TcpOption::WindowScale(data[0]),
+        (field::OPT_SACK_PERM, 2) => TcpOption::SackPermitted,
+        (field::OPT_TS, 10) => TcpOption::Timestamps {
+            tsval: get_u32(data, 0),
+            tsecr: get_u32(data, 4),
+        },
+        (field::OPT_MSS | field::OPT_WS | field::OPT_SACK_PERM | field::OPT_TS, _) => {
+            return Err(Error::BadTcpOption)
+        }
+        _ => TcpOption::Unknown { kind, data },
+    };
+    Ok((option, end))
+}
+
+/// An iterator over the options of a TCP header (see the module docs for malformed options).
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    opts: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = Result<TcpOption<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.opts.len() {
+            return None;
+        }
+        match read_option(self.opts, self.pos) {
+            Ok((option, next)) => {
+                self.pos = next;
+                Some(Ok(option))
+            }
+            Err(e) => {
+                self.pos = self.opts.len();
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl core::iter::FusedIterator for Options<'_> {}
+
+/// A view of a TCP segment.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wrap a buffer without checking it.
+    pub const fn new_unchecked(buffer: T) -> Packet<T> {
+        Packet { buffer }
+    }
+
+    /// Wrap a buffer, checking the data offset against it.
+    ///
+    /// # Errors
+    /// See [`Packet::check`].
+    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check()?;
+        Ok(packet)
+    }
+
+    /// Check that the buffer holds the fixed header and the header the data offset declares.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] below 20 bytes, [`Error::BadDataOffset`] if the data offset is
+    /// below 5 or passes the buffer.
+    pub fn check(&self) -> Result<()> {
+        let len = self.buffer.as_ref().len();
+        if len < MIN_HEADER_LEN {
+            return Err(Error::Truncated);
+        }
+        let header_len = usize::from(self.header_len());
+        if header_len < MIN_HEADER_LEN || header_len > len {
+            return Err(Error::BadDataOffset);
+        }
+        Ok(())
+    }
+
+    /// Consume the view and return the buffer.
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    /// Return the source port.
+    pub fn src_port(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::SRC_PORT)
+    }
+
+    /// Return the destination port.
+    pub fn dst_port(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::DST_PORT)
+    }
+
+    /// Return the sequence number.
+    pub fn seq_number(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::SEQ)
+    }
+
+    /// Return the acknowledgment number.
+    pub fn ack_number(&self) -> u32 {
+        get_u32(self.buffer.as_ref(), field::ACK)
+    }
+
+    /// Return the header length in bytes (data offset * 4).
+    pub fn header_len(&self) -> u8 {
+        (self.buffer.as_ref()[field::DATA_OFFSET] >> 4) * 4
+    }
+
+    /// Return the flag byte (CWR ECE URG ACK PSH RST SYN FIN; see [`flags`]).
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// Return the FIN flag.
+    pub fn fin(&self) -> bool {
+        self.flags() & flags::FIN != 0
+    }
+
+    /// Return the SYN flag.
+    pub fn syn(&self) -> bool {
+        self.flags() & flags::SYN != 0
+    }
+
+    /// Return the RST flag.
+    pub fn rst(&self) -> bool {
+        self.flags() & flags::RST != 0
+    }
+
+    /// Return the PSH flag.
+    pub fn psh(&self) -> bool {
+        self.flags() & flags::PSH != 0
+    }
+
+    /// Return the ACK flag.
+    pub fn ack(&self) -> bool {
+        self.flags() & flags::ACK != 0
+    }
+
+    /// Return the URG flag.
+    pub fn urg(&self) -> bool {
+        self.flags() & flags::URG != 0
+    }
+
+    /// Return the ECE flag.
+    pub fn ece(&self) -> bool {
+        self.flags() & flags::ECE != 0
+    }
+
+    /// Return the CWR flag.
+    pub fn cwr(&self) -> bool {
+        self.flags() & flags::CWR != 0
+    }
+
+    /// Return the window field (unscaled).
+    pub fn window(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::WINDOW)
+    }
+
+    /// Return the checksum field.
+    pub fn checksum(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::CHECKSUM)
+    }
+
+    /// Return the urgent pointer.
+    pub fn urgent_ptr(&self) -> u16 {
+        get_u16(self.buffer.as_ref(), field::URGENT)
+    }
+
+    /// Return the raw option bytes (`20..header_len`).
+    pub fn options_bytes(&self) -> &[u8] {
+        &self.buffer.as_ref()[MIN_HEADER_LEN..usize::from(self.header_len())]
+    }
+
+    /// Return an iterator over the options.
+    pub fn options(&self) -> Options<'_> {
+        Options {
+            opts: self.options_bytes(),
+            pos: 0,
+        }
+    }
+
+    /// Find the timestamps option: the offset of TSval within the header, TSval and TSecr.
+    ///
+    /// Stops at `EOL` or a malformed option (returning `None`).
+    pub fn find_timestamps(&self) -> Option<(usize, u32, u32)> {
+        let opts = self.options_bytes();
+        let mut pos = 0;
+        while pos < opts.len() {
+            match read_option(opts, pos).ok()? {
+                (TcpOption::Timestamps { tsval, tsecr }, _) => {
+                    return Some((MIN_HEADER_LEN + pos + 2, tsval, tsecr))
+                }
+                (_, next) => pos = next,
+            }
+        }
+        None
+    }
+
+    /// Return the payload (after `header_len`).
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[usize::from(self.header_len())..]
+    }
+
+    /// Return the partial sum of the segment with the IPv4 pseudo header.
+    fn sum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
+        let b = self.buffer.as_ref();
+        // An IPv4 segment is shorter than 64 KiB, so the length fits the 16-bit field.
+        checksum::sum(
+            b,
+            checksum::pseudo_header_v4(src, dst, IPPROTO_TCP, b.len() as u16),
+        )
+    }
+
+    /// Return the partial sum of the segment with the IPv6 pseudo header.
+    fn sum_v6(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> u32 {
+        let b = self.buffer.as_ref();
+        checksum::sum(
+            b,
+            checksum::pseudo_header_v6(src, dst, IPPROTO_TCP, b.len() as u32),
+        )
+    }
+
+    /// Return whether the checksum is correct for an IPv4 segment from `src` to `dst`.
+    pub fn verify_checksum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        checksum::fold(self.sum_v4(src, dst)) == 0xffff
+    }
+
+    /// Return whether the checksum is correct for an IPv6 segment from `src` to `dst`.
+    pub fn verify_checksum_v6(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> bool {
+        checksum::fold(self.sum_v6(src, dst)) == 0xffff
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Set the source port.
+    pub fn set_src_port(&mut self, port: u16) {
+        put_u16(self.buffer.as_mut(), field::SRC_PORT, port);
+    }
+
+    /// Set the destination port.
+    pub fn set_dst_port(&mut self, port: u16) {
+        put_u16(self.buffer.as_mut(), field::DST_PORT, port);
+    }
+
+    /// Set the sequence number.
+    pub fn set_seq_number(&mut self, seq: u32) {
+        put_u32(self.buffer.as_mut(), field::SEQ, seq);
+    }
+
+    /// Set the acknowledgment number.
+    pub fn set_ack_number(&mut self, ack: u32) {
+        put_u32(self.buffer.as_mut(), field::ACK, ack);
+    }
+
+    /// Set the header length in bytes (a multiple of 4, 20..=60), keeping the reserved bits.
+    pub fn set_header_len(&mut self, len: u8) {
+        let b = &mut self.buffer.as_mut()[field::DATA_OFFSET];
+        *b = (*b & 0x0f) | ((len / 4) << 4);
+    }
+
+    /// Set the flag byte.
+    pub fn set_flags(&mut self, flags: u8) {
+        self.buffer.as_mut()[field::FLAGS] = flags;
+    }
+
+    fn set_flag(&mut self, flag: u8, value: bool) {
+        let f = self.flags();
+        self.set_flags(if value { f | flag } else { f & !flag });
+    }
+
+    /// Set the FIN flag.
+    pub fn set_fin(&mut self, value: bool) {
+        self.set_flag(flags::FIN, value);
+    }
+
+    /// Set the SYN flag.
+    pub fn set_syn(&mut self, value: bool) {
+        self.set_flag(flags::SYN, value);
+    }
+
+    /// Set the RST flag.
+    pub fn set_rst(&mut self, value: bool) {
+        self.set_flag(flags::RST, value);
+    }
+
+    /// Set the PSH flag.
+    pub fn set_psh(&mut self, value: bool) {
+        self.set_flag(flags::PSH, value);
+    }
+
+    /// Set the ACK flag.
+    pub fn set_ack(&mut self, value: bool) {
+        self.set_flag(flags::ACK, value);
+    }
+
+    /// Set the URG flag.
+    pub fn set_urg(&mut self, value: bool) {
+        self.set_flag(flags::URG, value);
+    }
+
+    /// Set the ECE flag.
+    pub fn set_ece(&mut self, value: bool) {
+        self.set_flag(flags::ECE, value);
+    }
+
+    /// Set the CWR flag.
+    pub fn set_cwr(&mut self, value: bool) {
+        self.set_flag(flags::CWR, value);
+    }
+
+    /// Set the window field.
+    pub fn set_window(&mut self, window: u16) {
+        put_u16(self.buffer.as_mut(), field::WINDOW, window);
+    }
+
+    /// Set the checksum field.
+    pub fn set_checksum(&mut self, checksum: u16) {
+        put_u16(self.buffer.as_mut(), field::CHECKSUM, checksum);
+    }
+
+    /// Set the urgent pointer.
+    pub fn set_urgent_ptr(&mut self, ptr: u16) {
+        put_u16(self.buffer.as_mut(), field::URGENT, ptr);
+    }
+
+    /// Overwrite TSval and TSecr at `offset`, as returned by [`Packet::find_timestamps`].
+    pub fn set_timestamps(&mut self, offset: usize, tsval: u32, tsecr: u32) {
+        let b = self.buffer.as_mut();
+        put_u32(b, offset, tsval);
+        put_u32(b, offset + 4, tsecr);
+    }
+
+    /// Return the raw option bytes, mutably.
+    pub fn options_bytes_mut(&mut self) -> &mut [u8] {
+        let end = usize::from(self.header_len());
+        &mut self.buffer.as_mut()[MIN_HEADER_LEN..end]
+    }
+
+    /// Return the payload, mutably.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let start = usize::from(self.header_len());
+        &mut self.buffer.as_mut()[start..]
+    }
+
+    /// Compute and store the checksum for an IPv4 segment from `src` to `dst`.
+    pub fn fill_checksum_v4(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        self.set_checksum(0);
+        let c = checksum::finish(self.sum_v4(src, dst));
+        self.set_checksum(c);
+    }
+
+    /// Compute and store the checksum for an IPv6 segment from `src` to `dst`.
+    pub fn fill_checksum_v6(&mut self, src: &Ipv6Addr, dst: &Ipv6Addr) {
+        self.set_checksum(0);
+        let c = checksum::finish(self.sum_v6(src, dst));
+        self.set_checksum(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testdata::{DATA_V4, FIN_V4, RST_V4_PADDED, SYN_V4, SYN_V6};
+
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+    fn collect<'a>(p: &'a Packet<&[u8]>) -> ([Option<Result<TcpOption<'a>>>; 8], usize) {
+        let mut out = [None; 8];
+        let mut n = 0;
+        for (slot, o) in out.iter_mut().zip(p.options()) {
+            *slot = Some(o);
+            n += 1;
+        }
+        (out, n)
+    }
+
+    #[test]
+    fn read_syn_with_options() {
+        let p = Packet::new_checked(&SYN_V4[34..]).unwrap();
+        assert_eq!(p.src_port(), 40000);
+        assert_eq!(p.dst_port(), 80);
+        assert_eq!(p.seq_number(), 0x1234_5678);
+        assert_eq!(p.ack_number(), 0);
+        assert_eq!(p.header_len(), 40);
+        assert_eq!(p.flags(), flags::SYN);
+        assert!(p.syn() && !p.ack() && !p.fin() && !p.rst() && !p.psh());
+        assert!(!p.urg() && !p.ece() && !p.cwr());
+        assert_eq!(p.window(), 64240);
+        assert_eq!(p.checksum(), 0x518e);
+        assert_eq!(p.urgent_ptr(), 0);
+        assert!(p.payload().is_empty());
+        assert!(p.verify_checksum_v4(CLIENT, SERVER));
+        assert!(!p.verify_checksum_v4(SERVER, SERVER));
+
+        let (opts, n) = collect(&p);
+        assert_eq!(n, 5);
+        assert_eq!(
+            opts[..5],
+            [
+                Some(Ok(TcpOption::Mss(1460))),
+                Some(Ok(TcpOption::SackPermitted)),
+                Some(Ok(TcpOption::Timestamps {
+                    tsval: 123_456,
+                    tsecr: 0
+                })),
+                Some(Ok(TcpOption::Nop)),
+                Some(Ok(TcpOption::WindowScale(7))),
+            ]
+        );
+        assert_eq!(p.find_timestamps(), Some((28, 123_456, 0)));
+    }
+
+    #[test]
+    fn read_data_segment() {
+        let p = Packet::new_checked(&DATA_V4[34..]).unwrap();
+        assert_eq!(p.flags(), flags::PSH | flags::ACK);
+        assert!(p.psh() && p.ack());
+        assert_eq!(p.ack_number(), 0x9abc_def1);
+        assert_eq!(p.header_len(), 32);
+        assert_eq!(p.window(), 502);
+        assert_eq!(p.payload(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(p.verify_checksum_v4(CLIENT, SERVER));
+        let (opts, n) = collect(&p);
+        assert_eq!(n, 3);
+        assert_eq!(
+            opts[2],
+            Some(Ok(TcpOption::Timestamps {
+                tsval: 123_556,
+                tsecr: 0x89ab_cdef
+            }))
+        );
+        assert_eq!(p.find_timestamps(), Some((24, 123_556, 0x89ab_cdef)));
+    }
+
+    #[test]
+    fn read_fin_and_rst() {
+        let p = Packet::new_checked(&FIN_V4[34..]).unwrap();
+        assert!(p.fin() && p.ack() && !p.syn());
+        assert_eq!(p.options().count(), 0);
+        assert_eq!(p.find_timestamps(), None);
+        assert!(p.verify_checksum_v4(CLIENT, SERVER));
+
+        let p = Packet::new_checked(&RST_V4_PADDED[34..54]).unwrap();
+        assert_eq!(p.flags(), flags::RST | flags::ACK);
+        assert_eq!(p.window(), 0);
+        assert!(p.verify_checksum_v4(CLIENT, SERVER));
+    }
+
+    #[test]
+    fn read_ipv6_syn() {
+        let p = Packet::new_checked(&SYN_V6[54..]).unwrap();
+        let (src, dst) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        assert!(p.syn());
+        assert_eq!(p.checksum(), 0x0800);
+        assert!(p.verify_checksum_v6(&src, &dst));
+        assert!(!p.verify_checksum_v6(&dst, &dst));
+        assert_eq!(p.options().next(), Some(Ok(TcpOption::Mss(1440))));
+    }
+
+    #[test]
+    fn malformed_headers() {
+        let seg = &SYN_V4[34..];
+        assert_eq!(
+            Packet::new_checked(&seg[..19]).unwrap_err(),
+            Error::Truncated
+        );
+        assert_eq!(
+            Packet::new_checked(&seg[..39]).unwrap_err(),
+            Error::BadDataOffset
+        );
+        assert!(Packet::new_checked(&seg[..40]).is_ok());
+        let mut b = [0u8; 40];
+        b.copy_from_slice(seg);
+        b[12] = 0x40;
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            Error::BadDataOffset
+        );
+        b[12] = 0xf0;
+        assert_eq!(
+            Packet::new_checked(&b[..]).unwrap_err(),
+            Error::BadDataOffset
+        );
+    }
+
+    /// Return a segment whose 20 option bytes are `opts` (padded with EOL).
+    fn with_options(opts: &[u8]) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..20].copy_from_slice(&FIN_V4[34..]);
+        b[12] = 0xa0;
+        b[20..20 + opts.len()].copy_from_slice(opts);
+        b
+    }
+
+    #[test]
+    fn malformed_options() {
+        for bad in [
+            &[0x02, 0x00][..],                   // length 0
+            &[0x01, 0x13, 0x01][..],             // length 1
+            &[0x02, 0x03, 0x05, 0xb4][..],       // MSS of length 3
+            &[0x08, 0x08, 0, 0, 0, 0, 0, 0][..], // TS of length 8
+            &[0x04, 0x03, 0x00][..],             // SACK-permitted of length 3
+            &[0x03, 0x02][..],                   // WS of length 2
+            &[
+                0x01, 0x05, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ][..], // overrun
+        ] {
+            let b = with_options(bad);
+            let p = Packet::new_checked(&b[..]).unwrap();
+            let mut it = p.options();
+            let first_err = it.by_ref().find(|o| o.is_err());
+            assert_eq!(first_err, Some(Err(Error::BadTcpOption)), "{bad:?}");
+            assert_eq!(it.next(), None, "stops after an error");
+            assert_eq!(p.find_timestamps(), None);
+        }
+        // A kind byte as the very last option byte has no length byte.
+        let mut b = with_options(&[1; 20]);
+        b[39] = 0x02;
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.options().last(), Some(Err(Error::BadTcpOption)));
+    }
+
+    #[test]
+    fn eol_and_unknown_options() {
+        // SACK block (kind 5), unknown kind 30 with empty data, EOL, then garbage.
+        let b = with_options(&[5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 30, 2, 0, 0xff, 0xff]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        let (opts, n) = collect(&p);
+        assert_eq!(n, 3);
+        assert_eq!(
+            opts[0],
+            Some(Ok(TcpOption::Unknown {
+                kind: 5,
+                data: &[0, 0, 0, 1, 0, 0, 0, 2]
+            }))
+        );
+        assert_eq!(
+            opts[1],
+            Some(Ok(TcpOption::Unknown {
+                kind: 30,
+                data: &[]
+            }))
+        );
+        assert_eq!(opts[2], Some(Ok(TcpOption::Eol)));
+        // Timestamps after an EOL do not count.
+        let b = with_options(&[0, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().find_timestamps(), None);
+    }
+
+    #[test]
+    fn write_every_field() {
+        let mut b = [0u8; 36];
+        let mut p = Packet::new_unchecked(&mut b[..]);
+        p.set_src_port(0x1234);
+        p.set_dst_port(443);
+        p.set_seq_number(0xdead_beef);
+        p.set_ack_number(0x0102_0304);
+        p.set_header_len(32);
+        p.set_flags(0);
+        p.set_syn(true);
+        p.set_ack(true);
+        p.set_cwr(true);
+        p.set_ece(true);
+        p.set_urg(true);
+        p.set_psh(true);
+        p.set_rst(true);
+        p.set_fin(true);
+        p.set_urg(false);
+        p.set_window(0xfffe);
+        p.set_urgent_ptr(7);
+        p.options_bytes_mut()
+            .copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let (off, _, _) = p.find_timestamps().unwrap();
+        p.set_timestamps(off, 0x0a0b_0c0d, 0x1112_1314);
+        p.payload_mut().copy_from_slice(b"data");
+        p.fill_checksum_v4(CLIENT, SERVER);
+        assert!(p.verify_checksum_v4(CLIENT, SERVER));
+        let c = p.checksum();
+        assert_eq!(
+            b,
+            [
+                0x12,
+                0x34,
+                0x01,
+                0xbb,
+                0xde,
+                0xad,
+                0xbe,
+                0xef,
+                0x01,
+                0x02,
+                0x03,
+                0x04,
+                0x80,
+                0xdf,
+                0xff,
+                0xfe,
+                (c >> 8) as u8,
+                c as u8,
+                0x00,
+                0x07,
+                1,
+                1,
+                8,
+                10,
+                0x0a,
+                0x0b,
+                0x0c,
+                0x0d,
+                0x11,
+                0x12,
+                0x13,
+                0x14,
+                b'd',
+                b'a',
+                b't',
+                b'a'
+            ]
+        );
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        // (Not v4-mapped addresses: their pseudo-header sum equals the IPv4 one.)
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        );
+        p.fill_checksum_v6(&src, &dst);
+        assert!(p.verify_checksum_v6(&src, &dst));
+        assert!(!p.verify_checksum_v4(CLIENT, SERVER));
+    }
+
+    #[test]
+    fn fill_reproduces_fixture_checksums() {
+        for (frame, end) in [
+            (&SYN_V4[..], 74),
+            (&DATA_V4[..], 93),
+            (&RST_V4_PADDED[..], 54),
+        ] {
+            let mut seg = [0u8; 64];
+            let seg = &mut seg[..end - 34];
+            seg.copy_from_slice(&frame[34..end]);
+            let mut p = Packet::new_checked(&mut seg[..]).unwrap();
+            let want = p.checksum();
+            p.set_checksum(0x5555);
+            p.fill_checksum_v4(CLIENT, SERVER);
+            assert_eq!(p.checksum(), want);
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! Every system call of the AF_XDP layer goes through this file (aya's choke-point pattern): each
+//! wrapper turns `-1`/`errno` into a [`SyscallError`] naming the call, and owns the one `unsafe`
+//! block that call needs.
+
+use std::{
+    ffi::CString,
+    io,
+    mem::{size_of, MaybeUninit},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+};
+
+use memmap2::{MmapMut, MmapOptions};
+
+/// A failed system call: which one, and the OS error.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {source}")]
+pub struct SyscallError {
+    /// The call and its subject, e.g. `setsockopt(XDP_UMEM_REG)`.
+    pub call: &'static str,
+    /// The OS error it returned.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SyscallError {
+    fn last(call: &'static str) -> Self {
+        Self {
+            call,
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    /// Returns the raw OS error code, if any.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SyscallError>;
+
+/// Opens an `AF_XDP` socket.
+pub fn xdp_socket() -> Result<OwnedFd> {
+    // SAFETY: plain syscall with constant arguments; on success the kernel returns a fresh fd
+    // that nobody else owns, so wrapping it in OwnedFd is sound.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(SyscallError::last("socket(AF_XDP)"));
+    }
+    // SAFETY: `fd` was just returned by socket() and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setsockopt(fd, SOL_XDP, name, value)`.
+pub fn set_xdp_opt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    name: libc::c_int,
+    value: &T,
+    call: &'static str,
+) -> Result<()> {
+    // SAFETY: `value` is a valid, initialised `T` for the duration of the call and the length
+    // passed is exactly its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(SyscallError::last(call));
+    }
+    Ok(())
+}
+
+/// `getsockopt(fd, SOL_XDP, name)` into a `T` that the kernel fills completely.
+pub fn get_xdp_opt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    name: libc::c_int,
+    call: &'static str,
+) -> Result<T> {
+    let mut value = MaybeUninit::<T>::zeroed();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` points to `len` writable bytes; the kernel writes at most `len` bytes and
+    // reports how many in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            name,
+            value.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(SyscallError::last(call));
+    }
+    if len as usize != size_of::<T>() {
+        return Err(SyscallError {
+            call,
+            source: io::Error::other(format!(
+                "kernel returned {len} bytes, expected {} (kernel too old?)",
+                size_of::<T>()
+            )),
+        });
+    }
+    // SAFETY: zero-initialised and then fully written by the kernel (length checked above); all
+    // the `T`s used here are plain integer structs for which any bit pattern is valid.
+    Ok(unsafe { value.assume_init() })
+}
+
+/// Binds an XDP socket to (ifindex, queue) with `flags`; `shared_umem_fd` for `XDP_SHARED_UMEM`.
+pub fn bind_xdp(
+    fd: BorrowedFd<'_>,
+    ifindex: u32,
+    queue: u32,
+    flags: u16,
+    shared_umem_fd: Option<RawFd>,
+) -> Result<()> {
+    let addr = libc::sockaddr_xdp {
+        sxdp_family: libc::AF_XDP as u16,
+        sxdp_flags: flags,
+        sxdp_ifindex: ifindex,
+        sxdp_queue_id: queue,
+        sxdp_shared_umem_fd: shared_umem_fd.map_or(0, |fd| fd as u32),
+    };
+    // SAFETY: `addr` is a valid sockaddr_xdp and the length passed is its size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_xdp).cast(),
+            size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(SyscallError::last("bind(AF_XDP)"));
+    }
+    Ok(())
+}
+
+/// Maps `len` bytes of a ring of the socket at the page offset `offset` (shared, populated).
+pub fn map_ring(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<MmapMut> {
+    // SAFETY: the mapping is of kernel ring memory owned by the socket; it stays valid while the
+    // mapping exists (the kernel keeps the ring alive until munmap even after close). Only the
+    // ring code reads/writes it, through atomics for the shared indices.
+    unsafe {
+        MmapOptions::new()
+            .offset(offset)
+            .len(len)
+            .populate()
+            .map_mut(fd.as_raw_fd())
+    }
+    .map_err(|source| SyscallError {
+        call: "mmap(XDP ring)",
+        source,
+    })
+}
+
+/// Allocates the UMEM area: anonymous, page-aligned, populated.
+pub fn map_umem(len: usize) -> Result<MmapMut> {
+    MmapOptions::new()
+        .len(len)
+        .populate()
+        .map_anon()
+        .map_err(|source| SyscallError {
+            call: "mmap(UMEM)",
+            source,
+        })
+}
+
+/// Outcome of a non-blocking kick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// The kernel took the call.
+    Done,
+    /// The kernel is busy or out of budget (EAGAIN, EBUSY, ENOBUFS): call again later.
+    Again,
+    /// Another error (errno); the caller counts it.
+    Failed(i32),
+}
+
+/// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: the copy-mode transmit engine / TX wakeup.
+pub fn kick_tx(fd: BorrowedFd<'_>) -> Kick {
+    // SAFETY: a zero-length send with a null buffer and no address: the kernel reads nothing.
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    classify_kick(rc)
+}
+
+/// `recvfrom(fd, NULL, 0, MSG_DONTWAIT)`: the fill-ring wakeup.
+pub fn kick_rx(fd: BorrowedFd<'_>) -> Kick {
+    // SAFETY: a zero-length receive into a null buffer: the kernel writes nothing.
+    let rc = unsafe {
+        libc::recvfrom(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    classify_kick(rc)
+}
+
+fn classify_kick(rc: isize) -> Kick {
+    if rc >= 0 {
+        return Kick::Done;
+    }
+    match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
+        libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR => Kick::Again,
+        libc::ENETDOWN => Kick::Again,
+        e => Kick::Failed(e),
+    }
+}
+
+/// Blocks until `fd` is readable or `timeout_ms` passes; returns whether it is readable.
+pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, count 1.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    rc > 0 && pfd.revents & libc::POLLIN != 0
+}
+
+/// Looks up an interface index by name.
+pub fn if_nametoindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// `XDP_FLAGS_SKB_MODE`: generic XDP.
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+/// `XDP_FLAGS_DRV_MODE`: native (driver) XDP.
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Attaches an XDP program to an interface through a BPF link (`bpf_link_create(BPF_XDP)`).
+/// The returned fd *is* the attachment: closing it (or the process dying) detaches the program.
+pub fn xdp_link_create(prog_fd: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Result<OwnedFd> {
+    use libbpf_rs::libbpf_sys;
+    // SAFETY: bpf_link_create_opts is a plain C struct for which all-zero is the documented
+    // default; `sz` tells libbpf its size.
+    let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+    opts.flags = flags;
+    // SAFETY: `prog_fd` is a live program fd, `opts` is valid for the call; libbpf returns a new
+    // fd or a negative errno.
+    let fd = unsafe {
+        libbpf_sys::bpf_link_create(
+            prog_fd.as_raw_fd(),
+            ifindex as i32,
+            libbpf_sys::BPF_XDP,
+            &opts,
+        )
+    };
+    if fd < 0 {
+        return Err(SyscallError {
+            call: "bpf_link_create(BPF_XDP)",
+            source: io::Error::from_raw_os_error(-fd),
+        });
+    }
+    // SAFETY: a fresh fd returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}

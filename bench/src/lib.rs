@@ -1,1 +1,19 @@
-//! lab placeholder
+//! xdpcopy bench: the network-namespace lab, frame tools (builder, AF_PACKET sender, pcap
+//! verifier) and, later, load generators and the benchmark runner.
+//!
+//! Independent of the dataplane crate on purpose: what this crate builds and verifies is a
+//! cross-check of what the dataplane does.
+
+pub mod capture;
+pub mod frames;
+pub mod lab;
+pub mod netns;
+pub mod sender;
+pub mod verify;
+
+pub use capture::{Capture, CaptureResult};
+pub use frames::{build_frame, parse_frame, FrameKind, FrameSpec, MacAddr, ParsedFrame};
+pub use lab::{addr, iface, ns_name, read_lines, wait_for_line, Lab, LabSpec, Role};
+pub use netns::{have_root, in_netns, NS_PREFIX};
+pub use sender::{send_frames, send_frames_in_ns, PacketSocket, SendReport, SendSpec};
+pub use verify::{FlowKey, PcapSummary};

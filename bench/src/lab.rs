@@ -1,0 +1,803 @@
+//! The network-namespace lab: five namespaces (client, online, copier, test, assist) joined by
+//! veth pairs, with nginx on the online and test servers and a tc mirror of the online server's
+//! ingress towards the copier.
+//!
+//! ```text
+//!  client c0 10.201.1.1 ── o0 10.201.1.2 online (nginx :80)
+//!                         mir0 ── cin  copier (AF_XDP capture; mirror of o0 ingress [+egress])
+//!                                 cout 10.201.2.1 ── t0 10.201.2.2 test (nginx :8080)
+//!                                                    t1 10.201.3.1 ── a0 10.201.3.2 assist
+//!                                 cch 10.201.4.1 ───────────────────── a1 10.201.4.2 assist
+//! ```
+//!
+//! Everything lives inside namespaces named `xdpc-TAG-ROLE`; nothing is created in the root
+//! namespace. Dropping a [`Lab`] kills what it spawned and deletes its namespaces.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::fs::File;
+use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::capture::Capture;
+use crate::frames::MacAddr;
+use crate::netns::{
+    in_netns, ip, kill_ns_processes, link_mac, list_namespaces, ns_command, ns_exists, run_cmd,
+    signal, NS_PREFIX,
+};
+
+/// Addresses and ports of the lab.
+pub mod addr {
+    use std::net::Ipv4Addr;
+
+    /// client `c0`
+    pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 1);
+    /// online `o0` (nginx on [`ONLINE_PORT`])
+    pub const ONLINE: Ipv4Addr = Ipv4Addr::new(10, 201, 1, 2);
+    /// The client network (the test server routes it to the assist server).
+    pub const CLIENT_NET: &str = "10.201.1.0/24";
+    /// copier `cout`
+    pub const COPIER_OUT: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 1);
+    /// test `t0` (nginx on [`TEST_PORT`])
+    pub const TEST: Ipv4Addr = Ipv4Addr::new(10, 201, 2, 2);
+    /// test `t1`
+    pub const TEST_TO_ASSIST: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 1);
+    /// assist `a0`
+    pub const ASSIST: Ipv4Addr = Ipv4Addr::new(10, 201, 3, 2);
+    /// assist `a1` (header-return channel side)
+    pub const ASSIST_CHANNEL: Ipv4Addr = Ipv4Addr::new(10, 201, 4, 2);
+    /// copier `cch` (header-return channel side)
+    pub const COPIER_CHANNEL: Ipv4Addr = Ipv4Addr::new(10, 201, 4, 1);
+    pub const ONLINE_PORT: u16 = 80;
+    pub const TEST_PORT: u16 = 8080;
+    /// TCPCopy's header-return channel port.
+    pub const CHANNEL_PORT: u16 = 36524;
+}
+
+/// Interface names.
+pub mod iface {
+    pub const CLIENT: &str = "c0";
+    pub const ONLINE: &str = "o0";
+    pub const ONLINE_MIRROR: &str = "mir0";
+    pub const COPIER_IN: &str = "cin";
+    pub const COPIER_OUT: &str = "cout";
+    pub const COPIER_CHANNEL: &str = "cch";
+    pub const TEST_IN: &str = "t0";
+    pub const TEST_TO_ASSIST: &str = "t1";
+    pub const ASSIST_IN: &str = "a0";
+    pub const ASSIST_CHANNEL: &str = "a1";
+}
+
+/// A namespace of the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Client,
+    Online,
+    Copier,
+    Test,
+    Assist,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Client,
+        Role::Online,
+        Role::Copier,
+        Role::Test,
+        Role::Assist,
+    ];
+
+    /// The suffix of the namespace name: `client`, `online`, `copier`, `test`, `assist`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Client => "client",
+            Role::Online => "online",
+            Role::Copier => "copier",
+            Role::Test => "test",
+            Role::Assist => "assist",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One veth pair: (role A, interface A, address A, role B, interface B, address B).
+type LinkDef = (
+    Role,
+    &'static str,
+    Option<&'static str>,
+    Role,
+    &'static str,
+    Option<&'static str>,
+);
+
+const LINKS: [LinkDef; 5] = [
+    (
+        Role::Client,
+        "c0",
+        Some("10.201.1.1/24"),
+        Role::Online,
+        "o0",
+        Some("10.201.1.2/24"),
+    ),
+    (Role::Online, "mir0", None, Role::Copier, "cin", None),
+    (
+        Role::Copier,
+        "cout",
+        Some("10.201.2.1/24"),
+        Role::Test,
+        "t0",
+        Some("10.201.2.2/24"),
+    ),
+    (
+        Role::Test,
+        "t1",
+        Some("10.201.3.1/24"),
+        Role::Assist,
+        "a0",
+        Some("10.201.3.2/24"),
+    ),
+    (
+        Role::Assist,
+        "a1",
+        Some("10.201.4.2/24"),
+        Role::Copier,
+        "cch",
+        Some("10.201.4.1/24"),
+    ),
+];
+
+/// Interfaces whose namespace's own TCP/IP stack sends: transmit checksum offload is turned off
+/// on them so that frames (and their mirrored copies) carry complete checksums.
+const TX_CSUM_OFF: [(Role, &str); 8] = [
+    (Role::Client, "c0"),
+    (Role::Online, "o0"),
+    (Role::Copier, "cout"),
+    (Role::Copier, "cch"),
+    (Role::Test, "t0"),
+    (Role::Test, "t1"),
+    (Role::Assist, "a0"),
+    (Role::Assist, "a1"),
+];
+
+/// What lab to build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabSpec {
+    /// Namespaces are `xdpc-TAG-ROLE`; `[a-z0-9_-]`, at most 24 characters.
+    pub tag: String,
+    /// Number of TX and RX queues of every veth.
+    pub queues: u32,
+    /// Start nginx on the online (:80) and test (:8080) servers.
+    pub nginx: bool,
+    /// Also mirror o0's egress (the online server's responses) to mir0.
+    pub mirror_egress: bool,
+}
+
+impl LabSpec {
+    pub fn new(tag: impl Into<String>) -> Self {
+        LabSpec {
+            tag: tag.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for LabSpec {
+    fn default() -> Self {
+        LabSpec {
+            tag: "demo".into(),
+            queues: 2,
+            nginx: true,
+            mirror_egress: false,
+        }
+    }
+}
+
+/// Name of namespace `role` of lab `tag`.
+pub fn ns_name(tag: &str, role: Role) -> String {
+    format!("{NS_PREFIX}{tag}-{}", role.name())
+}
+
+fn validate_tag(tag: &str) -> Result<()> {
+    ensure!(
+        !tag.is_empty()
+            && tag.len() <= 24
+            && !tag.starts_with('-')
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'),
+        "bad lab tag {tag:?}: use 1-24 characters of [a-z0-9_-], not starting with '-'"
+    );
+    Ok(())
+}
+
+#[derive(Debug)]
+struct Spawned {
+    what: String,
+    child: Child,
+}
+
+/// A running lab. Dropping it tears it down (see [`Lab::shutdown`]) unless
+/// [`Lab::leave_running`] was called.
+#[derive(Debug)]
+pub struct Lab {
+    spec: LabSpec,
+    out_dir: PathBuf,
+    children: Mutex<Vec<Spawned>>,
+    spawned_total: AtomicUsize,
+    torn_down: bool,
+}
+
+impl Lab {
+    /// Builds the lab, after removing leftovers of a previous lab with the same tag. On error
+    /// everything created so far is removed again.
+    pub fn up(spec: LabSpec) -> Result<Lab> {
+        validate_tag(&spec.tag)?;
+        ensure!(
+            (1..=64).contains(&spec.queues),
+            "queues must be in 1..=64, not {}",
+            spec.queues
+        );
+        Lab::down(&spec.tag)?;
+        let out_dir = PathBuf::from(format!("/tmp/{NS_PREFIX}{}", spec.tag));
+        if out_dir.exists() {
+            std::fs::remove_dir_all(&out_dir)
+                .with_context(|| format!("remove old {}", out_dir.display()))?;
+        }
+        std::fs::create_dir_all(out_dir.join("logs"))
+            .with_context(|| format!("create {}", out_dir.display()))?;
+        let lab = Lab {
+            spec,
+            out_dir,
+            children: Mutex::new(Vec::new()),
+            spawned_total: AtomicUsize::new(0),
+            torn_down: false,
+        };
+        // From here on, an early return drops `lab`, which tears down what exists.
+        lab.build_network()
+            .with_context(|| format!("building lab {}", lab.spec.tag))?;
+        if lab.spec.nginx {
+            lab.start_nginx(Role::Online)?;
+            lab.start_nginx(Role::Test)?;
+        }
+        Ok(lab)
+    }
+
+    /// Removes lab `tag`: kills every process inside its namespaces and deletes them.
+    /// Idempotent; touches nothing but `xdpc-TAG-{client,online,copier,test,assist}`.
+    pub fn down(tag: &str) -> Result<()> {
+        validate_tag(tag)?;
+        let mut errors = Vec::new();
+        let present: Vec<String> = Role::ALL
+            .iter()
+            .map(|&r| ns_name(tag, r))
+            .filter(|ns| ns_exists(ns))
+            .collect();
+        for ns in &present {
+            kill_ns_processes(ns, Duration::from_secs(3));
+        }
+        for ns in &present {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                if ns_exists(ns) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+        }
+        if !errors.is_empty() {
+            bail!("lab {tag} teardown: {}", errors.join("; "));
+        }
+        Ok(())
+    }
+
+    /// Tags of the labs present on the machine, with the namespaces each has.
+    pub fn list() -> Result<BTreeMap<String, Vec<Role>>> {
+        let mut out: BTreeMap<String, Vec<Role>> = BTreeMap::new();
+        for ns in list_namespaces()? {
+            let Some(rest) = ns.strip_prefix(NS_PREFIX) else {
+                continue;
+            };
+            for role in Role::ALL {
+                if let Some(tag) = rest.strip_suffix(&format!("-{}", role.name())) {
+                    out.entry(tag.to_owned()).or_default().push(role);
+                }
+            }
+        }
+        for roles in out.values_mut() {
+            roles.sort();
+        }
+        Ok(out)
+    }
+
+    pub fn spec(&self) -> &LabSpec {
+        &self.spec
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.spec.tag
+    }
+
+    /// Namespace name of `role`: `xdpc-TAG-ROLE`.
+    pub fn ns(&self, role: Role) -> String {
+        ns_name(&self.spec.tag, role)
+    }
+
+    /// `ip netns exec NS program` (add arguments, then run it).
+    pub fn cmd(&self, role: Role, program: &str) -> Command {
+        ns_command(&self.ns(role), program)
+    }
+
+    /// Runs `args` (program first) inside `role`'s namespace; returns stdout, or an error
+    /// carrying stderr when it exits non-zero.
+    pub fn run(&self, role: Role, args: &[&str]) -> Result<String> {
+        let (program, rest) = args.split_first().context("run: empty command")?;
+        run_cmd(self.cmd(role, program).args(rest))
+    }
+
+    /// Spawns `args` (program first) inside `role`'s namespace, stdout and stderr to a log file
+    /// in `out_dir()/logs`. The child belongs to the lab: it is stopped at teardown.
+    pub fn spawn(&self, role: Role, args: &[&str]) -> Result<u32> {
+        let (program, rest) = args.split_first().context("spawn: empty command")?;
+        let n = self.spawned_total.fetch_add(1, Ordering::Relaxed) + 1;
+        let base = Path::new(program)
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "proc".into());
+        let log_path = self
+            .out_dir
+            .join("logs")
+            .join(format!("{n:02}-{}-{base}.log", role.name()));
+        let log =
+            File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+        let mut cmd = self.cmd(role, program);
+        cmd.args(rest)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
+        let pid = child.id();
+        self.children.lock().expect("lock").push(Spawned {
+            what: format!("{} in {}", args.join(" "), self.ns(role)),
+            child,
+        });
+        Ok(pid)
+    }
+
+    /// Whether a process spawned by [`Lab::spawn`] is still running (false once it exited or
+    /// when `pid` is not one of the lab's).
+    pub fn is_running(&self, pid: u32) -> bool {
+        let mut children = self.children.lock().expect("lock");
+        children
+            .iter_mut()
+            .find(|s| s.child.id() == pid)
+            .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
+    }
+
+    /// Stops one spawned process (SIGTERM, SIGKILL after `grace`) and reaps it.
+    pub fn stop(&self, pid: u32, grace: Duration) -> Result<()> {
+        let spawned = {
+            let mut children = self.children.lock().expect("lock");
+            let idx = children
+                .iter()
+                .position(|s| s.child.id() == pid)
+                .with_context(|| format!("pid {pid} is not a process of lab {}", self.tag()))?;
+            children.remove(idx)
+        };
+        stop_children(vec![spawned], grace);
+        Ok(())
+    }
+
+    /// MAC address of `iface` in `role`'s namespace.
+    pub fn mac(&self, role: Role, iface: &str) -> Result<MacAddr> {
+        link_mac(&self.ns(role), iface)
+    }
+
+    /// SNMP counters inside `role`'s namespace, named like nstat does: `/proc/net/snmp` and
+    /// `/proc/net/netstat` as `<Group><Field>` (`TcpInSegs`, `TcpInCsumErrors`, `IpInReceives`,
+    /// `TcpExtListenDrops`, ...) plus `/proc/net/snmp6` (`Ip6InReceives`, ...).
+    pub fn nstat(&self, role: Role) -> Result<HashMap<String, u64>> {
+        let mut out = HashMap::new();
+        parse_snmp_pairs(
+            &self.run(role, &["cat", "/proc/net/snmp", "/proc/net/netstat"])?,
+            &mut out,
+        );
+        if let Ok(text) = self.run(role, &["cat", "/proc/net/snmp6"]) {
+            for line in text.lines() {
+                let mut w = line.split_whitespace();
+                if let (Some(k), Some(v)) = (w.next(), w.next()) {
+                    if let Ok(v) = v.parse() {
+                        out.insert(k.to_owned(), v);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Value of one sysctl (e.g. `net.ipv4.ip_forward`) inside `role`'s namespace.
+    pub fn sysctl(&self, role: Role, key: &str) -> Result<String> {
+        Ok(self.run(role, &["sysctl", "-n", key])?.trim().to_owned())
+    }
+
+    pub fn online_access_log(&self) -> PathBuf {
+        self.out_dir.join("online-access.log")
+    }
+
+    pub fn test_access_log(&self) -> PathBuf {
+        self.out_dir.join("test-access.log")
+    }
+
+    /// Per-lab directory for logs, configs and captures: `/tmp/xdpc-TAG/`.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// Starts tcpdump on `iface` in `role`'s namespace writing `out_dir()/file_name`, and
+    /// returns once it is capturing. Stop it with [`Capture::stop`].
+    pub fn capture(
+        &self,
+        role: Role,
+        iface: &str,
+        file_name: &str,
+        filter: &[&str],
+    ) -> Result<Capture> {
+        Capture::start(&self.ns(role), iface, &self.out_dir.join(file_name), filter)
+    }
+
+    /// Runs `f` on a thread inside `role`'s namespace (sockets it opens live there).
+    pub fn in_ns<T: Send>(&self, role: Role, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        in_netns(&self.ns(role), f)
+    }
+
+    /// Waits until a TCP connection from inside `role`'s namespace to `addr` succeeds. Sends
+    /// no request (so nginx logs nothing). If `watch_pid` (a lab child) exits meanwhile, fails
+    /// at once.
+    pub fn wait_tcp(
+        &self,
+        role: Role,
+        addr: SocketAddrV4,
+        timeout: Duration,
+        watch_pid: Option<u32>,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self.in_ns(role, || {
+                Ok(
+                    TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_millis(200))
+                        .is_ok(),
+                )
+            })?;
+            if ok {
+                return Ok(());
+            }
+            if let Some(pid) = watch_pid {
+                ensure!(
+                    self.is_running(pid),
+                    "process {pid} exited while waiting for {addr}"
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "nothing accepted on {addr} from {} within {timeout:?}",
+                self.ns(role)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Tears the lab down now, reporting errors (dropping does the same, printing them).
+    pub fn shutdown(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    /// Leaves the lab (namespaces and spawned processes) running after this value is gone;
+    /// remove it later with [`Lab::down`].
+    pub fn leave_running(mut self) {
+        self.torn_down = true;
+        // Dropping the `Child` handles neither kills nor waits for the processes.
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        let children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        stop_children(children, Duration::from_secs(3));
+        Lab::down(&self.spec.tag)
+    }
+
+    fn build_network(&self) -> Result<()> {
+        let q = self.spec.queues.to_string();
+        for role in Role::ALL {
+            let ns = self.ns(role);
+            ip(&["netns", "add", &ns])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            // No IPv6 in the lab: keeps router solicitations and MLD out of the captures.
+            self.run(role, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
+            self.run(
+                role,
+                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
+            )?;
+        }
+        for (ra, ia, aa, rb, ib, ab) in LINKS {
+            let (na, nb) = (self.ns(ra), self.ns(rb));
+            ip(&[
+                "-n",
+                &na,
+                "link",
+                "add",
+                ia,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ib,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "netns",
+                &nb,
+            ])?;
+            for (ns, ifn, a) in [(&na, ia, aa), (&nb, ib, ab)] {
+                if let Some(a) = a {
+                    ip(&["-n", ns, "addr", "add", a, "dev", ifn])?;
+                }
+            }
+        }
+        for (role, ifn) in TX_CSUM_OFF {
+            self.run(role, &["ethtool", "-K", ifn, "tx", "off"])?;
+        }
+        // No GRO/GSO on the online server's interface: the mirror then carries wire-sized
+        // frames, never super-packets larger than an AF_XDP frame.
+        self.run(
+            Role::Online,
+            &["ethtool", "-K", "o0", "gro", "off", "gso", "off"],
+        )?;
+        // The mirror's copies of o0's *egress* are taken at tc egress, before the stack's
+        // software checksum completion: they carry partial TCP checksums. Transmitting them
+        // through mir0 with checksum offload off makes mir0's xmit path complete them.
+        self.run(Role::Online, &["ethtool", "-K", "mir0", "tx", "off"])?;
+        for (ra, ia, _, rb, ib, _) in LINKS {
+            ip(&["-n", &self.ns(ra), "link", "set", ia, "up"])?;
+            ip(&["-n", &self.ns(rb), "link", "set", ib, "up"])?;
+        }
+
+        // Online: copy o0's ingress (and optionally egress) to mir0.
+        self.run(Role::Online, &["tc", "qdisc", "add", "dev", "o0", "clsact"])?;
+        let mut dirs = vec!["ingress"];
+        if self.spec.mirror_egress {
+            dirs.push("egress");
+        }
+        for dir in dirs {
+            self.run(
+                Role::Online,
+                &[
+                    "tc", "filter", "add", "dev", "o0", dir, "protocol", "all", "prio", "1", "u32",
+                    "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev",
+                    "mir0",
+                ],
+            )?;
+        }
+
+        // Test server: responses to clients go to the assist server; it receives
+        // client-sourced packets on t0 and answers via t1, so no reverse-path filtering.
+        ip(&[
+            "-n",
+            &self.ns(Role::Test),
+            "route",
+            "add",
+            addr::CLIENT_NET,
+            "via",
+            "10.201.3.2",
+        ])?;
+        for key in ["all", "default", "t0", "t1"] {
+            self.run(
+                Role::Test,
+                &["sysctl", "-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")],
+            )?;
+        }
+        // Assist and copier forward nothing (the assist server is the black hole).
+        for role in [Role::Assist, Role::Copier] {
+            self.run(role, &["sysctl", "-qw", "net.ipv4.ip_forward=0"])?;
+        }
+        Ok(())
+    }
+
+    fn start_nginx(&self, role: Role) -> Result<u32> {
+        let (name, listen) = match role {
+            Role::Online => ("online", SocketAddrV4::new(addr::ONLINE, addr::ONLINE_PORT)),
+            Role::Test => ("test", SocketAddrV4::new(addr::TEST, addr::TEST_PORT)),
+            _ => bail!("nginx runs on the online and test servers only"),
+        };
+        let dir = self.out_dir.join(format!("nginx-{name}"));
+        let www = dir.join("www");
+        std::fs::create_dir_all(&www)?;
+        std::fs::write(www.join("big"), big_body())?;
+        let conf = dir.join("nginx.conf");
+        let access_log = self.out_dir.join(format!("{name}-access.log"));
+        std::fs::write(&conf, nginx_conf(&dir, listen, &access_log))?;
+        let errlog = dir.join("error.log");
+        let (conf_s, err_s) = (conf.to_string_lossy(), errlog.to_string_lossy());
+        let pid = self.spawn(role, &["nginx", "-c", &conf_s, "-e", &err_s])?;
+        self.wait_tcp(role, listen, Duration::from_secs(10), Some(pid))
+            .with_context(|| {
+                format!(
+                    "nginx ({name}) did not come up; error log: {}",
+                    std::fs::read_to_string(&errlog).unwrap_or_default().trim()
+                )
+            })?;
+        Ok(pid)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            eprintln!("xdpcopy lab {}: teardown failed: {e:#}", self.spec.tag);
+        }
+    }
+}
+
+/// SIGTERM to all, then wait up to `grace` for each, SIGKILL what is left; always reaps.
+fn stop_children(mut children: Vec<Spawned>, grace: Duration) {
+    for s in &mut children {
+        if matches!(s.child.try_wait(), Ok(None)) {
+            let _ = signal(s.child.id(), libc::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    for s in &mut children {
+        loop {
+            match s.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    eprintln!("xdpcopy lab: killing {} (no exit on SIGTERM)", s.what);
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+}
+
+/// Parses `/proc/net/snmp`-style text: pairs of `Group: names...` / `Group: values...` lines.
+fn parse_snmp_pairs(text: &str, out: &mut HashMap<String, u64>) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i + 1 < lines.len() {
+        match (lines[i].split_once(':'), lines[i + 1].split_once(':')) {
+            (Some((g1, names)), Some((g2, values))) if g1 == g2 => {
+                for (n, v) in names.split_whitespace().zip(values.split_whitespace()) {
+                    if let Ok(v) = v.parse::<u64>() {
+                        out.insert(format!("{g1}{n}"), v);
+                    }
+                }
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// Body of `/big`: 64 KiB of printable text.
+fn big_body() -> Vec<u8> {
+    (0..64 * 1024)
+        .map(|i| {
+            if i % 64 == 63 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect()
+}
+
+fn nginx_conf(dir: &Path, listen: SocketAddrV4, access_log: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"# generated by the xdpcopy lab
+worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    default_type text/plain;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    log_format xdpc '$request $status $remote_addr:$remote_port';
+    access_log {log} xdpc;
+    server {{
+        listen {listen};
+        location = /big {{ root {d}/www; default_type application/octet-stream; }}
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+"#,
+        log = access_log.display()
+    )
+}
+
+/// Reads an access log into lines (empty if it does not exist yet).
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Waits until a line of the file at `path` contains `needle`; returns that line.
+pub fn wait_for_line(path: &Path, needle: &str, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(l) = read_lines(path).into_iter().find(|l| l.contains(needle)) {
+            return Ok(l);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no line containing {needle:?} in {} within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snmp_parsing() {
+        let text = "Ip: Forwarding DefaultTTL InReceives\nIp: 2 64 17\nTcp: RtoMin MaxConn InCsumErrors\nTcp: 200 -1 3\nTcpExt: ListenDrops\nTcpExt: 4\n";
+        let mut m = HashMap::new();
+        parse_snmp_pairs(text, &mut m);
+        assert_eq!(m["IpInReceives"], 17);
+        assert_eq!(m["TcpInCsumErrors"], 3);
+        assert_eq!(m["TcpExtListenDrops"], 4);
+        assert!(!m.contains_key("TcpMaxConn"));
+    }
+
+    #[test]
+    fn tags_and_names() {
+        assert!(validate_tag("demo").is_ok());
+        assert!(validate_tag("t-1_x").is_ok());
+        assert!(validate_tag("").is_err());
+        assert!(validate_tag("Demo").is_err());
+        assert!(validate_tag("a/b").is_err());
+        assert!(validate_tag("-x").is_err());
+        assert_eq!(ns_name("demo", Role::Copier), "xdpc-demo-copier");
+    }
+
+    #[test]
+    fn nginx_config_mentions_everything() {
+        let c = nginx_conf(
+            Path::new("/tmp/x"),
+            SocketAddrV4::new(addr::TEST, addr::TEST_PORT),
+            Path::new("/tmp/x/a.log"),
+        );
+        assert!(c.contains("listen 10.201.2.2:8080;"));
+        assert!(c.contains("access_log /tmp/x/a.log xdpc;"));
+        assert!(c.contains("$request $status $remote_addr:$remote_port"));
+        assert_eq!(big_body().len(), 65536);
+    }
+}

@@ -36,31 +36,14 @@ impl Capture {
         let log_file = File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let _ = std::fs::remove_file(path);
         let mut cmd = ns_command(ns, "tcpdump");
-        cmd.args([
-            "-i",
-            iface,
-            "--immediate-mode",
-            "-B",
-            "16384",
-            "-U",
-            "-n",
-            "-Z",
-            "root",
-            "-s",
-            "0",
-            "-w",
-        ])
-        .arg(path)
-        .args(filter)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file);
+        cmd.args(["-i", iface, "--immediate-mode", "-B", "16384", "-U", "-n", "-Z", "root", "-s", "0", "-w"])
+            .arg(path)
+            .args(filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
-        let mut cap = Capture {
-            child: Some(child),
-            path: path.to_owned(),
-            log,
-        };
+        let mut cap = Capture { child: Some(child), path: path.to_owned(), log };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let text = std::fs::read_to_string(&cap.log).unwrap_or_default();
@@ -72,10 +55,7 @@ impl Capture {
                 bail!("tcpdump on {ns}/{iface} exited ({status}): {}", text.trim());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "tcpdump on {ns}/{iface} did not start listening: {}",
-                    text.trim()
-                );
+                bail!("tcpdump on {ns}/{iface} did not start listening: {}", text.trim());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -139,9 +119,7 @@ impl Capture {
                 ensure!(
                     status.success(),
                     "tcpdump exited with {status}: {}",
-                    std::fs::read_to_string(&self.log)
-                        .unwrap_or_default()
-                        .trim()
+                    std::fs::read_to_string(&self.log).unwrap_or_default().trim()
                 );
                 return Ok(());
             }

@@ -60,11 +60,7 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            m[0], m[1], m[2], m[3], m[4], m[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
     }
 }
 
@@ -81,12 +77,8 @@ impl FromStr for MacAddr {
         let mut n = 0;
         for part in s.trim().split([':', '-']) {
             ensure!(n < 6, "MAC address {s:?} has more than 6 octets");
-            ensure!(
-                part.len() == 2,
-                "MAC address {s:?}: octet {part:?} is not two hex digits"
-            );
-            out[n] = u8::from_str_radix(part, 16)
-                .with_context(|| format!("MAC address {s:?}: bad octet {part:?}"))?;
+            ensure!(part.len() == 2, "MAC address {s:?}: octet {part:?} is not two hex digits");
+            out[n] = u8::from_str_radix(part, 16).with_context(|| format!("MAC address {s:?}: bad octet {part:?}"))?;
             n += 1;
         }
         ensure!(n == 6, "MAC address {s:?} has {n} octets, expected 6");
@@ -190,10 +182,7 @@ impl FromStr for FrameKind {
                     ensure!(vid < 4095, "VLAN id {vid} out of range");
                     FrameKind::Vlan(vid)
                 } else {
-                    bail!(
-                        "unknown frame kind {other:?} (expected one of {})",
-                        FrameKind::NAMES.join(", ")
-                    )
+                    bail!("unknown frame kind {other:?} (expected one of {})", FrameKind::NAMES.join(", "))
                 }
             }
         })
@@ -302,10 +291,7 @@ fn tcp6_csum(src: Ipv6Addr, dst: Ipv6Addr, segment: &[u8]) -> u16 {
 
 /// Payload byte `i` (counted from the start of the payload) of frame `seqno`.
 fn pattern_byte(seqno: u32, i: usize) -> u8 {
-    (seqno as u8)
-        .wrapping_add(i as u8)
-        .wrapping_mul(31)
-        .wrapping_add(7)
+    (seqno as u8).wrapping_add(i as u8).wrapping_mul(31).wrapping_add(7)
 }
 
 fn fill_payload(payload: &mut [u8], seqno: u32) {
@@ -325,11 +311,7 @@ pub fn read_marker(payload: &[u8]) -> Option<(u32, bool)> {
         return None;
     }
     let seqno = u32::from_be_bytes([payload[2], payload[3], payload[4], payload[5]]);
-    let ok = payload
-        .iter()
-        .enumerate()
-        .skip(MARKER_LEN)
-        .all(|(i, &b)| b == pattern_byte(seqno, i));
+    let ok = payload.iter().enumerate().skip(MARKER_LEN).all(|(i, &b)| b == pattern_byte(seqno, i));
     Some((seqno, ok))
 }
 
@@ -466,10 +448,7 @@ pub struct ParsedFrame {
 
 /// Parses an Ethernet frame. Never fails: problems are reported in the result.
 pub fn parse_frame(f: &[u8]) -> ParsedFrame {
-    let mut p = ParsedFrame {
-        len: f.len(),
-        ..Default::default()
-    };
+    let mut p = ParsedFrame { len: f.len(), ..Default::default() };
     if f.len() < ETH_HLEN {
         p.malformed = true;
         return p;
@@ -692,10 +671,7 @@ mod tests {
 
             let f = build_frame(&spec, FrameKind::TotalLenTooBig, size, 1).unwrap();
             assert_eq!(f.len(), size);
-            assert_eq!(
-                usize::from(u16::from_be_bytes([f[16], f[17]])),
-                size - 14 + 100
-            );
+            assert_eq!(usize::from(u16::from_be_bytes([f[16], f[17]])), size - 14 + 100);
             let p = parse_frame(&f);
             assert!(p.malformed);
             assert_eq!(p.ip_csum_ok, Some(true));
@@ -713,10 +689,7 @@ mod tests {
 
     #[test]
     fn parse_names() {
-        assert_eq!(
-            "aa:bb:cc:dd:ee:0f".parse::<MacAddr>().unwrap().to_string(),
-            "aa:bb:cc:dd:ee:0f"
-        );
+        assert_eq!("aa:bb:cc:dd:ee:0f".parse::<MacAddr>().unwrap().to_string(), "aa:bb:cc:dd:ee:0f");
         assert!("aa:bb:cc:dd:ee".parse::<MacAddr>().is_err());
         for k in [
             FrameKind::Good,

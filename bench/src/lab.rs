@@ -28,8 +28,7 @@ use anyhow::{bail, ensure, Context, Result};
 use crate::capture::Capture;
 use crate::frames::MacAddr;
 use crate::netns::{
-    in_netns, ip, kill_ns_processes, link_mac, list_namespaces, ns_command, ns_exists, run_cmd,
-    signal, NS_PREFIX,
+    in_netns, ip, kill_ns_processes, link_mac, list_namespaces, ns_command, ns_exists, run_cmd, signal, NS_PREFIX,
 };
 
 /// Addresses and ports of the lab.
@@ -85,13 +84,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Client,
-        Role::Online,
-        Role::Copier,
-        Role::Test,
-        Role::Assist,
-    ];
+    pub const ALL: [Role; 5] = [Role::Client, Role::Online, Role::Copier, Role::Test, Role::Assist];
 
     /// The suffix of the namespace name: `client`, `online`, `copier`, `test`, `assist`.
     pub fn name(self) -> &'static str {
@@ -112,49 +105,14 @@ impl fmt::Display for Role {
 }
 
 /// One veth pair: (role A, interface A, address A, role B, interface B, address B).
-type LinkDef = (
-    Role,
-    &'static str,
-    Option<&'static str>,
-    Role,
-    &'static str,
-    Option<&'static str>,
-);
+type LinkDef = (Role, &'static str, Option<&'static str>, Role, &'static str, Option<&'static str>);
 
 const LINKS: [LinkDef; 5] = [
-    (
-        Role::Client,
-        "c0",
-        Some("10.201.1.1/24"),
-        Role::Online,
-        "o0",
-        Some("10.201.1.2/24"),
-    ),
+    (Role::Client, "c0", Some("10.201.1.1/24"), Role::Online, "o0", Some("10.201.1.2/24")),
     (Role::Online, "mir0", None, Role::Copier, "cin", None),
-    (
-        Role::Copier,
-        "cout",
-        Some("10.201.2.1/24"),
-        Role::Test,
-        "t0",
-        Some("10.201.2.2/24"),
-    ),
-    (
-        Role::Test,
-        "t1",
-        Some("10.201.3.1/24"),
-        Role::Assist,
-        "a0",
-        Some("10.201.3.2/24"),
-    ),
-    (
-        Role::Assist,
-        "a1",
-        Some("10.201.4.2/24"),
-        Role::Copier,
-        "cch",
-        Some("10.201.4.1/24"),
-    ),
+    (Role::Copier, "cout", Some("10.201.2.1/24"), Role::Test, "t0", Some("10.201.2.2/24")),
+    (Role::Test, "t1", Some("10.201.3.1/24"), Role::Assist, "a0", Some("10.201.3.2/24")),
+    (Role::Assist, "a1", Some("10.201.4.2/24"), Role::Copier, "cch", Some("10.201.4.1/24")),
 ];
 
 /// Interfaces whose namespace's own TCP/IP stack sends: transmit checksum offload is turned off
@@ -185,21 +143,13 @@ pub struct LabSpec {
 
 impl LabSpec {
     pub fn new(tag: impl Into<String>) -> Self {
-        LabSpec {
-            tag: tag.into(),
-            ..Default::default()
-        }
+        LabSpec { tag: tag.into(), ..Default::default() }
     }
 }
 
 impl Default for LabSpec {
     fn default() -> Self {
-        LabSpec {
-            tag: "demo".into(),
-            queues: 2,
-            nginx: true,
-            mirror_egress: false,
-        }
+        LabSpec { tag: "demo".into(), queues: 2, nginx: true, mirror_egress: false }
     }
 }
 
@@ -213,9 +163,7 @@ fn validate_tag(tag: &str) -> Result<()> {
         !tag.is_empty()
             && tag.len() <= 24
             && !tag.starts_with('-')
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'),
+            && tag.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'),
         "bad lab tag {tag:?}: use 1-24 characters of [a-z0-9_-], not starting with '-'"
     );
     Ok(())
@@ -243,19 +191,13 @@ impl Lab {
     /// everything created so far is removed again.
     pub fn up(spec: LabSpec) -> Result<Lab> {
         validate_tag(&spec.tag)?;
-        ensure!(
-            (1..=64).contains(&spec.queues),
-            "queues must be in 1..=64, not {}",
-            spec.queues
-        );
+        ensure!((1..=64).contains(&spec.queues), "queues must be in 1..=64, not {}", spec.queues);
         Lab::down(&spec.tag)?;
         let out_dir = PathBuf::from(format!("/tmp/{NS_PREFIX}{}", spec.tag));
         if out_dir.exists() {
-            std::fs::remove_dir_all(&out_dir)
-                .with_context(|| format!("remove old {}", out_dir.display()))?;
+            std::fs::remove_dir_all(&out_dir).with_context(|| format!("remove old {}", out_dir.display()))?;
         }
-        std::fs::create_dir_all(out_dir.join("logs"))
-            .with_context(|| format!("create {}", out_dir.display()))?;
+        std::fs::create_dir_all(out_dir.join("logs")).with_context(|| format!("create {}", out_dir.display()))?;
         let lab = Lab {
             spec,
             out_dir,
@@ -264,8 +206,7 @@ impl Lab {
             torn_down: false,
         };
         // From here on, an early return drops `lab`, which tears down what exists.
-        lab.build_network()
-            .with_context(|| format!("building lab {}", lab.spec.tag))?;
+        lab.build_network().with_context(|| format!("building lab {}", lab.spec.tag))?;
         if lab.spec.nginx {
             lab.start_nginx(Role::Online)?;
             lab.start_nginx(Role::Test)?;
@@ -278,11 +219,7 @@ impl Lab {
     pub fn down(tag: &str) -> Result<()> {
         validate_tag(tag)?;
         let mut errors = Vec::new();
-        let present: Vec<String> = Role::ALL
-            .iter()
-            .map(|&r| ns_name(tag, r))
-            .filter(|ns| ns_exists(ns))
-            .collect();
+        let present: Vec<String> = Role::ALL.iter().map(|&r| ns_name(tag, r)).filter(|ns| ns_exists(ns)).collect();
         for ns in &present {
             kill_ns_processes(ns, Duration::from_secs(3));
         }
@@ -348,27 +285,18 @@ impl Lab {
     pub fn spawn(&self, role: Role, args: &[&str]) -> Result<u32> {
         let (program, rest) = args.split_first().context("spawn: empty command")?;
         let n = self.spawned_total.fetch_add(1, Ordering::Relaxed) + 1;
-        let base = Path::new(program)
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "proc".into());
-        let log_path = self
-            .out_dir
-            .join("logs")
-            .join(format!("{n:02}-{}-{base}.log", role.name()));
-        let log =
-            File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
+        let base =
+            Path::new(program).file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "proc".into());
+        let log_path = self.out_dir.join("logs").join(format!("{n:02}-{}-{base}.log", role.name()));
+        let log = File::create(&log_path).with_context(|| format!("create {}", log_path.display()))?;
         let mut cmd = self.cmd(role, program);
-        cmd.args(rest)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args(rest).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
         let pid = child.id();
-        self.children.lock().expect("lock").push(Spawned {
-            what: format!("{} in {}", args.join(" "), self.ns(role)),
-            child,
-        });
+        self.children
+            .lock()
+            .expect("lock")
+            .push(Spawned { what: format!("{} in {}", args.join(" "), self.ns(role)), child });
         Ok(pid)
     }
 
@@ -376,10 +304,7 @@ impl Lab {
     /// when `pid` is not one of the lab's).
     pub fn is_running(&self, pid: u32) -> bool {
         let mut children = self.children.lock().expect("lock");
-        children
-            .iter_mut()
-            .find(|s| s.child.id() == pid)
-            .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
+        children.iter_mut().find(|s| s.child.id() == pid).is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
     }
 
     /// Stops one spawned process (SIGTERM, SIGKILL after `grace`) and reaps it.
@@ -406,10 +331,7 @@ impl Lab {
     /// `TcpExtListenDrops`, ...) plus `/proc/net/snmp6` (`Ip6InReceives`, ...).
     pub fn nstat(&self, role: Role) -> Result<HashMap<String, u64>> {
         let mut out = HashMap::new();
-        parse_snmp_pairs(
-            &self.run(role, &["cat", "/proc/net/snmp", "/proc/net/netstat"])?,
-            &mut out,
-        );
+        parse_snmp_pairs(&self.run(role, &["cat", "/proc/net/snmp", "/proc/net/netstat"])?, &mut out);
         if let Ok(text) = self.run(role, &["cat", "/proc/net/snmp6"]) {
             for line in text.lines() {
                 let mut w = line.split_whitespace();
@@ -443,13 +365,7 @@ impl Lab {
 
     /// Starts tcpdump on `iface` in `role`'s namespace writing `out_dir()/file_name`, and
     /// returns once it is capturing. Stop it with [`Capture::stop`].
-    pub fn capture(
-        &self,
-        role: Role,
-        iface: &str,
-        file_name: &str,
-        filter: &[&str],
-    ) -> Result<Capture> {
+    pub fn capture(&self, role: Role, iface: &str, file_name: &str, filter: &[&str]) -> Result<Capture> {
         Capture::start(&self.ns(role), iface, &self.out_dir.join(file_name), filter)
     }
 
@@ -461,35 +377,19 @@ impl Lab {
     /// Waits until a TCP connection from inside `role`'s namespace to `addr` succeeds. Sends
     /// no request (so nginx logs nothing). If `watch_pid` (a lab child) exits meanwhile, fails
     /// at once.
-    pub fn wait_tcp(
-        &self,
-        role: Role,
-        addr: SocketAddrV4,
-        timeout: Duration,
-        watch_pid: Option<u32>,
-    ) -> Result<()> {
+    pub fn wait_tcp(&self, role: Role, addr: SocketAddrV4, timeout: Duration, watch_pid: Option<u32>) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let ok = self.in_ns(role, || {
-                Ok(
-                    TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_millis(200))
-                        .is_ok(),
-                )
+                Ok(TcpStream::connect_timeout(&SocketAddr::V4(addr), Duration::from_millis(200)).is_ok())
             })?;
             if ok {
                 return Ok(());
             }
             if let Some(pid) = watch_pid {
-                ensure!(
-                    self.is_running(pid),
-                    "process {pid} exited while waiting for {addr}"
-                );
+                ensure!(self.is_running(pid), "process {pid} exited while waiting for {addr}");
             }
-            ensure!(
-                Instant::now() < deadline,
-                "nothing accepted on {addr} from {} within {timeout:?}",
-                self.ns(role)
-            );
+            ensure!(Instant::now() < deadline, "nothing accepted on {addr} from {} within {timeout:?}", self.ns(role));
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -511,8 +411,7 @@ impl Lab {
             return Ok(());
         }
         self.torn_down = true;
-        let children =
-            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        let children = std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
         stop_children(children, Duration::from_secs(3));
         Lab::down(&self.spec.tag)
     }
@@ -525,10 +424,7 @@ impl Lab {
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             // No IPv6 in the lab: keeps router solicitations and MLD out of the captures.
             self.run(role, &["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])?;
-            self.run(
-                role,
-                &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"],
-            )?;
+            self.run(role, &["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])?;
         }
         for (ra, ia, aa, rb, ib, ab) in LINKS {
             let (na, nb) = (self.ns(ra), self.ns(rb));
@@ -565,10 +461,7 @@ impl Lab {
         }
         // No GRO/GSO on the online server's interface: the mirror then carries wire-sized
         // frames, never super-packets larger than an AF_XDP frame.
-        self.run(
-            Role::Online,
-            &["ethtool", "-K", "o0", "gro", "off", "gso", "off"],
-        )?;
+        self.run(Role::Online, &["ethtool", "-K", "o0", "gro", "off", "gso", "off"])?;
         // The mirror's copies of o0's *egress* are taken at tc egress, before the stack's
         // software checksum completion: they carry partial TCP checksums. Transmitting them
         // through mir0 with checksum offload off makes mir0's xmit path complete them.
@@ -588,29 +481,17 @@ impl Lab {
             self.run(
                 Role::Online,
                 &[
-                    "tc", "filter", "add", "dev", "o0", dir, "protocol", "all", "prio", "1", "u32",
-                    "match", "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev",
-                    "mir0",
+                    "tc", "filter", "add", "dev", "o0", dir, "protocol", "all", "prio", "10", "u32", "match", "u32",
+                    "0", "0", "action", "mirred", "egress", "mirror", "dev", "mir0",
                 ],
             )?;
         }
 
         // Test server: responses to clients go to the assist server; it receives
         // client-sourced packets on t0 and answers via t1, so no reverse-path filtering.
-        ip(&[
-            "-n",
-            &self.ns(Role::Test),
-            "route",
-            "add",
-            addr::CLIENT_NET,
-            "via",
-            "10.201.3.2",
-        ])?;
+        ip(&["-n", &self.ns(Role::Test), "route", "add", addr::CLIENT_NET, "via", "10.201.3.2"])?;
         for key in ["all", "default", "t0", "t1"] {
-            self.run(
-                Role::Test,
-                &["sysctl", "-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")],
-            )?;
+            self.run(Role::Test, &["sysctl", "-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")])?;
         }
         // Assist and copier forward nothing (the assist server is the black hole).
         for role in [Role::Assist, Role::Copier] {
@@ -635,13 +516,12 @@ impl Lab {
         let errlog = dir.join("error.log");
         let (conf_s, err_s) = (conf.to_string_lossy(), errlog.to_string_lossy());
         let pid = self.spawn(role, &["nginx", "-c", &conf_s, "-e", &err_s])?;
-        self.wait_tcp(role, listen, Duration::from_secs(10), Some(pid))
-            .with_context(|| {
-                format!(
-                    "nginx ({name}) did not come up; error log: {}",
-                    std::fs::read_to_string(&errlog).unwrap_or_default().trim()
-                )
-            })?;
+        self.wait_tcp(role, listen, Duration::from_secs(10), Some(pid)).with_context(|| {
+            format!(
+                "nginx ({name}) did not come up; error log: {}",
+                std::fs::read_to_string(&errlog).unwrap_or_default().trim()
+            )
+        })?;
         Ok(pid)
     }
 }
@@ -699,15 +579,7 @@ fn parse_snmp_pairs(text: &str, out: &mut HashMap<String, u64>) {
 
 /// Body of `/big`: 64 KiB of printable text.
 fn big_body() -> Vec<u8> {
-    (0..64 * 1024)
-        .map(|i| {
-            if i % 64 == 63 {
-                b'\n'
-            } else {
-                b'a' + (i % 26) as u8
-            }
-        })
-        .collect()
+    (0..64 * 1024).map(|i| if i % 64 == 63 { b'\n' } else { b'a' + (i % 26) as u8 }).collect()
 }
 
 fn nginx_conf(dir: &Path, listen: SocketAddrV4, access_log: &Path) -> String {
@@ -741,9 +613,7 @@ http {{
 
 /// Reads an access log into lines (empty if it does not exist yet).
 pub fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().map(str::to_owned).collect())
-        .unwrap_or_default()
+    std::fs::read_to_string(path).map(|t| t.lines().map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// Waits until a line of the file at `path` contains `needle`; returns that line.
@@ -753,11 +623,7 @@ pub fn wait_for_line(path: &Path, needle: &str, timeout: Duration) -> Result<Str
         if let Some(l) = read_lines(path).into_iter().find(|l| l.contains(needle)) {
             return Ok(l);
         }
-        ensure!(
-            Instant::now() < deadline,
-            "no line containing {needle:?} in {} within {timeout:?}",
-            path.display()
-        );
+        ensure!(Instant::now() < deadline, "no line containing {needle:?} in {} within {timeout:?}", path.display());
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -790,11 +656,8 @@ mod tests {
 
     #[test]
     fn nginx_config_mentions_everything() {
-        let c = nginx_conf(
-            Path::new("/tmp/x"),
-            SocketAddrV4::new(addr::TEST, addr::TEST_PORT),
-            Path::new("/tmp/x/a.log"),
-        );
+        let c =
+            nginx_conf(Path::new("/tmp/x"), SocketAddrV4::new(addr::TEST, addr::TEST_PORT), Path::new("/tmp/x/a.log"));
         assert!(c.contains("listen 10.201.2.2:8080;"));
         assert!(c.contains("access_log /tmp/x/a.log xdpc;"));
         assert!(c.contains("$request $status $remote_addr:$remote_port"));

@@ -17,9 +17,7 @@ pub const NS_PREFIX: &str = "xdpc-";
 
 /// Whether the process runs with effective uid 0 (the owner of `/proc/self` is the euid).
 pub fn have_root() -> bool {
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false)
+    std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }
 
 /// Runs `f` on a fresh thread that has joined network namespace `ns` (one of the lab's: the
@@ -42,15 +40,12 @@ where
             // changes the network namespace of this (dedicated, short-lived) thread.
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("setns into {ns}"));
+                return Err(std::io::Error::last_os_error()).with_context(|| format!("setns into {ns}"));
             }
             drop(file);
             f()
         });
-        handle
-            .join()
-            .unwrap_or_else(|payload| std::panic::resume_unwind(payload))
+        handle.join().unwrap_or_else(|payload| std::panic::resume_unwind(payload))
     })
 }
 
@@ -58,12 +53,7 @@ where
 pub fn run_cmd(cmd: &mut Command) -> Result<String> {
     let out: Output = cmd.output().with_context(|| format!("spawn {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{:?} failed ({}): {}",
-            cmd,
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{:?} failed ({}): {}", cmd, out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -82,11 +72,7 @@ pub fn ns_command(ns: &str, program: &str) -> Command {
 
 /// Names of all network namespaces (`ip netns list`, first column).
 pub fn list_namespaces() -> Result<Vec<String>> {
-    Ok(ip(&["netns", "list"])?
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect())
+    Ok(ip(&["netns", "list"])?.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect())
 }
 
 /// Whether namespace `ns` exists (has a name under /run/netns).
@@ -100,9 +86,7 @@ pub fn link_mac(ns: &str, iface: &str) -> Result<MacAddr> {
     let mut words = out.split_whitespace();
     while let Some(w) = words.next() {
         if w == "link/ether" {
-            let mac = words
-                .next()
-                .ok_or_else(|| anyhow!("no MAC after link/ether"))?;
+            let mac = words.next().ok_or_else(|| anyhow!("no MAC after link/ether"))?;
             return mac.parse();
         }
     }
@@ -161,9 +145,7 @@ pub fn kill_ns_processes(ns: &str, grace: Duration) {
     for p in ns_pids(ns) {
         let _ = signal(p, libc::SIGKILL);
     }
-    wait_until(Duration::from_secs(2), Duration::from_millis(20), || {
-        ns_pids(ns).is_empty()
-    });
+    wait_until(Duration::from_secs(2), Duration::from_millis(20), || ns_pids(ns).is_empty());
 }
 
 /// Polls `cond` every `step` until it holds (true) or `timeout` passes (false).

@@ -27,8 +27,7 @@ impl PacketSocket {
         // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
         let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
         if ifindex == 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("no interface {iface}"));
+            return Err(io::Error::last_os_error()).with_context(|| format!("no interface {iface}"));
         }
         // SAFETY: socket(2) with constant arguments; no pointers involved.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -55,8 +54,7 @@ impl PacketSocket {
             )
         };
         if rc != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("bind AF_PACKET to {iface}"));
+            return Err(io::Error::last_os_error()).with_context(|| format!("bind AF_PACKET to {iface}"));
         }
         Ok(PacketSocket { fd, ifindex })
     }
@@ -69,22 +67,12 @@ impl PacketSocket {
     /// the caller to retry.
     pub fn send(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: the pointer/length pair describes the live `frame` slice; send(2) only reads it.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast::<libc::c_void>(),
-                frame.len(),
-                0,
-            )
-        };
+        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast::<libc::c_void>(), frame.len(), 0) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
         if n as usize != frame.len() {
-            return Err(io::Error::other(format!(
-                "short send: {n} of {}",
-                frame.len()
-            )));
+            return Err(io::Error::other(format!("short send: {n} of {}", frame.len())));
         }
         Ok(())
     }
@@ -169,10 +157,7 @@ pub fn send_frames(spec: &SendSpec) -> Result<SendReport> {
             pace_until(due);
         }
         let seq = spec.first_seq.wrapping_add(i as u32);
-        frame_spec.src_port = spec
-            .frame
-            .src_port
-            .wrapping_add((i % u64::from(spec.flows)) as u16);
+        frame_spec.src_port = spec.frame.src_port.wrapping_add((i % u64::from(spec.flows)) as u16);
         let size = spec.sizes[(i % spec.sizes.len() as u64) as usize];
         let frame = build_frame(&frame_spec, spec.kind, size, seq)?;
         let mut backoff = Duration::from_micros(20);

@@ -62,8 +62,8 @@ impl PcapSummary {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
-        let mut reader = PcapReader::new(BufReader::new(file))
-            .with_context(|| format!("read pcap header of {}", path.display()))?;
+        let mut reader =
+            PcapReader::new(BufReader::new(file)).with_context(|| format!("read pcap header of {}", path.display()))?;
         let dl = reader.header().datalink;
         if dl != DataLink::ETHERNET {
             bail!("{}: link type {dl:?}, expected Ethernet", path.display());
@@ -112,10 +112,7 @@ impl PcapSummary {
                 self.bad_tcp_csum += 1;
             }
             if let (Some(src), Some(dst), Some(dst_port)) = (p.src_ip, p.dst_ip, p.dst_port) {
-                *self
-                    .flows
-                    .entry(FlowKey { src, dst, dst_port })
-                    .or_default() += 1;
+                *self.flows.entry(FlowKey { src, dst, dst_port }).or_default() += 1;
             }
         }
         if let Some((seq, ok)) = p.marker {
@@ -133,20 +130,12 @@ impl PcapSummary {
 
     /// Sequence numbers seen more than once, with their counts.
     pub fn duplicates(&self) -> Vec<(u32, u64)> {
-        self.seqs
-            .iter()
-            .filter(|(_, &n)| n > 1)
-            .map(|(&s, &n)| (s, n))
-            .collect()
+        self.seqs.iter().filter(|(_, &n)| n > 1).map(|(&s, &n)| (s, n)).collect()
     }
 
     /// Sequence numbers seen outside `expected`.
     pub fn unexpected(&self, expected: Range<u32>) -> Vec<u32> {
-        self.seqs
-            .keys()
-            .copied()
-            .filter(|s| !expected.contains(s))
-            .collect()
+        self.seqs.keys().copied().filter(|s| !expected.contains(s)).collect()
     }
 
     /// Ok when every sequence number of `expected` was seen exactly once and no other.
@@ -184,11 +173,7 @@ impl PcapSummary {
 }
 
 fn join<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    items
-        .into_iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
 }
 
 /// Compresses sorted numbers into ranges: `0-99, 101, 103-104`.
@@ -199,33 +184,21 @@ fn ranges(nums: impl IntoIterator<Item = u32>) -> String {
         cur = match cur {
             Some((a, b)) if b.checked_add(1) == Some(n) => Some((a, n)),
             Some((a, b)) => {
-                out.push(if a == b {
-                    a.to_string()
-                } else {
-                    format!("{a}-{b}")
-                });
+                out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
                 Some((n, n))
             }
             None => Some((n, n)),
         };
     }
     if let Some((a, b)) = cur {
-        out.push(if a == b {
-            a.to_string()
-        } else {
-            format!("{a}-{b}")
-        });
+        out.push(if a == b { a.to_string() } else { format!("{a}-{b}") });
     }
     out.join(", ")
 }
 
 impl fmt::Display for PcapSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "frames:        {} ({} bytes on the wire)",
-            self.frames, self.bytes
-        )?;
+        writeln!(f, "frames:        {} ({} bytes on the wire)", self.frames, self.bytes)?;
         writeln!(
             f,
             "kinds:         ipv4 {}, ipv6 {}, vlan {}, tcp {}, non-ip {}, malformed {}, snapped {}",
@@ -238,11 +211,7 @@ impl fmt::Display for PcapSummary {
         )?;
         writeln!(f, "src macs:      {}", join(&self.src_macs))?;
         writeln!(f, "dst macs:      {}", join(&self.dst_macs))?;
-        writeln!(
-            f,
-            "sizes:         {}",
-            join(self.sizes.iter().map(|(s, n)| format!("{s}x{n}")))
-        )?;
+        writeln!(f, "sizes:         {}", join(self.sizes.iter().map(|(s, n)| format!("{s}x{n}"))))?;
         let dups = self.duplicates();
         writeln!(
             f,
@@ -295,19 +264,13 @@ mod tests {
         let path = dir.join("t.pcap");
         {
             let file = File::create(&path).unwrap();
-            let mut w = PcapWriter::with_header(
-                file,
-                PcapHeader {
-                    datalink: DataLink::ETHERNET,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+            let mut w =
+                PcapWriter::with_header(file, PcapHeader { datalink: DataLink::ETHERNET, ..Default::default() })
+                    .unwrap();
             let spec = FrameSpec::default();
             for i in 0..5u32 {
                 let f = build_frame(&spec, FrameKind::Good, 1514, i).unwrap();
-                w.write_packet(&PcapPacket::new(Default::default(), f.len() as u32, &f))
-                    .unwrap();
+                w.write_packet(&PcapPacket::new(Default::default(), f.len() as u32, &f)).unwrap();
             }
         }
         let s = PcapSummary::from_file(&path).unwrap();

@@ -33,11 +33,7 @@ pub struct TransferError {
 
 impl fmt::Display for TransferError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "-x/--transfer {:?}: {}; expected {}",
-            self.value, self.why, TRANSFER_FORM
-        )
+        write!(f, "-x/--transfer {:?}: {}; expected {}", self.value, self.why, TRANSFER_FORM)
     }
 }
 
@@ -62,57 +58,36 @@ fn parse_port(s: &str, what: &str) -> Result<u16, String> {
 }
 
 fn parse_ip(s: &str, what: &str) -> Result<IpAddr, String> {
-    s.parse::<IpAddr>()
-        .map_err(|_| format!("{what} {s:?} is not an IPv4 or IPv6 address"))
+    s.parse::<IpAddr>().map_err(|_| format!("{what} {s:?} is not an IPv4 or IPv6 address"))
 }
 
 impl FromStr for Transfer {
     type Err = TransferError;
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
-        let err = |why: String| TransferError {
-            value: value.to_owned(),
-            why,
-        };
+        let err = |why: String| TransferError { value: value.to_owned(), why };
         let (spec, mac) = match value.split_once('@') {
-            Some((spec, mac)) => (
-                spec,
-                Some(
-                    mac.parse::<MacAddr>()
-                        .map_err(|e| err(format!("next-hop MAC: {e}")))?,
-                ),
-            ),
+            Some((spec, mac)) => (spec, Some(mac.parse::<MacAddr>().map_err(|e| err(format!("next-hop MAC: {e}")))?)),
             None => (value, None),
         };
         // The online part never contains '-', and an IPv6 address never does either.
-        let (online, target) = spec
-            .split_once('-')
-            .ok_or_else(|| err("missing '-' between online and target".into()))?;
+        let (online, target) =
+            spec.split_once('-').ok_or_else(|| err("missing '-' between online and target".into()))?;
         let (online_ip, online_port) = match split_host_port(online) {
-            Some((host, port)) => (
-                Some(parse_ip(host, "online IP").map_err(err)?),
-                parse_port(port, "online port").map_err(err)?,
-            ),
+            Some((host, port)) => {
+                (Some(parse_ip(host, "online IP").map_err(err)?), parse_port(port, "online port").map_err(err)?)
+            }
             None => (None, parse_port(online, "online port").map_err(err)?),
         };
-        let (host, port) = split_host_port(target)
-            .ok_or_else(|| err("target must be TARGET_IP:TARGET_PORT".into()))?;
+        let (host, port) = split_host_port(target).ok_or_else(|| err("target must be TARGET_IP:TARGET_PORT".into()))?;
         let target_ip = parse_ip(host, "target IP").map_err(err)?;
         let target_port = parse_port(port, "target port").map_err(err)?;
         if let Some(ip) = online_ip {
             if ip.is_ipv4() != target_ip.is_ipv4() {
-                return Err(err(
-                    "online and target addresses must be of the same family".into(),
-                ));
+                return Err(err("online and target addresses must be of the same family".into()));
             }
         }
-        Ok(Transfer {
-            online_ip,
-            online_port,
-            target_ip,
-            target_port,
-            next_hop_mac: mac,
-        })
+        Ok(Transfer { online_ip, online_port, target_ip, target_port, next_hop_mac: mac })
     }
 }
 
@@ -125,13 +100,7 @@ impl fmt::Display for Transfer {
         if let Some(ip) = self.online_ip {
             write!(f, "{}:", host(ip))?;
         }
-        write!(
-            f,
-            "{}-{}:{}",
-            self.online_port,
-            host(self.target_ip),
-            self.target_port
-        )?;
+        write!(f, "{}-{}:{}", self.online_port, host(self.target_ip), self.target_port)?;
         if let Some(mac) = self.next_hop_mac {
             write!(f, "@{mac}")?;
         }
@@ -141,12 +110,7 @@ impl fmt::Display for Transfer {
 
 /// Parses a comma-separated list of transfers (`-x` may also be repeated).
 pub fn parse_transfers(value: &str) -> Result<Vec<Transfer>, TransferError> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect()
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::parse).collect()
 }
 
 /// Parses a core list such as `0,1` or `0-3`.
@@ -156,8 +120,7 @@ pub fn parse_cores(value: &str) -> Result<Vec<usize>, String> {
     for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         match part.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (usize, usize) =
-                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                let (a, b): (usize, usize) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
                 if a > b {
                     return Err(bad());
                 }

@@ -19,7 +19,7 @@ use crate::{
     bpf::{self, Counter, Entry, Program},
     config::Config,
     netdev,
-    rewrite::Rewrite,
+    rewrite::{ChecksumMode, Rewrite},
     stats::{Counters, Drop, Published},
     wire,
     worker::{Route, Stateless, Worker},
@@ -55,21 +55,9 @@ impl Summary {
             ("tx_kick_errors".into(), w.tx_kick_errors),
             ("dropped".into(), w.dropped()),
         ];
-        v.extend(
-            Drop::ALL
-                .iter()
-                .map(|d| (format!("drop_{}", d.name()), w.drops[*d as usize])),
-        );
-        v.extend(
-            wire::Error::ALL
-                .iter()
-                .map(|e| (format!("malformed_{}", e.name()), w.malformed[*e as usize])),
-        );
-        v.extend(
-            self.xdp
-                .iter()
-                .map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)),
-        );
+        v.extend(Drop::ALL.iter().map(|d| (format!("drop_{}", d.name()), w.drops[*d as usize])));
+        v.extend(wire::Error::ALL.iter().map(|e| (format!("malformed_{}", e.name()), w.malformed[*e as usize])));
+        v.extend(self.xdp.iter().map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)));
         let x = &self.xsk;
         v.extend([
             ("xsk_rx_dropped".into(), x.rx_dropped),
@@ -142,22 +130,12 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
         routes.push(Route {
             online_ip: t.online_ip,
             online_port: t.online_port,
-            rewrite: Rewrite {
-                src_mac,
-                dst_mac,
-                dst_ip: t.target_ip,
-                dst_port: t.target_port,
-                src_ip: None,
-            },
+            rewrite: Rewrite { src_mac, dst_mac, dst_ip: t.target_ip, dst_port: t.target_port, src_ip: None },
         });
-        eprintln!(
-            "xdpcopy: transfer {t} -> next hop {dst_mac} via {}",
-            config.output
-        );
+        eprintln!("xdpcopy: transfer {t} -> next hop {dst_mac} via {}", config.output);
     }
 
-    let program = Program::load()
-        .context("loading the XDP program (run as root; kernel with BPF and AF_XDP)")?;
+    let program = Program::load().context("loading the XDP program (run as root; kernel with BPF and AF_XDP)")?;
     for t in &config.transfers {
         program.select_port(t.online_port, bpf::port_flags::DST)?;
     }
@@ -199,35 +177,27 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
         if let Some(t) = &tx {
             handles.push(t.stats_handle()?);
         }
-        workers.push(Worker::new(
-            q,
-            umem,
-            rx,
-            tx,
-            logic.clone(),
-            Arc::new(Published::default()),
-            stop.clone(),
-        ));
+        workers.push(Worker::new(q, umem, rx, tx, logic.clone(), Arc::new(Published::default()), stop.clone()));
     }
     // Attach last: from here on frames for the selected ports go to the sockets.
     let attachment = program.attach(Entry::Redirect, &config.input, config.xdp_mode)?;
     eprintln!(
-        "xdpcopy: capturing on {} (queues 0..{}, XDP {:?} mode, AF_XDP {}), sending on {} (MTU {mtu}), stateless, checksums {:?}",
+        "xdpcopy: capturing on {} (queues 0..{}, XDP {} mode, AF_XDP {}), sending on {} (MTU {mtu}), stateless, checksums {}",
         config.input,
         config.queues,
         attachment.mode,
         if zero_copy { "zero-copy" } else { "copy mode" },
         config.output,
-        config.checksum,
+        match config.checksum {
+            ChecksumMode::Full => "full",
+            ChecksumMode::Incremental => "incremental",
+        },
     );
 
-    let cores = config.cores.clone().unwrap_or_else(|| {
-        core_affinity::get_core_ids()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.id)
-            .collect()
-    });
+    let cores = config
+        .cores
+        .clone()
+        .unwrap_or_else(|| core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect());
     let mut published = Vec::new();
     let mut joins = Vec::new();
     for (i, w) in workers.into_iter().enumerate() {
@@ -310,10 +280,7 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
         }
     }
     summary.xsk = read_xsk(&handles);
-    summary.xdp = Counter::ALL
-        .iter()
-        .map(|c| (*c, program.counter(*c)))
-        .collect();
+    summary.xdp = Counter::ALL.iter().map(|c| (*c, program.counter(*c))).collect();
     summary.elapsed = started.elapsed();
     drop(attachment);
     Ok(summary)

@@ -61,12 +61,7 @@ struct Args {
     transfers: Vec<Vec<Transfer>>,
 
     /// Capture interface (a mirror port, or the veth --mirror creates).
-    #[arg(
-        short = 'i',
-        long,
-        value_name = "IFACE",
-        required_unless_present = "mirror"
-    )]
+    #[arg(short = 'i', long, value_name = "IFACE", required_unless_present = "mirror")]
     input: Option<String>,
 
     /// Output interface towards the test server.
@@ -122,9 +117,7 @@ struct Args {
 fn power_of_two(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (64..=1 << 20).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "{s:?} is not a power of two between 64 and 1048576"
-        )),
+        _ => Err(format!("{s:?} is not a power of two between 64 and 1048576")),
     }
 }
 
@@ -133,10 +126,7 @@ fn config(args: Args, input: String) -> Result<Config> {
         bail!("session mode (through xdpcopy-intercept) is not in this build yet; run with --stateless");
     }
     if !(args.stats_interval > 0.0 && args.stats_interval <= 3600.0) {
-        bail!(
-            "--stats-interval {}: expected seconds in (0, 3600]",
-            args.stats_interval
-        );
+        bail!("--stats-interval {}: expected seconds in (0, 3600]", args.stats_interval);
     }
     let queues = match args.queues {
         Some(q) => q,
@@ -176,10 +166,7 @@ fn run(args: Args) -> Result<()> {
     let mirror = match &args.mirror {
         Some(prod) => {
             let m = netdev::Mirror::setup(prod, args.queues.unwrap_or(1))?;
-            eprintln!(
-                "xdpcopy: mirroring {prod} ingress into {} (removed at exit)",
-                m.capture
-            );
+            eprintln!("xdpcopy: mirroring {prod} ingress into {} (removed at exit)", m.capture);
             Some(m)
         }
         None => None,
@@ -192,10 +179,7 @@ fn run(args: Args) -> Result<()> {
     let cfg = config(args, input)?;
     let summary = engine::run_stateless(&cfg, stop)?;
     drop(mirror);
-    eprintln!(
-        "xdpcopy: summary after {:.1} s:",
-        summary.elapsed.as_secs_f64()
-    );
+    eprintln!("xdpcopy: summary after {:.1} s:", summary.elapsed.as_secs_f64());
     for (name, value) in summary.named() {
         eprintln!("  {name:<28} {value}");
     }

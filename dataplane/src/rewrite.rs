@@ -88,11 +88,7 @@ impl std::error::Error for RewriteError {}
 
 /// Check that `frame` has the layout `p` describes, so that no accessor below can panic.
 fn check_layout(frame: &[u8], p: &Parsed) -> Result<(), RewriteError> {
-    let tag = if p.vlan.is_some() {
-        ethernet::VLAN_TAG_LEN
-    } else {
-        0
-    };
+    let tag = if p.vlan.is_some() { ethernet::VLAN_TAG_LEN } else { 0 };
     let ok_offsets = p.l3_offset == ethernet::HEADER_LEN + tag
         && p.l3_offset <= p.l4_offset
         && p.l4_offset + tcp::MIN_HEADER_LEN <= p.ip_end
@@ -234,11 +230,7 @@ mod tests {
     }
 
     /// Rewrite a copy of `frame`; return the buffer, the parse before, and (start, len).
-    fn run<const N: usize>(
-        frame: &[u8; N],
-        rw: &Rewrite,
-        mode: ChecksumMode,
-    ) -> ([u8; N], Parsed, (usize, usize)) {
+    fn run<const N: usize>(frame: &[u8; N], rw: &Rewrite, mode: ChecksumMode) -> ([u8; N], Parsed, (usize, usize)) {
         let mut buf = *frame;
         let before = parse(&buf).unwrap().unwrap();
         let out = apply(&mut buf, &before, rw, mode).unwrap();
@@ -282,10 +274,7 @@ mod tests {
         let (buf, before, (start, len)) = run(&SYN_V4, &rw, ChecksumMode::Full);
         assert_eq!((start, len), (0, 74));
         check_output(&buf, &before, &rw);
-        assert_eq!(
-            &buf[..12],
-            &[0xfe, 0xed, 0xfa, 0xce, 0, 1, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f]
-        );
+        assert_eq!(&buf[..12], &[0xfe, 0xed, 0xfa, 0xce, 0, 1, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f]);
         assert_eq!(&buf[12..14], &[0x08, 0x00]);
         let ip = ipv4::Packet::new_checked(&buf[14..]).unwrap();
         assert_eq!(ip.ttl(), 64, "TTL unchanged");
@@ -294,11 +283,7 @@ mod tests {
         assert_eq!(&buf[26..30], &[10, 0, 0, 1]);
         assert_eq!(&buf[30..34], &[192, 168, 7, 9]);
         assert_eq!(&buf[34..38], &[0x9c, 0x40, 0x1f, 0x90]);
-        assert_eq!(
-            &buf[38..50],
-            &SYN_V4[38..50],
-            "seq, ack, offset, flags, window"
-        );
+        assert_eq!(&buf[38..50], &SYN_V4[38..50], "seq, ack, offset, flags, window");
         assert_eq!(&buf[52..], &SYN_V4[52..], "urgent pointer and options");
     }
 
@@ -321,17 +306,9 @@ mod tests {
         check_output(out, &before, &rw);
         assert_eq!(&out[12..14], &[0x08, 0x00]);
         assert_eq!(ipv4::Packet::new_checked(&out[14..]).unwrap().ttl(), 63);
-        assert_eq!(
-            &out[14..24],
-            &VLAN_V4_PADDED[18..28],
-            "IP header up to the checksum"
-        );
+        assert_eq!(&out[14..24], &VLAN_V4_PADDED[18..28], "IP header up to the checksum");
         assert_eq!(&out[34..36], &VLAN_V4_PADDED[38..40], "source port");
-        assert_eq!(
-            &out[38..50],
-            &VLAN_V4_PADDED[42..54],
-            "seq, ack, offset, flags, window"
-        );
+        assert_eq!(&out[38..50], &VLAN_V4_PADDED[42..54], "seq, ack, offset, flags, window");
         assert_eq!(&out[52..], &VLAN_V4_PADDED[56..58], "urgent pointer");
     }
 
@@ -353,11 +330,7 @@ mod tests {
             check_output(&buf, &before, &rw);
             let ip = ipv6::Packet::new_checked(&buf[14..]).unwrap();
             assert_eq!((ip.hop_limit(), ip.flow_label()), (64, 0x12345));
-            assert_eq!(
-                &buf[72..],
-                &SYN_V6[72..],
-                "urgent pointer and options unchanged"
-            );
+            assert_eq!(&buf[72..], &SYN_V6[72..], "urgent pointer and options unchanged");
             let (inc, _, _) = run(&SYN_V6, &rw, ChecksumMode::Incremental);
             assert_eq!(inc, buf);
         }
@@ -378,10 +351,7 @@ mod tests {
 
         let (buf, _, _) = run(&frame, &rw, ChecksumMode::Incremental);
         let tcp = tcp::Packet::new_checked(&buf[34..]).unwrap();
-        assert!(
-            !tcp.verify_checksum_v4(FAKE_V4, TEST_V4),
-            "why Incremental is not the default"
-        );
+        assert!(!tcp.verify_checksum_v4(FAKE_V4, TEST_V4), "why Incremental is not the default");
     }
 
     #[test]
@@ -411,28 +381,16 @@ mod tests {
         let mut buf = SYN_V4;
         let mut rw = rw_v4(None);
         rw.src_ip = Some(test_v6().into());
-        assert_eq!(
-            apply(&mut buf, &p, &rw, ChecksumMode::Full),
-            Err(RewriteError::FamilyMismatch)
-        );
-        assert_eq!(
-            apply(&mut buf, &p, &rw_v6(None), ChecksumMode::Full),
-            Err(RewriteError::FamilyMismatch)
-        );
+        assert_eq!(apply(&mut buf, &p, &rw, ChecksumMode::Full), Err(RewriteError::FamilyMismatch));
+        assert_eq!(apply(&mut buf, &p, &rw_v6(None), ChecksumMode::Full), Err(RewriteError::FamilyMismatch));
         assert_eq!(buf, SYN_V4);
 
         let p = parse(&SYN_V6).unwrap().unwrap();
         let mut buf = SYN_V6;
-        assert_eq!(
-            apply(&mut buf, &p, &rw_v4(None), ChecksumMode::Full),
-            Err(RewriteError::FamilyMismatch)
-        );
+        assert_eq!(apply(&mut buf, &p, &rw_v4(None), ChecksumMode::Full), Err(RewriteError::FamilyMismatch));
         let mut rw = rw_v6(None);
         rw.src_ip = Some(FAKE_V4.into());
-        assert_eq!(
-            apply(&mut buf, &p, &rw, ChecksumMode::Incremental),
-            Err(RewriteError::FamilyMismatch)
-        );
+        assert_eq!(apply(&mut buf, &p, &rw, ChecksumMode::Incremental), Err(RewriteError::FamilyMismatch));
         assert_eq!(buf, SYN_V6);
 
         assert_eq!(RewriteError::FamilyMismatch.name(), "family_mismatch");
@@ -445,15 +403,9 @@ mod tests {
         let rw = rw_v4(None);
         // A parse of another frame.
         let mut buf = FIN_V4;
-        assert_eq!(
-            apply(&mut buf, &syn, &rw, ChecksumMode::Full),
-            Err(RewriteError::ParseMismatch)
-        );
+        assert_eq!(apply(&mut buf, &syn, &rw, ChecksumMode::Full), Err(RewriteError::ParseMismatch));
         let mut buf = DATA_V4;
-        assert_eq!(
-            apply(&mut buf, &syn, &rw, ChecksumMode::Full),
-            Err(RewriteError::ParseMismatch)
-        );
+        assert_eq!(apply(&mut buf, &syn, &rw, ChecksumMode::Full), Err(RewriteError::ParseMismatch));
         // Field-by-field corruption of a parse.
         let mut buf = SYN_V4;
         let mut rng = XorShift(99);
@@ -469,16 +421,8 @@ mod tests {
             if p == syn {
                 continue;
             }
-            let rw = if p.family == Family::V6 {
-                rw_v6(None)
-            } else {
-                rw
-            };
-            assert_eq!(
-                apply(&mut buf, &p, &rw, ChecksumMode::Full),
-                Err(RewriteError::ParseMismatch),
-                "{p:?}"
-            );
+            let rw = if p.family == Family::V6 { rw_v6(None) } else { rw };
+            assert_eq!(apply(&mut buf, &p, &rw, ChecksumMode::Full), Err(RewriteError::ParseMismatch), "{p:?}");
             assert_eq!(buf, SYN_V4);
         }
     }
@@ -489,11 +433,8 @@ mod tests {
         let v6 = rng.below(2) == 0;
         let vlan = rng.below(3) == 0;
         let l3 = if vlan { 18 } else { 14 };
-        let (ethertype, ip_hdr) = if v6 {
-            (ethernet::ETHERTYPE_IPV6, 40)
-        } else {
-            (ethernet::ETHERTYPE_IPV4, 20 + 4 * rng.below(3))
-        };
+        let (ethertype, ip_hdr) =
+            if v6 { (ethernet::ETHERTYPE_IPV6, 40) } else { (ethernet::ETHERTYPE_IPV4, 20 + 4 * rng.below(3)) };
         let tcp_hdr = 20 + 4 * rng.below(11);
         let payload = rng.below(60);
         let end = l3 + ip_hdr + tcp_hdr + payload;
@@ -545,13 +486,9 @@ mod tests {
                     ..rw_v4(None)
                 },
                 Family::V6 => Rewrite {
-                    dst_ip: Ipv6Addr::from(
-                        u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()),
-                    )
-                    .into(),
+                    dst_ip: Ipv6Addr::from(u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())).into(),
                     dst_port,
-                    src_ip: (rng.below(2) == 0)
-                        .then(|| Ipv6Addr::from(u128::from(rng.next_u64())).into()),
+                    src_ip: (rng.below(2) == 0).then(|| Ipv6Addr::from(u128::from(rng.next_u64())).into()),
                     ..rw_v6(None)
                 },
             };

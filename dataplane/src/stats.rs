@@ -118,28 +118,16 @@ pub struct Published {
 
 impl Default for Published {
     fn default() -> Self {
-        Self {
-            words: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
+        Self { words: std::array::from_fn(|_| AtomicU64::new(0)) }
     }
 }
 
 impl Published {
     /// Stores the worker's counters (called by the owning worker only).
     pub fn publish(&self, c: &Counters) {
-        let scalars = [
-            c.rx_frames,
-            c.rx_bytes,
-            c.tx_frames,
-            c.tx_bytes,
-            c.tx_completed,
-            c.tx_kick_errors,
-            c.idle_waits,
-        ];
-        let values = scalars
-            .iter()
-            .chain(c.drops.iter())
-            .chain(c.malformed.iter());
+        let scalars =
+            [c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_completed, c.tx_kick_errors, c.idle_waits];
+        let values = scalars.iter().chain(c.drops.iter()).chain(c.malformed.iter());
         for (w, v) in self.words.iter().zip(values) {
             w.store(*v, Ordering::Relaxed);
         }

@@ -74,11 +74,7 @@ pub struct Stateless {
 impl Stateless {
     /// Creates the logic; `max_len` is the largest frame the output link takes (MTU + 14).
     pub fn new(routes: Vec<Route>, checksum: ChecksumMode, max_len: usize) -> Self {
-        Self {
-            routes,
-            checksum,
-            max_len,
-        }
+        Self { routes, checksum, max_len }
     }
 
     /// Decides the fate of `frame` (the received bytes, rewritten in place on `Tx`).
@@ -89,9 +85,11 @@ impl Stateless {
             Ok(None) => return Verdict::Drop(Drop::NotTcp),
             Err(e) => return Verdict::Malformed(e),
         };
-        let Some(route) = self.routes.iter().find(|r| {
-            r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip)
-        }) else {
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip))
+        else {
             return Verdict::Drop(Drop::NoTransfer);
         };
         match rewrite::apply(frame, &parsed, &route.rewrite, self.checksum) {
@@ -134,18 +132,7 @@ impl Worker {
         let mut free = Vec::with_capacity(umem.frames() as usize);
         // Hand out frames highest first so the first ones used are at the start of the area.
         free.extend((0..umem.frames()).rev().map(|i| umem.frame_addr(i)));
-        Self {
-            queue,
-            umem,
-            rx,
-            tx,
-            logic,
-            free,
-            in_flight: 0,
-            counters: Counters::default(),
-            published,
-            stop,
-        }
+        Self { queue, umem, rx, tx, logic, free, in_flight: 0, counters: Counters::default(), published, stop }
     }
 
     /// The worker's published counters (read them from any thread).
@@ -157,11 +144,7 @@ impl Worker {
     pub fn run(mut self) -> Counters {
         let mut idle = 0u32;
         let mut since_publish = 0u32;
-        let mut batch = [Desc {
-            addr: 0,
-            len: 0,
-            options: 0,
-        }; BATCH as usize];
+        let mut batch = [Desc { addr: 0, len: 0, options: 0 }; BATCH as usize];
         while !self.stop.load(Ordering::Relaxed) {
             self.reclaim();
             self.refill();
@@ -242,18 +225,12 @@ impl Worker {
             self.counters.rx_frames += 1;
             self.counters.rx_bytes += u64::from(desc.len);
             let verdict = match self.umem.from_addr_mut(desc.addr) {
-                Some(chunk) if chunk.len() >= desc.len as usize => {
-                    self.logic.handle(&mut chunk[..desc.len as usize])
-                }
+                Some(chunk) if chunk.len() >= desc.len as usize => self.logic.handle(&mut chunk[..desc.len as usize]),
                 _ => Verdict::Drop(Drop::BadDescriptor),
             };
             match verdict {
                 Verdict::Tx { start, len } => {
-                    batch[out] = Desc {
-                        addr: desc.addr + start as u64,
-                        len: len as u32,
-                        options: 0,
-                    };
+                    batch[out] = Desc { addr: desc.addr + start as u64, len: len as u32, options: 0 };
                     out += 1;
                 }
                 Verdict::Drop(why) => {
@@ -278,13 +255,7 @@ impl Worker {
         if batch.is_empty() {
             return 0;
         }
-        let tx = self
-            .tx
-            .as_mut()
-            .unwrap_or(&mut self.rx)
-            .tx
-            .as_mut()
-            .expect("the TX socket has a TX ring");
+        let tx = self.tx.as_mut().unwrap_or(&mut self.rx).tx.as_mut().expect("the TX socket has a TX ring");
         let room = tx.free(batch.len() as u32).min(batch.len() as u32) as usize;
         for d in &batch[..room] {
             tx.push(*d);

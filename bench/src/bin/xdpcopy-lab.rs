@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use bench::lab::{addr, iface};
 use bench::netns::link_mac;
-use bench::{
-    send_frames_in_ns, FrameKind, FrameSpec, Lab, LabSpec, MacAddr, PcapSummary, Role, SendSpec,
-};
+use bench::{send_frames_in_ns, FrameKind, FrameSpec, Lab, LabSpec, MacAddr, PcapSummary, Role, SendSpec};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -121,17 +119,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Up {
-            tag,
-            queues,
-            no_nginx,
-            mirror_egress,
-        } => up(LabSpec {
-            tag,
-            queues,
-            nginx: !no_nginx,
-            mirror_egress,
-        }),
+        Cmd::Up { tag, queues, no_nginx, mirror_egress } => {
+            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress })
+        }
         Cmd::Down { tag } => {
             Lab::down(&tag)?;
             println!("lab {tag}: down");
@@ -193,12 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Verify {
-            pcap,
-            expect_seqs,
-            first_seq,
-            strict_checksums,
-        } => {
+        Cmd::Verify { pcap, expect_seqs, first_seq, strict_checksums } => {
             let s = PcapSummary::from_file(&pcap)?;
             print!("{s}");
             if let Some(n) = expect_seqs {
@@ -218,12 +203,7 @@ fn up(spec: LabSpec) -> Result<()> {
     let lab = Lab::up(spec).context("lab up")?;
     let ns = |r| lab.ns(r);
     println!("lab {} is up (queues {}):", lab.tag(), lab.spec().queues);
-    println!(
-        "  {:<22} {} {}/24",
-        ns(Role::Client),
-        iface::CLIENT,
-        addr::CLIENT
-    );
+    println!("  {:<22} {} {}/24", ns(Role::Client), iface::CLIENT, addr::CLIENT);
     println!(
         "  {:<22} {} {}/24 (nginx :{}), {} -> copier {} (tc mirror of o0 ingress{})",
         ns(Role::Online),
@@ -232,11 +212,7 @@ fn up(spec: LabSpec) -> Result<()> {
         addr::ONLINE_PORT,
         iface::ONLINE_MIRROR,
         iface::COPIER_IN,
-        if lab.spec().mirror_egress {
-            " + egress"
-        } else {
-            ""
-        }
+        if lab.spec().mirror_egress { " + egress" } else { "" }
     );
     println!(
         "  {:<22} {} (capture), {} {}/24, {} {}/24 (channel :{})",
@@ -267,11 +243,7 @@ fn up(spec: LabSpec) -> Result<()> {
         iface::ASSIST_CHANNEL,
         addr::ASSIST_CHANNEL
     );
-    for (r, i) in [
-        (Role::Online, iface::ONLINE),
-        (Role::Test, iface::TEST_IN),
-        (Role::Copier, iface::COPIER_OUT),
-    ] {
+    for (r, i) in [(Role::Online, iface::ONLINE), (Role::Test, iface::TEST_IN), (Role::Copier, iface::COPIER_OUT)] {
         println!("  mac {}/{}: {}", r, i, lab.mac(r, i)?);
     }
     if lab.spec().nginx {
@@ -302,8 +274,7 @@ fn status() -> Result<()> {
             let names: Vec<String> = pids
                 .iter()
                 .map(|p| {
-                    let comm =
-                        std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                    let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
                     format!("{}({p})", comm.trim())
                 })
                 .collect();

@@ -148,25 +148,19 @@ impl Program {
     /// # Errors
     /// When the kernel rejects the object (verifier, missing BPF support, not root).
     pub fn load() -> Result<Self, Error> {
-        let open = ObjectBuilder::default()
-            .name("xdpcopy")?
-            .open_memory(OBJECT)?;
+        let open = ObjectBuilder::default().name("xdpcopy")?.open_memory(OBJECT)?;
         let obj = open.load()?;
         let handle = |name: &str| -> Result<MapHandle, Error> {
-            let map = obj.maps().find(|m| m.name() == name).ok_or_else(|| {
-                libbpf_rs::Error::from(std::io::Error::other(format!("map {name} missing")))
-            })?;
+            let map = obj
+                .maps()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| libbpf_rs::Error::from(std::io::Error::other(format!("map {name} missing"))))?;
             Ok(MapHandle::try_from(&map)?)
         };
         let xsks = handle("xsks")?;
         let ports = handle("ports")?;
         let counters = handle("counters")?;
-        Ok(Self {
-            obj,
-            xsks,
-            ports,
-            counters,
-        })
+        Ok(Self { obj, xsks, ports, counters })
     }
 
     /// Attaches `entry` to `ifname` in `mode` (auto: native, then generic).
@@ -174,44 +168,23 @@ impl Program {
     /// # Errors
     /// When the interface is missing or no allowed mode attaches.
     pub fn attach(&self, entry: Entry, ifname: &str, mode: XdpMode) -> Result<Attachment, Error> {
-        let ifindex =
-            sys::if_nametoindex(ifname).ok_or_else(|| Error::NoSuchInterface(ifname.to_owned()))?;
-        let prog = self
-            .obj
-            .progs()
-            .find(|p| p.name() == entry.name())
-            .ok_or_else(|| {
-                libbpf_rs::Error::from(std::io::Error::other(format!(
-                    "program {} missing",
-                    entry.name()
-                )))
-            })?;
+        let ifindex = sys::if_nametoindex(ifname).ok_or_else(|| Error::NoSuchInterface(ifname.to_owned()))?;
+        let prog = self.obj.progs().find(|p| p.name() == entry.name()).ok_or_else(|| {
+            libbpf_rs::Error::from(std::io::Error::other(format!("program {} missing", entry.name())))
+        })?;
         let tries: &[(XdpMode, u32)] = match mode {
-            XdpMode::Auto => &[
-                (XdpMode::Native, sys::XDP_FLAGS_DRV_MODE),
-                (XdpMode::Generic, sys::XDP_FLAGS_SKB_MODE),
-            ],
+            XdpMode::Auto => &[(XdpMode::Native, sys::XDP_FLAGS_DRV_MODE), (XdpMode::Generic, sys::XDP_FLAGS_SKB_MODE)],
             XdpMode::Native => &[(XdpMode::Native, sys::XDP_FLAGS_DRV_MODE)],
             XdpMode::Generic => &[(XdpMode::Generic, sys::XDP_FLAGS_SKB_MODE)],
         };
         let mut last = None;
         for &(m, flags) in tries {
             match sys::xdp_link_create(prog.as_fd(), ifindex, flags) {
-                Ok(link) => {
-                    return Ok(Attachment {
-                        _link: link,
-                        mode: m,
-                        ifname: ifname.to_owned(),
-                    })
-                }
+                Ok(link) => return Ok(Attachment { _link: link, mode: m, ifname: ifname.to_owned() }),
                 Err(e) => last = Some(e),
             }
         }
-        Err(Error::Attach {
-            ifname: ifname.to_owned(),
-            mode,
-            source: last.expect("one mode was tried"),
-        })
+        Err(Error::Attach { ifname: ifname.to_owned(), mode, source: last.expect("one mode was tried") })
     }
 
     /// Binds queue `queue`'s frames to the socket `fd`.
@@ -222,10 +195,7 @@ impl Program {
         let value = (fd.as_raw_fd() as u32).to_ne_bytes();
         self.xsks
             .update(&queue.to_ne_bytes(), &value, MapFlags::ANY)
-            .map_err(|source| Error::Map {
-                map: "xsks",
-                source,
-            })
+            .map_err(|source| Error::Map { map: "xsks", source })
     }
 
     /// Selects TCP `port` with `flags` (see [`port_flags`]).
@@ -234,15 +204,8 @@ impl Program {
     /// When the map update fails.
     pub fn select_port(&self, port: u16, flags: u32) -> Result<(), Error> {
         self.ports
-            .update(
-                &u32::from(port).to_ne_bytes(),
-                &flags.to_ne_bytes(),
-                MapFlags::ANY,
-            )
-            .map_err(|source| Error::Map {
-                map: "ports",
-                source,
-            })
+            .update(&u32::from(port).to_ne_bytes(), &flags.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| Error::Map { map: "ports", source })
     }
 
     /// Returns a counter summed over all CPUs.

@@ -117,6 +117,8 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		struct tcphdr *tcp = l3 + ip->ihl * 4;
 		if ((void *)(tcp + 1) > end)
 			return V_MALFORMED;
+		if (bpf_ntohs(ip->tot_len) < ip->ihl * 4 + sizeof(*tcp))
+			return V_MALFORMED; /* the TCP header lies in Ethernet padding */
 		return port_verdict(tcp);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -126,7 +128,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		if (ip6->nexthdr != IPPROTO_TCP)
 			return V_PASS; /* extension headers are not followed */
 		struct tcphdr *tcp = (void *)(ip6 + 1);
-		if ((void *)(tcp + 1) > end)
+		if ((void *)(tcp + 1) > end || bpf_ntohs(ip6->payload_len) < sizeof(*tcp))
 			return V_MALFORMED;
 		return port_verdict(tcp);
 	}

@@ -111,10 +111,7 @@ pub fn update_u32(csum: u16, old: u32, new: u32) -> u16 {
 /// If `old` and `new` differ in length or have an odd length.
 #[inline]
 pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
-    assert!(
-        old.len() == new.len() && old.len() % 2 == 0,
-        "update_bytes needs equal even lengths"
-    );
+    assert!(old.len() == new.len() && old.len() % 2 == 0, "update_bytes needs equal even lengths");
     // RFC 1624 eqn. 3 with m the ones'-complement sum of the old words, m' of the new:
     // HC' = ~(~HC + ~m + m')
     !fold(u32::from(!csum) + u32::from(!fold(sum(old, 0))) + sum(new, 0))
@@ -199,10 +196,7 @@ mod tests {
         b6[16..32].copy_from_slice(&d6.octets());
         b6[32..36].copy_from_slice(&70_000u32.to_be_bytes());
         b6[39] = 6;
-        assert_eq!(
-            fold(pseudo_header_v6(&s6, &d6, 6, 70_000)),
-            fold(sum(&b6, 0))
-        );
+        assert_eq!(fold(pseudo_header_v6(&s6, &d6, 6, 70_000)), fold(sum(&b6, 0)));
     }
 
     #[test]
@@ -217,11 +211,7 @@ mod tests {
         assert_eq!(c0, 0x0000);
         let c1 = update_u16(c0, 0x0000, 0x0001);
         assert_eq!(c1, checksum(&[0xff, 0xff, 0x00, 0x01]));
-        assert_eq!(
-            update_u16(c1, 0x0001, 0x0000),
-            0x0000,
-            "eqn. 3 never yields -0 (0xffff)"
-        );
+        assert_eq!(update_u16(c1, 0x0001, 0x0000), 0x0000, "eqn. 3 never yields -0 (0xffff)");
         // 0xffff <-> 0x0000 is no change in ones'-complement arithmetic.
         assert_eq!(update_u16(0x1234, 0xffff, 0x0000), 0x1234);
         assert_eq!(update_u32(0x1234, 0xffff_0000, 0x0000_ffff), 0x1234);
@@ -290,10 +280,7 @@ mod tests {
                 let mut ip2 = ip;
                 ip2[16..20].copy_from_slice(&new_dst);
                 let src = Ipv4Addr::from([ip[12], ip[13], ip[14], ip[15]]);
-                let s = fold(sum(
-                    &probe,
-                    pseudo_header_v4(src, Ipv4Addr::from(new_dst), 6, 60),
-                ));
+                let s = fold(sum(&probe, pseudo_header_v4(src, Ipv4Addr::from(new_dst), 6, 60)));
                 // Want s + port == 0xffff (ones'-complement) so the checksum is !0xffff == 0.
                 new_port = !s;
             }
@@ -303,16 +290,9 @@ mod tests {
             tcp[2..4].copy_from_slice(&new_port.to_be_bytes());
             tcp[8..12].copy_from_slice(&new_ack.to_be_bytes());
 
-            let ip_inc = update_u16(
-                update_bytes(ip_c, &old_dst, &new_dst),
-                old_ttl_proto,
-                new_ttl_proto,
-            );
-            let tcp_inc = update_u32(
-                update_u16(update_bytes(tcp_c, &old_dst, &new_dst), old_port, new_port),
-                old_ack,
-                new_ack,
-            );
+            let ip_inc = update_u16(update_bytes(ip_c, &old_dst, &new_dst), old_ttl_proto, new_ttl_proto);
+            let tcp_inc =
+                update_u32(update_u16(update_bytes(tcp_c, &old_dst, &new_dst), old_port, new_port), old_ack, new_ack);
 
             ip_fill(&mut ip);
             tcp_fill(&ip, &mut tcp);

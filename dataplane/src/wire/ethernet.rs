@@ -53,11 +53,7 @@ impl From<[u8; 6]> for MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -278,15 +274,9 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Frame::new_checked(&SYN_V4[..13]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Frame::new_checked(&SYN_V4[..13]).unwrap_err(), Error::Truncated);
         assert!(Frame::new_checked(&SYN_V4[..14]).is_ok());
-        assert_eq!(
-            VlanTag::new_checked(&[0x20, 0x64, 0x08][..]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(VlanTag::new_checked(&[0x20, 0x64, 0x08][..]).unwrap_err(), Error::Truncated);
     }
 
     #[test]
@@ -296,10 +286,7 @@ mod tests {
         f.set_dst_addr(CLIENT);
         f.set_src_addr(SERVER);
         f.set_ethertype(ETHERTYPE_IPV6);
-        assert_eq!(
-            &bytes[..14],
-            &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd]
-        );
+        assert_eq!(&bytes[..14], &[2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x86, 0xdd]);
         assert_eq!(&bytes[14..], &SYN_V4[14..]);
 
         let mut tag = [0u8; 4];

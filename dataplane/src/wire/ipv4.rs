@@ -206,11 +206,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 
     fn set_flags_frag_bits(&mut self, mask: u16, bits: u16) {
         let old = get_u16(self.buffer.as_ref(), field::FLAGS_FRAG);
-        put_u16(
-            self.buffer.as_mut(),
-            field::FLAGS_FRAG,
-            (old & !mask) | (bits & mask),
-        );
+        put_u16(self.buffer.as_mut(), field::FLAGS_FRAG, (old & !mask) | (bits & mask));
     }
 
     /// Set the don't-fragment flag.
@@ -325,25 +321,16 @@ mod tests {
     #[test]
     fn malformed() {
         let good = ip(&SYN_V4);
-        assert_eq!(
-            Packet::new_checked(&good[..19]).unwrap_err(),
-            Error::Truncated
-        );
+        assert_eq!(Packet::new_checked(&good[..19]).unwrap_err(), Error::Truncated);
 
         let mut b = [0u8; 60];
         b.copy_from_slice(good);
         b[0] = 0x65;
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadVersion);
         b[0] = 0x44; // IHL 4
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadHeaderLen
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadHeaderLen);
         b[0] = 0x4f; // IHL 15 = 60 bytes: fits this 60-byte buffer, but not 59 bytes.
-        assert_eq!(
-            Packet::new_checked(&b[..59]).unwrap_err(),
-            Error::BadHeaderLen
-        );
+        assert_eq!(Packet::new_checked(&b[..59]).unwrap_err(), Error::BadHeaderLen);
         b[0] = 0x46; // IHL 6 = 24 bytes, total length below it.
         b[2..4].copy_from_slice(&23u16.to_be_bytes());
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadTotalLen);
@@ -352,10 +339,7 @@ mod tests {
         assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadTotalLen);
         b[2..4].copy_from_slice(&60u16.to_be_bytes());
         assert!(Packet::new_checked(&b[..]).is_ok());
-        assert_eq!(
-            Packet::new_checked(&b[..59]).unwrap_err(),
-            Error::BadTotalLen
-        );
+        assert_eq!(Packet::new_checked(&b[..59]).unwrap_err(), Error::BadTotalLen);
     }
 
     #[test]
@@ -397,16 +381,13 @@ mod tests {
         assert_eq!(
             b,
             [
-                0x45, 0xb8, 0x00, 0x1c, 0xbe, 0xef, 0x20, 0xb9, 0x09, 0x11, 0xe5, 0x34, 192, 0, 2,
-                1, 198, 51, 100, 7, 1, 2, 3, 4, 5, 6, 7, 8
+                0x45, 0xb8, 0x00, 0x1c, 0xbe, 0xef, 0x20, 0xb9, 0x09, 0x11, 0xe5, 0x34, 192, 0, 2, 1, 198, 51, 100, 7,
+                1, 2, 3, 4, 5, 6, 7, 8
             ]
         );
         let mut p = Packet::new_checked(&mut b[..]).unwrap();
         assert!(p.verify_checksum());
-        assert_eq!(
-            (p.frag_offset(), p.more_frags(), p.dont_frag()),
-            (1480, true, false)
-        );
+        assert_eq!((p.frag_offset(), p.more_frags(), p.dont_frag()), (1480, true, false));
         p.set_more_frags(false);
         p.set_frag_offset(0);
         p.set_dont_frag(true);

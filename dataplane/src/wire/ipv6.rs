@@ -124,11 +124,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     fn set_ver_tc_flow(&mut self, mask: u32, bits: u32) {
         let old = self.ver_tc_flow();
-        put_u32(
-            self.buffer.as_mut(),
-            field::VER_TC_FLOW,
-            (old & !mask) | (bits & mask),
-        );
+        put_u32(self.buffer.as_mut(), field::VER_TC_FLOW, (old & !mask) | (bits & mask));
     }
 
     /// Set the version field.
@@ -200,14 +196,8 @@ mod tests {
     #[test]
     fn malformed() {
         let good = &SYN_V6[14..];
-        assert_eq!(
-            Packet::new_checked(&good[..39]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&good[..79]).unwrap_err(),
-            Error::BadTotalLen
-        );
+        assert_eq!(Packet::new_checked(&good[..39]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&good[..79]).unwrap_err(), Error::BadTotalLen);
         let mut b = [0u8; 80];
         b.copy_from_slice(good);
         b[0] = 0x45;

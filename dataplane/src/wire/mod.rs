@@ -252,10 +252,7 @@ mod tests {
     fn error_names_are_unique_snake_case_and_indexed() {
         for (i, e) in Error::ALL.iter().enumerate() {
             assert_eq!(e.index(), i);
-            assert!(e
-                .name()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(e.name().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!(!e.to_string().is_empty());
             for other in &Error::ALL[i + 1..] {
                 assert_ne!(e.name(), other.name());

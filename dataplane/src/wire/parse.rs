@@ -114,13 +114,7 @@ pub fn parse(frame: &[u8]) -> Result<Option<Parsed>> {
             }
             let l4 = l3_offset + usize::from(ip.header_len());
             let end = l3_offset + usize::from(ip.total_len());
-            (
-                Family::V4,
-                IpAddr::V4(ip.src_addr()),
-                IpAddr::V4(ip.dst_addr()),
-                l4,
-                end,
-            )
+            (Family::V4, IpAddr::V4(ip.src_addr()), IpAddr::V4(ip.dst_addr()), l4, end)
         }
         ethernet::ETHERTYPE_IPV6 => {
             let ip = ipv6::Packet::new_checked(l3)?;
@@ -129,13 +123,7 @@ pub fn parse(frame: &[u8]) -> Result<Option<Parsed>> {
             }
             let l4 = l3_offset + ipv6::HEADER_LEN;
             let end = l4 + usize::from(ip.payload_len());
-            (
-                Family::V6,
-                IpAddr::V6(ip.src_addr()),
-                IpAddr::V6(ip.dst_addr()),
-                l4,
-                end,
-            )
+            (Family::V6, IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), l4, end)
         }
         _ => return Ok(None),
     };
@@ -206,24 +194,14 @@ mod tests {
     fn data_fin_rst() {
         let p = ok(&DATA_V4);
         assert_eq!((p.payload_offset, p.payload_len, p.ip_end), (66, 27, 93));
-        assert_eq!(
-            &DATA_V4[p.payload_offset..p.ip_end],
-            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-        );
-        assert_eq!(
-            (p.flags, p.seq, p.ack, p.window),
-            (PSH | ACK, 0x1234_5679, 0x9abc_def1, 502)
-        );
+        assert_eq!(&DATA_V4[p.payload_offset..p.ip_end], b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!((p.flags, p.seq, p.ack, p.window), (PSH | ACK, 0x1234_5679, 0x9abc_def1, 502));
 
         let p = ok(&FIN_V4);
         assert_eq!((p.flags, p.payload_len, p.ip_end), (FIN | ACK, 0, 54));
 
         let p = ok(&RST_V4_PADDED);
-        assert_eq!(
-            (p.flags, p.payload_len, p.ip_end),
-            (RST | ACK, 0, 54),
-            "padding excluded"
-        );
+        assert_eq!((p.flags, p.payload_len, p.ip_end), (RST | ACK, 0, 54), "padding excluded");
         assert_eq!(p.window, 0);
     }
 
@@ -231,14 +209,8 @@ mod tests {
     fn vlan_v4() {
         let p = ok(&VLAN_V4_PADDED);
         assert_eq!(p.vlan, Some(0x2064));
-        assert_eq!(
-            (p.l3_offset, p.l4_offset, p.payload_offset, p.ip_end),
-            (18, 38, 58, 58)
-        );
-        assert_eq!(
-            (p.src_ip, p.dst_ip, p.src_port, p.dst_port),
-            (CLIENT, SERVER, 40000, 80)
-        );
+        assert_eq!((p.l3_offset, p.l4_offset, p.payload_offset, p.ip_end), (18, 38, 58, 58));
+        assert_eq!((p.src_ip, p.dst_ip, p.src_port, p.dst_port), (CLIENT, SERVER, 40000, 80));
         assert_eq!(p.flags, ACK);
 
         // 802.1ad outer TPID is accepted the same way.
@@ -256,16 +228,10 @@ mod tests {
     fn syn_v6() {
         let p = ok(&SYN_V6);
         assert_eq!(p.family, Family::V6);
-        assert_eq!(
-            (p.l3_offset, p.l4_offset, p.payload_offset, p.ip_end),
-            (14, 54, 94, 94)
-        );
+        assert_eq!((p.l3_offset, p.l4_offset, p.payload_offset, p.ip_end), (14, 54, 94, 94));
         assert_eq!(p.src_ip, "2001:db8::1".parse::<Ipv6Addr>().unwrap());
         assert_eq!(p.dst_ip, "2001:db8::2".parse::<Ipv6Addr>().unwrap());
-        assert_eq!(
-            (p.src_port, p.dst_port, p.flags, p.window),
-            (40000, 80, SYN, 64800)
-        );
+        assert_eq!((p.src_port, p.dst_port, p.flags, p.window), (40000, 80, SYN, 64800));
 
         let mut f = SYN_V6;
         f[20] = 0; // hop-by-hop options header: not walked.
@@ -302,11 +268,7 @@ mod tests {
         assert_eq!(parse(&[]), Err(Error::Truncated));
         assert_eq!(parse(&SYN_V4[..13]), Err(Error::Truncated));
         assert_eq!(parse(&SYN_V4[..33]), Err(Error::Truncated));
-        assert_eq!(
-            parse(&SYN_V4[..73]),
-            Err(Error::BadTotalLen),
-            "snapped short of total_len"
-        );
+        assert_eq!(parse(&SYN_V4[..73]), Err(Error::BadTotalLen), "snapped short of total_len");
 
         let mut f = SYN_V4;
         f[14] = 0x44;

@@ -101,13 +101,8 @@ fn read_option(opts: &[u8], pos: usize) -> Result<(TcpOption<'_>, usize)> {
         (field::OPT_MSS, 4) => TcpOption::Mss(get_u16(data, 0)),
         (field::OPT_WS, 3) => TcpOption::WindowScale(data[0]),
         (field::OPT_SACK_PERM, 2) => TcpOption::SackPermitted,
-        (field::OPT_TS, 10) => TcpOption::Timestamps {
-            tsval: get_u32(data, 0),
-            tsecr: get_u32(data, 4),
-        },
-        (field::OPT_MSS | field::OPT_WS | field::OPT_SACK_PERM | field::OPT_TS, _) => {
-            return Err(Error::BadTcpOption)
-        }
+        (field::OPT_TS, 10) => TcpOption::Timestamps { tsval: get_u32(data, 0), tsecr: get_u32(data, 4) },
+        (field::OPT_MSS | field::OPT_WS | field::OPT_SACK_PERM | field::OPT_TS, _) => return Err(Error::BadTcpOption),
         _ => TcpOption::Unknown { kind, data },
     };
     Ok((option, end))
@@ -278,10 +273,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Return an iterator over the options.
     pub fn options(&self) -> Options<'_> {
-        Options {
-            opts: self.options_bytes(),
-            pos: 0,
-        }
+        Options { opts: self.options_bytes(), pos: 0 }
     }
 
     /// Find the timestamps option: the offset of TSval within the header, TSval and TSecr.
@@ -292,9 +284,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let mut pos = 0;
         while pos < opts.len() {
             match read_option(opts, pos).ok()? {
-                (TcpOption::Timestamps { tsval, tsecr }, _) => {
-                    return Some((MIN_HEADER_LEN + pos + 2, tsval, tsecr))
-                }
+                (TcpOption::Timestamps { tsval, tsecr }, _) => return Some((MIN_HEADER_LEN + pos + 2, tsval, tsecr)),
                 (_, next) => pos = next,
             }
         }
@@ -310,19 +300,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     fn sum_v4(&self, src: Ipv4Addr, dst: Ipv4Addr) -> u32 {
         let b = self.buffer.as_ref();
         // An IPv4 segment is shorter than 64 KiB, so the length fits the 16-bit field.
-        checksum::sum(
-            b,
-            checksum::pseudo_header_v4(src, dst, IPPROTO_TCP, b.len() as u16),
-        )
+        checksum::sum(b, checksum::pseudo_header_v4(src, dst, IPPROTO_TCP, b.len() as u16))
     }
 
     /// Return the partial sum of the segment with the IPv6 pseudo header.
     fn sum_v6(&self, src: &Ipv6Addr, dst: &Ipv6Addr) -> u32 {
         let b = self.buffer.as_ref();
-        checksum::sum(
-            b,
-            checksum::pseudo_header_v6(src, dst, IPPROTO_TCP, b.len() as u32),
-        )
+        checksum::sum(b, checksum::pseudo_header_v6(src, dst, IPPROTO_TCP, b.len() as u32))
     }
 
     /// Return whether the checksum is correct for an IPv4 segment from `src` to `dst`.
@@ -505,10 +489,7 @@ mod tests {
             [
                 Some(Ok(TcpOption::Mss(1460))),
                 Some(Ok(TcpOption::SackPermitted)),
-                Some(Ok(TcpOption::Timestamps {
-                    tsval: 123_456,
-                    tsecr: 0
-                })),
+                Some(Ok(TcpOption::Timestamps { tsval: 123_456, tsecr: 0 })),
                 Some(Ok(TcpOption::Nop)),
                 Some(Ok(TcpOption::WindowScale(7))),
             ]
@@ -528,13 +509,7 @@ mod tests {
         assert!(p.verify_checksum_v4(CLIENT, SERVER));
         let (opts, n) = collect(&p);
         assert_eq!(n, 3);
-        assert_eq!(
-            opts[2],
-            Some(Ok(TcpOption::Timestamps {
-                tsval: 123_556,
-                tsecr: 0x89ab_cdef
-            }))
-        );
+        assert_eq!(opts[2], Some(Ok(TcpOption::Timestamps { tsval: 123_556, tsecr: 0x89ab_cdef })));
         assert_eq!(p.find_timestamps(), Some((24, 123_556, 0x89ab_cdef)));
     }
 
@@ -555,10 +530,7 @@ mod tests {
     #[test]
     fn read_ipv6_syn() {
         let p = Packet::new_checked(&SYN_V6[54..]).unwrap();
-        let (src, dst) = (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8::2".parse().unwrap(),
-        );
+        let (src, dst) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         assert!(p.syn());
         assert_eq!(p.checksum(), 0x0800);
         assert!(p.verify_checksum_v6(&src, &dst));
@@ -569,27 +541,15 @@ mod tests {
     #[test]
     fn malformed_headers() {
         let seg = &SYN_V4[34..];
-        assert_eq!(
-            Packet::new_checked(&seg[..19]).unwrap_err(),
-            Error::Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&seg[..39]).unwrap_err(),
-            Error::BadDataOffset
-        );
+        assert_eq!(Packet::new_checked(&seg[..19]).unwrap_err(), Error::Truncated);
+        assert_eq!(Packet::new_checked(&seg[..39]).unwrap_err(), Error::BadDataOffset);
         assert!(Packet::new_checked(&seg[..40]).is_ok());
         let mut b = [0u8; 40];
         b.copy_from_slice(seg);
         b[12] = 0x40;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadDataOffset
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadDataOffset);
         b[12] = 0xf0;
-        assert_eq!(
-            Packet::new_checked(&b[..]).unwrap_err(),
-            Error::BadDataOffset
-        );
+        assert_eq!(Packet::new_checked(&b[..]).unwrap_err(), Error::BadDataOffset);
     }
 
     /// Return a segment whose 20 option bytes are `opts` (padded with EOL).
@@ -604,15 +564,13 @@ mod tests {
     #[test]
     fn malformed_options() {
         for bad in [
-            &[0x02, 0x00][..],                   // length 0
-            &[0x01, 0x13, 0x01][..],             // length 1
-            &[0x02, 0x03, 0x05, 0xb4][..],       // MSS of length 3
-            &[0x08, 0x08, 0, 0, 0, 0, 0, 0][..], // TS of length 8
-            &[0x04, 0x03, 0x00][..],             // SACK-permitted of length 3
-            &[0x03, 0x02][..],                   // WS of length 2
-            &[
-                0x01, 0x05, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            ][..], // overrun
+            &[0x02, 0x00][..],                                                          // length 0
+            &[0x01, 0x13, 0x01][..],                                                    // length 1
+            &[0x02, 0x03, 0x05, 0xb4][..],                                              // MSS of length 3
+            &[0x08, 0x08, 0, 0, 0, 0, 0, 0][..],                                        // TS of length 8
+            &[0x04, 0x03, 0x00][..],                                                    // SACK-permitted of length 3
+            &[0x03, 0x02][..],                                                          // WS of length 2
+            &[0x01, 0x05, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], // overrun
         ] {
             let b = with_options(bad);
             let p = Packet::new_checked(&b[..]).unwrap();
@@ -636,20 +594,8 @@ mod tests {
         let p = Packet::new_checked(&b[..]).unwrap();
         let (opts, n) = collect(&p);
         assert_eq!(n, 3);
-        assert_eq!(
-            opts[0],
-            Some(Ok(TcpOption::Unknown {
-                kind: 5,
-                data: &[0, 0, 0, 1, 0, 0, 0, 2]
-            }))
-        );
-        assert_eq!(
-            opts[1],
-            Some(Ok(TcpOption::Unknown {
-                kind: 30,
-                data: &[]
-            }))
-        );
+        assert_eq!(opts[0], Some(Ok(TcpOption::Unknown { kind: 5, data: &[0, 0, 0, 1, 0, 0, 0, 2] })));
+        assert_eq!(opts[1], Some(Ok(TcpOption::Unknown { kind: 30, data: &[] })));
         assert_eq!(opts[2], Some(Ok(TcpOption::Eol)));
         // Timestamps after an EOL do not count.
         let b = with_options(&[0, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
@@ -677,8 +623,7 @@ mod tests {
         p.set_urg(false);
         p.set_window(0xfffe);
         p.set_urgent_ptr(7);
-        p.options_bytes_mut()
-            .copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+        p.options_bytes_mut().copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
         let (off, _, _) = p.find_timestamps().unwrap();
         p.set_timestamps(off, 0x0a0b_0c0d, 0x1112_1314);
         p.payload_mut().copy_from_slice(b"data");
@@ -728,10 +673,7 @@ mod tests {
         );
         let mut p = Packet::new_checked(&mut b[..]).unwrap();
         // (Not v4-mapped addresses: their pseudo-header sum equals the IPv4 one.)
-        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
-            "2001:db8::1".parse().unwrap(),
-            "2001:db8::2".parse().unwrap(),
-        );
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = ("2001:db8::1".parse().unwrap(), "2001:db8::2".parse().unwrap());
         p.fill_checksum_v6(&src, &dst);
         assert!(p.verify_checksum_v6(&src, &dst));
         assert!(!p.verify_checksum_v4(CLIENT, SERVER));
@@ -739,11 +681,7 @@ mod tests {
 
     #[test]
     fn fill_reproduces_fixture_checksums() {
-        for (frame, end) in [
-            (&SYN_V4[..], 74),
-            (&DATA_V4[..], 93),
-            (&RST_V4_PADDED[..], 54),
-        ] {
+        for (frame, end) in [(&SYN_V4[..], 74), (&DATA_V4[..], 93), (&RST_V4_PADDED[..], 54)] {
             let mut seg = [0u8; 64];
             let seg = &mut seg[..end - 34];
             seg.copy_from_slice(&frame[34..end]);

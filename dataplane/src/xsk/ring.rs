@@ -29,12 +29,7 @@ pub(crate) struct Layout {
 
 impl From<libc::xdp_ring_offset> for Layout {
     fn from(o: libc::xdp_ring_offset) -> Self {
-        Self {
-            producer: o.producer,
-            consumer: o.consumer,
-            desc: o.desc,
-            flags: o.flags,
-        }
+        Self { producer: o.producer, consumer: o.consumer, desc: o.desc, flags: o.flags }
     }
 }
 
@@ -49,16 +44,8 @@ struct Raw<T> {
 }
 
 impl<T: Copy> Raw<T> {
-    fn map(
-        fd: BorrowedFd<'_>,
-        pgoff: u64,
-        layout: &Layout,
-        size: u32,
-    ) -> Result<Self, SyscallError> {
-        assert!(
-            size.is_power_of_two(),
-            "ring size {size} must be a power of two"
-        );
+    fn map(fd: BorrowedFd<'_>, pgoff: u64, layout: &Layout, size: u32) -> Result<Self, SyscallError> {
+        assert!(size.is_power_of_two(), "ring size {size} must be a power of two");
         let len = layout.desc as usize + size as usize * std::mem::size_of::<T>();
         let mut map = sys::map_ring(fd, pgoff, len)?;
         let base = map.as_mut_ptr();
@@ -107,23 +94,13 @@ pub struct Producer<T> {
 unsafe impl<T: Send> Send for Producer<T> {}
 
 impl<T: Copy> Producer<T> {
-    pub(crate) fn map(
-        fd: BorrowedFd<'_>,
-        pgoff: u64,
-        layout: &Layout,
-        size: u32,
-    ) -> Result<Self, SyscallError> {
+    pub(crate) fn map(fd: BorrowedFd<'_>, pgoff: u64, layout: &Layout, size: u32) -> Result<Self, SyscallError> {
         let raw = Raw::map(fd, pgoff, layout, size)?;
         let cached_prod = raw.producer().load(Ordering::Relaxed);
         // The producer's view of the consumer is offset by the ring size so that
         // `cached_cons - cached_prod` is the free space (libxdp does the same).
         let cached_cons = raw.consumer().load(Ordering::Relaxed).wrapping_add(size);
-        Ok(Self {
-            raw,
-            cached_prod,
-            cached_cons,
-            _t: PhantomData,
-        })
+        Ok(Self { raw, cached_prod, cached_cons, _t: PhantomData })
     }
 
     /// Returns how many entries can be produced now (re-reading the kernel's consumer when the
@@ -133,11 +110,7 @@ impl<T: Copy> Producer<T> {
         if free >= want {
             return free;
         }
-        self.cached_cons = self
-            .raw
-            .consumer()
-            .load(Ordering::Acquire)
-            .wrapping_add(self.raw.size);
+        self.cached_cons = self.raw.consumer().load(Ordering::Acquire).wrapping_add(self.raw.size);
         self.cached_cons.wrapping_sub(self.cached_prod)
     }
 
@@ -145,10 +118,7 @@ impl<T: Copy> Producer<T> {
     /// nothing is visible to the kernel until `submit`.
     #[inline]
     pub fn push(&mut self, value: T) {
-        debug_assert!(
-            self.cached_cons.wrapping_sub(self.cached_prod) > 0,
-            "push on a full ring"
-        );
+        debug_assert!(self.cached_cons.wrapping_sub(self.cached_prod) > 0, "push on a full ring");
         let idx = (self.cached_prod & self.raw.mask) as usize;
         // SAFETY: idx < size, the entry array holds `size` entries of T inside the mapping, and
         // the kernel does not read this slot until the producer index is published.
@@ -159,18 +129,13 @@ impl<T: Copy> Producer<T> {
     /// Publishes everything pushed so far to the kernel.
     #[inline]
     pub fn submit(&mut self) {
-        self.raw
-            .producer()
-            .store(self.cached_prod, Ordering::Release);
+        self.raw.producer().store(self.cached_prod, Ordering::Release);
     }
 
     /// Returns how many published entries the kernel has not consumed yet.
     pub fn outstanding(&self) -> u32 {
         let cons = self.raw.consumer().load(Ordering::Acquire);
-        self.raw
-            .producer()
-            .load(Ordering::Relaxed)
-            .wrapping_sub(cons)
+        self.raw.producer().load(Ordering::Relaxed).wrapping_sub(cons)
     }
 
     /// Whether the kernel asked to be woken up (`XDP_RING_NEED_WAKEUP`).
@@ -196,21 +161,11 @@ pub struct Consumer<T> {
 unsafe impl<T: Send> Send for Consumer<T> {}
 
 impl<T: Copy> Consumer<T> {
-    pub(crate) fn map(
-        fd: BorrowedFd<'_>,
-        pgoff: u64,
-        layout: &Layout,
-        size: u32,
-    ) -> Result<Self, SyscallError> {
+    pub(crate) fn map(fd: BorrowedFd<'_>, pgoff: u64, layout: &Layout, size: u32) -> Result<Self, SyscallError> {
         let raw = Raw::map(fd, pgoff, layout, size)?;
         let cached_prod = raw.producer().load(Ordering::Relaxed);
         let cached_cons = raw.consumer().load(Ordering::Relaxed);
-        Ok(Self {
-            raw,
-            cached_prod,
-            cached_cons,
-            _t: PhantomData,
-        })
+        Ok(Self { raw, cached_prod, cached_cons, _t: PhantomData })
     }
 
     /// Returns how many entries are ready (re-reading the kernel's producer when the cached view
@@ -240,8 +195,6 @@ impl<T: Copy> Consumer<T> {
     #[inline]
     pub fn release(&mut self, n: u32) {
         self.cached_cons = self.cached_cons.wrapping_add(n);
-        self.raw
-            .consumer()
-            .store(self.cached_cons, Ordering::Release);
+        self.raw.consumer().store(self.cached_cons, Ordering::Release);
     }
 }

@@ -88,11 +88,8 @@ impl StatsHandle {
     /// # Errors
     /// When `getsockopt(XDP_STATISTICS)` fails.
     pub fn read(&self) -> Result<Statistics, SyscallError> {
-        let s: libc::xdp_statistics = sys::get_xdp_opt(
-            self.0.as_fd(),
-            libc::XDP_STATISTICS,
-            "getsockopt(XDP_STATISTICS)",
-        )?;
+        let s: libc::xdp_statistics =
+            sys::get_xdp_opt(self.0.as_fd(), libc::XDP_STATISTICS, "getsockopt(XDP_STATISTICS)")?;
         Ok(Statistics {
             rx_dropped: s.rx_dropped,
             rx_invalid_descs: s.rx_invalid_descs,
@@ -140,20 +137,9 @@ impl Socket {
             let attempt = (|| {
                 let fd = sys::xdp_socket()?;
                 let reg = umem.registration();
-                sys::set_xdp_opt(
-                    fd.as_fd(),
-                    libc::XDP_UMEM_REG,
-                    &reg,
-                    "setsockopt(XDP_UMEM_REG)",
-                )?;
+                sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_REG, &reg, "setsockopt(XDP_UMEM_REG)")?;
                 let sock = Self::rings(fd, cfg)?;
-                sys::bind_xdp(
-                    sock.fd.as_fd(),
-                    ifindex,
-                    cfg.queue,
-                    mode | libc::XDP_USE_NEED_WAKEUP,
-                    None,
-                )?;
+                sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, mode | libc::XDP_USE_NEED_WAKEUP, None)?;
                 Ok(sock)
             })();
             match attempt {
@@ -165,11 +151,7 @@ impl Socket {
                 Err(e) => last = Some(e),
             }
         }
-        Err(Error::Syscall {
-            ifname: cfg.ifname.clone(),
-            queue: cfg.queue,
-            source: last.expect("one attempt ran"),
-        })
+        Err(Error::Syscall { ifname: cfg.ifname.clone(), queue: cfg.queue, source: last.expect("one attempt ran") })
     }
 
     /// Creates a socket on another (interface, queue) that shares `owner`'s UMEM.
@@ -178,21 +160,11 @@ impl Socket {
     /// As for [`Socket::create`].
     pub fn create_shared(owner: &Socket, cfg: &Config) -> Result<Self, Error> {
         let ifindex = ifindex(&cfg.ifname)?;
-        let wrap = |source| Error::Syscall {
-            ifname: cfg.ifname.clone(),
-            queue: cfg.queue,
-            source,
-        };
+        let wrap = |source| Error::Syscall { ifname: cfg.ifname.clone(), queue: cfg.queue, source };
         let fd = sys::xdp_socket().map_err(wrap)?;
         let mut sock = Self::rings(fd, cfg).map_err(wrap)?;
-        sys::bind_xdp(
-            sock.fd.as_fd(),
-            ifindex,
-            cfg.queue,
-            libc::XDP_SHARED_UMEM,
-            Some(owner.fd.as_raw_fd()),
-        )
-        .map_err(wrap)?;
+        sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, libc::XDP_SHARED_UMEM, Some(owner.fd.as_raw_fd()))
+            .map_err(wrap)?;
         sock.zero_copy = sock.query_zero_copy();
         sock.raise_tx_budget();
         Ok(sock)
@@ -200,100 +172,38 @@ impl Socket {
 
     fn rings(fd: OwnedFd, cfg: &Config) -> Result<Self, SyscallError> {
         let b = fd.as_fd();
-        sys::set_xdp_opt(
-            b,
-            libc::XDP_UMEM_FILL_RING,
-            &cfg.fill_size,
-            "setsockopt(XDP_UMEM_FILL_RING)",
-        )?;
-        sys::set_xdp_opt(
-            b,
-            libc::XDP_UMEM_COMPLETION_RING,
-            &cfg.comp_size,
-            "setsockopt(XDP_UMEM_COMPLETION_RING)",
-        )?;
+        sys::set_xdp_opt(b, libc::XDP_UMEM_FILL_RING, &cfg.fill_size, "setsockopt(XDP_UMEM_FILL_RING)")?;
+        sys::set_xdp_opt(b, libc::XDP_UMEM_COMPLETION_RING, &cfg.comp_size, "setsockopt(XDP_UMEM_COMPLETION_RING)")?;
         if cfg.rx_size > 0 {
-            sys::set_xdp_opt(
-                b,
-                libc::XDP_RX_RING,
-                &cfg.rx_size,
-                "setsockopt(XDP_RX_RING)",
-            )?;
+            sys::set_xdp_opt(b, libc::XDP_RX_RING, &cfg.rx_size, "setsockopt(XDP_RX_RING)")?;
         }
         if cfg.tx_size > 0 {
-            sys::set_xdp_opt(
-                b,
-                libc::XDP_TX_RING,
-                &cfg.tx_size,
-                "setsockopt(XDP_TX_RING)",
-            )?;
+            sys::set_xdp_opt(b, libc::XDP_TX_RING, &cfg.tx_size, "setsockopt(XDP_TX_RING)")?;
         }
-        let off: libc::xdp_mmap_offsets =
-            sys::get_xdp_opt(b, libc::XDP_MMAP_OFFSETS, "getsockopt(XDP_MMAP_OFFSETS)")?;
-        let fill = Producer::map(
-            b,
-            libc::XDP_UMEM_PGOFF_FILL_RING,
-            &Layout::from(off.fr),
-            cfg.fill_size,
-        )?;
-        let comp = Consumer::map(
-            b,
-            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-            &Layout::from(off.cr),
-            cfg.comp_size,
-        )?;
+        let off: libc::xdp_mmap_offsets = sys::get_xdp_opt(b, libc::XDP_MMAP_OFFSETS, "getsockopt(XDP_MMAP_OFFSETS)")?;
+        let fill = Producer::map(b, libc::XDP_UMEM_PGOFF_FILL_RING, &Layout::from(off.fr), cfg.fill_size)?;
+        let comp = Consumer::map(b, libc::XDP_UMEM_PGOFF_COMPLETION_RING, &Layout::from(off.cr), cfg.comp_size)?;
         let rx = (cfg.rx_size > 0)
-            .then(|| {
-                Consumer::map(
-                    b,
-                    libc::XDP_PGOFF_RX_RING as u64,
-                    &Layout::from(off.rx),
-                    cfg.rx_size,
-                )
-            })
+            .then(|| Consumer::map(b, libc::XDP_PGOFF_RX_RING as u64, &Layout::from(off.rx), cfg.rx_size))
             .transpose()?;
         let tx = (cfg.tx_size > 0)
-            .then(|| {
-                Producer::map(
-                    b,
-                    libc::XDP_PGOFF_TX_RING as u64,
-                    &Layout::from(off.tx),
-                    cfg.tx_size,
-                )
-            })
+            .then(|| Producer::map(b, libc::XDP_PGOFF_TX_RING as u64, &Layout::from(off.tx), cfg.tx_size))
             .transpose()?;
-        Ok(Self {
-            fd,
-            rx,
-            tx,
-            fill,
-            comp,
-            zero_copy: false,
-            ifname: cfg.ifname.clone(),
-            queue: cfg.queue,
-        })
+        Ok(Self { fd, rx, tx, fill, comp, zero_copy: false, ifname: cfg.ifname.clone(), queue: cfg.queue })
     }
 
     fn query_zero_copy(&self) -> bool {
-        sys::get_xdp_opt::<libc::xdp_options>(
-            self.fd.as_fd(),
-            libc::XDP_OPTIONS,
-            "getsockopt(XDP_OPTIONS)",
-        )
-        .map(|o| o.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
-        .unwrap_or(false)
+        sys::get_xdp_opt::<libc::xdp_options>(self.fd.as_fd(), libc::XDP_OPTIONS, "getsockopt(XDP_OPTIONS)")
+            .map(|o| o.flags & libc::XDP_OPTIONS_ZEROCOPY != 0)
+            .unwrap_or(false)
     }
 
     /// Lets one copy-mode `sendto` move up to 256 frames instead of 32; best effort (older
     /// kernels reject the option, which only costs more kicks).
     fn raise_tx_budget(&self) {
         if self.tx.is_some() {
-            let _ = sys::set_xdp_opt(
-                self.fd.as_fd(),
-                XDP_MAX_TX_SKB_BUDGET,
-                &256u32,
-                "setsockopt(XDP_MAX_TX_SKB_BUDGET)",
-            );
+            let _ =
+                sys::set_xdp_opt(self.fd.as_fd(), XDP_MAX_TX_SKB_BUDGET, &256u32, "setsockopt(XDP_MAX_TX_SKB_BUDGET)");
         }
     }
 

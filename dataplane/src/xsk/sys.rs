@@ -24,10 +24,7 @@ pub struct SyscallError {
 
 impl SyscallError {
     fn last(call: &'static str) -> Self {
-        Self {
-            call,
-            source: io::Error::last_os_error(),
-        }
+        Self { call, source: io::Error::last_os_error() }
     }
 
     /// Returns the raw OS error code, if any.
@@ -51,12 +48,7 @@ pub fn xdp_socket() -> Result<OwnedFd> {
 }
 
 /// `setsockopt(fd, SOL_XDP, name, value)`.
-pub fn set_xdp_opt<T: Copy>(
-    fd: BorrowedFd<'_>,
-    name: libc::c_int,
-    value: &T,
-    call: &'static str,
-) -> Result<()> {
+pub fn set_xdp_opt<T: Copy>(fd: BorrowedFd<'_>, name: libc::c_int, value: &T, call: &'static str) -> Result<()> {
     // SAFETY: `value` is a valid, initialised `T` for the duration of the call and the length
     // passed is exactly its size; the kernel only reads it.
     let rc = unsafe {
@@ -75,24 +67,12 @@ pub fn set_xdp_opt<T: Copy>(
 }
 
 /// `getsockopt(fd, SOL_XDP, name)` into a `T` that the kernel fills completely.
-pub fn get_xdp_opt<T: Copy>(
-    fd: BorrowedFd<'_>,
-    name: libc::c_int,
-    call: &'static str,
-) -> Result<T> {
+pub fn get_xdp_opt<T: Copy>(fd: BorrowedFd<'_>, name: libc::c_int, call: &'static str) -> Result<T> {
     let mut value = MaybeUninit::<T>::zeroed();
     let mut len = size_of::<T>() as libc::socklen_t;
     // SAFETY: `value` points to `len` writable bytes; the kernel writes at most `len` bytes and
     // reports how many in `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            name,
-            value.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
+    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, name, value.as_mut_ptr().cast(), &mut len) };
     if rc < 0 {
         return Err(SyscallError::last(call));
     }
@@ -111,13 +91,7 @@ pub fn get_xdp_opt<T: Copy>(
 }
 
 /// Binds an XDP socket to (ifindex, queue) with `flags`; `shared_umem_fd` for `XDP_SHARED_UMEM`.
-pub fn bind_xdp(
-    fd: BorrowedFd<'_>,
-    ifindex: u32,
-    queue: u32,
-    flags: u16,
-    shared_umem_fd: Option<RawFd>,
-) -> Result<()> {
+pub fn bind_xdp(fd: BorrowedFd<'_>, ifindex: u32, queue: u32, flags: u16, shared_umem_fd: Option<RawFd>) -> Result<()> {
     let addr = libc::sockaddr_xdp {
         sxdp_family: libc::AF_XDP as u16,
         sxdp_flags: flags,
@@ -144,29 +118,13 @@ pub fn map_ring(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<MmapMut> 
     // SAFETY: the mapping is of kernel ring memory owned by the socket; it stays valid while the
     // mapping exists (the kernel keeps the ring alive until munmap even after close). Only the
     // ring code reads/writes it, through atomics for the shared indices.
-    unsafe {
-        MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .populate()
-            .map_mut(fd.as_raw_fd())
-    }
-    .map_err(|source| SyscallError {
-        call: "mmap(XDP ring)",
-        source,
-    })
+    unsafe { MmapOptions::new().offset(offset).len(len).populate().map_mut(fd.as_raw_fd()) }
+        .map_err(|source| SyscallError { call: "mmap(XDP ring)", source })
 }
 
 /// Allocates the UMEM area: anonymous, page-aligned, populated.
 pub fn map_umem(len: usize) -> Result<MmapMut> {
-    MmapOptions::new()
-        .len(len)
-        .populate()
-        .map_anon()
-        .map_err(|source| SyscallError {
-            call: "mmap(UMEM)",
-            source,
-        })
+    MmapOptions::new().len(len).populate().map_anon().map_err(|source| SyscallError { call: "mmap(UMEM)", source })
 }
 
 /// Outcome of a non-blocking kick.
@@ -183,16 +141,7 @@ pub enum Kick {
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: the copy-mode transmit engine / TX wakeup.
 pub fn kick_tx(fd: BorrowedFd<'_>) -> Kick {
     // SAFETY: a zero-length send with a null buffer and no address: the kernel reads nothing.
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            std::ptr::null(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null(),
-            0,
-        )
-    };
+    let rc = unsafe { libc::sendto(fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
     classify_kick(rc)
 }
 
@@ -225,11 +174,7 @@ fn classify_kick(rc: isize) -> Kick {
 
 /// Blocks until `fd` is readable or `timeout_ms` passes; returns whether it is readable.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd, count 1.
     let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
     rc > 0 && pfd.revents & libc::POLLIN != 0
@@ -259,19 +204,9 @@ pub fn xdp_link_create(prog_fd: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Res
     opts.flags = flags;
     // SAFETY: `prog_fd` is a live program fd, `opts` is valid for the call; libbpf returns a new
     // fd or a negative errno.
-    let fd = unsafe {
-        libbpf_sys::bpf_link_create(
-            prog_fd.as_raw_fd(),
-            ifindex as i32,
-            libbpf_sys::BPF_XDP,
-            &opts,
-        )
-    };
+    let fd = unsafe { libbpf_sys::bpf_link_create(prog_fd.as_raw_fd(), ifindex as i32, libbpf_sys::BPF_XDP, &opts) };
     if fd < 0 {
-        return Err(SyscallError {
-            call: "bpf_link_create(BPF_XDP)",
-            source: io::Error::from_raw_os_error(-fd),
-        });
+        return Err(SyscallError { call: "bpf_link_create(BPF_XDP)", source: io::Error::from_raw_os_error(-fd) });
     }
     // SAFETY: a fresh fd returned by the kernel, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -27,11 +27,7 @@ impl Umem {
     pub fn new(frames: u32, frame_size: u32) -> Result<Self, SyscallError> {
         assert!(frame_size.is_power_of_two() && (2048..=4096).contains(&frame_size));
         let area = sys::map_umem(frames as usize * frame_size as usize)?;
-        Ok(Self {
-            area,
-            frame_size,
-            frames,
-        })
+        Ok(Self { area, frame_size, frames })
     }
 
     /// Returns the frame size.

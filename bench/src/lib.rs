@@ -1,9 +1,12 @@
 //! xdpcopy bench: the network-namespace lab, frame tools (builder, AF_PACKET sender, pcap
 //! verifier) and, later, load generators and the benchmark runner.
 //!
-//! Independent of the dataplane crate on purpose: what this crate builds and verifies is a
-//! cross-check of what the dataplane does.
+//! The frame builder and the pcap verifier are independent of the dataplane crate on purpose:
+//! what they build and check is a cross-check of what the dataplane does. Only the benchmark's
+//! load tools (`afxdp`) use the dataplane's AF_XDP layer, so they measure like with like.
 
+pub mod afxdp;
+pub mod benchmark;
 pub mod capture;
 pub mod frames;
 pub mod lab;

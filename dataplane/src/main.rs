@@ -82,8 +82,8 @@ struct Args {
     queues: Option<u32>,
 
     /// CPUs to pin workers to, e.g. 0,1 or 2-5 [default: all, round robin].
-    #[arg(long, value_name = "LIST", value_parser = config::parse_cores)]
-    cores: Option<Vec<usize>>,
+    #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
+    cores: Option<CoreList>,
 
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
@@ -114,6 +114,14 @@ struct Args {
     quiet: bool,
 }
 
+/// A parsed `--cores` value (a newtype: clap would read a bare `Vec` as repeated values).
+#[derive(Debug, Clone)]
+struct CoreList(Vec<usize>);
+
+fn parse_core_list(s: &str) -> Result<CoreList, String> {
+    config::parse_cores(s).map(CoreList)
+}
+
 fn power_of_two(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (64..=1 << 20).contains(&n) => Ok(n),
@@ -137,7 +145,7 @@ fn config(args: Args, input: String) -> Result<Config> {
         input,
         output: args.output,
         queues,
-        cores: args.cores,
+        cores: args.cores.map(|c| c.0),
         xdp_mode: match args.xdp_mode {
             XdpModeArg::Auto => XdpMode::Auto,
             XdpModeArg::Native => XdpMode::Native,
@@ -194,5 +202,67 @@ fn main() -> ExitCode {
             eprintln!("xdpcopy: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn cli_parses_every_option() {
+        let a = Args::try_parse_from([
+            "xdpcopy",
+            "--stateless",
+            "-x",
+            "80-10.0.0.2:8080,10.0.0.1:443-10.0.0.2:443@02:00:00:00:00:01",
+            "-x",
+            "81-10.0.0.3:81",
+            "-i",
+            "eth1",
+            "-o",
+            "eth2",
+            "--queues",
+            "2",
+            "--cores",
+            "0-1",
+            "--xdp-mode",
+            "generic",
+            "--zero-copy",
+            "off",
+            "--checksum",
+            "incremental",
+            "--frames",
+            "8192",
+            "--ring-size",
+            "1024",
+            "-q",
+        ])
+        .unwrap();
+        assert_eq!(a.transfers.iter().flatten().count(), 3);
+        assert_eq!(a.cores.unwrap().0, vec![0, 1]);
+        assert!(a.quiet && a.stateless);
+    }
+
+    #[test]
+    fn bad_values_name_the_option_and_the_form() {
+        let err = Args::try_parse_from(["xdpcopy", "--stateless", "-x", "80-10.0.0.2", "-i", "a", "-o", "b"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--transfer") && err.contains("TARGET_IP:TARGET_PORT"), "{err}");
+        let err = Args::try_parse_from(["xdpcopy", "-x", "80-10.0.0.2:80", "-i", "a", "-o", "b", "--frames", "1000"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--frames") && err.contains("power of two"), "{err}");
+        let err = Args::try_parse_from(["xdpcopy", "-x", "80-10.0.0.2:80", "-i", "a", "-o", "b", "--cores", "x"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--cores"), "{err}");
     }
 }

@@ -1,0 +1,645 @@
+//! The intercept side of the channel: accepts copiers, learns their sessions, returns headers.
+//!
+//! One thread owns a [`ChannelServer`] and drives it with [`deliver`](ChannelServer::deliver)
+//! (one captured response header), [`flush`](ChannelServer::flush) (end of an RX burst) and
+//! [`poll`](ChannelServer::poll) (socket I/O and timers). The recommended loop:
+//!
+//! ```text
+//! loop {
+//!     let n = rx_burst();                       // captured responses
+//!     for h in burst { server.deliver(now, h) } // route or delay or drop, batch per copier
+//!     server.flush();                           // the burst ended: send partial frames
+//!     server.poll(if n == 0 { 1 ms } else { 0 })?;
+//! }
+//! ```
+//!
+//! # Design
+//!
+//! - **Per connection:** a [`CopierDecoder`] (hello, then 14-byte messages), one frame being
+//!   filled ([`FrameBuilder`], ≤ 16 messages) and a bounded write buffer. Memory per connection
+//!   is fixed except the write buffer, which is capped ([`ServerConfig::write_buffer`]); a copier
+//!   that does not read loses frames (counted in `send_dropped`), it never grows the intercept.
+//! - **Batching.** A frame is written as soon as it holds 16 messages, on [`flush`](ChannelServer::flush),
+//!   when [`poll`](ChannelServer::poll) is about to block (the caller is idle), and otherwise once
+//!   its oldest message is [`ServerConfig::flush_delay`] old (500 µs by default), checked on every
+//!   `poll`. With a busy loop calling `poll` a header therefore waits less than 1 ms. The original
+//!   waited up to ~2 ms; the round trip through the channel bounds a replayed session's speed.
+//! - **Routes** ([`RouteTable`]): exact 4-tuple → connection, refreshed by CLIENT_ADD and by every
+//!   response routed, expired after [`ServerConfig::route_idle_ttl`] idle, [`ServerConfig::fin_grace`]
+//!   after a FIN or RST from the target, or on CLIENT_DEL from the owning connection. A route
+//!   whose connection has closed is dropped when next used (`routes_orphaned`).
+//! - **Delay table** ([`DelayTable`]): a SYN or RST with no route (the SYN-ACK that beat its
+//!   CLIENT_ADD) is held, bounded, up to [`ServerConfig::delay_ttl`]; the CLIENT_ADD flushes it
+//!   to the new route in order, before anything newer. Other unrouted headers are counted and
+//!   dropped, as in the original.
+//! - **Bad peers are closed, never left dangling** (defect #14): a *too old* stream (a client
+//!   address where the hello should be), a message type other than CLIENT_ADD/CLIENT_DEL after
+//!   the hello (garbage), no complete hello within [`ServerConfig::hello_timeout`], or a read or
+//!   write error. A hello with a version other than 6 only warns and carries on, as the original
+//!   does (#14 keeps it), unless [`ServerConfig::strict_version`]; garbage that follows it is then
+//!   closed by the message-type rule.
+//! - Errors on one connection never reach the caller: they close that connection and count.
+//!   `poll` fails only if the event loop itself fails.
+
+use std::collections::VecDeque;
+use std::fmt::Display;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+use super::error::ChannelError;
+use super::outbuf::OutBuf;
+pub use super::proto::DEFAULT_PORT;
+use super::proto::{CopierDecoder, CopierEvent, FrameBuilder, Framing, HeaderMsg, MsgKind, PROTOCOL_VERSION};
+use super::route::{DelayTable, RouteKey, RouteTable};
+
+const LISTENER: Token = Token(usize::MAX);
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// Tunables of the intercept side; `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Framing of header messages; must match the copiers' (default combined).
+    pub framing: Framing,
+    /// A route with no CLIENT_ADD and no response for this long expires (default 120 s).
+    pub route_idle_ttl: Duration,
+    /// A route expires this long after a FIN or RST from the target (default 10 s).
+    pub fin_grace: Duration,
+    /// Held SYN/RST responses are dropped this long after the first was held (default 30 s).
+    pub delay_ttl: Duration,
+    /// Most responses held in the delay table (default 65 536, the original's `-s`).
+    pub max_delayed: usize,
+    /// Most routes (default 1 048 576); CLIENT_ADDs beyond are counted in `routes_full`.
+    pub max_routes: usize,
+    /// Most copier connections at once (default 1024, as the original).
+    pub max_connections: usize,
+    /// Oldest a partial frame may get before `poll` sends it (default 500 µs).
+    pub flush_delay: Duration,
+    /// Most unsent bytes buffered per copier connection (default 1 MiB).
+    pub write_buffer: usize,
+    /// Close a copier whose hello has a version other than 6 (default false: warn only).
+    pub strict_version: bool,
+    /// Close a connection that has not sent a complete hello after this long (default 10 s).
+    pub hello_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            framing: Framing::Combined,
+            route_idle_ttl: Duration::from_secs(120),
+            fin_grace: Duration::from_secs(10),
+            delay_ttl: Duration::from_secs(30),
+            max_delayed: 65_536,
+            max_routes: 1 << 20,
+            max_connections: 1024,
+            flush_delay: Duration::from_micros(500),
+            write_buffer: 1 << 20,
+            strict_version: false,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters of the intercept side (monotonic unless marked as a gauge).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Gauge: copier connections open now.
+    pub connections_open: u64,
+    /// Copier connections accepted.
+    pub connections_accepted: u64,
+    /// Connections refused because `max_connections` were open.
+    pub connections_refused: u64,
+    /// Copier connections closed, for any reason.
+    pub connections_closed: u64,
+    /// Hellos with version 6.
+    pub hellos_ok: u64,
+    /// Hellos with another version (warned, or closed under `strict_version`).
+    pub hellos_incompatible: u64,
+    /// Streams closed as "too old" or for sending no hello in time.
+    pub hellos_bad: u64,
+    /// CLIENT_ADD messages received.
+    pub client_add: u64,
+    /// CLIENT_DEL messages received.
+    pub client_del: u64,
+    /// Gauge: routes held now.
+    pub routes_active: u64,
+    /// Routes expired (idle TTL or FIN/RST grace).
+    pub routes_expired: u64,
+    /// CLIENT_ADDs not recorded because the route table was full.
+    pub routes_full: u64,
+    /// Routes dropped because their connection had closed.
+    pub routes_orphaned: u64,
+    /// Headers routed to a copier on arrival.
+    pub delivered: u64,
+    /// Headers held in the delay table (SYN/RST before their CLIENT_ADD).
+    pub delayed: u64,
+    /// Gauge: headers held in the delay table now.
+    pub delay_held: u64,
+    /// Held headers sent when their CLIENT_ADD arrived.
+    pub delay_flushed: u64,
+    /// Held headers dropped after the delay TTL.
+    pub delay_expired: u64,
+    /// Headers not held because the delay table (or the session's list) was full.
+    pub delay_dropped: u64,
+    /// Headers dropped for having no route (not SYN/RST).
+    pub unrouted: u64,
+    /// Frames queued for sending.
+    pub frames_sent: u64,
+    /// Bytes written to copiers.
+    pub bytes_sent: u64,
+    /// Bytes read from copiers.
+    pub bytes_received: u64,
+    /// Routed headers dropped: the copier's write buffer was full or its connection closed.
+    pub send_dropped: u64,
+    /// Connections closed for a protocol violation (too old, bad type, strict version).
+    pub protocol_errors: u64,
+}
+
+/// A connection's slab index and generation: stale ids never reach a newer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ConnId {
+    index: u32,
+    gen: u32,
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    decoder: CopierDecoder,
+    batch: FrameBuilder,
+    batch_since: Instant,
+    out: OutBuf,
+    accepted_at: Instant,
+}
+
+struct Slot {
+    gen: u32,
+    conn: Option<Box<Conn>>,
+}
+
+/// Why a connection is closed (for the log line).
+enum Close {
+    Peer,
+    Io(io::Error),
+    TooOld(super::proto::CopierError),
+    Version(u16),
+    BadType(u16),
+    NoHello,
+}
+
+impl Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Peer => write!(f, "closed by the copier"),
+            Self::Io(e) => write!(f, "{e}"),
+            Self::TooOld(e) => write!(f, "{e}; upgrade the copier to protocol version 6"),
+            Self::Version(v) => write!(
+                f,
+                "protocol version {v} is not compatible with version {PROTOCOL_VERSION} (strict version check)"
+            ),
+            Self::BadType(t) => write!(
+                f,
+                "message type {t} is neither CLIENT_ADD (1) nor CLIENT_DEL (2): not a copier, or a framing mismatch"
+            ),
+            Self::NoHello => write!(f, "no version hello received in time"),
+        }
+    }
+}
+
+/// The intercept's channel endpoint. See the module docs.
+pub struct ChannelServer {
+    poll: Poll,
+    events: Events,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    cfg: ServerConfig,
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    open: usize,
+    routes: RouteTable<ConnId>,
+    delay: DelayTable,
+    /// Connections with a partial frame, oldest first; stale entries skipped.
+    pending: VecDeque<(ConnId, Instant)>,
+    stats: ServerStats,
+    next_housekeeping: Instant,
+}
+
+impl std::fmt::Debug for ChannelServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelServer")
+            .field("local_addr", &self.local_addr)
+            .field("open", &self.open)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+fn conn_in(slots: &mut [Slot], id: ConnId) -> Option<&mut Conn> {
+    let slot = slots.get_mut(id.index as usize)?;
+    if slot.gen != id.gen {
+        return None;
+    }
+    slot.conn.as_deref_mut()
+}
+
+impl ChannelServer {
+    /// Listen on `addr` with the default configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Bind`] if the address cannot be bound, [`ChannelError::Io`] if the event
+    /// loop cannot be created.
+    pub fn bind(addr: SocketAddr) -> Result<Self, ChannelError> {
+        Self::bind_with(addr, ServerConfig::default())
+    }
+
+    /// Listen on `addr` with `cfg`.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind).
+    pub fn bind_with(addr: SocketAddr, cfg: ServerConfig) -> Result<Self, ChannelError> {
+        let mut listener = TcpListener::bind(addr).map_err(|source| ChannelError::Bind { addr, source })?;
+        let local_addr = listener.local_addr().map_err(ChannelError::io("getsockname"))?;
+        let poll = Poll::new().map_err(ChannelError::io("epoll_create"))?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(ChannelError::io("epoll_ctl"))?;
+        let now = Instant::now();
+        Ok(Self {
+            poll,
+            events: Events::with_capacity(256),
+            listener,
+            local_addr,
+            routes: RouteTable::new(cfg.route_idle_ttl, cfg.max_routes),
+            delay: DelayTable::new(cfg.delay_ttl, cfg.max_delayed),
+            cfg,
+            slots: Vec::new(),
+            free: Vec::new(),
+            open: 0,
+            pending: VecDeque::new(),
+            stats: ServerStats::default(),
+            next_housekeeping: now + HOUSEKEEPING_EVERY,
+        })
+    }
+
+    /// Return the address actually listened on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Return the configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// Return the number of open copier connections.
+    pub fn connections(&self) -> usize {
+        self.open
+    }
+
+    /// Return the counters, gauges filled in.
+    pub fn stats(&self) -> ServerStats {
+        let mut s = self.stats;
+        s.connections_open = self.open as u64;
+        s.routes_active = self.routes.len() as u64;
+        s.routes_expired = self.routes.expired_total();
+        s.delay_held = self.delay.len() as u64;
+        s.delay_expired = self.delay.expired_total();
+        s
+    }
+
+    /// Route one captured response header: to its copier's batch, into the delay table, or drop.
+    pub fn deliver(&mut self, now: Instant, msg: HeaderMsg) {
+        let key = RouteKey::of_response(&msg);
+        if let Some(owner) = self.routes.lookup(now, &key) {
+            if conn_in(&mut self.slots, owner).is_some() {
+                if msg.is_fin() || msg.is_rst() {
+                    self.routes.fin_rst(now, &key, self.cfg.fin_grace);
+                }
+                self.stats.delivered += 1;
+                self.enqueue(now, owner, &msg);
+                return;
+            }
+            self.routes.remove(&key);
+            self.stats.routes_orphaned += 1;
+        }
+        if msg.is_syn() || msg.is_rst() {
+            match self.delay.hold(now, key, msg) {
+                Ok(()) => self.stats.delayed += 1,
+                Err(_) => self.stats.delay_dropped += 1,
+            }
+        } else {
+            self.stats.unrouted += 1;
+        }
+    }
+
+    /// Let a session's route expire after the FIN grace (the caller saw its FIN or RST).
+    ///
+    /// [`deliver`](Self::deliver) already does this for FIN/RST headers it routes.
+    pub fn route_fin_rst(&mut self, now: Instant, key: RouteKey) {
+        self.routes.fin_rst(now, &key, self.cfg.fin_grace);
+    }
+
+    /// Send every partial frame now (call at the end of an RX burst).
+    pub fn flush(&mut self) {
+        while let Some((id, since)) = self.pending.pop_front() {
+            self.flush_if_current(id, since);
+        }
+    }
+
+    /// Drive the sockets and timers, waiting at most `timeout` for socket events.
+    ///
+    /// A non-zero `timeout` means the caller is idle: partial frames are sent before waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ChannelError::Io`] only if the event loop itself fails; connection errors are handled
+    /// (the connection is closed and counted).
+    pub fn poll(&mut self, timeout: Duration) -> Result<(), ChannelError> {
+        let now = Instant::now();
+        if timeout.is_zero() {
+            self.flush_due(now);
+        } else {
+            self.flush();
+        }
+
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        if let Err(e) = polled {
+            self.events = events;
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(());
+            }
+            return Err(ChannelError::Io { call: "epoll_wait", source: e });
+        }
+        let now = Instant::now();
+        for ev in events.iter() {
+            if ev.token() == LISTENER {
+                self.accept(now);
+                continue;
+            }
+            let index = ev.token().0;
+            let Some(gen) = self.slots.get(index).map(|s| s.gen) else {
+                continue;
+            };
+            let id = ConnId { index: index as u32, gen };
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.read(now, id);
+            }
+            if ev.is_writable() {
+                self.write(id);
+            }
+        }
+        self.events = events;
+
+        self.routes.expire(now);
+        self.delay.expire(now);
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING_EVERY;
+            self.close_hello_timeouts(now);
+        }
+        self.flush_due(now);
+        Ok(())
+    }
+
+    fn accept(&mut self, now: Instant) {
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: try again on the next readiness event.
+                    eprintln!("channel: accept on {} failed: {e}", self.local_addr);
+                    return;
+                }
+            };
+            if self.open >= self.cfg.max_connections {
+                self.stats.connections_refused += 1;
+                eprintln!("channel: refusing copier {peer}: {} connections open (the maximum)", self.open);
+                continue; // dropping the stream closes it
+            }
+            if let Err(e) = stream.set_nodelay(true) {
+                eprintln!("channel: refusing copier {peer}: TCP_NODELAY failed: {e}");
+                continue;
+            }
+            let index = match self.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.slots.push(Slot { gen: 0, conn: None });
+                    (self.slots.len() - 1) as u32
+                }
+            };
+            let slot = &mut self.slots[index as usize];
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(index as usize),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                eprintln!("channel: refusing copier {peer}: epoll_ctl failed: {e}");
+                self.free.push(index);
+                continue;
+            }
+            slot.conn = Some(Box::new(Conn {
+                stream,
+                peer,
+                decoder: CopierDecoder::new(),
+                batch: FrameBuilder::new(self.cfg.framing),
+                batch_since: now,
+                out: OutBuf::new(self.cfg.write_buffer),
+                accepted_at: now,
+            }));
+            self.open += 1;
+            self.stats.connections_accepted += 1;
+            eprintln!("channel: copier {peer} connected");
+        }
+    }
+
+    fn read(&mut self, now: Instant, id: ConnId) {
+        let mut buf = [0u8; 8192];
+        loop {
+            let Some(conn) = conn_in(&mut self.slots, id) else {
+                return;
+            };
+            let n = match conn.stream.read(&mut buf) {
+                Ok(0) => return self.close(id, &Close::Peer),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return self.close(id, &Close::Io(e)),
+            };
+            self.stats.bytes_received += n as u64;
+            let mut decoder = conn.decoder.clone();
+            let mut verdict = None;
+            let fed = decoder.feed(&buf[..n], |ev| {
+                if verdict.is_none() {
+                    verdict = self.on_event(now, id, ev);
+                }
+            });
+            if let Some(conn) = conn_in(&mut self.slots, id) {
+                conn.decoder = decoder;
+            }
+            let verdict = match fed {
+                Err(e) => {
+                    self.stats.hellos_bad += 1;
+                    Some(Close::TooOld(e))
+                }
+                Ok(()) => verdict,
+            };
+            if let Some(why) = verdict {
+                self.stats.protocol_errors += 1;
+                return self.close(id, &why);
+            }
+        }
+    }
+
+    /// Apply one decoded copier event; `Some` asks for the connection to be closed.
+    fn on_event(&mut self, now: Instant, id: ConnId, ev: CopierEvent) -> Option<Close> {
+        match ev {
+            CopierEvent::Hello { version } if version == PROTOCOL_VERSION => {
+                self.stats.hellos_ok += 1;
+                None
+            }
+            CopierEvent::Hello { version } => {
+                self.stats.hellos_incompatible += 1;
+                if self.cfg.strict_version {
+                    return Some(Close::Version(version));
+                }
+                let peer = conn_in(&mut self.slots, id).map(|c| c.peer);
+                if let Some(peer) = peer {
+                    eprintln!(
+                        "channel: copier {peer} speaks protocol version {version}, this intercept \
+                         {PROTOCOL_VERSION}: not compatible, continuing as the original intercept does"
+                    );
+                }
+                None
+            }
+            CopierEvent::Msg(m) => {
+                let key = RouteKey::of_copier_msg(&m);
+                match m.kind {
+                    MsgKind::ClientAdd => {
+                        self.stats.client_add += 1;
+                        if self.routes.add(now, key, id).is_err() {
+                            self.stats.routes_full += 1;
+                            return None;
+                        }
+                        for held in self.delay.take(now, &key) {
+                            if held.is_fin() || held.is_rst() {
+                                self.routes.fin_rst(now, &key, self.cfg.fin_grace);
+                            }
+                            self.stats.delay_flushed += 1;
+                            self.enqueue(now, id, &held);
+                        }
+                        None
+                    }
+                    MsgKind::ClientDel => {
+                        self.stats.client_del += 1;
+                        self.routes.remove_if_owned(&key, id);
+                        None
+                    }
+                    MsgKind::Hello | MsgKind::Other(_) => Some(Close::BadType(m.kind.to_wire())),
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, now: Instant, id: ConnId, msg: &HeaderMsg) {
+        let Some(conn) = conn_in(&mut self.slots, id) else {
+            self.stats.send_dropped += 1;
+            return;
+        };
+        if conn.batch.is_empty() {
+            conn.batch_since = now;
+            self.pending.push_back((id, now));
+        }
+        conn.batch.push(msg);
+        if conn.batch.is_full() {
+            self.flush_conn(id);
+        }
+    }
+
+    /// Send the batch `pending` recorded as started at `since`, unless it was sent already.
+    fn flush_if_current(&mut self, id: ConnId, since: Instant) {
+        if let Some(conn) = conn_in(&mut self.slots, id) {
+            if !conn.batch.is_empty() && conn.batch_since == since {
+                self.flush_conn(id);
+            }
+        }
+    }
+
+    fn flush_due(&mut self, now: Instant) {
+        while let Some(&(id, since)) = self.pending.front() {
+            if since + self.cfg.flush_delay > now {
+                break;
+            }
+            self.pending.pop_front();
+            self.flush_if_current(id, since);
+        }
+    }
+
+    fn flush_conn(&mut self, id: ConnId) {
+        let Some(conn) = conn_in(&mut self.slots, id) else {
+            return;
+        };
+        if conn.batch.is_empty() {
+            return;
+        }
+        let n = conn.batch.len() as u64;
+        if conn.out.push(conn.batch.bytes()) {
+            self.stats.frames_sent += 1;
+        } else {
+            self.stats.send_dropped += n;
+        }
+        conn.batch.clear();
+        self.write(id);
+    }
+
+    fn write(&mut self, id: ConnId) {
+        let Some(conn) = conn_in(&mut self.slots, id) else {
+            return;
+        };
+        if conn.out.is_empty() {
+            return;
+        }
+        match conn.out.write_to(&mut conn.stream) {
+            Ok(n) => self.stats.bytes_sent += n as u64,
+            Err(e) => self.close(id, &Close::Io(e)),
+        }
+    }
+
+    fn close_hello_timeouts(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            let Some(conn) = slot.conn.as_deref() else {
+                continue;
+            };
+            if !conn.decoder.hello_done() && now >= conn.accepted_at + self.cfg.hello_timeout {
+                let id = ConnId { index: index as u32, gen: slot.gen };
+                self.stats.hellos_bad += 1;
+                self.close(id, &Close::NoHello);
+            }
+        }
+    }
+
+    fn close(&mut self, id: ConnId, why: &Close) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.gen != id.gen {
+            return;
+        }
+        let Some(mut conn) = slot.conn.take() else {
+            return;
+        };
+        slot.gen = slot.gen.wrapping_add(1);
+        self.free.push(id.index);
+        self.open -= 1;
+        self.stats.connections_closed += 1;
+        self.stats.send_dropped += conn.batch.len() as u64;
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        eprintln!("channel: closing copier {}: {why}", conn.peer);
+    }
+}

@@ -239,3 +239,29 @@ fn mirror_option_copies_without_taking_traffic_and_cleans_up() {
     let links = lab.run(Role::Online, &["ip", "-o", "link"]).unwrap();
     assert!(!links.contains("xdpcm"), "mirror veth left behind: {links}");
 }
+
+#[test]
+fn vlan_tagged_frames_are_copied_untagged_and_ipv6_is_accounted() {
+    if !root_or_skip("vlan_ipv6") {
+        return;
+    }
+    let lab = lab("vlan", false);
+    let copier = start_copier(&lab, &[]);
+    let cap = lab.capture(Role::Test, iface::TEST_IN, "t0.pcap", &["-Q", "in"]).unwrap();
+    send(&lab, &to_online(&lab, FrameKind::Vlan(42), 80, 100, 0, vec![68, 1518]));
+    // IPv6 TCP to the port: selected by the XDP program, but the transfer's target is IPv4.
+    send(&lab, &to_online(&lab, FrameKind::Ipv6, 80, 50, 500, vec![100]));
+    settle();
+    let res = cap.stop().unwrap();
+    let summary = copier.stop().unwrap();
+    let s = PcapSummary::from_file(&res.path).unwrap();
+    s.check_seqs_exactly(0..100).unwrap();
+    s.check_checksums().unwrap();
+    assert_eq!(s.vlan, 0, "the tag must be removed on the way out");
+    // Untagged: 4 bytes shorter than what was captured.
+    assert_eq!(s.sizes.get(&64), Some(&50));
+    assert_eq!(s.sizes.get(&1514), Some(&50));
+    assert_eq!(summary.get("tx_frames"), 100);
+    assert_eq!(summary.get("drop_family_mismatch"), 50);
+    assert_eq!(summary.get("rx_frames"), 150);
+}

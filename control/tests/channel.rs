@@ -1,0 +1,555 @@
+//! Loopback tests of the header-return channel: ChannelClient ⇄ ChannelServer, and each of them
+//! against hand-made peers speaking raw bytes.
+//!
+//! Both endpoints are driven from the test thread (they are single-threaded by design); fake
+//! peers use blocking std sockets, in a helper thread where they must block.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use control::channel::proto::{encode_frame, MAX_FRAME_LEN};
+use control::{ChannelClient, ChannelServer, CopierMsg, Framing, HeaderMsg, RouteKey, ServerConfig};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn client_addr(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 10, 1, 2), port)
+}
+
+fn target_addr() -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 10, 2, 3), 8080)
+}
+
+/// A response header from `target` to `client` as intercept would capture it.
+fn response(client: SocketAddrV4, target: SocketAddrV4, seq: u32, flags: u8) -> HeaderMsg {
+    let mut p = [0u8; 40];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&140u16.to_be_bytes()); // 100 payload bytes, not captured
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&target.ip().octets());
+    p[16..20].copy_from_slice(&client.ip().octets());
+    p[20..22].copy_from_slice(&target.port().to_be_bytes());
+    p[22..24].copy_from_slice(&client.port().to_be_bytes());
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[32] = 0x50;
+    p[33] = flags;
+    p[34..36].copy_from_slice(&65160u16.to_be_bytes());
+    HeaderMsg::from_packet(&p).unwrap()
+}
+
+/// The SYN-ACK observed in the reference run (§4.6), as captured.
+fn observed_syn_ack() -> (Vec<u8>, HeaderMsg) {
+    let mut p: Vec<u8> = vec![
+        0x45, 0x00, 0x00, 0x3c, 0x00, 0x00, 0x40, 0x00, 0x40, 0x06, 0x23, 0xa4, 0x0a, 0x0a, 0x02, 0x03, 0x0a, 0x0a,
+        0x01, 0x02, //
+        0x1f, 0x90, 0xc4, 0xfa, 0xd4, 0x05, 0x09, 0xca, 0x97, 0x58, 0xfe, 0xba, 0xa0, 0x12, 0xfe, 0x88, 0x17, 0x47,
+        0x00, 0x00, //
+        0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x9a, 0x17, 0x65, 0x6c, 0x80, 0x7d, 0x96, 0x74, 0x01, 0x03,
+        0x03, 0x0a,
+    ];
+    let msg = HeaderMsg::from_packet(&p).unwrap();
+    let mut frame = vec![0x00, 0x01];
+    frame.append(&mut p);
+    frame.extend([0, 0, 0, 0]);
+    (frame, msg)
+}
+
+/// Run `step` until it returns true; fail after 5 s.
+fn wait_for(what: &str, mut step: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !step() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+/// Poll the server and each client once, collecting headers per client.
+fn pump(server: &mut ChannelServer, clients: &mut [&mut ChannelClient], got: &mut [Vec<HeaderMsg>]) {
+    server.poll(ms(1)).unwrap();
+    for (c, g) in clients.iter_mut().zip(got.iter_mut()) {
+        c.poll(ms(1), |h| g.push(h)).unwrap();
+    }
+}
+
+fn connected_pair(conns: u8, framing: Framing) -> (ChannelServer, ChannelClient) {
+    let cfg = ServerConfig { framing, ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let mut client = ChannelClient::new(vec![server.local_addr()], conns, framing).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("the client to connect and say hello", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.connected() == usize::from(conns) && server.stats().hellos_ok == u64::from(conns)
+    });
+    (server, client)
+}
+
+/// Register a session through `client` and wait until the server has it.
+fn register(server: &mut ChannelServer, client: &mut ChannelClient, session: SocketAddrV4) {
+    let before = server.stats().client_add;
+    assert!(client.client_add(session, target_addr()));
+    let mut got = [Vec::new()];
+    wait_for("the CLIENT_ADD", || {
+        pump(server, &mut [&mut *client], &mut got);
+        server.stats().client_add > before
+    });
+}
+
+#[test]
+fn headers_after_client_add_arrive_byte_exact() {
+    let (mut server, mut client) = connected_pair(2, Framing::Combined);
+    register(&mut server, &mut client, client_addr(50426));
+    register(&mut server, &mut client, client_addr(50427));
+    assert_eq!(server.stats().routes_active, 2);
+
+    let (_, syn_ack) = observed_syn_ack();
+    let other = response(client_addr(50427), target_addr(), 7, 0x18);
+    let fin = response(client_addr(50426), target_addr(), 8, 0x19);
+    let now = Instant::now();
+    server.deliver(now, syn_ack);
+    server.deliver(now, other);
+    server.deliver(now, fin);
+    server.flush();
+
+    let mut got = [Vec::new()];
+    wait_for("three headers", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        got[0].len() == 3
+    });
+    // Sessions alternate over the two connections, so order holds per session only.
+    let per_session = |port| -> Vec<HeaderMsg> { got[0].iter().copied().filter(|h| h.dst_port() == port).collect() };
+    assert_eq!(per_session(50426), vec![syn_ack, fin]);
+    assert_eq!(per_session(50427), vec![other]);
+    assert_eq!(per_session(50426)[0].as_bytes(), syn_ack.as_bytes());
+    let s = server.stats();
+    assert_eq!((s.delivered, s.unrouted, s.delayed), (3, 0, 0));
+    assert_eq!(client.stats().headers, 3);
+    assert_eq!(client.stats().client_adds, 2);
+}
+
+#[test]
+fn server_wire_bytes_match_the_reference() {
+    // A raw copier: hello + CLIENT_ADD of §4.6, then expect the 66-byte SYN-ACK frame.
+    let mut server = ChannelServer::bind(loopback()).unwrap();
+    let mut raw = TcpStream::connect(server.local_addr()).unwrap();
+    raw.write_all(&[0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0]).unwrap();
+    raw.write_all(&[10, 10, 1, 2, 0xc4, 0xfa, 0, 1, 10, 10, 2, 3, 0x1f, 0x90]).unwrap();
+    wait_for("the CLIENT_ADD", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().client_add == 1
+    });
+    let (frame, syn_ack) = observed_syn_ack();
+    assert_eq!(frame.len(), 66);
+    server.deliver(Instant::now(), syn_ack);
+    server.poll(ms(1)).unwrap(); // non-zero timeout: idle, flush
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 66];
+    raw.read_exact(&mut buf).unwrap();
+    assert_eq!(buf.to_vec(), frame);
+}
+
+#[test]
+fn client_wire_bytes_match_the_reference() {
+    // A raw intercept: the first 14 bytes are the hello, the next the CLIENT_ADD of §4.6.
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let mut client = ChannelClient::new(vec![listener.local_addr().unwrap()], 1, Framing::Combined).unwrap();
+    let (mut raw, _) = listener.accept().unwrap();
+    wait_for("connect", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 1
+    });
+    assert!(client.client_add(client_addr(50426), target_addr()));
+    client.flush();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 28];
+    raw.read_exact(&mut buf).unwrap();
+    assert_eq!(buf[..14], [0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(buf[14..], [10, 10, 1, 2, 0xc4, 0xfa, 0, 1, 10, 10, 2, 3, 0x1f, 0x90]);
+
+    // And it decodes the reference frame, even dribbled a few bytes at a time.
+    let (frame, syn_ack) = observed_syn_ack();
+    let mut got = Vec::new();
+    for part in frame.chunks(7) {
+        raw.write_all(part).unwrap();
+        raw.flush().unwrap();
+        client.poll(ms(2), |h| got.push(h)).unwrap();
+    }
+    wait_for("the SYN-ACK", || {
+        client.poll(ms(1), |h| got.push(h)).unwrap();
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![syn_ack]);
+    assert_eq!(client.stats().frames, 1);
+}
+
+#[test]
+fn syn_ack_before_client_add_is_delayed_then_delivered_in_order() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let session = client_addr(40000);
+    let syn_ack = response(session, target_addr(), 1, 0x12);
+    let syn_ack_again = response(session, target_addr(), 1, 0x12);
+    let ack = response(session, target_addr(), 2, 0x10);
+    let now = Instant::now();
+    server.deliver(now, syn_ack);
+    server.deliver(now, syn_ack_again);
+    server.deliver(now, ack); // not SYN/RST: dropped as in the original
+    let s = server.stats();
+    assert_eq!((s.delayed, s.delay_held, s.unrouted), (2, 2, 1));
+
+    register(&mut server, &mut client, session);
+    let data = response(session, target_addr(), 3, 0x18);
+    server.deliver(Instant::now(), data);
+    server.flush();
+    let mut got = [Vec::new()];
+    wait_for("the delayed SYN-ACKs", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        got[0].len() == 3
+    });
+    assert_eq!(got[0], vec![syn_ack, syn_ack_again, data]);
+    let s = server.stats();
+    assert_eq!((s.delay_flushed, s.delay_held, s.delivered), (2, 0, 1));
+}
+
+#[test]
+fn two_copiers_get_only_their_own_sessions() {
+    let mut server = ChannelServer::bind(loopback()).unwrap();
+    let addr = server.local_addr();
+    let mut a = ChannelClient::new(vec![addr], 2, Framing::Combined).unwrap();
+    let mut b = ChannelClient::new(vec![addr], 1, Framing::Combined).unwrap();
+    let mut got = [Vec::new(), Vec::new()];
+    wait_for("both copiers", || {
+        pump(&mut server, &mut [&mut a, &mut b], &mut got);
+        a.connected() == 2 && b.connected() == 1 && server.stats().hellos_ok == 3
+    });
+    let (sa, sb) = (client_addr(1111), client_addr(2222));
+    assert!(a.client_add(sa, target_addr()));
+    assert!(b.client_add(sb, target_addr()));
+    wait_for("both CLIENT_ADDs", || {
+        pump(&mut server, &mut [&mut a, &mut b], &mut got);
+        server.stats().client_add == 2
+    });
+    let now = Instant::now();
+    for seq in 0..40 {
+        let session = if seq % 3 == 0 { sb } else { sa };
+        server.deliver(now, response(session, target_addr(), seq, 0x10));
+    }
+    server.flush();
+    wait_for("40 headers", || {
+        pump(&mut server, &mut [&mut a, &mut b], &mut got);
+        got[0].len() + got[1].len() == 40
+    });
+    assert!(got[0].iter().all(|h| h.client() == sa));
+    assert!(got[1].iter().all(|h| h.client() == sb));
+    assert_eq!(got[1].len(), 14);
+    let seqs: Vec<u32> = got[0].iter().map(HeaderMsg::seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+}
+
+/// Read from a raw socket until EOF or error (the server closed it); false on timeout.
+fn closed_by_peer(raw: &mut TcpStream, server: &mut ChannelServer) -> bool {
+    raw.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        server.poll(ms(1)).unwrap();
+        match raw.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn garbage_and_bad_hellos_are_closed_while_others_keep_working() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let session = client_addr(3333);
+    register(&mut server, &mut client, session);
+    let addr = server.local_addr();
+
+    // HTTP on the channel port: "too old" (non-zero address in the first 8 bytes).
+    let mut http = TcpStream::connect(addr).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(closed_by_peer(&mut http, &mut server), "garbage not closed");
+
+    // A pre-hello copier: it starts with a CLIENT_ADD.
+    let mut old = TcpStream::connect(addr).unwrap();
+    old.write_all(&CopierMsg::client_add(client_addr(1), target_addr()).encode()).unwrap();
+    assert!(closed_by_peer(&mut old, &mut server), "too old not closed");
+
+    // Version 5 hello is tolerated (original behaviour), but what follows is not a message.
+    let mut v5 = TcpStream::connect(addr).unwrap();
+    let mut hello = CopierMsg::hello().encode();
+    hello[7] = 5;
+    v5.write_all(&hello).unwrap();
+    v5.write_all(&[0x41; 14]).unwrap();
+    assert!(closed_by_peer(&mut v5, &mut server), "wrong version + garbage not closed");
+
+    let s = server.stats();
+    assert_eq!(s.protocol_errors, 3);
+    assert_eq!(s.hellos_bad, 2);
+    assert_eq!(s.hellos_incompatible, 1);
+    assert_eq!(s.connections_open, 1);
+    assert_eq!(s.routes_active, 1, "garbage added no route");
+
+    // The good copier is unaffected.
+    let h = response(session, target_addr(), 9, 0x18);
+    server.deliver(Instant::now(), h);
+    let mut got = [Vec::new()];
+    wait_for("the good copier's header", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    assert_eq!(got[0], vec![h]);
+    assert_eq!(client.connected(), 1);
+}
+
+#[test]
+fn wrong_version_hello_warns_by_default_and_closes_when_strict() {
+    let mut hello = CopierMsg::hello().encode();
+    hello[7] = 5;
+
+    // Default: warn and carry on; its CLIENT_ADDs are honoured.
+    let mut server = ChannelServer::bind(loopback()).unwrap();
+    let mut v5 = TcpStream::connect(server.local_addr()).unwrap();
+    v5.write_all(&hello).unwrap();
+    v5.write_all(&CopierMsg::client_add(client_addr(5), target_addr()).encode()).unwrap();
+    wait_for("the CLIENT_ADD", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().client_add == 1
+    });
+    assert_eq!(server.stats().hellos_incompatible, 1);
+    assert_eq!(server.connections(), 1);
+
+    // Strict: closed on the hello itself.
+    let cfg = ServerConfig { strict_version: true, ..ServerConfig::default() };
+    let mut strict = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let mut v5 = TcpStream::connect(strict.local_addr()).unwrap();
+    v5.write_all(&hello).unwrap();
+    assert!(closed_by_peer(&mut v5, &mut strict));
+    assert_eq!(strict.stats().protocol_errors, 1);
+}
+
+#[test]
+fn no_hello_in_time_is_closed() {
+    let cfg = ServerConfig { hello_timeout: ms(100), ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let mut silent = TcpStream::connect(server.local_addr()).unwrap();
+    silent.write_all(&[0, 0, 0]).unwrap(); // a partial hello, then nothing
+    assert!(closed_by_peer(&mut silent, &mut server));
+    assert_eq!(server.stats().hellos_bad, 1);
+}
+
+#[test]
+fn client_reconnects_after_server_restart() {
+    let (server, mut client) = connected_pair(2, Framing::Combined);
+    let addr = server.local_addr();
+    drop(server);
+    wait_for("the client to notice", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 0
+    });
+    assert_eq!(client.stats().disconnects, 2);
+    // Down: CLIENT_ADD has nowhere to go.
+    assert!(!client.client_add(client_addr(7), target_addr()));
+    assert_eq!(client.stats().client_adds_no_intercept, 1);
+    // Let a few reconnect attempts fail against the closed port.
+    let until = Instant::now() + ms(250);
+    while Instant::now() < until {
+        client.poll(ms(10), |_| {}).unwrap();
+    }
+
+    let mut server = ChannelServer::bind(addr).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("the reconnect", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.connected() == 2 && server.stats().hellos_ok == 2
+    });
+    let s = client.stats();
+    assert_eq!(s.reconnects, 2);
+    assert_eq!(s.connects, 4);
+    assert!(s.connect_failures >= 1, "{s:?}");
+
+    register(&mut server, &mut client, client_addr(7));
+    let h = response(client_addr(7), target_addr(), 1, 0x12);
+    server.deliver(Instant::now(), h);
+    wait_for("a header after the restart", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    assert_eq!(got[0], vec![h]);
+}
+
+#[test]
+fn count_over_16_closes_and_reconnects() {
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_, good) = observed_syn_ack();
+    let fake = thread::spawn(move || {
+        let mut hello = [0u8; 14];
+        // First connection: a frame claiming 17 messages.
+        let (mut s, _) = listener.accept().unwrap();
+        s.read_exact(&mut hello).unwrap();
+        let mut bad = vec![0x00, 0x11];
+        bad.extend_from_slice(good.as_bytes());
+        s.write_all(&bad).unwrap();
+        // The copier closes and comes back; serve it one good frame.
+        let (mut s2, _) = listener.accept().unwrap();
+        s2.read_exact(&mut hello).unwrap();
+        let mut frame = [0u8; MAX_FRAME_LEN];
+        let n = encode_frame(Framing::Combined, &[good], &mut frame).unwrap();
+        s2.write_all(&frame[..n]).unwrap();
+        // Hold the connection until the copier goes away.
+        let mut sink = [0u8; 64];
+        while s2.read(&mut sink).is_ok_and(|n| n > 0) {}
+        drop(s);
+    });
+
+    let mut client = ChannelClient::new(vec![addr], 1, Framing::Combined).unwrap();
+    let mut got = Vec::new();
+    wait_for("the good frame after a reconnect", || {
+        client.poll(ms(5), |h| got.push(h)).unwrap();
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![good], "nothing from the broken frame is delivered");
+    let s = client.stats();
+    assert_eq!((s.protocol_errors, s.disconnects, s.reconnects, s.headers), (1, 1, 1, 1));
+    drop(client);
+    fake.join().unwrap();
+}
+
+#[test]
+fn partial_frames_leave_within_the_flush_bound() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let session = client_addr(4444);
+    register(&mut server, &mut client, session);
+
+    // A lone header, the caller busy-polling (timeout 0) and never calling flush().
+    let h = response(session, target_addr(), 1, 0x10);
+    let t0 = Instant::now();
+    server.deliver(t0, h);
+    let mut got = Vec::new();
+    while got.is_empty() {
+        server.poll(Duration::ZERO).unwrap();
+        client.poll(Duration::ZERO, |m| got.push(m)).unwrap();
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+    let latency = t0.elapsed();
+    assert!(latency < ms(50), "lone header took {latency:?}");
+
+    // A full batch leaves on the 16th deliver, before any poll or flush.
+    let t1 = Instant::now();
+    for seq in 0..16 {
+        server.deliver(t1, response(session, target_addr(), seq, 0x10));
+    }
+    let mut got = Vec::new();
+    wait_for("16 headers", || {
+        client.poll(ms(1), |m| got.push(m)).unwrap();
+        got.len() == 16
+    });
+    assert_eq!(client.stats().frames, 2);
+    assert!(server.stats().frames_sent >= 2);
+}
+
+#[test]
+fn client_del_removes_the_route() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let session = client_addr(5555);
+    register(&mut server, &mut client, session);
+    assert!(client.client_del(session, target_addr()));
+    let mut got = [Vec::new()];
+    wait_for("the CLIENT_DEL", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().client_del == 1
+    });
+    assert_eq!(server.stats().routes_active, 0);
+    server.deliver(Instant::now(), response(session, target_addr(), 1, 0x10));
+    assert_eq!(server.stats().unrouted, 1);
+}
+
+#[test]
+fn fin_from_target_expires_the_route_after_the_grace() {
+    let cfg = ServerConfig { fin_grace: ms(50), ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let mut client = ChannelClient::new(vec![server.local_addr()], 1, Framing::Combined).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("connect", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().hellos_ok == 1
+    });
+    let session = client_addr(6666);
+    register(&mut server, &mut client, session);
+    server.deliver(Instant::now(), response(session, target_addr(), 1, 0x11));
+    // A retransmission within the grace still goes through.
+    server.deliver(Instant::now(), response(session, target_addr(), 1, 0x11));
+    assert_eq!(server.stats().delivered, 2);
+    thread::sleep(ms(60));
+    server.poll(ms(1)).unwrap();
+    let s = server.stats();
+    assert_eq!((s.routes_active, s.routes_expired), (0, 1));
+    // Explicit expiry through the caller's hook works the same.
+    register(&mut server, &mut client, session);
+    server.route_fin_rst(Instant::now(), RouteKey::new(session, target_addr()));
+    thread::sleep(ms(60));
+    server.deliver(Instant::now(), response(session, target_addr(), 2, 0x10));
+    assert_eq!(server.stats().unrouted, 1);
+}
+
+#[test]
+fn bare_framing_end_to_end() {
+    let (mut server, mut client) = connected_pair(1, Framing::Bare);
+    let session = client_addr(7777);
+    register(&mut server, &mut client, session);
+    let now = Instant::now();
+    let sent: Vec<HeaderMsg> = (0..20).map(|seq| response(session, target_addr(), seq, 0x10)).collect();
+    for h in &sent {
+        server.deliver(now, *h);
+    }
+    server.flush();
+    let mut got = [Vec::new()];
+    wait_for("20 bare headers", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        got[0].len() == 20
+    });
+    assert_eq!(got[0], sent);
+    assert_eq!(client.stats().frames, 20);
+}
+
+#[test]
+fn unregistered_floods_stay_bounded() {
+    let cfg = ServerConfig { max_delayed: 100, ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let now = Instant::now();
+    for port in 0..10_000u16 {
+        server.deliver(now, response(client_addr(port), target_addr(), 1, 0x12));
+        server.deliver(now, response(client_addr(port), target_addr(), 2, 0x10));
+    }
+    let s = server.stats();
+    assert_eq!((s.delayed, s.delay_dropped, s.delay_held), (100, 9_900, 100));
+    assert_eq!(s.unrouted, 10_000);
+
+    // A garbage stream of 1 MB is closed at its first bytes, not buffered.
+    let mut raw = TcpStream::connect(server.local_addr()).unwrap();
+    let _ = raw.write_all(&[0xff; 64 * 1024]);
+    assert!(closed_by_peer(&mut raw, &mut server));
+}
+
+#[test]
+fn constructor_validates_arguments() {
+    let addr = loopback();
+    assert!(ChannelClient::new(vec![], 2, Framing::Combined).is_err());
+    assert!(ChannelClient::new(vec![addr], 0, Framing::Combined).is_err());
+    assert!(ChannelClient::new(vec![addr], 12, Framing::Combined).is_err());
+    let s = ChannelServer::bind(loopback()).unwrap();
+    let e = ChannelServer::bind(s.local_addr()).unwrap_err();
+    assert!(e.to_string().contains("cannot listen"), "{e}");
+}

@@ -553,3 +553,25 @@ fn constructor_validates_arguments() {
     let e = ChannelServer::bind(s.local_addr()).unwrap_err();
     assert!(e.to_string().contains("cannot listen"), "{e}");
 }
+
+#[test]
+fn bulk_headers_arrive_complete_and_in_order() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let session = client_addr(8888);
+    register(&mut server, &mut client, session);
+    let mut got = [Vec::new()];
+    let total = 12_000u32; // 750 KB of headers, sent at once: more than one read budget
+    let now = Instant::now();
+    for seq in 0..total {
+        server.deliver(now, response(session, target_addr(), seq, 0x10));
+    }
+    server.flush();
+    wait_for("all headers", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        got[0].len() == total as usize
+    });
+    assert!(got[0].iter().map(HeaderMsg::seq).eq(0..total));
+    let s = server.stats();
+    assert_eq!((s.delivered, s.send_dropped), (u64::from(total), 0));
+    assert_eq!(client.stats().frames, s.frames_sent);
+}

@@ -1,7 +1,335 @@
-//! `xdpcopy-intercept`: the assist-server side of session replay (arrives with issue 3).
+//! `xdpcopy-intercept`: the assist-server side of session replay.
+//!
+//! The test server routes its responses to the assist server. Here the XDP program hands the
+//! AF_XDP sockets exactly the TCP segments *from* the configured test servers (`--target`),
+//! which also makes the black hole explicit: those frames never reach the kernel, so they cannot
+//! be forwarded to real clients whatever `ip_forward` says. Everything else — ssh, the channel
+//! itself, any other traffic — is passed to the kernel untouched.
+//!
+//! One thread runs the poll loop: take a burst from every queue's RX ring, turn each segment into
+//! a 64-byte header message (IP + TCP header, original total length), hand it to the channel
+//! server (routed to the copier connection that registered the session, held in the delay table
+//! if it raced ahead of its CLIENT_ADD), flush partial frames at the end of a burst, and drive the
+//! channel's sockets.
 #![deny(unsafe_code)]
 
-fn main() {
-    eprintln!("xdpcopy-intercept: not implemented yet (session replay, issue 3)");
-    std::process::exit(2);
+use std::{
+    net::{IpAddr, SocketAddr, SocketAddrV4},
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use control::channel::{proto::Framing, route::RouteKey, ChannelServer, HeaderMsg, ServerConfig, ServerStats};
+use dataplane::{
+    bpf::{Counter, Entry, Program, XdpMode},
+    netdev,
+    wire::{self, parse::Family},
+    xsk::{self, Socket, Umem},
+};
+
+/// Returns the test server's response headers to the copiers (TCPCopy intercept, protocol 6).
+#[derive(Debug, Parser)]
+#[command(name = "xdpcopy-intercept", version, about, long_about = None)]
+struct Args {
+    /// Capture interface: where the test server's responses arrive (routed to this host).
+    #[arg(short = 'i', long, value_name = "IFACE")]
+    input: String,
+
+    /// A test server whose responses to capture, IP:PORT; repeatable.
+    #[arg(long = "target", value_name = "IP:PORT", required = true, value_parser = parse_target)]
+    targets: Vec<SocketAddrV4>,
+
+    /// Channel port the copiers connect to.
+    #[arg(short = 'p', long, default_value_t = control::channel::server::DEFAULT_PORT)]
+    port: u16,
+
+    /// Address to listen on.
+    #[arg(short = 'b', long, value_name = "ADDR", default_value = "0.0.0.0")]
+    bind: IpAddr,
+
+    /// RX queues to capture [default: all RX queues of the interface].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    queues: Option<u32>,
+
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: ModeArg,
+
+    /// Channel framing; must match the copiers' (TCPCopy's --disable-combined = bare).
+    #[arg(long, value_enum, default_value = "combined")]
+    framing: FramingArg,
+
+    /// Seconds a session route lives without CLIENT_ADD or response.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    route_ttl: u64,
+
+    /// Seconds a SYN-ACK/RST that beat its CLIENT_ADD is held.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    delay_ttl: u64,
+
+    /// Seconds between stats lines.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    stats_interval: u64,
+
+    /// No stats lines.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FramingArg {
+    /// Count-prefixed frames of up to 16 messages (TCPCopy's default).
+    Combined,
+    /// A plain stream of 64-byte messages.
+    Bare,
+}
+
+fn parse_target(s: &str) -> Result<SocketAddrV4, String> {
+    s.parse::<SocketAddrV4>()
+        .map_err(|_| format!("{s:?} is not IPV4:PORT (e.g. 10.0.0.2:8080); the channel protocol is IPv4-only"))
+}
+
+/// UMEM frames per queue, equal to the fill ring's size: every frame is always either in the fill
+/// ring, in the RX ring, or in our hands for one burst, so recycling never finds the fill ring full.
+const FRAMES: u32 = 2048;
+const RING: u32 = 2048;
+const BATCH: u32 = 64;
+
+/// Counters of the capture side.
+#[derive(Debug, Default, Clone, Copy)]
+struct Capture {
+    frames: u64,
+    headers: u64,
+    not_target: u64,
+    malformed: u64,
+}
+
+struct Queue {
+    umem: Umem,
+    sock: Socket,
+}
+
+impl Queue {
+    fn open(ifname: &str, queue: u32) -> Result<Self> {
+        let mut umem = Umem::new(FRAMES, 4096)?;
+        let cfg = xsk::Config {
+            ifname: ifname.to_owned(),
+            queue,
+            rx_size: RING,
+            tx_size: 0,
+            fill_size: RING,
+            comp_size: 64,
+            copy_mode: xsk::CopyMode::Auto,
+        };
+        let mut sock = Socket::create(&mut umem, &cfg)?;
+        let n = sock.fill.free(RING).min(FRAMES);
+        for i in 0..n {
+            sock.fill.push(umem.frame_addr(i));
+        }
+        sock.fill.submit();
+        Ok(Self { umem, sock })
+    }
+
+    /// Takes one burst; each response becomes a header message for the server. Frames go back to
+    /// the fill ring at once (the header is copied out).
+    fn burst(&mut self, now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) -> u32 {
+        let rx = self.sock.rx.as_mut().expect("RX ring");
+        let n = rx.available(BATCH);
+        if n == 0 {
+            return 0;
+        }
+        for i in 0..n {
+            let d = rx.get(i);
+            c.frames += 1;
+            let Some(frame) = self.umem.get(d.addr, d.len) else {
+                c.malformed += 1;
+                continue;
+            };
+            match wire::parse::parse(frame) {
+                Ok(Some(p)) if p.family == Family::V4 => {
+                    let from = match p.src_ip {
+                        IpAddr::V4(ip) => SocketAddrV4::new(ip, p.src_port),
+                        IpAddr::V6(_) => unreachable!("family checked"),
+                    };
+                    if !targets.contains(&from) {
+                        c.not_target += 1;
+                        continue;
+                    }
+                    match HeaderMsg::from_packet(&frame[p.l3_offset..p.ip_end]) {
+                        Ok(msg) => {
+                            c.headers += 1;
+                            if msg.is_fin() || msg.is_rst() {
+                                server.route_fin_rst(now, RouteKey::of_response(&msg));
+                            }
+                            server.deliver(now, msg);
+                        }
+                        Err(_) => c.malformed += 1,
+                    }
+                }
+                Ok(_) => c.not_target += 1,
+                Err(_) => c.malformed += 1,
+            }
+        }
+        // The headers are copied out: every chunk of the burst goes straight back to the kernel.
+        let room = self.sock.fill.free(n);
+        debug_assert!(room >= n, "FRAMES == fill ring size");
+        for i in 0..n.min(room) {
+            self.sock.fill.push(rx.get(i).addr);
+        }
+        rx.release(n);
+        self.sock.fill.submit();
+        n
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let queues = match args.queues {
+        Some(q) => q,
+        None => netdev::queues(&args.input, "rx")?.max(1),
+    };
+    let framing = match args.framing {
+        FramingArg::Combined => Framing::Combined,
+        FramingArg::Bare => Framing::Bare,
+    };
+    let cfg = ServerConfig {
+        framing,
+        route_idle_ttl: Duration::from_secs(args.route_ttl),
+        delay_ttl: Duration::from_secs(args.delay_ttl),
+        ..ServerConfig::default()
+    };
+    let listen = SocketAddr::new(args.bind, args.port);
+    let mut server = ChannelServer::bind_with(listen, cfg).with_context(|| format!("listening on {listen}"))?;
+
+    let program = Program::load().context("loading the XDP program (run as root)")?;
+    for t in &args.targets {
+        program.select_source(*t)?;
+    }
+    let mut qs = Vec::new();
+    for q in 0..queues {
+        let queue = Queue::open(&args.input, q)?;
+        program.set_socket(q, queue.sock.fd())?;
+        qs.push(queue);
+    }
+    let mode = match args.xdp_mode {
+        ModeArg::Auto => XdpMode::Auto,
+        ModeArg::Native => XdpMode::Native,
+        ModeArg::Generic => XdpMode::Generic,
+    };
+    let attachment = program.attach(Entry::Redirect, &args.input, mode)?;
+    let targets: Vec<String> = args.targets.iter().map(|t| t.to_string()).collect();
+    eprintln!(
+        "xdpcopy-intercept: capturing responses from {} on {} (queues 0..{queues}, XDP {} mode), channel on {} (protocol 6, {:?} framing)",
+        targets.join(", "),
+        args.input,
+        attachment.mode,
+        server.local_addr(),
+        framing,
+    );
+
+    let started = Instant::now();
+    let mut cap = Capture::default();
+    let mut idle = 0u32;
+    let interval = (!args.quiet).then(|| Duration::from_secs(args.stats_interval.max(1)));
+    let mut next_stats = Instant::now() + interval.unwrap_or(Duration::from_secs(3600));
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let mut got = 0;
+        for q in &mut qs {
+            got += q.burst(now, &args.targets, &mut server, &mut cap);
+        }
+        if got > 0 {
+            server.flush();
+            server.poll(Duration::ZERO)?;
+            idle = 0;
+        } else {
+            idle += 1;
+            // Spin briefly, then wait on the channel sockets in short slices so a response that
+            // arrives meanwhile waits at most ~200 µs.
+            let wait = if idle < 64 { Duration::ZERO } else { Duration::from_micros(200) };
+            server.poll(wait)?;
+        }
+        if let Some(iv) = interval {
+            if now >= next_stats {
+                next_stats += iv;
+                print_stats(&cap, &server.stats(), &program);
+            }
+        }
+    }
+    drop(attachment);
+    let s = server.stats();
+    eprintln!("xdpcopy-intercept: summary after {:.1} s:", started.elapsed().as_secs_f64());
+    for (k, v) in summary(&cap, &s, &program) {
+        eprintln!("  {k:<24} {v}");
+    }
+    Ok(())
+}
+
+fn summary(c: &Capture, s: &ServerStats, p: &Program) -> Vec<(&'static str, u64)> {
+    vec![
+        ("captured", c.frames),
+        ("headers", c.headers),
+        ("not_target", c.not_target),
+        ("malformed", c.malformed),
+        ("copiers_open", s.connections_open),
+        ("copiers_accepted", s.connections_accepted),
+        ("copiers_closed", s.connections_closed),
+        ("hellos_ok", s.hellos_ok),
+        ("hellos_bad", s.hellos_bad),
+        ("client_add", s.client_add),
+        ("routes_active", s.routes_active),
+        ("routes_expired", s.routes_expired),
+        ("delivered", s.delivered),
+        ("delayed", s.delayed),
+        ("delay_flushed", s.delay_flushed),
+        ("delay_expired", s.delay_expired),
+        ("unrouted", s.unrouted),
+        ("frames_sent", s.frames_sent),
+        ("send_dropped", s.send_dropped),
+        ("protocol_errors", s.protocol_errors),
+        ("xdp_passed", p.counter(Counter::Passed)),
+        ("xdp_redirected", p.counter(Counter::Redirected)),
+    ]
+}
+
+fn print_stats(c: &Capture, s: &ServerStats, p: &Program) {
+    eprintln!(
+        "xdpcopy-intercept: captured {} headers {} | copiers {} client_add {} routes {} | delivered {} delayed {} unrouted {} | xdp passed {}",
+        c.frames,
+        c.headers,
+        s.connections_open,
+        s.client_add,
+        s.routes_active,
+        s.delivered,
+        s.delayed,
+        s.unrouted,
+        p.counter(Counter::Passed)
+    );
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdpcopy-intercept: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

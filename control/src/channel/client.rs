@@ -9,7 +9,8 @@
 //! - **Connections.** `-C` connections (1..=11) to each intercept, opened non-blocking; each
 //!   gets TCP_NODELAY and sends the version hello first. A failed connect or a lost connection
 //!   is retried with exponential backoff, 100 ms doubling to 5 s (defect #16: never exit, never
-//!   give up); the backoff starts over after a connection that stayed up for 5 s. Each
+//!   give up); the backoff starts over after a connection that stayed up for 5 s. A connect
+//!   that has not completed after 3 s counts as failed. Each
 //!   connection's state is its own, so losing one never disturbs another (defect #17).
 //! - **CLIENT_ADD** goes to every intercept that has an established connection, round robin
 //!   over that intercept's established connections (the intercept returns the session's headers
@@ -38,10 +39,14 @@ use super::proto::{CopierMsg, FrameDecoder, Framing, HeaderMsg};
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest reconnect delay.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connect still in progress after this long is abandoned (and retried with backoff).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Unsent bytes buffered per connection (4 681 messages of 14 bytes).
 pub const WRITE_BUFFER: usize = 64 * 1024;
 /// Most connections per intercept (`-C`), as in the original.
 pub const MAX_CONNS_PER_INTERCEPT: u8 = 11;
+/// Most bytes read from one connection per `poll` before the others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
 
 /// Counters of the copier side (monotonic).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,8 +80,8 @@ pub struct ClientStats {
 enum State {
     /// Waiting to (re)connect at `until`.
     Down { until: Instant },
-    /// Non-blocking connect in progress.
-    Connecting(TcpStream),
+    /// Non-blocking connect in progress, started at `since`.
+    Connecting { stream: TcpStream, since: Instant },
     /// Established; the hello is queued or sent.
     Up { stream: TcpStream, since: Instant },
 }
@@ -108,6 +113,8 @@ pub struct ChannelClient {
     intercepts: Vec<Intercept>,
     per: usize,
     conns: Vec<Conn>,
+    /// Connections that still had data when their read budget ran out.
+    backlog: Vec<usize>,
     stats: ClientStats,
 }
 
@@ -159,8 +166,15 @@ impl ChannelClient {
                 Intercept { addr, first: i * per, rr: 0 }
             })
             .collect();
-        let mut client =
-            Self { poll, events: Events::with_capacity(64), intercepts, per, conns, stats: ClientStats::default() };
+        let mut client = Self {
+            poll,
+            events: Events::with_capacity(64),
+            intercepts,
+            per,
+            conns,
+            backlog: Vec::new(),
+            stats: ClientStats::default(),
+        };
         client.start_due(now);
         Ok(client)
     }
@@ -248,9 +262,11 @@ impl ChannelClient {
             .iter()
             .filter_map(|c| match c.state {
                 State::Down { until } => Some(until.saturating_duration_since(now)),
-                _ => None,
+                State::Connecting { since, .. } => Some((since + CONNECT_TIMEOUT).saturating_duration_since(now)),
+                State::Up { .. } => None,
             })
             .fold(timeout, Duration::min);
+        let timeout = if self.backlog.is_empty() { timeout } else { Duration::ZERO };
 
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -262,12 +278,16 @@ impl ChannelClient {
         }
         let now = Instant::now();
         let mut headers = 0;
+        let backlog = std::mem::take(&mut self.backlog);
+        for &idx in &backlog {
+            headers += self.read(now, idx, &mut on_header);
+        }
         for ev in events.iter() {
             let idx = ev.token().0;
             if idx >= self.conns.len() {
                 continue;
             }
-            if matches!(self.conns[idx].state, State::Connecting(_)) {
+            if matches!(self.conns[idx].state, State::Connecting { .. }) {
                 self.finish_connect(now, idx);
             }
             if !matches!(self.conns[idx].state, State::Up { .. }) {
@@ -284,9 +304,20 @@ impl ChannelClient {
         Ok(headers)
     }
 
-    /// Start the connects whose backoff has run out.
+    /// Abandon connects that take too long; start the connects whose backoff has run out.
     fn start_due(&mut self, now: Instant) {
         for idx in 0..self.conns.len() {
+            if let State::Connecting { since, .. } = self.conns[idx].state {
+                if now.duration_since(since) >= CONNECT_TIMEOUT {
+                    if let State::Connecting { stream: mut s, .. } =
+                        std::mem::replace(&mut self.conns[idx].state, State::Down { until: now })
+                    {
+                        let _ = self.poll.registry().deregister(&mut s);
+                    }
+                    self.connect_failed(now, idx, &io::ErrorKind::TimedOut.into());
+                }
+                continue;
+            }
             let State::Down { until } = self.conns[idx].state else {
                 continue;
             };
@@ -302,7 +333,7 @@ impl ChannelClient {
             match started {
                 Ok(s) => {
                     let conn = &mut self.conns[idx];
-                    conn.state = State::Connecting(s);
+                    conn.state = State::Connecting { stream: s, since: now };
                     conn.out.clear();
                     conn.out.push(&CopierMsg::hello().encode());
                     conn.decoder.reset();
@@ -314,7 +345,7 @@ impl ChannelClient {
 
     /// Check a connect in progress after a readiness event (mio's recipe).
     fn finish_connect(&mut self, now: Instant, idx: usize) {
-        let State::Connecting(s) = &self.conns[idx].state else {
+        let State::Connecting { stream: s, .. } = &self.conns[idx].state else {
             return;
         };
         let result = match s.take_error() {
@@ -329,7 +360,8 @@ impl ChannelClient {
             Ok(false) => {} // spurious wakeup, still connecting
             Ok(true) => {
                 let conn = &mut self.conns[idx];
-                let State::Connecting(stream) = std::mem::replace(&mut conn.state, State::Down { until: now }) else {
+                let State::Connecting { stream, .. } = std::mem::replace(&mut conn.state, State::Down { until: now })
+                else {
                     unreachable!("checked above")
                 };
                 conn.state = State::Up { stream, since: now };
@@ -344,7 +376,7 @@ impl ChannelClient {
                 self.write(now, idx);
             }
             Err(e) => {
-                if let State::Connecting(mut s) =
+                if let State::Connecting { stream: mut s, .. } =
                     std::mem::replace(&mut self.conns[idx].state, State::Down { until: now })
                 {
                     let _ = self.poll.registry().deregister(&mut s);
@@ -399,10 +431,18 @@ impl ChannelClient {
         );
     }
 
+    /// Read until the socket would block or the budget is spent (then queue for the next poll).
     fn read(&mut self, now: Instant, idx: usize, on_header: &mut impl FnMut(HeaderMsg)) -> usize {
         let mut buf = [0u8; 16 * 1024];
         let mut headers = 0;
+        let mut budget = READ_BUDGET;
         loop {
+            if budget == 0 {
+                if !self.backlog.contains(&idx) {
+                    self.backlog.push(idx);
+                }
+                return headers;
+            }
             let conn = &mut self.conns[idx];
             let State::Up { stream, .. } = &mut conn.state else {
                 return headers;
@@ -421,6 +461,7 @@ impl ChannelClient {
                 }
             };
             self.stats.bytes_received += n as u64;
+            budget = budget.saturating_sub(n);
             let mut delivered = 0usize;
             let fed = conn.decoder.feed(&buf[..n], |m| {
                 delivered += 1;

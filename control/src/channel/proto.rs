@@ -676,7 +676,7 @@ impl CopierEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CopierError {
     /// The first 8 bytes carry a client address: a pre-hello copier ("client too old").
-    #[error("copier too old for this intercept: the stream starts with client {client_ip}:{client_port} instead of a version hello")]
+    #[error("the stream starts with client {client_ip}:{client_port} where the version hello belongs: a copier too old for this intercept, or not a copier")]
     TooOld {
         /// IP found in the first 4 bytes.
         client_ip: Ipv4Addr,

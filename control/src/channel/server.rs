@@ -58,6 +58,8 @@ use super::route::{DelayTable, RouteKey, RouteTable};
 
 const LISTENER: Token = Token(usize::MAX);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+/// Longest duration taken from the configuration (keeps `Instant` arithmetic from overflowing).
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Tunables of the intercept side; `Default` gives the documented defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,7 +198,7 @@ impl Display for Close {
         match self {
             Self::Peer => write!(f, "closed by the copier"),
             Self::Io(e) => write!(f, "{e}"),
-            Self::TooOld(e) => write!(f, "{e}; upgrade the copier to protocol version 6"),
+            Self::TooOld(e) => write!(f, "{e} (a copier must speak protocol version 6)"),
             Self::Version(v) => write!(
                 f,
                 "protocol version {v} is not compatible with version {PROTOCOL_VERSION} (strict version check)"
@@ -257,12 +259,21 @@ impl ChannelServer {
         Self::bind_with(addr, ServerConfig::default())
     }
 
-    /// Listen on `addr` with `cfg`.
+    /// Listen on `addr` with `cfg` (durations above one year are taken as one year).
     ///
     /// # Errors
     ///
     /// As [`bind`](Self::bind).
-    pub fn bind_with(addr: SocketAddr, cfg: ServerConfig) -> Result<Self, ChannelError> {
+    pub fn bind_with(addr: SocketAddr, mut cfg: ServerConfig) -> Result<Self, ChannelError> {
+        for d in [
+            &mut cfg.route_idle_ttl,
+            &mut cfg.fin_grace,
+            &mut cfg.delay_ttl,
+            &mut cfg.flush_delay,
+            &mut cfg.hello_timeout,
+        ] {
+            *d = (*d).min(LONGEST);
+        }
         let mut listener = TcpListener::bind(addr).map_err(|source| ChannelError::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(ChannelError::io("getsockname"))?;
         let poll = Poll::new().map_err(ChannelError::io("epoll_create"))?;

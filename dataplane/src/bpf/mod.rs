@@ -130,6 +130,7 @@ pub struct Program {
     obj: Object,
     xsks: MapHandle,
     ports: MapHandle,
+    sources: MapHandle,
     counters: MapHandle,
 }
 
@@ -160,7 +161,8 @@ impl Program {
         let xsks = handle("xsks")?;
         let ports = handle("ports")?;
         let counters = handle("counters")?;
-        Ok(Self { obj, xsks, ports, counters })
+        let sources = handle("sources")?;
+        Ok(Self { obj, xsks, ports, sources, counters })
     }
 
     /// Attaches `entry` to `ifname` in `mode` (auto: native, then generic).
@@ -206,6 +208,27 @@ impl Program {
         self.ports
             .update(&u32::from(port).to_ne_bytes(), &flags.to_ne_bytes(), MapFlags::ANY)
             .map_err(|source| Error::Map { map: "ports", source })
+    }
+
+    /// Selects TCP segments *from* `addr` (the intercept's test servers): their IPv4 source
+    /// address and port must match exactly.
+    ///
+    /// # Errors
+    /// When a map update fails.
+    pub fn select_source(&self, addr: std::net::SocketAddrV4) -> Result<(), Error> {
+        let mut key = [0u8; 8];
+        key[..4].copy_from_slice(&addr.ip().octets());
+        key[4..6].copy_from_slice(&addr.port().to_be_bytes());
+        self.sources.update(&key, &[1u8], MapFlags::ANY).map_err(|source| Error::Map { map: "sources", source })?;
+        let port = u32::from(addr.port()).to_ne_bytes();
+        let old = self
+            .ports
+            .lookup(&port, MapFlags::ANY)
+            .ok()
+            .flatten()
+            .and_then(|v| v.get(..4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))))
+            .unwrap_or(0);
+        self.select_port(addr.port(), old | port_flags::SRC)
     }
 
     /// Returns a counter summed over all CPUs.

@@ -4,7 +4,8 @@
  *
  * xdpcopy_redirect: hands the worker on this RX queue (through the XSKMAP) exactly the frames it
  *   must see: TCP over IPv4 or IPv6, untagged or with one 802.1Q/802.1ad tag, whose destination
- *   port is selected in `ports`. A frame that claims to be IPv4/IPv6 TCP but whose headers are
+ *   port is selected in `ports` (the copier), or whose IPv4 source address and port are in
+ *   `sources` (intercept: the test servers' responses). A frame that claims to be IPv4/IPv6 TCP but whose headers are
  *   broken is redirected as well, so the worker counts it as malformed instead of it vanishing.
  *   Everything else — other protocols, other ports, IPv4 fragments, IPv6 extension headers — is
  *   passed to the kernel untouched (XDP_PASS). If no socket is bound on the queue the redirect
@@ -53,6 +54,20 @@ struct {
 	__type(value, __u32);
 } ports SEC(".maps");
 
+/* Exact IPv4 sources for PORT_SRC ports (intercept: the test servers' address and port). */
+struct source_key {
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct source_key);
+	__type(value, __u8);
+} sources SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
@@ -74,7 +89,8 @@ static __always_inline void count(__u32 which)
 
 enum verdict { V_PASS, V_MINE, V_MALFORMED };
 
-static __always_inline enum verdict port_verdict(struct tcphdr *tcp)
+/* saddr: the IPv4 source, or 0 for IPv6 (PORT_SRC selection is IPv4-only, as the channel). */
+static __always_inline enum verdict port_verdict(struct tcphdr *tcp, __be32 saddr)
 {
 	__u32 dport = bpf_ntohs(tcp->dest);
 	__u32 sport = bpf_ntohs(tcp->source);
@@ -82,8 +98,11 @@ static __always_inline enum verdict port_verdict(struct tcphdr *tcp)
 	if (flags && (*flags & PORT_DST))
 		return V_MINE;
 	flags = bpf_map_lookup_elem(&ports, &sport);
-	if (flags && (*flags & PORT_SRC))
-		return V_MINE;
+	if (flags && (*flags & PORT_SRC) && saddr) {
+		struct source_key key = { .addr = saddr, .port = tcp->source, .pad = 0 };
+		if (bpf_map_lookup_elem(&sources, &key))
+			return V_MINE;
+	}
 	return V_PASS;
 }
 
@@ -119,7 +138,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 			return V_MALFORMED;
 		if (bpf_ntohs(ip->tot_len) < ip->ihl * 4 + sizeof(*tcp))
 			return V_MALFORMED; /* the TCP header lies in Ethernet padding */
-		return port_verdict(tcp);
+		return port_verdict(tcp, ip->saddr);
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
@@ -130,7 +149,7 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		struct tcphdr *tcp = (void *)(ip6 + 1);
 		if ((void *)(tcp + 1) > end || bpf_ntohs(ip6->payload_len) < sizeof(*tcp))
 			return V_MALFORMED;
-		return port_verdict(tcp);
+		return port_verdict(tcp, 0);
 	}
 	return V_PASS;
 }

@@ -2,9 +2,12 @@
 //!
 //! - [`channel`]: the TCP link between the copier and xdpcopy-intercept that carries CLIENT_ADDs
 //!   one way and the test server's response headers the other (TCPCopy protocol version 6).
+//! - [`copier`]: the copier's control thread, which owns the channel client and links it to the
+//!   workers through bounded lock-free queues.
 #![deny(unsafe_code)]
 
 pub mod channel;
+pub mod copier;
 
 pub use channel::{
     ChannelClient, ChannelError, ChannelServer, ClientStats, CopierMsg, Framing, HeaderMsg, MsgKind, RouteKey,

@@ -225,6 +225,9 @@ fn run(args: Args) -> Result<()> {
     for q in 0..queues {
         let queue = Queue::open(&args.input, q)?;
         program.set_socket(q, queue.sock.fd())?;
+        server
+            .watch_readable(std::os::fd::AsRawFd::as_raw_fd(&queue.sock.fd()))
+            .context("watching the AF_XDP socket")?;
         qs.push(queue);
     }
     let mode = match args.xdp_mode {
@@ -260,9 +263,9 @@ fn run(args: Args) -> Result<()> {
             idle = 0;
         } else {
             idle += 1;
-            // Spin briefly, then wait on the channel sockets in short slices so a response that
-            // arrives meanwhile waits at most ~200 µs.
-            let wait = if idle < 64 { Duration::ZERO } else { Duration::from_micros(200) };
+            // Spin briefly, then block: the AF_XDP sockets are registered with the channel's
+            // epoll, so a captured response wakes the wait as a channel socket does.
+            let wait = if idle < 64 { Duration::ZERO } else { Duration::from_millis(100) };
             server.poll(wait)?;
         }
         if let Some(iv) = interval {

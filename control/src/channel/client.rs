@@ -179,6 +179,16 @@ impl ChannelClient {
         Ok(client)
     }
 
+    /// Returns a handle that wakes a [`poll`](Self::poll) in progress from another thread (the
+    /// copier's workers use it when they queue a session registration). Its events carry a token
+    /// no connection uses, so `poll` just returns.
+    ///
+    /// # Errors
+    /// When the eventfd behind it cannot be created.
+    pub fn waker(&self) -> io::Result<std::sync::Arc<mio::Waker>> {
+        Ok(std::sync::Arc::new(mio::Waker::new(self.poll.registry(), Token(usize::MAX))?))
+    }
+
     /// Return the counters.
     pub fn stats(&self) -> ClientStats {
         self.stats

@@ -216,6 +216,8 @@ impl Display for Close {
 pub struct ChannelServer {
     poll: Poll,
     events: Events,
+    /// File descriptors registered with `watch_readable`.
+    watched: usize,
     listener: TcpListener,
     local_addr: SocketAddr,
     cfg: ServerConfig,
@@ -282,6 +284,7 @@ impl ChannelServer {
         Ok(Self {
             poll,
             events: Events::with_capacity(256),
+            watched: 0,
             listener,
             local_addr,
             routes: RouteTable::new(cfg.route_idle_ttl, cfg.max_routes),
@@ -352,6 +355,18 @@ impl ChannelServer {
     /// [`deliver`](Self::deliver) already does this for FIN/RST headers it routes.
     pub fn route_fin_rst(&mut self, now: Instant, key: RouteKey) {
         self.routes.fin_rst(now, &key, self.cfg.fin_grace);
+    }
+
+    /// Makes [`poll`](Self::poll) also return when `fd` becomes readable (intercept registers
+    /// its AF_XDP sockets, so one wait covers captured responses and channel sockets). Each
+    /// call uses a token below the listener's, which no connection slot ever reaches.
+    ///
+    /// # Errors
+    /// When epoll refuses the fd.
+    pub fn watch_readable(&mut self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.watched += 1;
+        let token = Token(usize::MAX - self.watched);
+        self.poll.registry().register(&mut mio::unix::SourceFd(&fd), token, Interest::READABLE)
     }
 
     /// Send every partial frame now (call at the end of an RX burst).

@@ -1,9 +1,16 @@
 //! Validated configuration: what the engine runs on. The CLI (`main.rs`) builds it; the engine
 //! never sees clap. Every parse error names the option and the accepted form.
 
-use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, SocketAddr},
+    str::FromStr,
+    time::Duration,
+};
 
-use crate::{bpf::XdpMode, rewrite::ChecksumMode, wire::ethernet::MacAddr, xsk::CopyMode};
+use control::channel::proto::Framing;
+
+use crate::{bpf::XdpMode, rewrite::ChecksumMode, session, wire::ethernet::MacAddr, xsk::CopyMode};
 
 /// One `-x` entry: `[ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,9 +142,51 @@ pub fn parse_cores(value: &str) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
-/// Everything the stateless engine needs.
+/// Parses `-s IP[:PORT],...` (the intercepts); a missing port is `default_port`.
+pub fn parse_intercepts(value: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
+    let bad =
+        |v: &str| format!("-s/--intercepts {v:?}: expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3 or 10.0.0.3:36524");
+    let mut out = Vec::new();
+    for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let addr = match part.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => SocketAddr::new(part.parse::<IpAddr>().map_err(|_| bad(part))?, default_port),
+        };
+        out.push(addr);
+    }
+    if out.is_empty() || out.len() > 32 {
+        return Err(format!("-s/--intercepts: give 1 to 32 intercepts, got {}", out.len()));
+    }
+    Ok(out)
+}
+
+/// Session replay settings.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// The intercepts to register sessions with.
+    pub intercepts: Vec<SocketAddr>,
+    /// Channel connections per intercept (`-C`).
+    pub conns_per_intercept: u8,
+    /// Channel framing.
+    pub framing: Framing,
+    /// The TCP emulation's settings.
+    pub engine: session::Config,
+}
+
+/// What the copier does.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Rewrite and forward every matching frame.
+    Stateless,
+    /// Replay sessions through intercept.
+    Session(SessionOptions),
+}
+
+/// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Stateless or session replay.
+    pub mode: Mode,
     /// What to copy where.
     pub transfers: Vec<Transfer>,
     /// Capture interface.
@@ -160,4 +209,48 @@ pub struct Config {
     pub ring_size: u32,
     /// Statistics line interval (`None` = quiet).
     pub stats_interval: Option<Duration>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transfers_parse_in_every_documented_form() {
+        let t: Transfer = "80-10.0.0.2:8080".parse().unwrap();
+        assert_eq!((t.online_ip, t.online_port, t.target_port, t.next_hop_mac), (None, 80, 8080, None));
+        let t: Transfer = "10.0.0.1:80-10.0.0.2:80@02:00:00:00:00:02".parse().unwrap();
+        assert_eq!(t.online_ip, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(t.next_hop_mac.unwrap().to_string(), "02:00:00:00:00:02");
+        let t: Transfer = "[2001:db8::1]:80-[2001:db8::2]:81".parse().unwrap();
+        assert_eq!(t.target_ip, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(t.to_string(), "[2001:db8::1]:80-[2001:db8::2]:81");
+        assert_eq!(parse_transfers("80-10.0.0.2:80, 81-10.0.0.2:81").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn transfer_errors_name_the_option_and_the_form() {
+        for bad in [
+            "80",
+            "80-10.0.0.2",
+            "0-10.0.0.2:80",
+            "80-10.0.0.2:99999",
+            "80-nothere:80",
+            "10.0.0.1:80-[::1]:80",
+            "80-10.0.0.2:80@zz",
+        ] {
+            let e = bad.parse::<Transfer>().unwrap_err().to_string();
+            assert!(e.contains("-x/--transfer") && e.contains("TARGET_IP:TARGET_PORT"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cores_and_intercepts_parse() {
+        assert_eq!(parse_cores("0,2-3").unwrap(), vec![0, 2, 3]);
+        assert!(parse_cores("3-1").unwrap_err().contains("--cores"));
+        let i = parse_intercepts("10.0.0.3,10.0.0.4:4000", 36524).unwrap();
+        assert_eq!(i[0].port(), 36524);
+        assert_eq!(i[1].port(), 4000);
+        assert!(parse_intercepts("nope", 1).unwrap_err().contains("--intercepts"));
+    }
 }

@@ -5,9 +5,10 @@
 use std::{
     fmt::Write as _,
     io::Write as _,
+    net::IpAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     thread,
     time::{Duration, Instant},
@@ -15,19 +16,27 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use control::{
+    channel::ChannelClient,
+    copier::{Control, ControlStats, WorkerLink},
+};
+
 use crate::{
     bpf::{self, Counter, Entry, Program},
-    config::Config,
+    config::{Config, Mode},
     netdev,
     rewrite::{ChecksumMode, Rewrite},
-    stats::{Counters, Drop, Published},
+    session,
+    stats::{Counters, Drop, Published, PublishedArray},
     wire,
-    worker::{Route, Stateless, Worker},
-    xsk::{self, Socket, StatsHandle, Umem},
+    worker::{self, Route, Stateless, Worker},
+    xsk::{self, Doorbell, Socket, StatsHandle, Umem},
 };
 
 /// Frame size of the UMEM chunks.
 const FRAME_SIZE: u32 = 4096;
+/// Entries of each worker ⇄ control queue.
+const LINK_CAPACITY: usize = 16_384;
 
 /// The final numbers of a run.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +49,10 @@ pub struct Summary {
     pub xsk: xsk::Statistics,
     /// Wall time.
     pub elapsed: Duration,
+    /// Session engine counters summed over workers (session mode).
+    pub session: Vec<(String, u64)>,
+    /// Control thread and channel counters (session mode).
+    pub control: Option<ControlStats>,
 }
 
 impl Summary {
@@ -59,6 +72,24 @@ impl Summary {
         v.extend(wire::Error::ALL.iter().map(|e| (format!("malformed_{}", e.name()), w.malformed[*e as usize])));
         v.extend(self.xdp.iter().map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)));
         let x = &self.xsk;
+        v.extend(self.session.iter().cloned());
+        v.push(("bad_headers".into(), w.bad_headers));
+        v.push(("no_free_frame".into(), w.no_free_frame));
+        if let Some(c) = &self.control {
+            v.extend([
+                ("channel_registered".into(), c.registered),
+                ("channel_register_failed".into(), c.register_failed),
+                ("channel_routed".into(), c.routed),
+                ("channel_unowned".into(), c.unowned),
+                ("channel_headers_dropped".into(), c.headers_dropped),
+                ("channel_adds_dropped".into(), c.adds_dropped),
+                ("channel_connects".into(), c.channel.connects),
+                ("channel_reconnects".into(), c.channel.reconnects),
+                ("channel_disconnects".into(), c.channel.disconnects),
+                ("channel_headers".into(), c.channel.headers),
+                ("channel_protocol_errors".into(), c.channel.protocol_errors),
+            ]);
+        }
         v.extend([
             ("xsk_rx_dropped".into(), x.rx_dropped),
             ("xsk_rx_ring_full".into(), x.rx_ring_full),
@@ -102,13 +133,13 @@ fn rate(n: u64, secs: f64) -> String {
     }
 }
 
-/// Runs the stateless copier until `stop` is set. Prints the start-up report and (unless
+/// Runs the copier (stateless or session replay) until `stop` is set. Prints the start-up report and (unless
 /// `config.stats_interval` is `None`) a stats line per interval on stderr.
 ///
 /// # Errors
 /// Start-up failures (missing interface, XDP attach, socket setup, MAC resolution), each naming
 /// what to check.
-pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let started = Instant::now();
     let src_mac = netdev::mac(&config.output)?;
     let mtu = netdev::mtu(&config.output)?;
@@ -122,6 +153,7 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
         );
     }
     let mut routes = Vec::with_capacity(config.transfers.len());
+    let mut targets = Vec::with_capacity(config.transfers.len());
     for t in &config.transfers {
         let dst_mac = match t.next_hop_mac {
             Some(m) => m,
@@ -133,6 +165,39 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
             rewrite: Rewrite { src_mac, dst_mac, dst_ip: t.target_ip, dst_port: t.target_port, src_ip: None },
         });
         eprintln!("xdpcopy: transfer {t} -> next hop {dst_mac} via {}", config.output);
+        if let (Mode::Session(_), IpAddr::V4(ip)) = (&config.mode, t.target_ip) {
+            targets.push(session::Target { ip, port: t.target_port, src_mac: src_mac.0, dst_mac: dst_mac.0 });
+        } else if let Mode::Session(_) = &config.mode {
+            bail!("-x {t}: session replay is IPv4-only (the channel protocol carries IPv4 headers); use --stateless for IPv6");
+        }
+    }
+    let matches: Vec<(Option<IpAddr>, u16)> = config.transfers.iter().map(|t| (t.online_ip, t.online_port)).collect();
+
+    // Session mode: the channel client and one link per worker, run by the control thread.
+    let mut control = None;
+    let mut links = Vec::new();
+    let mut doorbells = Vec::new();
+    let mut wake_control: Option<Arc<dyn Fn() + Send + Sync>> = None;
+    if let Mode::Session(opts) = &config.mode {
+        let client = ChannelClient::new(opts.intercepts.clone(), opts.conns_per_intercept, opts.framing)?;
+        let waker = client.waker().context("creating the control thread's waker")?;
+        wake_control = Some(Arc::new(move || {
+            let _ = waker.wake();
+        }));
+        for _ in 0..config.queues {
+            let bell = Arc::new(Doorbell::new()?);
+            let ring = bell.clone();
+            links.push(Arc::new(WorkerLink::new(LINK_CAPACITY, move || ring.ring())));
+            doorbells.push(bell);
+        }
+        control = Some(Control::new(client, links.clone()));
+        let list: Vec<String> = opts.intercepts.iter().map(|a| a.to_string()).collect();
+        eprintln!(
+            "xdpcopy: session replay through intercept(s) {} ({} connection(s) each, {:?} framing)",
+            list.join(", "),
+            opts.conns_per_intercept,
+            opts.framing
+        );
     }
 
     let program = Program::load().context("loading the XDP program (run as root; kernel with BPF and AF_XDP)")?;
@@ -141,6 +206,7 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
     }
 
     let logic = Stateless::new(routes, config.checksum, mtu as usize + 14);
+    let mut session_published = Vec::new();
     let mut workers = Vec::new();
     let mut handles: Vec<StatsHandle> = Vec::new();
     let mut zero_copy = false;
@@ -177,17 +243,38 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
         if let Some(t) = &tx {
             handles.push(t.stats_handle()?);
         }
-        workers.push(Worker::new(q, umem, rx, tx, logic.clone(), Arc::new(Published::default()), stop.clone()));
+        let mode = match &config.mode {
+            Mode::Stateless => worker::Mode::Stateless(logic.clone()),
+            Mode::Session(opts) => {
+                let mut engine_cfg = opts.engine.clone();
+                engine_cfg.mtu = engine_cfg.mtu.min(mtu as u16);
+                let published = Arc::new(PublishedArray::new(session::Counters::NAMES.len()));
+                session_published.push(published.clone());
+                worker::Mode::Session(Box::new(worker::Session {
+                    engine: session::Engine::new(engine_cfg, targets.clone()),
+                    matches: matches.clone(),
+                    link: links[q as usize].clone(),
+                    doorbell: doorbells[q as usize].clone(),
+                    wake_control: wake_control.clone().expect("session mode has a control waker"),
+                    published,
+                }))
+            }
+        };
+        workers.push(Worker::new(q, umem, rx, tx, mode, Arc::new(Published::default()), stop.clone()));
     }
     // Attach last: from here on frames for the selected ports go to the sockets.
     let attachment = program.attach(Entry::Redirect, &config.input, config.xdp_mode)?;
     eprintln!(
-        "xdpcopy: capturing on {} (queues 0..{}, XDP {} mode, AF_XDP {}), sending on {} (MTU {mtu}), stateless, checksums {}",
+        "xdpcopy: capturing on {} (queues 0..{}, XDP {} mode, AF_XDP {}), sending on {} (MTU {mtu}), {}, checksums {}",
         config.input,
         config.queues,
         attachment.mode,
         if zero_copy { "zero-copy" } else { "copy mode" },
         config.output,
+        match config.mode {
+            Mode::Stateless => "stateless",
+            Mode::Session(_) => "session replay",
+        },
         match config.checksum {
             ChecksumMode::Full => "full",
             ChecksumMode::Incremental => "incremental",
@@ -211,6 +298,33 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
             w.run()
         })?);
     }
+
+    let control_stats = Arc::new(Mutex::new(ControlStats::default()));
+    let control_join = match control {
+        Some(mut c) => {
+            let stop = stop.clone();
+            let shared = control_stats.clone();
+            Some(thread::Builder::new().name("xdpcopy-control".into()).spawn(move || -> Result<ControlStats> {
+                let mut last = Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    c.run_once(Duration::from_millis(50))?;
+                    if last.elapsed() >= Duration::from_millis(100) {
+                        last = Instant::now();
+                        *shared.lock().expect("stats lock") = c.stats();
+                    }
+                }
+                Ok(c.stats())
+            })?)
+        }
+        None => None,
+    };
+    let session_sum = |published: &[Arc<PublishedArray>]| {
+        let mut sum = vec![0u64; session::Counters::NAMES.len()];
+        for p in published {
+            p.add_into(&mut sum);
+        }
+        sum
+    };
 
     let read_xsk = |handles: &[StatsHandle]| {
         let mut s = xsk::Statistics::default();
@@ -266,6 +380,29 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
                     x.rx_ring_full,
                     x.rx_fill_ring_empty
                 );
+                if !session_published.is_empty() {
+                    let sum = session_sum(&session_published);
+                    let get =
+                        |name: &str| session::Counters::NAMES.iter().position(|n| *n == name).map_or(0, |i| sum[i]);
+                    let c = *control_stats.lock().expect("stats lock");
+                    let _ = write!(
+                        line,
+                        "\nxdpcopy: sessions active {} released {} | conns {} resp {} | sent {} payload {} syn {} \
+                         | retransmit {} fake_syn {} | channel up {} headers {} unowned {}",
+                        get("active"),
+                        get("released"),
+                        get("conns"),
+                        get("resp"),
+                        get("sent"),
+                        get("sent_payload"),
+                        get("sent_syn"),
+                        get("retransmit"),
+                        get("fake_syn"),
+                        c.connected,
+                        c.channel.headers,
+                        c.unowned,
+                    );
+                }
                 let mut err = std::io::stderr().lock();
                 let _ = writeln!(err, "{line}");
                 last = now;
@@ -278,6 +415,17 @@ pub fn run_stateless(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> 
             Ok(c) => summary.workers.add(&c),
             Err(_) => bail!("a worker thread panicked (see the message above)"),
         }
+    }
+    if let Some(j) = control_join {
+        match j.join() {
+            Ok(Ok(c)) => summary.control = Some(c),
+            Ok(Err(e)) => return Err(e.context("the control thread failed")),
+            Err(_) => bail!("the control thread panicked (see the message above)"),
+        }
+    }
+    if !session_published.is_empty() {
+        let sum = session_sum(&session_published);
+        summary.session = session::Counters::NAMES.iter().map(|n| n.to_string()).zip(sum).collect();
     }
     summary.xsk = read_xsk(&handles);
     summary.xdp = Counter::ALL.iter().map(|c| (*c, program.counter(*c))).collect();

@@ -19,6 +19,8 @@ pub mod engine;
 pub mod netdev;
 /// The stateless L2/L3/L4 rewrite with checksums.
 pub mod rewrite;
+/// The per-session TCP emulation (session replay).
+pub mod session;
 /// Worker counters and their publication.
 pub mod stats;
 /// Zero-copy header views and checksums: no I/O, no allocation.

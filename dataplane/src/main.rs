@@ -10,11 +10,13 @@ use std::{
 
 use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
+use control::channel::proto::Framing;
 use dataplane::{
     bpf::XdpMode,
-    config::{self, Config, Transfer},
+    config::{self, Config, Mode, SessionOptions, Transfer},
     engine, netdev,
     rewrite::ChecksumMode,
+    session,
     xsk::CopyMode,
 };
 
@@ -39,6 +41,14 @@ enum ZeroCopyArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum FramingArg {
+    /// Count-prefixed frames of up to 16 messages (TCPCopy's default).
+    Combined,
+    /// A plain stream of 64-byte messages.
+    Bare,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum ChecksumArg {
     /// Recompute the TCP checksum over the segment: correct even for captures that carry a
     /// partial (offloaded) checksum.
@@ -49,9 +59,9 @@ enum ChecksumArg {
 
 /// Copies live TCP traffic from a production server to a test server, on AF_XDP.
 ///
-/// This build runs the stateless mode (`--stateless`): every captured frame to a `-x` port is
-/// rewritten to its target and transmitted to the next-hop MAC. Session replay through
-/// xdpcopy-intercept arrives in a later release.
+/// Session replay (the default) needs xdpcopy-intercept (or TCPCopy's intercept) on an assist
+/// server that the test server routes its responses to: `-s` names it. `--stateless` instead
+/// rewrites and forwards every captured frame, with no sessions and no intercept.
 #[derive(Debug, Parser)]
 #[command(name = "xdpcopy", version, about, long_about = None)]
 struct Args {
@@ -74,8 +84,64 @@ struct Args {
     mirror: Option<String>,
 
     /// Rewrite and forward every matching frame; no sessions, no intercept.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "intercepts")]
     stateless: bool,
+
+    /// Intercepts to register sessions with: IP[:PORT][,...] (session mode; up to 32).
+    #[arg(short = 's', long, value_name = "LIST", required_unless_present = "stateless")]
+    intercepts: Option<String>,
+
+    /// Default channel port of the -s entries (TCPCopy's -p).
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = control::channel::proto::DEFAULT_PORT)]
+    intercept_port: u16,
+
+    /// Channel connections per intercept (1..=11).
+    #[arg(short = 'C', long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=11))]
+    conns: u8,
+
+    /// Channel framing; must match the intercept's (TCPCopy's --disable-combined = bare).
+    #[arg(long, value_enum, default_value = "combined")]
+    framing: FramingArg,
+
+    /// Don't wait for a response before sending the next request (pipelining, streaming).
+    #[arg(short = 'W', long)]
+    no_wait: bool,
+
+    /// Replay only sessions whose SYN was captured (no synthesized SYNs).
+    #[arg(short = 'O', long)]
+    only_syn: bool,
+
+    /// End a session that got no response for SECS.
+    #[arg(short = 't', long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    session_timeout: u64,
+
+    /// End an idle session after SECS without a response [default: -t + 120].
+    #[arg(short = 'k', long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive_timeout: Option<u64>,
+
+    /// RTT in ms for every session (pacing and delayed ACKs) [default: measured per session].
+    #[arg(short = 'R', long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60000))]
+    rtt: Option<u64>,
+
+    /// Split captured IP packets larger than this (GRO super-segments); capped by the output MTU.
+    #[arg(short = 'M', long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000))]
+    mtu: u16,
+
+    /// MSS option of synthesized SYNs.
+    #[arg(short = 'D', long, value_name = "BYTES", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(536..=8960))]
+    mss: u16,
+
+    /// Session table capacity per worker (the least recently active is evicted when full).
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    max_sessions: u64,
+
+    /// Memory per worker for buffered client segments, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pool_mb: u64,
+
+    /// Cap of buffered client bytes per session, KiB (a session over it ends, counted).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    session_buffer_kb: u64,
 
     /// RX queues to capture (one worker each) [default: all RX queues of the capture interface].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -129,10 +195,39 @@ fn power_of_two(s: &str) -> Result<u32, String> {
     }
 }
 
-fn config(args: Args, input: String) -> Result<Config> {
-    if !args.stateless {
-        bail!("session mode (through xdpcopy-intercept) is not in this build yet; run with --stateless");
+fn session_options(args: &Args) -> Result<Mode> {
+    if args.stateless {
+        return Ok(Mode::Stateless);
     }
+    let list = args.intercepts.as_deref().unwrap_or_default();
+    let intercepts = config::parse_intercepts(list, args.intercept_port).map_err(anyhow::Error::msg)?;
+    let t = Duration::from_secs(args.session_timeout);
+    let engine = session::Config {
+        wait_response: !args.no_wait,
+        only_syn_sessions: args.only_syn,
+        session_timeout: t,
+        keepalive_timeout: args.keepalive_timeout.map_or(t + Duration::from_secs(120), Duration::from_secs),
+        default_rtt: args.rtt.map(Duration::from_millis),
+        mss: args.mss,
+        mtu: args.mtu,
+        max_sessions: args.max_sessions as usize,
+        max_buffered_bytes: args.session_buffer_kb as usize * 1024,
+        pool_bytes: args.pool_mb as usize * 1024 * 1024,
+        ..session::Config::default()
+    };
+    Ok(Mode::Session(SessionOptions {
+        intercepts,
+        conns_per_intercept: args.conns,
+        framing: match args.framing {
+            FramingArg::Combined => Framing::Combined,
+            FramingArg::Bare => Framing::Bare,
+        },
+        engine,
+    }))
+}
+
+fn config(args: Args, input: String) -> Result<Config> {
+    let mode = session_options(&args)?;
     if !(args.stats_interval > 0.0 && args.stats_interval <= 3600.0) {
         bail!("--stats-interval {}: expected seconds in (0, 3600]", args.stats_interval);
     }
@@ -141,6 +236,7 @@ fn config(args: Args, input: String) -> Result<Config> {
         None => netdev::queues(&input, "rx")?.max(1),
     };
     Ok(Config {
+        mode,
         transfers: args.transfers.into_iter().flatten().collect(),
         input,
         output: args.output,
@@ -185,7 +281,7 @@ fn run(args: Args) -> Result<()> {
         (None, None) => unreachable!("clap requires --input unless --mirror"),
     };
     let cfg = config(args, input)?;
-    let summary = engine::run_stateless(&cfg, stop)?;
+    let summary = engine::run(&cfg, stop)?;
     drop(mirror);
     eprintln!("xdpcopy: summary after {:.1} s:", summary.elapsed.as_secs_f64());
     for (name, value) in summary.named() {

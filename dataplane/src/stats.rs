@@ -72,6 +72,10 @@ pub struct Counters {
     pub tx_kick_errors: u64,
     /// Times the worker blocked in `poll()` for lack of work.
     pub idle_waits: u64,
+    /// Response headers from the channel that did not parse.
+    pub bad_headers: u64,
+    /// Frames the session engine wanted to build while no UMEM frame was free.
+    pub no_free_frame: u64,
     /// Drops by reason.
     pub drops: [u64; Drop::COUNT],
     /// Malformed frames by parse error.
@@ -99,6 +103,8 @@ impl Counters {
         self.tx_completed += other.tx_completed;
         self.tx_kick_errors += other.tx_kick_errors;
         self.idle_waits += other.idle_waits;
+        self.bad_headers += other.bad_headers;
+        self.no_free_frame += other.no_free_frame;
         for (a, b) in self.drops.iter_mut().zip(other.drops) {
             *a += b;
         }
@@ -108,7 +114,8 @@ impl Counters {
     }
 }
 
-const FIELDS: usize = 7 + Drop::COUNT + MALFORMED_SLOTS;
+const SCALARS: usize = 9;
+const FIELDS: usize = SCALARS + Drop::COUNT + MALFORMED_SLOTS;
 
 /// The published copy of one worker's counters, on its own cache lines.
 #[repr(align(128))]
@@ -144,8 +151,36 @@ impl Published {
             tx_completed: v[4],
             tx_kick_errors: v[5],
             idle_waits: v[6],
-            drops: std::array::from_fn(|i| v[7 + i]),
-            malformed: std::array::from_fn(|i| v[7 + Drop::COUNT + i]),
+            bad_headers: v[7],
+            no_free_frame: v[8],
+            drops: std::array::from_fn(|i| v[SCALARS + i]),
+            malformed: std::array::from_fn(|i| v[SCALARS + Drop::COUNT + i]),
+        }
+    }
+}
+
+/// A published array of counters whose names the owner knows (the session engine's).
+pub struct PublishedArray {
+    words: Box<[AtomicU64]>,
+}
+
+impl PublishedArray {
+    /// Creates `n` zeroed counters.
+    pub fn new(n: usize) -> Self {
+        Self { words: (0..n).map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Stores values in order (owning worker only); extra values are ignored.
+    pub fn publish(&self, values: impl Iterator<Item = u64>) {
+        for (w, v) in self.words.iter().zip(values) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds this array's values into `sum` (any thread).
+    pub fn add_into(&self, sum: &mut [u64]) {
+        for (s, w) in sum.iter_mut().zip(self.words.iter()) {
+            *s += w.load(Ordering::Relaxed);
         }
     }
 }
@@ -164,6 +199,8 @@ mod tests {
             tx_completed: 5,
             tx_kick_errors: 6,
             idle_waits: 7,
+            bad_headers: 8,
+            no_free_frame: 9,
             ..Default::default()
         };
         c.drops = std::array::from_fn(|i| 100 + i as u64);

@@ -7,8 +7,14 @@
 //! the batch to the TX ring and kick the kernel. Frames move as tokens (their UMEM address); no
 //! frame is ever copied in userspace.
 //!
-//! The loop busy-polls while there is work and blocks in `poll()` when the rings stay empty, so an
-//! idle copier costs ~0 % CPU. It allocates nothing, takes no lock and logs nothing per frame:
+//! In session mode the worker owns a shard of the sessions (those whose client packets arrive on
+//! its queue): each captured frame is copied out and handed to the session engine, which buffers
+//! it and builds the frames to send in free UMEM frames; response headers arrive from the control
+//! thread through a lock-free queue, and the engine's timers run every iteration.
+//!
+//! The loop busy-polls while there is work and blocks in `poll()` when the rings stay empty (on
+//! the RX socket and, in session mode, on a doorbell the control thread rings when a header
+//! arrives), so an idle copier costs ~0 % CPU. It allocates nothing, takes no lock and logs nothing per frame:
 //! every outcome is a counter, published to the stats thread a few times per millisecond at most.
 
 use std::{
@@ -19,11 +25,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::net::{IpAddr, SocketAddrV4};
+
+use control::copier::{SessionAdd, WorkerLink};
+
 use crate::{
     rewrite::{self, ChecksumMode, Rewrite, RewriteError},
-    stats::{Counters, Drop, Published, MALFORMED_SLOTS},
+    session::{self, ResponseHeader},
+    stats::{Counters, Drop, Published, PublishedArray, MALFORMED_SLOTS},
     wire::{self, parse::Parsed},
-    xsk::{Desc, Kick, Socket, Umem},
+    xsk::{Desc, Doorbell, Kick, Producer, Socket, Umem},
 };
 
 /// Frames taken from the RX ring per iteration.
@@ -102,6 +113,30 @@ impl Stateless {
     }
 }
 
+/// Session mode's per-worker parts.
+pub struct Session {
+    /// The TCP emulation of this worker's sessions.
+    pub engine: session::Engine,
+    /// `(online address, online port)` of each target, in the engine's target order.
+    pub matches: Vec<(Option<IpAddr>, u16)>,
+    /// Queues to and from the control thread.
+    pub link: Arc<WorkerLink>,
+    /// Rung by the control thread when a header arrives while we sleep.
+    pub doorbell: Arc<Doorbell>,
+    /// Wakes the control thread after queueing a session registration.
+    pub wake_control: Arc<dyn Fn() + Send + Sync>,
+    /// The engine's counters, published for the stats thread.
+    pub published: Arc<PublishedArray>,
+}
+
+/// What the worker does with captured frames.
+pub enum Mode {
+    /// Rewrite and forward each frame.
+    Stateless(Stateless),
+    /// Replay sessions.
+    Session(Box<Session>),
+}
+
 /// Everything one worker owns.
 pub struct Worker {
     /// Queue index (for names and logs).
@@ -110,13 +145,20 @@ pub struct Worker {
     rx: Socket,
     /// A separate TX socket sharing the UMEM; `None` when RX and TX are the same interface.
     tx: Option<Socket>,
-    logic: Stateless,
+    mode: Mode,
     free: Vec<u64>,
+    /// Frames kept out of the fill ring for building frames (session mode).
+    tx_reserve: usize,
     in_flight: u32,
     counters: Counters,
     published: Arc<Published>,
     stop: Arc<AtomicBool>,
+    /// Copy of a captured frame for the session engine (allocated once).
+    scratch: Box<[u8]>,
 }
+
+/// The largest frame the engine may build in one UMEM chunk.
+const MAX_BUILD: usize = 4096;
 
 impl Worker {
     /// Assembles a worker. All of the UMEM's frames start in the free list.
@@ -125,14 +167,32 @@ impl Worker {
         umem: Umem,
         rx: Socket,
         tx: Option<Socket>,
-        logic: Stateless,
+        mode: Mode,
         published: Arc<Published>,
         stop: Arc<AtomicBool>,
     ) -> Self {
         let mut free = Vec::with_capacity(umem.frames() as usize);
         // Hand out frames highest first so the first ones used are at the start of the area.
         free.extend((0..umem.frames()).rev().map(|i| umem.frame_addr(i)));
-        Self { queue, umem, rx, tx, logic, free, in_flight: 0, counters: Counters::default(), published, stop }
+        let tx_reserve = match mode {
+            Mode::Stateless(_) => 0,
+            Mode::Session(_) => umem.frames() as usize / 2,
+        };
+        let scratch = vec![0u8; umem.frame_size() as usize].into_boxed_slice();
+        Self {
+            queue,
+            umem,
+            rx,
+            tx,
+            mode,
+            free,
+            tx_reserve,
+            in_flight: 0,
+            counters: Counters::default(),
+            published,
+            stop,
+            scratch,
+        }
     }
 
     /// The worker's published counters (read them from any thread).
@@ -148,24 +208,29 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             self.reclaim();
             self.refill();
-            let got = self.receive(&mut batch);
-            let sent = self.transmit(&batch[..got]);
+            let (busy, sent) = if matches!(self.mode, Mode::Stateless(_)) {
+                let (received, to_send) = self.receive(&mut batch);
+                let sent = self.transmit(&batch[..to_send]);
+                (received > 0, sent)
+            } else {
+                self.session_round()
+            };
             self.kick(sent);
             since_publish += 1;
-            if got == 0 && self.in_flight == 0 {
+            if !busy && self.in_flight == 0 {
                 idle += 1;
                 if idle >= SPIN_BEFORE_SLEEP {
-                    self.published.publish(&self.counters);
+                    self.publish();
                     since_publish = 0;
                     self.counters.idle_waits += 1;
-                    self.rx.wait_readable(SLEEP_MS);
+                    self.sleep();
                     idle = 0;
                 }
             } else {
                 idle = 0;
             }
             if since_publish >= PUBLISH_EVERY {
-                self.published.publish(&self.counters);
+                self.publish();
                 since_publish = 0;
             }
         }
@@ -176,8 +241,42 @@ impl Worker {
             self.reclaim();
             std::thread::yield_now();
         }
-        self.published.publish(&self.counters);
+        self.publish();
         self.counters
+    }
+
+    fn publish(&self) {
+        self.published.publish(&self.counters);
+        if let Mode::Session(s) = &self.mode {
+            s.published.publish(s.engine.counters().named().map(|(_, v)| v));
+        }
+    }
+
+    /// Blocks until a frame or (session mode) a header arrives, a timer is due, or 50 ms pass.
+    fn sleep(&mut self) {
+        match &self.mode {
+            Mode::Stateless(_) => {
+                self.rx.wait_readable(SLEEP_MS);
+            }
+            Mode::Session(s) => {
+                let timeout = s
+                    .engine
+                    .next_deadline()
+                    .map(|d| d.saturating_duration_since(Instant::now()).as_millis().min(SLEEP_MS as u128) as i32)
+                    .unwrap_or(SLEEP_MS);
+                if timeout == 0 {
+                    return;
+                }
+                s.link.sleeping.store(true, Ordering::SeqCst);
+                // Re-check after announcing we sleep: a header queued before the flag was set
+                // would otherwise wait for the timeout.
+                if s.link.headers.is_empty() {
+                    crate::xsk::sys::poll_readable2(self.rx.fd(), s.doorbell.fd(), timeout);
+                }
+                s.link.sleeping.store(false, Ordering::SeqCst);
+                s.doorbell.drain();
+            }
+        }
     }
 
     /// Completion ring → free list.
@@ -194,9 +293,9 @@ impl Worker {
         }
     }
 
-    /// Free list → fill ring.
+    /// Free list → fill ring (keeping `tx_reserve` frames for building).
     fn refill(&mut self) {
-        let want = self.free.len() as u32;
+        let want = self.free.len().saturating_sub(self.tx_reserve) as u32;
         if want == 0 {
             return;
         }
@@ -214,9 +313,10 @@ impl Worker {
         }
     }
 
-    /// RX ring → `batch` (verdicts applied in place). Returns how many entries of `batch` are
-    /// frames to transmit.
-    fn receive(&mut self, batch: &mut [Desc; BATCH as usize]) -> usize {
+    /// Stateless: RX ring → `batch` (verdicts applied in place). Returns (frames received,
+    /// entries of `batch` to transmit).
+    fn receive(&mut self, batch: &mut [Desc; BATCH as usize]) -> (u32, usize) {
+        let Mode::Stateless(logic) = &self.mode else { unreachable!("stateless only") };
         let rx = self.rx.rx.as_mut().expect("the RX socket has an RX ring");
         let n = rx.available(BATCH);
         let mut out = 0;
@@ -225,7 +325,7 @@ impl Worker {
             self.counters.rx_frames += 1;
             self.counters.rx_bytes += u64::from(desc.len);
             let verdict = match self.umem.from_addr_mut(desc.addr) {
-                Some(chunk) if chunk.len() >= desc.len as usize => self.logic.handle(&mut chunk[..desc.len as usize]),
+                Some(chunk) if chunk.len() >= desc.len as usize => logic.handle(&mut chunk[..desc.len as usize]),
                 _ => Verdict::Drop(Drop::BadDescriptor),
             };
             match verdict {
@@ -247,10 +347,11 @@ impl Worker {
         if n > 0 {
             rx.release(n);
         }
-        out
+        (n, out)
     }
 
-    /// `batch` → TX ring; frames that do not fit are dropped and counted. Returns how many went.
+    /// Stateless: `batch` → TX ring; frames that do not fit are dropped and counted. Returns how
+    /// many went.
     fn transmit(&mut self, batch: &[Desc]) -> u32 {
         if batch.is_empty() {
             return 0;
@@ -269,6 +370,61 @@ impl Worker {
         }
         self.in_flight += room as u32;
         room as u32
+    }
+
+    /// Session mode: headers from the control thread, a burst of captured frames, due timers.
+    /// Returns (did anything, frames put on the TX ring).
+    fn session_round(&mut self) -> (bool, u32) {
+        let now = Instant::now();
+        let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, .. } = self;
+        let Mode::Session(s) = mode else { unreachable!("session only") };
+        let tx_sock = tx.as_mut().unwrap_or(rx);
+        let mut sent = 0u32;
+        let mut busy = false;
+        {
+            let tx_ring = tx_sock.tx.as_mut().expect("the TX socket has a TX ring");
+            let mut out = UmemOut {
+                umem,
+                free,
+                tx: tx_ring,
+                link: &s.link,
+                wake_control: &*s.wake_control,
+                counters,
+                sent: &mut sent,
+            };
+            let mut headers = 0;
+            while let Some(h) = s.link.headers.pop() {
+                headers += 1;
+                match ResponseHeader::parse(h.as_bytes()) {
+                    Ok(hdr) => s.engine.on_response(now, &hdr, &mut out),
+                    Err(_) => out.counters.bad_headers += 1,
+                }
+                if headers == BATCH {
+                    break;
+                }
+            }
+            busy |= headers > 0;
+        }
+        // The RX socket is borrowed again for the burst (it may also be the TX socket).
+        let got = session_rx(umem, rx, tx, s, free, counters, scratch, &mut sent, now);
+        busy |= got > 0;
+        {
+            let tx_sock = tx.as_mut().unwrap_or(rx);
+            let tx_ring = tx_sock.tx.as_mut().expect("the TX socket has a TX ring");
+            let mut out = UmemOut {
+                umem,
+                free,
+                tx: tx_ring,
+                link: &s.link,
+                wake_control: &*s.wake_control,
+                counters,
+                sent: &mut sent,
+            };
+            s.engine.on_timers(now, &mut out);
+            tx_ring_submit(&mut out);
+        }
+        *in_flight += sent;
+        (busy || sent > 0, sent)
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode sends inside `sendto`, a
@@ -291,5 +447,129 @@ impl Worker {
                 break;
             }
         }
+    }
+}
+
+fn tx_ring_submit(out: &mut UmemOut<'_>) {
+    out.tx.submit();
+}
+
+/// Session mode's RX burst: each matching frame is copied to `scratch`, its UMEM frame goes
+/// straight back to the free list, and the engine gets the copy.
+#[allow(clippy::too_many_arguments)]
+fn session_rx(
+    umem: &mut Umem,
+    rx: &mut Socket,
+    tx: &mut Option<Socket>,
+    s: &mut Session,
+    free: &mut Vec<u64>,
+    counters: &mut Counters,
+    scratch: &mut [u8],
+    sent: &mut u32,
+    now: Instant,
+) -> u32 {
+    let ring = rx.rx.as_mut().expect("the RX socket has an RX ring");
+    let n = ring.available(BATCH);
+    if n == 0 {
+        return 0;
+    }
+    // Copy the burst's descriptors out first: the engine's output borrows the TX socket, which
+    // may be the RX socket itself.
+    let mut descs = [Desc { addr: 0, len: 0, options: 0 }; BATCH as usize];
+    for (i, d) in descs.iter_mut().enumerate().take(n as usize) {
+        *d = ring.get(i as u32);
+    }
+    ring.release(n);
+    let tx_sock = tx.as_mut().unwrap_or(rx);
+    let tx_ring = tx_sock.tx.as_mut().expect("the TX socket has a TX ring");
+    for d in &descs[..n as usize] {
+        counters.rx_frames += 1;
+        counters.rx_bytes += u64::from(d.len);
+        let len = d.len as usize;
+        let copied = match umem.get(d.addr, d.len) {
+            Some(bytes) if len <= scratch.len() => {
+                scratch[..len].copy_from_slice(bytes);
+                true
+            }
+            _ => false,
+        };
+        free.push(d.addr);
+        if !copied {
+            counters.drop(Drop::BadDescriptor);
+            continue;
+        }
+        let frame = &scratch[..len];
+        let parsed = match wire::parse::parse(frame) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                counters.drop(Drop::NotTcp);
+                continue;
+            }
+            Err(e) => {
+                counters.drop(Drop::Malformed);
+                counters.malformed[(e as usize).min(MALFORMED_SLOTS - 1)] += 1;
+                continue;
+            }
+        };
+        let Some(target) =
+            s.matches.iter().position(|(ip, port)| *port == parsed.dst_port && ip.is_none_or(|ip| ip == parsed.dst_ip))
+        else {
+            counters.drop(Drop::NoTransfer);
+            continue;
+        };
+        if !parsed.dst_ip.is_ipv4() {
+            counters.drop(Drop::FamilyMismatch);
+            continue;
+        }
+        let mut out =
+            UmemOut { umem, free, tx: tx_ring, link: &s.link, wake_control: &*s.wake_control, counters, sent };
+        s.engine.on_client(now, target, &parsed, frame, &mut out);
+    }
+    n
+}
+
+/// The engine's [`session::Output`] over this worker's UMEM, TX ring and control link.
+struct UmemOut<'a> {
+    umem: &'a mut Umem,
+    free: &'a mut Vec<u64>,
+    tx: &'a mut Producer<Desc>,
+    link: &'a WorkerLink,
+    wake_control: &'a (dyn Fn() + Send + Sync),
+    counters: &'a mut Counters,
+    sent: &'a mut u32,
+}
+
+impl session::Output for UmemOut<'_> {
+    fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        if self.tx.free(1) == 0 {
+            self.counters.drop(Drop::TxRingFull);
+            return false;
+        }
+        let Some(addr) = self.free.pop() else {
+            self.counters.no_free_frame += 1;
+            return false;
+        };
+        let (base, _) = self.umem.chunk_bounds(addr);
+        let Some(chunk) = self.umem.from_addr_mut(base) else {
+            self.free.push(addr);
+            return false;
+        };
+        let room = chunk.len().min(MAX_BUILD);
+        let len = build(&mut chunk[..room]);
+        if len == 0 || len > room {
+            self.free.push(base);
+            return false;
+        }
+        self.tx.push(Desc { addr: base, len: len as u32, options: 0 });
+        *self.sent += 1;
+        self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
+        true
+    }
+
+    fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+        let ok = self.link.push_add(SessionAdd { client, target });
+        (self.wake_control)();
+        ok
     }
 }

@@ -12,7 +12,7 @@ pub mod umem;
 
 pub use ring::{Consumer, Producer};
 pub use socket::{Config, CopyMode, Error, Socket, Statistics, StatsHandle};
-pub use sys::{Kick, SyscallError};
+pub use sys::{Doorbell, Kick, SyscallError};
 pub use umem::Umem;
 
 /// A descriptor on the RX and TX rings: UMEM address, length, options.

@@ -6,7 +6,7 @@ use std::{
     ffi::CString,
     io,
     mem::{size_of, MaybeUninit},
-    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
 };
 
 use memmap2::{MmapMut, MmapOptions};
@@ -210,4 +210,54 @@ pub fn xdp_link_create(prog_fd: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Res
     }
     // SAFETY: a fresh fd returned by the kernel, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An eventfd another thread rings to wake a worker blocked in [`poll_readable2`].
+#[derive(Debug)]
+pub struct Doorbell(OwnedFd);
+
+impl Doorbell {
+    /// Creates a non-blocking eventfd.
+    ///
+    /// # Errors
+    /// When `eventfd` fails.
+    pub fn new() -> Result<Self> {
+        // SAFETY: plain syscall; on success the fd is new and owned by nobody else.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(SyscallError::last("eventfd"));
+        }
+        // SAFETY: fresh fd from eventfd().
+        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// Wakes the waiter (any thread).
+    pub fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes the 8 bytes of `one`, the size eventfd expects. A full counter (EAGAIN)
+        // means the waiter is already due to wake: nothing to do.
+        let _ = unsafe { libc::write(self.0.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears pending rings (the waiter, after waking).
+    pub fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads at most 8 bytes into `v`; EAGAIN when nothing is pending.
+        let _ = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// The fd to wait on.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+/// Blocks until `a` or `b` is readable or `timeout_ms` passes.
+pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) {
+    let mut pfds = [
+        libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: two valid pollfds, count 2.
+    let _ = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
 }

@@ -1,0 +1,1294 @@
+//! The engine: event entry points, the session lifecycle, and the per-packet rules.
+//!
+//! [`Engine`] owns the table, the timer heap and the slab of sessions; `Core` owns everything
+//! a session's logic touches besides the session itself (configuration, targets, the segment
+//! pool, counters). An event takes the session out of its slot, runs `Core` logic on it, puts
+//! it back and then removes it (if it died), reorders the LRU and reschedules its timer. That
+//! keeps the borrows simple and makes every removal happen in one place.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use super::build::{self, Endpoints, Fake, FAKE_WINDOW};
+use super::pool::{Pool, Seg, NIL};
+use super::response::ResponseHeader;
+use super::state::{after, before, Phase, Session};
+use super::table::{key, Table};
+use super::timer::Timers;
+use super::{Config, Counters, Output, Target};
+use crate::wire::parse::{Family, Parsed};
+use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
+use crate::wire::{ipv4, tcp, IPPROTO_TCP};
+
+/// The smallest rtt used for timers (rtt ≤ 1 ms is LAN mode).
+const MS: Duration = Duration::from_millis(1);
+/// The smallest timer delay: a timer armed while timers run is never due in the same run.
+const MIN_DELAY: Duration = Duration::from_micros(1);
+/// How long packets older than the captured SYN are discarded (§3.11).
+const GUARD: Duration = Duration::from_secs(600);
+/// A forward jump this large in the captured stream means the tuple was reused (§3.11).
+const HOP: u32 = 1 << 24;
+/// Above this many buffered segments the delayed-ACK path halves the rtt (§3.8).
+const MANY_SEGS: u32 = 64;
+
+/// Return `now + d`, at least [`MIN_DELAY`] later.
+fn at(now: Instant, d: Duration) -> Instant {
+    now + d.max(MIN_DELAY)
+}
+
+/// A captured segment (one piece after the MTU split), before it is stored.
+#[derive(Clone, Copy)]
+struct Incoming<'a> {
+    ip_hdr: &'a [u8],
+    tcp_hdr: &'a [u8],
+    payload: &'a [u8],
+    src: Ipv4Addr,
+    sport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    ip_id: u16,
+}
+
+impl Incoming<'_> {
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn end(&self) -> u32 {
+        self.seq
+            .wrapping_add(self.payload.len() as u32)
+            .wrapping_add(u32::from(self.has(SYN)))
+            .wrapping_add(u32::from(self.has(FIN)))
+    }
+}
+
+/// Read a client frame afresh from its own bytes (`parsed` only locates the IP header), so a
+/// `Parsed` that does not match the frame cannot cause a panic.
+fn read_client<'a>(frame: &'a [u8], parsed: &Parsed) -> Option<Incoming<'a>> {
+    if parsed.family != Family::V4 {
+        return None;
+    }
+    let l3 = parsed.l3_offset;
+    let ip = ipv4::Packet::new_checked(frame.get(l3..)?).ok()?;
+    if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
+        return None;
+    }
+    let l4 = l3 + usize::from(ip.header_len());
+    let end = l3 + usize::from(ip.total_len());
+    let t = tcp::Packet::new_checked(frame.get(l4..end)?).ok()?;
+    let data = l4 + usize::from(t.header_len());
+    let flags = t.flags();
+    Some(Incoming {
+        ip_hdr: &frame[l3..l4],
+        tcp_hdr: &frame[l4..data],
+        // A SYN's or RST's payload is not replayed (no TCP Fast Open, RST diagnostics).
+        payload: if flags & (SYN | RST) != 0 { &[] } else { &frame[data..end] },
+        src: ip.src_addr(),
+        sport: t.src_port(),
+        seq: t.seq_number(),
+        ack: t.ack_number(),
+        flags,
+        ip_id: ip.ident(),
+    })
+}
+
+/// The per-worker session engine; see the module docs of [`crate::session`].
+pub struct Engine {
+    core: Core,
+    sessions: Vec<Option<Session>>,
+    table: Table,
+    timers: Timers,
+    next_gen: u32,
+}
+
+/// Everything session logic needs besides the session.
+struct Core {
+    cfg: Config,
+    targets: Vec<Target>,
+    pool: Pool,
+    c: Counters,
+}
+
+impl Engine {
+    /// Create an engine for `targets`, preallocating the session table, the timer heap and the
+    /// segment pool. Degenerate sizes are raised to 1.
+    pub fn new(config: Config, targets: Vec<Target>) -> Self {
+        let cap = config.max_sessions.max(1);
+        Engine {
+            sessions: (0..cap).map(|_| None).collect(),
+            table: Table::new(cap),
+            timers: Timers::new(2 * cap + 64),
+            next_gen: 0,
+            core: Core { pool: Pool::new(config.pool_bytes), cfg: config, targets, c: Counters::default() },
+        }
+    }
+
+    /// Return the configuration.
+    pub fn config(&self) -> &Config {
+        &self.core.cfg
+    }
+
+    /// Return the counters.
+    pub fn counters(&self) -> &Counters {
+        &self.core.c
+    }
+
+    /// Return the number of sessions in the table (time-wait included).
+    pub fn active_sessions(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Return the free chunks of the segment pool.
+    #[cfg(test)]
+    pub(crate) fn core_pool_free_chunks(&self) -> usize {
+        self.core.pool.free_chunks()
+    }
+
+    /// Return when [`Engine::on_timers`] next has something to do (possibly earlier).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.peek().map(|e| e.0)
+    }
+
+    /// Handle a captured client frame (Ethernet) already parsed by `wire::parse`, for
+    /// `targets[target]`. Frames that are not IPv4 TCP, or do not match `parsed`, are counted
+    /// in `clt_malformed`.
+    pub fn on_client(&mut self, now: Instant, target: usize, parsed: &Parsed, frame: &[u8], out: &mut dyn Output) {
+        let Some(inc) = read_client(frame, parsed).filter(|_| target < self.core.targets.len()) else {
+            self.core.c.clt_malformed += 1;
+            return;
+        };
+        // §3.1 step 7: we make our own ACKs.
+        let bare = inc.payload.is_empty() && !inc.has(SYN | FIN | RST);
+        if bare {
+            let k = key(inc.src, inc.sport);
+            if let Some(slot) = self.table.get(k) {
+                if self.sessions[slot as usize].as_ref().is_some_and(|s| s.established) {
+                    self.core.c.clt_pure_ack_suppressed += 1;
+                    return;
+                }
+            }
+        }
+        let c = &mut self.core.c;
+        c.clt_packets += 1;
+        c.clt_syn += u64::from(inc.has(SYN));
+        c.clt_payload += u64::from(!inc.payload.is_empty());
+
+        // §3.16: split anything longer than the MTU.
+        let ip_len = inc.ip_hdr.len() + inc.tcp_hdr.len() + inc.payload.len();
+        if ip_len <= usize::from(self.core.cfg.mtu) {
+            self.on_segment(now, target, inc, out);
+            return;
+        }
+        let max = usize::from(self.core.cfg.mtu).saturating_sub(inc.ip_hdr.len() + inc.tcp_hdr.len());
+        if max == 0 {
+            self.core.c.clt_malformed += 1;
+            return;
+        }
+        self.core.c.split += 1;
+        let pieces = inc.payload.len().div_ceil(max);
+        for (i, piece) in inc.payload.chunks(max).enumerate() {
+            let last = i + 1 == pieces;
+            let piece = Incoming {
+                payload: piece,
+                seq: inc.seq.wrapping_add((i * max) as u32),
+                flags: if last { inc.flags } else { inc.flags & !(FIN | PSH) },
+                ip_id: inc.ip_id.wrapping_add(i as u16),
+                ..inc
+            };
+            self.on_segment(now, target, piece, out);
+        }
+    }
+
+    /// Handle a response header returned by intercept.
+    pub fn on_response(&mut self, now: Instant, hdr: &ResponseHeader, out: &mut dyn Output) {
+        let c = &mut self.core.c;
+        c.resp += 1;
+        c.resp_payload += u64::from(hdr.payload_len > 0);
+        c.resp_fin += u64::from(hdr.has(FIN));
+        c.resp_rst += u64::from(hdr.has(RST));
+        let k = key(*hdr.dst.ip(), hdr.dst.port());
+        let Some(slot) = self.table.get(k) else {
+            c.unknown_response += 1;
+            return;
+        };
+        let Some(mut s) = self.sessions[slot as usize].take() else {
+            return;
+        };
+        let t = &self.core.targets[s.target];
+        if t.ip == *hdr.src.ip() && t.port == hdr.src.port() {
+            self.core.response(now, &mut s, hdr, out);
+        } else {
+            self.core.c.unknown_response += 1;
+        }
+        self.sessions[slot as usize] = Some(s);
+        self.settle(slot, true);
+    }
+
+    /// Run every due timer. Cheap when nothing is due.
+    pub fn on_timers(&mut self, now: Instant, out: &mut dyn Output) {
+        while let Some((when, slot, gen)) = self.timers.pop_due(now) {
+            let live = self.sessions[slot as usize].as_ref().is_some_and(|s| s.gen == gen && s.scheduled == Some(when));
+            if !live {
+                continue;
+            }
+            let Some(mut s) = self.sessions[slot as usize].take() else {
+                continue;
+            };
+            s.scheduled = None;
+            self.core.timers(now, &mut s, out);
+            self.sessions[slot as usize] = Some(s);
+            self.settle(slot, false);
+        }
+    }
+
+    /// Handle one segment (a whole captured packet, or one piece of a split one).
+    fn on_segment(&mut self, now: Instant, target: usize, inc: Incoming, out: &mut dyn Output) {
+        let k = key(inc.src, inc.sport);
+        let mut rtt = self.core.cfg.default_rtt.unwrap_or(MS);
+        let mut slot = self.table.get(k);
+        if let Some(i) = slot {
+            let Some(s) = self.sessions[i as usize].as_mut() else {
+                return;
+            };
+            let new_data = !inc.payload.is_empty() && !before(inc.seq, s.max_end);
+            let replace = if s.over {
+                if inc.has(SYN) || new_data {
+                    Some(false)
+                } else {
+                    self.core.c.clt_time_wait += 1;
+                    return;
+                }
+            } else if inc.has(SYN) {
+                if s.syn_seen && inc.seq == s.syn_seq {
+                    self.core.c.clt_retrans += 1;
+                    return;
+                }
+                Some(true)
+            } else if new_data && (HOP..1 << 31).contains(&inc.seq.wrapping_sub(s.max_end)) {
+                Some(true)
+            } else {
+                None
+            };
+            if let Some(port_reuse) = replace {
+                rtt = self.core.cfg.default_rtt.unwrap_or(s.rtt);
+                if port_reuse {
+                    self.core.c.port_reuse += 1;
+                }
+                if let Some(mut s) = self.sessions[i as usize].take() {
+                    self.core.end(now, &mut s, out, true);
+                    self.sessions[i as usize] = Some(s);
+                }
+                self.remove(i);
+                slot = None;
+            }
+        }
+        let slot = match slot {
+            Some(i) => i,
+            None => {
+                if !inc.has(SYN) && inc.payload.is_empty() {
+                    self.core.c.clt_no_session += 1;
+                    return;
+                }
+                if !inc.has(SYN) && self.core.cfg.only_syn_sessions {
+                    self.core.c.clt_no_syn += 1;
+                    return;
+                }
+                self.create(now, k, target, &inc, rtt, out)
+            }
+        };
+        let Some(mut s) = self.sessions[slot as usize].take() else {
+            return;
+        };
+        self.core.client_segment(now, &mut s, &inc, out);
+        self.sessions[slot as usize] = Some(s);
+        self.settle(slot, true);
+    }
+
+    /// Create a session for `inc` (evicting the least recently active one if the table is
+    /// full) and return its slot.
+    fn create(
+        &mut self,
+        now: Instant,
+        k: u64,
+        target: usize,
+        inc: &Incoming,
+        rtt: Duration,
+        out: &mut dyn Output,
+    ) -> u32 {
+        if self.table.len() == self.table.capacity() {
+            if let Some(victim) = self.table.lru() {
+                if let Some(mut s) = self.sessions[victim as usize].take() {
+                    self.core.end(now, &mut s, out, true);
+                    self.sessions[victim as usize] = Some(s);
+                }
+                self.remove(victim);
+                self.core.c.evicted += 1;
+            }
+        }
+        let slot = self.table.insert(k).expect("a slot is free after eviction");
+        self.next_gen = self.next_gen.wrapping_add(1);
+        let mut s = Session::new(now, k, self.next_gen, inc.src, inc.sport, target, rtt);
+        s.max_end = inc.end();
+        if inc.has(SYN) {
+            s.syn_seen = true;
+            s.syn_seq = inc.seq;
+            if self.core.cfg.default_rtt.is_none() {
+                s.rtt_start = Some(now);
+            }
+        }
+        self.sessions[slot as usize] = Some(s);
+        self.core.c.active = self.table.len() as u64;
+        slot
+    }
+
+    /// Delete the session in `slot` and free its segments.
+    fn remove(&mut self, slot: u32) {
+        if let Some(mut s) = self.sessions[slot as usize].take() {
+            self.core.free_all(&mut s);
+            self.table.remove(s.key, slot);
+            self.core.c.released += 1;
+            self.core.c.active = self.table.len() as u64;
+        }
+    }
+
+    /// After an event: remove a dead session, or update its LRU position and wake-up.
+    fn settle(&mut self, slot: u32, active: bool) {
+        let Some(s) = self.sessions[slot as usize].as_ref() else {
+            return;
+        };
+        if s.dead {
+            self.remove(slot);
+            return;
+        }
+        if s.over {
+            self.table.demote(slot);
+        } else if active {
+            self.table.touch(slot);
+        }
+        self.reschedule(slot);
+    }
+
+    /// Make sure the heap holds an entry no later than the session's next deadline.
+    fn reschedule(&mut self, slot: u32) {
+        let Some(s) = self.sessions[slot as usize].as_mut() else {
+            return;
+        };
+        let Some(w) = self.core.next_wake(s) else {
+            return;
+        };
+        if s.scheduled.is_some_and(|d| d <= w) {
+            return;
+        }
+        if self.timers.push((w, slot, s.gen)) {
+            s.scheduled = Some(w);
+        } else {
+            self.rebuild_timers();
+        }
+    }
+
+    /// Rebuild the heap with one entry per session (drops every stale entry).
+    fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        for (slot, s) in self.sessions.iter_mut().enumerate() {
+            let Some(s) = s.as_mut() else { continue };
+            s.scheduled = None;
+            if let Some(w) = self.core.next_wake(s) {
+                if self.timers.push((w, slot as u32, s.gen)) {
+                    s.scheduled = Some(w);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a response of this IP total length is "full" (§3.8).
+fn full_size(total_len: u16, mtu: u16) -> bool {
+    matches!(total_len, 576 | 1492 | 1500) || total_len == mtu || total_len >= 2048
+}
+
+impl Core {
+    // ---------------------------------------------------------------- sending
+
+    fn endpoints(&self, s: &Session) -> Endpoints {
+        let t = &self.targets[s.target];
+        Endpoints {
+            src_mac: t.src_mac,
+            dst_mac: t.dst_mac,
+            src_ip: s.client_ip,
+            dst_ip: t.ip,
+            src_port: s.client_port,
+            dst_port: t.port,
+        }
+    }
+
+    /// Count a transmit attempt.
+    fn account(&mut self, sent: bool, too_small: bool, flags: u8, payload: bool, first: bool) {
+        let c = &mut self.c;
+        if !sent {
+            c.tx_no_buffer += 1;
+        } else if too_small {
+            c.tx_buffer_too_small += 1;
+        } else {
+            c.sent += 1;
+            c.sent_syn += u64::from(flags & SYN != 0);
+            c.sent_fin += u64::from(flags & FIN != 0);
+            c.sent_rst += u64::from(flags & RST != 0);
+            c.sent_payload += u64::from(payload && first);
+        }
+    }
+
+    /// Transmit a made-up packet.
+    fn fake(&mut self, s: &Session, f: Fake, out: &mut dyn Output) {
+        let e = self.endpoints(s);
+        let mut too_small = false;
+        let sent = out.transmit(&mut |buf| {
+            let n = build::fake(buf, &e, &f);
+            too_small = n == 0;
+            n
+        });
+        self.account(sent, too_small, f.flags, false, true);
+    }
+
+    /// Transmit a made-up ACK (with timestamps if negotiated) of `seq` / `target_ack_seq`.
+    fn fake_ack(&mut self, s: &mut Session, seq: u32, out: &mut dyn Output) {
+        s.ip_id = s.ip_id.wrapping_add(1);
+        let f = Fake {
+            id: s.ip_id,
+            seq,
+            ack: s.ack,
+            flags: ACK,
+            mss: None,
+            ts: s.ts_on.then_some((s.ts_value, s.ts_ec_r)),
+        };
+        self.fake(s, f, out);
+    }
+
+    /// Transmit a made-up RST+ACK.
+    fn fake_rst(&mut self, s: &mut Session, seq: u32, ack: u32, out: &mut dyn Output) {
+        s.ip_id = s.ip_id.wrapping_add(1);
+        let f = Fake { id: s.ip_id, seq, ack, flags: RST | ACK, mss: None, ts: None };
+        self.fake(s, f, out);
+    }
+
+    /// The passive RST that ends a session (§3.9).
+    fn passive_rst(&mut self, s: &mut Session, out: &mut dyn Output) {
+        let seq = s.nxt.wrapping_sub(u32::from(s.client_fin));
+        self.fake_rst(s, seq, s.ack, out);
+    }
+
+    /// Transmit stored segment `d`: at `seq` (default: its first unsent byte), with the ack,
+    /// window and timestamps rewritten. `first` is false for retransmissions.
+    fn send_seg(&mut self, s: &mut Session, d: u32, seq: Option<u32>, first: bool, out: &mut dyn Output) {
+        let seg = *self.pool.seg(d);
+        let (ihl, thl) = (usize::from(seg.ip_hlen), usize::from(seg.tcp_hlen));
+        let mut ip = [0u8; 60];
+        let mut th = [0u8; 60];
+        self.pool.read(d, 0, &mut ip[..ihl]);
+        self.pool.read(d, ihl, &mut th[..thl]);
+        let th_len = thl;
+        let th = &mut th[..th_len];
+        th[4..8].copy_from_slice(&seq.unwrap_or(seg.start()).to_be_bytes());
+        if seg.any(ACK) {
+            th[8..12].copy_from_slice(&s.ack.to_be_bytes());
+        }
+        if s.fake {
+            th[14..16].copy_from_slice(&FAKE_WINDOW.to_be_bytes());
+        }
+        build::strip_sack(th);
+        if s.ts_on {
+            if let Some(o) = build::find_ts(th) {
+                let val = u32::from_be_bytes([th[o], th[o + 1], th[o + 2], th[o + 3]]);
+                if before(val, s.ts_value) {
+                    th[o..o + 4].copy_from_slice(&s.ts_value.to_be_bytes());
+                } else {
+                    s.ts_value = val;
+                }
+                th[o + 4..o + 8].copy_from_slice(&s.ts_ec_r.to_be_bytes());
+            }
+        }
+        let plen = seg.len() as usize;
+        let poff = ihl + thl + seg.skip as usize;
+        let e = self.endpoints(s);
+        let pool = &self.pool;
+        let mut too_small = false;
+        let sent = out.transmit(&mut |buf| {
+            let n = build::captured(buf, &e, &ip[..ihl], th, plen, |dst| pool.read(d, poff, dst));
+            too_small = n == 0;
+            n
+        });
+        self.account(sent, too_small, seg.flags, plen > 0, first);
+        if first {
+            s.ip_id = seg.ip_id;
+            if seg.any(ACK) {
+                s.last_ack_sent = Some(seg.ack);
+            }
+        }
+    }
+
+    /// Send the unsent head `d` for the first time and advance past it.
+    fn send_next(&mut self, now: Instant, s: &mut Session, d: u32, out: &mut dyn Output) {
+        self.send_seg(s, d, None, true, out);
+        let seg = *self.pool.seg(d);
+        if after(seg.end(), s.nxt) {
+            s.nxt = seg.end();
+        }
+        if seg.len() > 0 || seg.any(FIN) {
+            s.t_rto = Some(at(now, self.cfg.rto));
+        }
+        if seg.len() > 0 || seg.any(SYN | FIN) {
+            // Kept for retransmission until acked.
+            s.last_sent = d;
+            s.unsent = seg.next;
+        } else {
+            self.unlink(s, s.last_sent, d);
+        }
+    }
+
+    /// Retransmit the first sent segment the target has not fully acked; false if none.
+    fn retransmit(&mut self, s: &mut Session, out: &mut dyn Output) -> bool {
+        let mut i = s.head;
+        while i != NIL && i != s.unsent {
+            let seg = *self.pool.seg(i);
+            if after(seg.end(), s.rep_ack) && !seg.any(SYN) {
+                self.send_seg(s, i, None, false, out);
+                self.c.retransmit += 1;
+                s.retransmitted = true;
+                return true;
+            }
+            i = seg.next;
+        }
+        false
+    }
+
+    /// Send CLIENT_ADD before a new connection's SYN; on failure the session dies.
+    fn open(&mut self, s: &mut Session, out: &mut dyn Output) -> bool {
+        let t = self.targets[s.target].addr();
+        if out.client_add(SocketAddrV4::new(s.client_ip, s.client_port), t) {
+            true
+        } else {
+            self.c.client_add_failed += 1;
+            s.dead = true;
+            false
+        }
+    }
+
+    fn arm_syn(&mut self, now: Instant, s: &mut Session) {
+        s.phase = Phase::SynSent;
+        s.syn_backoff = self.cfg.syn_rto;
+        s.t_syn = Some(at(now, self.cfg.syn_rto));
+        s.t_establish = Some(at(now, self.cfg.establish_timeout));
+    }
+
+    // ---------------------------------------------------------------- the segment list
+
+    /// Unlink segment `d` (whose predecessor is `prev`) and free it.
+    fn unlink(&mut self, s: &mut Session, prev: u32, d: u32) {
+        let seg = *self.pool.seg(d);
+        if prev == NIL {
+            s.head = seg.next;
+        } else {
+            self.pool.seg_mut(prev).next = seg.next;
+        }
+        if s.tail == d {
+            s.tail = prev;
+        }
+        if s.unsent == d {
+            s.unsent = seg.next;
+        }
+        if s.last_sent == d {
+            s.last_sent = prev;
+        }
+        s.segs -= 1;
+        s.buffered -= seg.stored();
+        self.pool.free(d);
+    }
+
+    /// Drop the unsent head `d` as useless.
+    fn discard(&mut self, s: &mut Session, d: u32) {
+        self.c.clt_discarded += 1;
+        self.unlink(s, s.last_sent, d);
+    }
+
+    /// Free every segment of `s`.
+    fn free_all(&mut self, s: &mut Session) {
+        let mut i = s.head;
+        while i != NIL {
+            let next = self.pool.seg(i).next;
+            self.pool.free(i);
+            i = next;
+        }
+        s.head = NIL;
+        s.tail = NIL;
+        s.unsent = NIL;
+        s.last_sent = NIL;
+        s.segs = 0;
+        s.buffered = 0;
+    }
+
+    /// Free the sent segments the target has fully acked (§3.4 rule 7).
+    fn remove_acked(&mut self, s: &mut Session) {
+        while s.head != NIL && s.head != s.unsent && !after(self.pool.seg(s.head).end(), s.rep_ack) {
+            self.unlink(s, NIL, s.head);
+        }
+    }
+
+    /// Return whether captured payload is still unsent.
+    fn has_unsent_payload(&self, s: &Session) -> bool {
+        let mut i = s.unsent;
+        while i != NIL {
+            let seg = self.pool.seg(i);
+            if seg.len() > 0 {
+                return true;
+            }
+            i = seg.next;
+        }
+        false
+    }
+
+    /// Buffer a captured segment in processing order; false if it was dropped (the session
+    /// may have ended).
+    fn insert(&mut self, now: Instant, s: &mut Session, inc: &Incoming, out: &mut dyn Output) -> bool {
+        let stored = inc.ip_hdr.len() + inc.tcp_hdr.len() + inc.payload.len();
+        let plen = inc.payload.len() as u32;
+        let same = |seg: &Seg| seg.seq == inc.seq && seg.payload_len == plen && seg.flags == inc.flags;
+        // Find the insertion point: after the sent prefix, in sequence order, after equals.
+        let (prev, next) = if s.unsent == NIL || s.tail == NIL || !before(inc.seq, self.pool.seg(s.tail).seq) {
+            if s.tail != NIL && same(self.pool.seg(s.tail)) {
+                self.c.clt_retrans += 1;
+                return false;
+            }
+            (s.tail, NIL)
+        } else {
+            let (mut prev, mut cur) = (s.last_sent, s.unsent);
+            while cur != NIL && !before(inc.seq, self.pool.seg(cur).seq) {
+                if same(self.pool.seg(cur)) {
+                    self.c.clt_retrans += 1;
+                    return false;
+                }
+                prev = cur;
+                cur = self.pool.seg(cur).next;
+            }
+            (prev, cur)
+        };
+        if s.buffered + stored > self.cfg.max_buffered_bytes {
+            self.c.buffer_overflow += 1;
+            self.c.obsolete += 1;
+            self.end(now, s, out, true);
+            return false;
+        }
+        let mut ip = [0u8; 60];
+        let mut th = [0u8; 60];
+        let (ip, th) = (&mut ip[..inc.ip_hdr.len()], &mut th[..inc.tcp_hdr.len()]);
+        ip.copy_from_slice(inc.ip_hdr);
+        th.copy_from_slice(inc.tcp_hdr);
+        ip[4..6].copy_from_slice(&inc.ip_id.to_be_bytes());
+        th[4..8].copy_from_slice(&inc.seq.to_be_bytes());
+        th[13] = inc.flags;
+        let meta = Seg {
+            next: NIL,
+            chunk: NIL,
+            seq: inc.seq,
+            ack: inc.ack,
+            skip: 0,
+            payload_len: plen,
+            ip_id: inc.ip_id,
+            flags: inc.flags,
+            ip_hlen: ip.len() as u8,
+            tcp_hlen: th.len() as u8,
+        };
+        let Some(d) = self.pool.alloc(meta, [ip, th, inc.payload]) else {
+            self.c.pool_exhausted += 1;
+            self.end(now, s, out, true);
+            return false;
+        };
+        self.pool.seg_mut(d).next = next;
+        if prev == NIL {
+            s.head = d;
+        } else {
+            self.pool.seg_mut(prev).next = d;
+        }
+        if next == NIL {
+            s.tail = d;
+        }
+        if s.unsent == next {
+            s.unsent = d;
+        }
+        s.segs += 1;
+        s.buffered += stored;
+        if after(inc.end(), s.max_end) {
+            s.max_end = inc.end();
+        }
+        true
+    }
+
+    // ---------------------------------------------------------------- client side
+
+    /// Buffer a client segment and release what the rules allow.
+    fn client_segment(&mut self, now: Instant, s: &mut Session, inc: &Incoming, out: &mut dyn Output) {
+        if let Some(t0) = s.rtt_start {
+            if !inc.has(SYN) {
+                // §3.8: the clock runs from the SYN to the next client packet.
+                s.rtt = now.saturating_duration_since(t0);
+                s.rtt_start = None;
+            }
+        }
+        if s.syn_seen && !inc.has(SYN) && now.saturating_duration_since(s.created) < GUARD && before(inc.seq, s.syn_seq)
+        {
+            self.c.clt_stale += 1;
+            return;
+        }
+        if s.phase != Phase::Closed
+            && !inc.has(SYN | RST)
+            && (!inc.payload.is_empty() || inc.has(FIN))
+            && !after(inc.end(), s.nxt)
+        {
+            self.c.clt_retrans += 1;
+            return;
+        }
+        if self.insert(now, s, inc, out) {
+            self.drain(now, s, out);
+        }
+    }
+
+    /// Release buffered segments in order while the rules allow (§3.7).
+    fn drain(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        while !s.over && !s.dead && s.unsent != NIL {
+            if !self.step(now, s, s.unsent, out) {
+                break;
+            }
+        }
+    }
+
+    /// Rule 6: the client had received server data first; wait for the target's greeting.
+    fn greeting_wait(&self, s: &Session, seg: &Seg) -> bool {
+        !s.sent_request
+            && !s.greeting_received
+            && seg.any(ACK)
+            && seg.start() == s.nxt
+            && s.last_ack_sent.is_some_and(|a| after(seg.ack, a))
+    }
+
+    /// Apply the rules to the unsent head `d`; true to go on with the next segment.
+    fn step(&mut self, now: Instant, s: &mut Session, d: u32, out: &mut dyn Output) -> bool {
+        let seg = *self.pool.seg(d);
+        // Rule 1: handshake pending, zero window, or rebuilding.
+        if s.phase == Phase::SynSent || s.window_full || s.t_reconstruct.is_some() {
+            return false;
+        }
+        // Rule 2: RST, held while a response is awaited.
+        if seg.any(RST) {
+            if s.phase == Phase::Closed {
+                self.discard(s, d);
+                return true;
+            }
+            if s.awaiting {
+                return false;
+            }
+            let seq = if before(seg.seq, s.nxt) { s.nxt } else { seg.seq };
+            self.send_seg(s, d, Some(seq), true, out);
+            self.end(now, s, out, false);
+            return false;
+        }
+        // Rule 3: the captured SYN.
+        if seg.any(SYN) {
+            if s.phase != Phase::Closed {
+                self.discard(s, d);
+                return true;
+            }
+            if !self.open(s, out) {
+                return false;
+            }
+            s.fake = false;
+            s.syn_out_seq = seg.seq;
+            s.nxt = seg.seq.wrapping_add(1);
+            self.send_next(now, s, d, out);
+            self.arm_syn(now, s);
+            return false;
+        }
+        // Rule 5: first seen mid-stream (or rebuilding): a fake SYN.
+        if s.phase == Phase::Closed {
+            if seg.len() == 0 {
+                self.discard(s, d);
+                return true;
+            }
+            if !self.open(s, out) {
+                return false;
+            }
+            if s.reconnect {
+                self.c.reconnect += 1;
+            } else {
+                self.c.fake_syn += 1;
+            }
+            s.reconnect = false;
+            s.fake = true;
+            let f = Fake {
+                id: seg.ip_id.wrapping_sub(2),
+                seq: seg.start().wrapping_sub(1),
+                ack: 0,
+                flags: SYN,
+                mss: Some(self.cfg.mss),
+                ts: None,
+            };
+            s.ip_id = f.id;
+            s.syn_out_seq = f.seq;
+            s.syn_out_id = f.id;
+            s.nxt = seg.start();
+            self.fake(s, f, out);
+            self.arm_syn(now, s);
+            return false;
+        }
+        // Rule 4: a bare FIN.
+        if seg.any(FIN) && seg.len() == 0 {
+            if before(seg.seq, s.nxt) {
+                self.c.clt_retrans += 1;
+                self.unlink(s, s.last_sent, d);
+                return true;
+            }
+            if self.greeting_wait(s, &seg) {
+                return false;
+            }
+            if s.awaiting {
+                if s.last_ack_sent == Some(seg.ack) {
+                    // The client saw no more response: the response may be complete.
+                    s.delay_send = true;
+                    if s.t_delay.is_none() {
+                        s.t_delay = Some(at(now, s.rtt.max(MS)));
+                    }
+                }
+                return false;
+            }
+            if after(seg.seq, s.nxt) {
+                s.lost_since.get_or_insert(now);
+                return false;
+            }
+            if s.rep_ack != seg.seq {
+                return false;
+            }
+            self.send_next(now, s, d, out);
+            s.client_fin = true;
+            if s.server_fin {
+                self.end(now, s, out, false);
+                return false;
+            }
+            s.t_linger = Some(at(now, self.cfg.time_wait));
+            return true;
+        }
+        // Rule 6: greeting wait.
+        if self.greeting_wait(s, &seg) {
+            return false;
+        }
+        if seg.len() > 0 {
+            // Rule 7d: ordering.
+            if after(seg.start(), s.nxt) {
+                s.lost_since.get_or_insert(now);
+                return false;
+            }
+            if before(seg.start(), s.nxt) {
+                let data_end = seg.seq.wrapping_add(seg.payload_len);
+                if !after(data_end, s.nxt) {
+                    self.c.clt_retrans += 1;
+                    self.unlink(s, s.last_sent, d);
+                    return true;
+                }
+                self.pool.seg_mut(d).skip = s.nxt.wrapping_sub(seg.seq);
+            }
+            let seg = *self.pool.seg(d);
+            s.lost_since = None;
+            // Rule 7a.
+            s.established = true;
+            // Rule 7b: flow control against the target's window.
+            let in_flight = s.nxt.wrapping_sub(s.rep_ack);
+            if in_flight > 0 && u64::from(in_flight) + u64::from(seg.len()) > u64::from(s.peer_window) {
+                s.delay_send = true;
+                return false;
+            }
+            // Rule 7c: pacing; 7e: continuation of the current request.
+            if s.awaiting {
+                if !self.cfg.wait_response {
+                    s.awaiting = false;
+                } else if s.last_ack_sent != Some(seg.ack) {
+                    return false;
+                }
+            }
+            if !s.awaiting {
+                // Rule 8: a new request. Its ack covers the previous response.
+                s.awaiting = true;
+                s.resp_data = false;
+                s.t_delay = None;
+            }
+            s.sent_request = true;
+            s.delay_send = false;
+            self.send_next(now, s, d, out);
+            return true;
+        }
+        // Rule 8: the client's 3rd-handshake ACK; anything else bare is dropped.
+        if !s.established && seg.start() == s.nxt {
+            s.established = true;
+            self.send_next(now, s, d, out);
+            return true;
+        }
+        self.discard(s, d);
+        true
+    }
+
+    // ---------------------------------------------------------------- response side
+
+    /// Handle a response header for session `s`.
+    fn response(&mut self, now: Instant, s: &mut Session, h: &ResponseHeader, out: &mut dyn Output) {
+        s.last_resp_at = now;
+        let plen = u32::from(h.payload_len);
+        if s.over {
+            // §3.12: the first late response is ignored, later ones get a RST.
+            if !s.tw_resp_seen {
+                s.tw_resp_seen = true;
+            } else if !h.has(RST) {
+                self.fake_rst(s, h.ack, h.seq.wrapping_add(plen), out);
+            }
+            return;
+        }
+        if h.has(RST) {
+            if s.phase == Phase::Confirmed && self.has_unsent_payload(s) {
+                self.reconstruct(now, s, out);
+            } else {
+                // The target reset the connection (or refused it): nothing to reset back.
+                s.phase = Phase::Closed;
+                self.end(now, s, out, false);
+            }
+            return;
+        }
+        if h.has(SYN) {
+            if !h.has(ACK) {
+                return;
+            }
+            match s.phase {
+                Phase::SynSent if h.ack == s.syn_out_seq.wrapping_add(1) => self.handshake(now, s, h, out),
+                // A SYN-ACK for another SYN: a stale connection on the target.
+                Phase::SynSent => self.fake_rst(s, h.ack, h.seq.wrapping_add(1), out),
+                // Our ACK was lost: the target repeats its SYN-ACK.
+                Phase::Confirmed => self.fake_ack(s, s.nxt, out),
+                Phase::Closed => {}
+            }
+            return;
+        }
+        match s.phase {
+            Phase::Closed => return,
+            Phase::SynSent => {
+                // §3.12: a response of a stale connection before our handshake: reset it and
+                // send our SYN again after rtt.
+                self.fake_rst(s, h.ack, h.seq.wrapping_add(plen), out);
+                s.t_syn = Some(at(now, s.rtt.max(MS)));
+                return;
+            }
+            Phase::Confirmed => {}
+        }
+        let fin = h.has(FIN);
+        // §3.4: target_ack_seq.
+        if plen > 0 || fin {
+            let end = h.seq.wrapping_add(plen).wrapping_add(u32::from(fin));
+            if after(end, s.ack) {
+                s.ack = end;
+            } else if plen > 0 && !s.lan() {
+                // A server retransmission: our ACKs come too late.
+                s.rtt = (s.rtt / 2).max(MS);
+            }
+        } else if after(h.seq, s.ack) {
+            s.ack = h.seq;
+        }
+        // §3.5.
+        if s.ts_on {
+            if let Some((val, ecr)) = h.timestamps {
+                s.ts_ec_r = val;
+                if after(ecr, s.ts_value) {
+                    s.ts_value = ecr;
+                }
+            }
+        }
+        s.peer_window = u32::from(h.window) << s.wscale;
+        if h.has(ACK) {
+            if after(h.ack, s.rep_ack) {
+                s.rep_ack = h.ack;
+                self.remove_acked(s);
+            }
+            if after(h.ack, s.nxt) {
+                s.nxt = h.ack;
+            }
+            if !before(s.rep_ack, s.nxt) {
+                s.t_rto = None;
+            }
+        }
+        // §3.10: fast retransmit on three duplicate acks.
+        let same = s.last_resp == Some((h.seq, h.ack));
+        s.last_resp = Some((h.seq, h.ack));
+        if same && plen == 0 && !fin && h.has(ACK) && before(h.ack, s.nxt) {
+            s.dup_acks += 1;
+            if s.dup_acks >= 3 {
+                s.dup_acks = 0;
+                if self.retransmit(s, out) {
+                    s.t_rto = Some(at(now, s.rtt.max(self.cfg.rto)));
+                }
+            }
+        } else if !same {
+            s.dup_acks = 0;
+        }
+        if plen > 0 {
+            if s.retransmitted {
+                s.retransmitted = false;
+                self.c.retrans_ok += 1;
+            }
+            s.greeting_received = true;
+        }
+        // §3.15: zero window.
+        if h.window == 0 {
+            s.window_full = true;
+            if plen > 0 {
+                self.fake_ack(s, s.nxt, out);
+            }
+        } else if s.window_full {
+            s.window_full = false;
+            s.dup_acks = 0;
+        }
+        if fin {
+            self.server_fin(now, s, h, out);
+            return;
+        }
+        if s.client_fin {
+            // §3.12: after the client closed, data gets an ACK; we wait for the FIN.
+            if plen > 0 {
+                self.fake_ack(s, s.nxt, out);
+            }
+            return;
+        }
+        if plen > 0 {
+            // §3.8: a response is in progress; ACK it after rtt.
+            s.awaiting = true;
+            s.resp_data = true;
+            s.resp_full = full_size(h.total_len, self.cfg.mtu);
+            s.t_delay = Some(at(now, s.rtt.max(MS)));
+            if s.lan() && self.has_unsent_payload(s) {
+                // LAN mode: release the next request at once.
+                s.awaiting = false;
+            }
+        }
+        self.drain(now, s, out);
+    }
+
+    /// The target's SYN-ACK for our SYN: learn its ISN, options and window.
+    fn handshake(&mut self, now: Instant, s: &mut Session, h: &ResponseHeader, out: &mut dyn Output) {
+        self.c.conns += 1;
+        s.phase = Phase::Confirmed;
+        s.t_syn = None;
+        s.t_establish = None;
+        s.ack = h.seq.wrapping_add(1);
+        s.rep_ack = h.ack;
+        s.nxt = h.ack;
+        if let Some((val, ecr)) = h.timestamps {
+            s.ts_on = true;
+            s.ts_ec_r = val;
+            if after(ecr, s.ts_value) {
+                s.ts_value = ecr;
+            }
+        }
+        s.wscale = h.window_scale.unwrap_or(0).min(14);
+        // The window of a SYN-ACK is never scaled.
+        s.peer_window = u32::from(h.window);
+        s.last_resp = Some((h.seq, h.ack));
+        self.remove_acked(s);
+        if s.fake {
+            // The 3rd-handshake ACK the capture does not have.
+            self.fake_ack(s, h.ack, out);
+            s.established = true;
+        }
+        self.drain(now, s, out);
+    }
+
+    /// The target closed (§3.12).
+    fn server_fin(&mut self, now: Instant, s: &mut Session, h: &ResponseHeader, out: &mut dyn Output) {
+        s.server_fin = true;
+        if s.client_fin {
+            self.fake_ack(s, s.nxt, out);
+            self.end(now, s, out, false);
+            return;
+        }
+        self.fake_ack(s, h.ack, out);
+        if self.has_unsent_payload(s) {
+            self.reconstruct(now, s, out);
+            return;
+        }
+        // No more response data will come: the response is complete.
+        s.awaiting = false;
+        s.t_delay = None;
+        self.drain(now, s, out);
+        if !s.over && !s.dead {
+            self.fake_rst(s, h.ack, h.seq.wrapping_add(u32::from(h.payload_len)), out);
+            self.end(now, s, out, false);
+        }
+    }
+
+    /// The target closed while captured data is unsent: reset, and replay the rest on a new
+    /// connection with the same tuple after rtt (§3.12).
+    fn reconstruct(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        self.passive_rst(s, out);
+        s.phase = Phase::Closed;
+        s.reconnect = true;
+        s.established = false;
+        s.sent_request = false;
+        s.awaiting = false;
+        s.server_fin = false;
+        s.client_fin = false;
+        s.greeting_received = false;
+        s.delay_send = false;
+        s.resp_data = false;
+        s.retransmitted = false;
+        s.ts_on = false;
+        s.ts_value = 0;
+        s.ts_ec_r = 0;
+        s.wscale = 0;
+        s.peer_window = u32::from(FAKE_WINDOW);
+        s.window_full = false;
+        s.dup_acks = 0;
+        s.last_resp = None;
+        s.last_ack_sent = None;
+        s.lost_since = None;
+        s.nxt = 0;
+        s.ack = 0;
+        s.rep_ack = 0;
+        // Replay everything still buffered, from the start.
+        s.unsent = s.head;
+        s.last_sent = NIL;
+        s.cancel_timers();
+        s.t_reconstruct = Some(at(now, s.rtt.max(MS)));
+    }
+
+    // ---------------------------------------------------------------- ending
+
+    /// End the session: optionally the passive RST, then time-wait (§3.13).
+    fn end(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output, rst: bool) {
+        if s.over {
+            return;
+        }
+        if rst && s.phase != Phase::Closed {
+            self.passive_rst(s, out);
+        }
+        s.over = true;
+        s.cancel_timers();
+        self.free_all(s);
+        s.t_time_wait = Some(at(now, self.cfg.time_wait));
+        self.c.time_wait += 1;
+    }
+
+    fn obsolete(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        self.c.obsolete += 1;
+        self.end(now, s, out, true);
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// When `s` lacks a response for too long (§3.14): -k for an idle session that sent a
+    /// request, -t otherwise.
+    fn idle_deadline(&self, s: &Session) -> Instant {
+        let limit = if s.segs == 0 && s.sent_request { self.cfg.keepalive_timeout } else { self.cfg.session_timeout };
+        at(s.last_resp_at, limit)
+    }
+
+    /// Return the session's next deadline.
+    fn next_wake(&self, s: &Session) -> Option<Instant> {
+        if s.over {
+            return s.t_time_wait;
+        }
+        let mut w = self.idle_deadline(s);
+        if let Some(t) = s.earliest_timer() {
+            w = w.min(t);
+        }
+        if let Some(l) = s.lost_since {
+            w = w.min(at(l, self.cfg.lost_wait));
+        }
+        Some(w)
+    }
+
+    /// Run the session's due deadlines.
+    fn timers(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if s.over {
+            if due(s.t_time_wait) {
+                s.dead = true;
+            }
+            return;
+        }
+        if due(s.t_establish) {
+            s.t_establish = None;
+            if s.phase == Phase::SynSent {
+                self.c.establish_timeout += 1;
+                s.rtt = MS;
+                self.end(now, s, out, true);
+                return;
+            }
+        }
+        if due(s.t_syn) {
+            s.t_syn = None;
+            if s.phase == Phase::SynSent {
+                self.resend_syn(s, out);
+                s.syn_backoff = s.syn_backoff.saturating_mul(2);
+                s.t_syn = Some(at(now, s.syn_backoff));
+            }
+        }
+        if due(s.t_reconstruct) {
+            s.t_reconstruct = None;
+            self.drain(now, s, out);
+        }
+        if due(s.t_rto) {
+            s.t_rto = None;
+            if s.phase == Phase::Confirmed && before(s.rep_ack, s.nxt) && self.retransmit(s, out) {
+                s.t_rto = Some(at(now, self.cfg.rto));
+            }
+        }
+        if due(s.t_delay) {
+            s.t_delay = None;
+            self.delay_timer(now, s, out);
+        }
+        if due(s.t_linger) {
+            // The target never sent its FIN after ours.
+            s.t_linger = None;
+            self.obsolete(now, s, out);
+        }
+        if s.over || s.dead {
+            return;
+        }
+        if now >= self.idle_deadline(s) {
+            self.obsolete(now, s, out);
+        } else if s.lost_since.is_some_and(|l| at(l, self.cfg.lost_wait) <= now) {
+            self.c.lost_timeout += 1;
+            self.obsolete(now, s, out);
+        }
+    }
+
+    /// Retransmit the SYN (captured, or the fake one with its original fields).
+    fn resend_syn(&mut self, s: &mut Session, out: &mut dyn Output) {
+        self.c.syn_retransmit += 1;
+        if s.fake {
+            let f =
+                Fake { id: s.syn_out_id, seq: s.syn_out_seq, ack: 0, flags: SYN, mss: Some(self.cfg.mss), ts: None };
+            self.fake(s, f, out);
+        } else if s.head != NIL && self.pool.seg(s.head).any(SYN) {
+            self.send_seg(s, s.head, None, false, out);
+        }
+    }
+
+    /// The delayed-ACK timer (§3.8): ACK new response data, or declare the response complete.
+    fn delay_timer(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        if s.resp_data {
+            s.resp_data = false;
+            self.fake_ack(s, s.rep_ack, out);
+            if !s.lan() && s.segs > MANY_SEGS {
+                s.rtt = (s.rtt / 2).max(MS);
+            }
+            let rtt = s.rtt.max(MS);
+            let next = if !s.resp_full || self.has_unsent_payload(s) { rtt / 2 } else { rtt };
+            s.t_delay = Some(at(now, next));
+        } else {
+            s.awaiting = false;
+            s.delay_send = false;
+            self.drain(now, s, out);
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! The per-worker TCP session emulation: TCPCopy's session engine (reference §3) as pure logic.
+//!
+//! An [`Engine`] owns one worker's sessions. It is fed three kinds of events, each with the
+//! current time as an argument, and acts only through an [`Output`]:
+//!
+//! - [`Engine::on_client`]: a captured client→online-server frame (already parsed by
+//!   [`crate::wire::parse::parse`]);
+//! - [`Engine::on_response`]: a test-server response header returned by intercept
+//!   ([`ResponseHeader`], the 64-byte channel message of reference §4.3);
+//! - [`Engine::on_timers`]: time passing (RTO, SYN retransmit, delayed ACK / response complete,
+//!   reconstruct, time-wait, timeouts).
+//!
+//! It has no clock, does no I/O, never logs and never allocates after [`Engine::new`]: tests
+//! drive it step by step like a protocol library.
+//!
+//! # What a session does (reference §3)
+//!
+//! The replayed connection keeps the client's own sequence numbers; the test server's ISN is
+//! learnt from its SYN-ACK header and every ack we send is `target_ack_seq` (§3.4). Captured
+//! segments are copied into a per-worker [`pool`] and released to the target in order, by the
+//! per-packet rules of §3.7: nothing before the handshake completes; a synthesized SYN (§3.9)
+//! for sessions first seen mid-stream; the client's pure ACKs suppressed (we ACK response data
+//! ourselves on the rtt-driven delayed-ACK timer, §3.8); a new request held until the previous
+//! response is complete; a greeting wait for server-speaks-first protocols; flow control against
+//! the target's scaled window (§3.15). Unacked data is retransmitted on a 100 ms RTO and on
+//! three duplicate acks (§3.10). FIN and RST are handled from both sides, including
+//! reconstructing a session that the target reset while captured data is still unsent (§3.12).
+//! A finished session lingers in time-wait (6 s) to absorb late responses (§3.13).
+//!
+//! # Fixes relative to the original (reference §7)
+//!
+//! - #1: `default_rtt` (-R) sets the rtt of every session.
+//! - #2: a hole in the captured stream that is never filled ends the session after `lost_wait`.
+//! - #7: SYNs are retransmitted at `syn_rto` (doubling) until `establish_timeout`.
+//! - #8: RTO, delayed ACK, reconstruct, SYN retransmit, time-wait and timeouts are separate
+//!   deadlines per session (one heap entry per session), with the original's timing.
+//! - #11: buffering is bounded in bytes per session and by the worker's preallocated pool; a
+//!   session that falls behind is kept (reference §10) until it hits a cap, which is counted.
+//! - #12: captured packets larger than `mtu` are split before anything else.
+//!
+//! # Invariants
+//!
+//! - A session's segment list is ordered by processing: a sent prefix (kept for retransmission
+//!   until acked) followed by the unsent segments in sequence order.
+//! - A session in time-wait (`over`) holds no segments and has only its time-wait deadline.
+//! - Every generated frame is complete: Ethernet, IPv4 with its checksum, TCP with a full
+//!   checksum (captured checksums are never trusted: mirrored frames carry partial ones).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+mod build;
+mod engine;
+mod pool;
+mod response;
+mod state;
+mod table;
+mod timer;
+
+#[cfg(test)]
+mod tests;
+
+pub use engine::Engine;
+pub use response::ResponseHeader;
+
+/// The session engine's settings (one copy per worker).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Wait for the previous response before sending a new request; false with -W.
+    pub wait_response: bool,
+    /// -O: replay only sessions whose SYN was captured.
+    pub only_syn_sessions: bool,
+    /// -t: end a session that got no response for this long (600 s).
+    pub session_timeout: Duration,
+    /// -k: end an idle session (request sent, nothing buffered) after this long without a
+    /// response (default -t + 120 s).
+    pub keepalive_timeout: Duration,
+    /// -R: the rtt of every session; `None` measures it from the captured handshake.
+    pub default_rtt: Option<Duration>,
+    /// -D: the MSS option of synthesized SYNs (1460).
+    pub mss: u16,
+    /// -M: split captured IP packets larger than this (1500); also a "full" response size.
+    pub mtu: u16,
+    /// Retransmission timeout for unacked data (100 ms, no backoff).
+    pub rto: Duration,
+    /// First SYN retransmission timeout (1 s, doubling).
+    pub syn_rto: Duration,
+    /// Give up on a handshake after this long without a SYN-ACK (5 s).
+    pub establish_timeout: Duration,
+    /// How long a finished session lingers (6 s); also how long we wait for the target's FIN
+    /// after sending the client's.
+    pub time_wait: Duration,
+    /// End a session whose captured stream has an unfilled hole after this long (10 s).
+    pub lost_wait: Duration,
+    /// Session table capacity; a new session when it is full evicts the least recently active.
+    pub max_sessions: usize,
+    /// Per-session cap of buffered captured bytes (headers + payload).
+    pub max_buffered_bytes: usize,
+    /// Per-worker preallocated store for captured segments, in bytes.
+    pub pool_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            wait_response: true,
+            only_syn_sessions: false,
+            session_timeout: Duration::from_secs(600),
+            keepalive_timeout: Duration::from_secs(720),
+            default_rtt: None,
+            mss: 1460,
+            mtu: 1500,
+            rto: Duration::from_millis(100),
+            syn_rto: Duration::from_secs(1),
+            establish_timeout: Duration::from_secs(5),
+            time_wait: Duration::from_secs(6),
+            lost_wait: Duration::from_secs(10),
+            max_sessions: 65_536,
+            max_buffered_bytes: 4 << 20,
+            pool_bytes: 256 << 20,
+        }
+    }
+}
+
+/// Where the sessions of one `-x` entry are replayed to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The test server's address.
+    pub ip: Ipv4Addr,
+    /// The test server's port.
+    pub port: u16,
+    /// Source MAC of generated frames (the output interface's).
+    pub src_mac: [u8; 6],
+    /// Destination MAC of generated frames (the test server or the next hop).
+    pub dst_mac: [u8; 6],
+}
+
+impl Target {
+    /// Return the target as a socket address.
+    pub fn addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip, self.port)
+    }
+}
+
+/// What the engine asks its environment to do.
+///
+/// The worker implements it over UMEM frames and the lock-free queue to the control thread;
+/// tests implement it with `Vec`s.
+pub trait Output {
+    /// Build one frame in a free TX buffer: `build` writes the whole Ethernet frame and returns
+    /// its length, or 0 if the buffer is too small (the buffer must then be recycled unsent).
+    /// Return false when no buffer is free (the engine counts it and relies on its
+    /// retransmission logic; it never loops).
+    fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
+
+    /// Ask the control thread to send CLIENT_ADD(client, target) to the intercepts; false if it
+    /// could not be queued.
+    fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool;
+}
+
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
+        /// The engine's statistics: plain integers, named after the original's keys (§6).
+        ///
+        /// All are cumulative except `active`, a gauge. Every dropped packet has a counter.
+        #[derive(Clone, Debug, Default, PartialEq, Eq)]
+        pub struct Counters {
+            $( $(#[doc = $doc])* pub $name: u64, )*
+        }
+
+        impl Counters {
+            /// Every counter name, in field order.
+            pub const NAMES: &'static [&'static str] = &[$( stringify!($name), )*];
+
+            /// Return every counter as `(name, value)`, in field order.
+            pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+                Self::NAMES.iter().copied().zip([$( self.$name, )*])
+            }
+        }
+    };
+}
+
+counters! {
+    /// Sessions in the table, time-wait included (gauge; `active`).
+    active,
+    /// Sessions deleted from the table (`rel`).
+    released,
+    /// Sessions ended by a timeout or a cap (`obs del`).
+    obsolete,
+    /// Sessions that entered time-wait (`tw`).
+    time_wait,
+    /// SYN-ACKs received: connections the target accepted (`conns`).
+    conns,
+    /// Response headers handled (`resp`).
+    resp,
+    /// Response headers with payload (`c-resp`).
+    resp_payload,
+    /// Responses with FIN (`resp fin`).
+    resp_fin,
+    /// Responses with RST (`resp rst`).
+    resp_rst,
+    /// Frames sent (`send`).
+    sent,
+    /// Frames with payload sent, retransmissions excluded (`send content`).
+    sent_payload,
+    /// SYNs sent, faked and retransmitted ones included (`send syn`).
+    sent_syn,
+    /// FINs sent (`fin`).
+    sent_fin,
+    /// RSTs sent, faked ones included (`reset`).
+    sent_rst,
+    /// Fake SYNs that rebuild a session the target closed (`reconnect`).
+    reconnect,
+    /// Fake SYNs for sessions first seen mid-stream (`for no syn`).
+    fake_syn,
+    /// Data retransmissions (RTO and fast retransmit) (`retransmit`).
+    retransmit,
+    /// Retransmissions followed by response data (`recv packs after retransmission`).
+    retrans_ok,
+    /// SYN retransmissions (new: the original never retransmits a SYN).
+    syn_retransmit,
+    /// Captured client SYNs (`syn cnt`).
+    clt_syn,
+    /// Accepted client packets (`all clt`).
+    clt_packets,
+    /// Accepted client packets with payload (`clt cont`).
+    clt_payload,
+    /// Client retransmissions skipped (`total cont retransmit`).
+    clt_retrans,
+    /// Client pure ACKs dropped because we make our own ACKs (§3.1 step 7).
+    clt_pure_ack_suppressed,
+    /// Captured packets that were split to the MTU.
+    split,
+    /// Sessions evicted because the table was full.
+    evicted,
+    /// Sessions ended because their buffered bytes hit `max_buffered_bytes`.
+    buffer_overflow,
+    /// Captured segments dropped (and their session ended) because the pool was full.
+    pool_exhausted,
+    /// Frames not sent because no TX buffer was free.
+    tx_no_buffer,
+    /// Frames not sent because the TX buffer was too small for them.
+    tx_buffer_too_small,
+    /// Sessions dropped because CLIENT_ADD could not be queued.
+    client_add_failed,
+    /// Responses for no session (or from another address than the session's target).
+    unknown_response,
+    /// Handshakes given up after `establish_timeout`.
+    establish_timeout,
+    /// Sessions ended because a hole in the capture was not filled within `lost_wait`.
+    lost_timeout,
+    /// Client frames dropped as unusable: not IPv4, inconsistent with their parse, bad target.
+    clt_malformed,
+    /// Client packets without payload or SYN for an unknown session (ignored, §3.9).
+    clt_no_session,
+    /// Client packets of sessions whose SYN was not captured, dropped under -O.
+    clt_no_syn,
+    /// Client packets older than the session's captured SYN (interference guard, §3.11).
+    clt_stale,
+    /// Client packets for a session in time-wait that do not start a new connection.
+    clt_time_wait,
+    /// Buffered client packets the rules discarded (`drop content pack` and bare ones).
+    clt_discarded,
+    /// Sessions replaced because the client reused the tuple (new SYN, or a sequence jump).
+    port_reuse,
+}

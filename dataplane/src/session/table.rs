@@ -1,0 +1,231 @@
+//! The fixed-capacity session table of one worker: a slab of session slots, an open-addressing
+//! index from the session key to a slot, and an LRU order for eviction.
+//!
+//! Everything is sized in [`Table::new`]. The index has a power-of-two number of buckets, at
+//! least twice the capacity, probed linearly; removal shifts later entries back (no
+//! tombstones), so lookups stay short however long the table runs. The LRU is an intrusive
+//! doubly linked list over slot numbers: the front is the most recently active session, the
+//! back the first to be evicted (sessions entering time-wait are moved there).
+
+use super::pool::NIL;
+
+/// Build the key of a client address and port.
+pub(crate) fn key(ip: std::net::Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(ip)) << 16) | u64::from(port)
+}
+
+/// Key → slot index, slot free list and LRU order.
+pub(crate) struct Table {
+    buckets: Vec<(u64, u32)>,
+    mask: usize,
+    free: Vec<u32>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    head: u32,
+    tail: u32,
+    len: usize,
+}
+
+impl Table {
+    /// Create a table of `capacity` slots (at least 1).
+    pub fn new(capacity: usize) -> Table {
+        let capacity = capacity.clamp(1, NIL as usize - 1);
+        let buckets = (capacity * 2).next_power_of_two();
+        Table {
+            buckets: vec![(0, NIL); buckets],
+            mask: buckets - 1,
+            free: (0..capacity as u32).rev().collect(),
+            prev: vec![NIL; capacity],
+            next: vec![NIL; capacity],
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+
+    /// Return the number of slots.
+    pub fn capacity(&self) -> usize {
+        self.prev.len()
+    }
+
+    /// Return the number of sessions.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    fn home(&self, key: u64) -> usize {
+        // Fibonacci hashing: the high bits of a multiplicative hash.
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask
+    }
+
+    /// Return the slot of `key`.
+    pub fn get(&self, key: u64) -> Option<u32> {
+        let mut i = self.home(key);
+        loop {
+            let (k, slot) = self.buckets[i];
+            if slot == NIL {
+                return None;
+            }
+            if k == key {
+                return Some(slot);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Insert `key` (absent) into a free slot at the LRU front; `None` if the table is full.
+    pub fn insert(&mut self, key: u64) -> Option<u32> {
+        let slot = self.free.pop()?;
+        let mut i = self.home(key);
+        while self.buckets[i].1 != NIL {
+            i = (i + 1) & self.mask;
+        }
+        self.buckets[i] = (key, slot);
+        self.len += 1;
+        self.link_front(slot);
+        Some(slot)
+    }
+
+    /// Remove `key`, which is in `slot`.
+    pub fn remove(&mut self, key: u64, slot: u32) {
+        let mut i = self.home(key);
+        while self.buckets[i] != (key, slot) {
+            if self.buckets[i].1 == NIL {
+                return;
+            }
+            i = (i + 1) & self.mask;
+        }
+        // Backward-shift deletion: move later entries of the probe run into the hole when
+        // their home does not lie cyclically in (hole, position].
+        let mut hole = i;
+        let mut j = i;
+        loop {
+            j = (j + 1) & self.mask;
+            let (k, s) = self.buckets[j];
+            if s == NIL {
+                break;
+            }
+            let home = self.home(k);
+            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
+            if !stays {
+                self.buckets[hole] = self.buckets[j];
+                hole = j;
+            }
+        }
+        self.buckets[hole] = (0, NIL);
+        self.unlink(slot);
+        self.free.push(slot);
+        self.len -= 1;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let (p, n) = (self.prev[slot as usize], self.next[slot as usize]);
+        if p == NIL {
+            self.head = n;
+        } else {
+            self.next[p as usize] = n;
+        }
+        if n == NIL {
+            self.tail = p;
+        } else {
+            self.prev[n as usize] = p;
+        }
+        self.prev[slot as usize] = NIL;
+        self.next[slot as usize] = NIL;
+    }
+
+    fn link_front(&mut self, slot: u32) {
+        self.prev[slot as usize] = NIL;
+        self.next[slot as usize] = self.head;
+        if self.head != NIL {
+            self.prev[self.head as usize] = slot;
+        } else {
+            self.tail = slot;
+        }
+        self.head = slot;
+    }
+
+    /// Mark `slot` most recently active.
+    pub fn touch(&mut self, slot: u32) {
+        if self.head != slot {
+            self.unlink(slot);
+            self.link_front(slot);
+        }
+    }
+
+    /// Mark `slot` first in line for eviction.
+    pub fn demote(&mut self, slot: u32) {
+        if self.tail != slot {
+            self.unlink(slot);
+            self.prev[slot as usize] = self.tail;
+            self.next[slot as usize] = NIL;
+            if self.tail != NIL {
+                self.next[self.tail as usize] = slot;
+            } else {
+                self.head = slot;
+            }
+            self.tail = slot;
+        }
+    }
+
+    /// Return the least recently active slot.
+    pub fn lru(&self) -> Option<u32> {
+        (self.tail != NIL).then_some(self.tail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::testdata::XorShift;
+    use std::collections::HashMap;
+
+    #[test]
+    fn matches_a_hash_map_under_churn() {
+        let mut t = Table::new(64);
+        let mut m: HashMap<u64, u32> = HashMap::new();
+        let mut rng = XorShift(7);
+        for _ in 0..20_000 {
+            // Few distinct keys and a small table: long probe runs and wrap-around.
+            let k = rng.below(200) as u64 * 0x1_0000_0001;
+            match m.get(&k).copied() {
+                Some(slot) if rng.below(2) == 0 => {
+                    t.remove(k, slot);
+                    m.remove(&k);
+                }
+                Some(slot) => assert_eq!(t.get(k), Some(slot)),
+                None => {
+                    let r = t.insert(k);
+                    if m.len() == 64 {
+                        assert_eq!(r, None);
+                    } else {
+                        m.insert(k, r.unwrap());
+                    }
+                }
+            }
+            assert_eq!(t.len(), m.len());
+        }
+        for (k, slot) in &m {
+            assert_eq!(t.get(*k), Some(*slot));
+        }
+    }
+
+    #[test]
+    fn lru_order() {
+        let mut t = Table::new(3);
+        let a = t.insert(1).unwrap();
+        let b = t.insert(2).unwrap();
+        let c = t.insert(3).unwrap();
+        assert_eq!(t.lru(), Some(a));
+        t.touch(a);
+        assert_eq!(t.lru(), Some(b));
+        t.demote(c);
+        assert_eq!(t.lru(), Some(c));
+        t.remove(3, c);
+        assert_eq!(t.lru(), Some(b));
+        t.remove(2, b);
+        t.remove(1, a);
+        assert_eq!(t.lru(), None);
+        assert_eq!(t.capacity(), 3);
+    }
+}

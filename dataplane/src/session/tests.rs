@@ -1,0 +1,996 @@
+//! Scripted exchanges: literal client frames and response headers in, recorded frames and
+//! CLIENT_ADDs out, with `now` advanced by hand. Every recorded frame is decoded and its
+//! addresses and IPv4 / TCP checksums are verified by [`Harness::take`].
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::wire::ethernet::{self, MacAddr};
+use crate::wire::parse::parse;
+use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
+use crate::wire::testdata::XorShift;
+use crate::wire::{ipv4, tcp};
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CPORT: u16 = 40000;
+const ONLINE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const TARGET: Target = Target {
+    ip: Ipv4Addr::new(10, 0, 0, 9),
+    port: 8080,
+    src_mac: [2, 0, 0, 0, 0, 0xaa],
+    dst_mac: [2, 0, 0, 0, 0, 0xbb],
+};
+/// Options of a captured SYN: MSS 1460, SACK-permitted, TS 1000/0, NOP, WS 7.
+const SYN_OPTS: [u8; 20] = [2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 3, 0xe8, 0, 0, 0, 0, 1, 3, 3, 7];
+
+fn cfg() -> Config {
+    Config { max_sessions: 16, pool_bytes: 1 << 20, ..Config::default() }
+}
+
+/// A captured client→online frame.
+#[derive(Clone)]
+struct C {
+    port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    id: u16,
+    opts: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+fn c(seq: u32, ack: u32, flags: u8) -> C {
+    C { port: CPORT, seq, ack, flags, id: 0x100, opts: Vec::new(), payload: Vec::new() }
+}
+
+impl C {
+    fn data(mut self, payload: &[u8]) -> C {
+        self.payload = payload.to_vec();
+        self
+    }
+    fn opts(mut self, opts: &[u8]) -> C {
+        self.opts = opts.to_vec();
+        self
+    }
+    fn id(mut self, id: u16) -> C {
+        self.id = id;
+        self
+    }
+    fn port(mut self, port: u16) -> C {
+        self.port = port;
+        self
+    }
+
+    /// Build the frame the way a mirror delivers it: a partial (wrong) TCP checksum.
+    fn frame(&self) -> Vec<u8> {
+        let thl = 20 + self.opts.len();
+        let ip_len = 20 + thl + self.payload.len();
+        let mut f = vec![0u8; 14 + ip_len];
+        let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
+        e.set_dst_addr(MacAddr([2, 0, 0, 0, 0, 2]));
+        e.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+        e.set_ethertype(ethernet::ETHERTYPE_IPV4);
+        let mut ip = ipv4::Packet::new_unchecked(&mut f[14..]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len(ip_len as u16);
+        ip.set_ident(self.id);
+        ip.set_dont_frag(true);
+        ip.set_ttl(63);
+        ip.set_protocol(6);
+        ip.set_src_addr(CLIENT);
+        ip.set_dst_addr(ONLINE);
+        ip.fill_checksum();
+        let mut t = tcp::Packet::new_unchecked(&mut f[34..]);
+        t.set_src_port(self.port);
+        t.set_dst_port(80);
+        t.set_seq_number(self.seq);
+        t.set_ack_number(self.ack);
+        t.set_header_len(thl as u8);
+        t.set_flags(self.flags);
+        t.set_window(502);
+        t.set_checksum(0x1234);
+        t.options_bytes_mut().copy_from_slice(&self.opts);
+        t.payload_mut().copy_from_slice(&self.payload);
+        f
+    }
+}
+
+/// A response header from the target to the client.
+fn r(seq: u32, ack: u32, flags: u8, payload: u16) -> ResponseHeader {
+    ResponseHeader {
+        src: TARGET.addr(),
+        dst: SocketAddrV4::new(CLIENT, CPORT),
+        total_len: 40 + payload,
+        payload_len: payload,
+        seq,
+        ack,
+        flags,
+        window: 29200,
+        timestamps: None,
+        window_scale: None,
+        mss: None,
+    }
+}
+
+fn syn_ack(seq: u32, ack: u32) -> ResponseHeader {
+    ResponseHeader { window: 65535, window_scale: Some(7), mss: Some(1460), ..r(seq, ack, SYN | ACK, 0) }
+}
+
+/// A decoded output frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sent {
+    sport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    id: u16,
+    ttl: u8,
+    total_len: u16,
+    opts: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Sent {
+    fn ts(&self) -> Option<(u32, u32)> {
+        let mut h = vec![0u8; 20];
+        h[12] = (((20 + self.opts.len()) / 4) as u8) << 4;
+        h.extend_from_slice(&self.opts);
+        tcp::Packet::new_checked(&h[..]).ok()?.find_timestamps().map(|(_, v, e)| (v, e))
+    }
+}
+
+/// The fake Output: records frames and CLIENT_ADDs.
+struct Rec {
+    frames: Vec<Vec<u8>>,
+    adds: Vec<(SocketAddrV4, SocketAddrV4)>,
+    tx_ok: bool,
+    add_ok: bool,
+    buf: usize,
+}
+
+impl Output for Rec {
+    fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        if !self.tx_ok {
+            return false;
+        }
+        let mut b = vec![0x55u8; self.buf];
+        let n = build(&mut b);
+        if n > 0 {
+            b.truncate(n);
+            self.frames.push(b);
+        }
+        true
+    }
+    fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+        self.adds.push((client, target));
+        self.add_ok
+    }
+}
+
+struct Harness {
+    e: Engine,
+    out: Rec,
+    t0: Instant,
+}
+
+impl Harness {
+    fn new(cfg: Config) -> Harness {
+        Harness {
+            e: Engine::new(cfg, vec![TARGET]),
+            out: Rec { frames: Vec::new(), adds: Vec::new(), tx_ok: true, add_ok: true, buf: 2048 },
+            t0: Instant::now(),
+        }
+    }
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+    fn client(&mut self, ms: u64, c: &C) {
+        let f = c.frame();
+        let p = parse(&f).unwrap().unwrap();
+        let now = self.at(ms);
+        self.e.on_client(now, 0, &p, &f, &mut self.out);
+    }
+    fn resp(&mut self, ms: u64, mut h: ResponseHeader) {
+        let opts = 4 * u16::from(h.mss.is_some())
+            + 4 * u16::from(h.window_scale.is_some())
+            + 12 * u16::from(h.timestamps.is_some());
+        if h.total_len == 40 + h.payload_len {
+            h.total_len += opts;
+        }
+        // Through the channel encoding, as the control thread would.
+        let h2 = ResponseHeader::parse(&h.to_bytes()).unwrap();
+        assert_eq!(h2, h);
+        let now = self.at(ms);
+        self.e.on_response(now, &h2, &mut self.out);
+    }
+    fn tick(&mut self, ms: u64) {
+        let now = self.at(ms);
+        self.e.on_timers(now, &mut self.out);
+    }
+    fn n(&self) -> &Counters {
+        self.e.counters()
+    }
+    /// Decode, check and return every frame sent since the last call.
+    fn take(&mut self) -> Vec<Sent> {
+        self.out.frames.drain(..).map(|f| decode(&f)).collect()
+    }
+    fn take1(&mut self) -> Sent {
+        let mut v = self.take();
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.pop().unwrap()
+    }
+    fn adds(&mut self) -> usize {
+        self.out.adds.drain(..).count()
+    }
+    /// The usual opening of a captured-SYN session: SYN (seq 1000, online ISN 5000), the
+    /// client's 3rd-handshake ACK 10 ms later, then the SYN-ACK (target ISN 9000).
+    fn open(&mut self) {
+        self.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS[..4]));
+        self.client(10, &c(1001, 5001, ACK));
+        self.resp(12, syn_ack(9000, 1001));
+        let v = self.take();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[1].seq, v[1].ack, v[1].flags), (1001, 9001, ACK));
+        self.out.adds.clear();
+    }
+}
+
+/// Decode an output frame, checking its addresses and both checksums.
+fn decode(f: &[u8]) -> Sent {
+    let p = check(f);
+    assert_eq!(p.ip_end, f.len(), "no padding or garbage after the packet");
+    let eth = ethernet::Frame::new_checked(f).unwrap();
+    assert_eq!(eth.dst_addr(), MacAddr(TARGET.dst_mac));
+    assert_eq!(eth.src_addr(), MacAddr(TARGET.src_mac));
+    let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (CLIENT, TARGET.ip));
+    let t = tcp::Packet::new_checked(&f[p.l4_offset..p.ip_end]).unwrap();
+    assert_eq!(t.dst_port(), TARGET.port);
+    Sent {
+        sport: t.src_port(),
+        seq: t.seq_number(),
+        ack: t.ack_number(),
+        flags: t.flags(),
+        window: t.window(),
+        id: ip.ident(),
+        ttl: ip.ttl(),
+        total_len: ip.total_len(),
+        opts: t.options_bytes().to_vec(),
+        payload: t.payload().to_vec(),
+    }
+}
+
+/// Check that an output frame parses and that its IPv4 and TCP checksums verify.
+fn check(f: &[u8]) -> crate::wire::parse::Parsed {
+    let p = parse(f).unwrap().unwrap();
+    let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+    assert!(ip.verify_checksum(), "IPv4 checksum");
+    let t = tcp::Packet::new_checked(&f[p.l4_offset..p.ip_end]).unwrap();
+    assert!(t.verify_checksum_v4(ip.src_addr(), ip.dst_addr()), "TCP checksum");
+    p
+}
+
+fn body(n: usize, tag: u8) -> Vec<u8> {
+    (0..n).map(|i| tag.wrapping_add(i as u8)).collect()
+}
+
+#[test]
+fn http_keep_alive_session() {
+    let mut h = Harness::new(cfg());
+    // SYN: CLIENT_ADD first, then the SYN, unchanged but for the destination.
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS).id(0x10));
+    assert_eq!(h.out.adds, vec![(SocketAddrV4::new(CLIENT, CPORT), TARGET.addr())]);
+    let syn = h.take1();
+    assert_eq!((syn.sport, syn.seq, syn.ack, syn.flags), (CPORT, 1000, 0, SYN));
+    assert_eq!((syn.window, syn.id, syn.ttl), (502, 0x10, 63));
+    assert_eq!(syn.opts, SYN_OPTS);
+    // The 3rd-handshake ACK and the first request are held until the SYN-ACK.
+    h.client(10, &c(1001, 5001, ACK).id(0x11));
+    let req1 = body(100, b'a');
+    h.client(11, &c(1001, 5001, PSH | ACK).data(&req1).id(0x12));
+    assert!(h.take().is_empty());
+    h.resp(12, syn_ack(9000, 1001));
+    assert_eq!(h.n().conns, 1);
+    let v = h.take();
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].seq, v[0].ack, v[0].flags, v[0].id), (1001, 9001, ACK, 0x11));
+    assert_eq!((v[1].seq, v[1].ack, v[1].flags), (1001, 9001, PSH | ACK));
+    assert_eq!(v[1].payload, req1);
+
+    // Response 1 (500 bytes); the client's pure ACK of it is suppressed.
+    h.resp(20, r(9001, 1101, PSH | ACK, 500));
+    h.client(21, &c(1101, 5501, ACK));
+    assert_eq!(h.n().clt_pure_ack_suppressed, 1);
+    // Request 2 is a new request (the client's ack moved): held until response 1 completes.
+    let req2 = body(80, b'A');
+    h.client(22, &c(1101, 5501, PSH | ACK).data(&req2).id(0x14));
+    assert!(h.take().is_empty());
+    // rtt = 10 ms (SYN → 3rd ACK): the delayed ACK 10 ms after the response data.
+    assert_eq!(h.e.next_deadline(), Some(h.at(30)));
+    h.tick(29);
+    assert!(h.take().is_empty());
+    h.tick(30);
+    let ack = h.take1();
+    assert_eq!((ack.seq, ack.ack, ack.flags), (1101, 9501, ACK));
+    assert_eq!((ack.window, ack.total_len, ack.ttl, ack.id), (65535, 40, 64, 0x13));
+    // Not full: rtt/2 later, no new data, the response is complete and request 2 goes out.
+    h.tick(34);
+    assert!(h.take().is_empty());
+    h.tick(35);
+    let d2 = h.take1();
+    assert_eq!((d2.seq, d2.ack, d2.payload.clone()), (1101, 9501, req2));
+
+    h.resp(40, r(9501, 1181, PSH | ACK, 300));
+    h.tick(50);
+    assert_eq!(h.take1().ack, 9801);
+    h.tick(55);
+    assert!(h.take().is_empty());
+
+    // The client closes first: FIN goes out, the target's FIN gets our ACK, no RST.
+    h.client(60, &c(1181, 5801, FIN | ACK));
+    let fin = h.take1();
+    assert_eq!((fin.seq, fin.ack, fin.flags), (1181, 9801, FIN | ACK));
+    h.resp(61, r(9801, 1182, FIN | ACK, 0));
+    let last = h.take1();
+    assert_eq!((last.seq, last.ack, last.flags), (1182, 9802, ACK));
+    h.client(62, &c(1182, 5802, ACK));
+    assert!(h.take().is_empty());
+    let n = h.n().clone();
+    assert_eq!((n.sent_rst, n.sent_fin, n.time_wait, n.released), (0, 1, 1, 0));
+    assert_eq!((n.sent_payload, n.resp, n.resp_payload, n.resp_fin), (2, 4, 2, 1));
+    assert_eq!((n.clt_packets, n.clt_syn, n.clt_payload), (6, 1, 2));
+    // Time-wait, then release.
+    assert_eq!(h.e.next_deadline(), Some(h.at(6061)));
+    h.tick(6060);
+    assert_eq!(h.e.active_sessions(), 1);
+    h.tick(6061);
+    assert_eq!(h.e.active_sessions(), 0);
+    assert_eq!((h.n().released, h.n().active), (1, 0));
+    assert_eq!(h.e.next_deadline(), None);
+}
+
+#[test]
+fn timestamps_and_window_scale() {
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS));
+    h.client(10, &c(1001, 5001, ACK).opts(&[1, 1, 8, 10, 0, 0, 3, 0xf2, 0, 0, 0, 77]));
+    h.take();
+    let mut sa = syn_ack(9000, 1001);
+    sa.timestamps = Some((50_000, 1000));
+    h.resp(12, sa);
+    let v = h.take();
+    // TSecr is the target's TSval; TSval (1010) is kept, being ahead.
+    assert_eq!(v[1].ts(), Some((1010, 50_000)));
+    // A data packet whose TSval went backwards is raised to the highest seen.
+    let ts_opts = [1, 1, 8, 10, 0, 0, 3, 0xf0, 0, 0, 0, 88];
+    h.client(13, &c(1001, 5001, PSH | ACK).data(b"hello").opts(&ts_opts));
+    assert_eq!(h.take1().ts(), Some((1010, 50_000)));
+    let mut resp = r(9001, 1006, PSH | ACK, 10);
+    resp.timestamps = Some((50_100, 1010));
+    resp.window = 2;
+    h.resp(20, resp);
+    // The faked ACK carries NOP NOP TS(ts_value, ts_ec_r) and is 52 bytes.
+    h.tick(30);
+    let a = h.take1();
+    assert_eq!((a.total_len, a.opts.len()), (52, 12));
+    assert_eq!(a.ts(), Some((1010, 50_100)));
+    // Window 2 << 7 = 256: a 300-byte segment waits for the window (in flight is 0 only
+    // after the ack), 200 bytes pass.
+    h.tick(35);
+    h.client(40, &c(1006, 5011, PSH | ACK).data(&body(200, 0)));
+    h.client(41, &c(1206, 5011, PSH | ACK).data(&body(100, 0)));
+    assert_eq!(h.take().len(), 1, "the second one exceeds the peer window");
+    h.resp(45, ResponseHeader { window: 4, ..r(9011, 1206, ACK, 0) });
+    assert_eq!(h.take1().seq, 1206);
+}
+
+#[test]
+fn mid_stream_session_gets_a_fake_syn() {
+    let mut h = Harness::new(Config { mss: 1400, ..cfg() });
+    let req = body(50, b'x');
+    h.client(0, &c(5000, 777, PSH | ACK).data(&req).id(0x1000));
+    assert_eq!((h.adds(), h.n().fake_syn), (1, 1));
+    let syn = h.take1();
+    assert_eq!(
+        syn,
+        Sent {
+            sport: CPORT,
+            seq: 4999,
+            ack: 0,
+            flags: SYN,
+            window: 65535,
+            id: 0x0ffe,
+            ttl: 64,
+            total_len: 44,
+            opts: vec![2, 4, 0x05, 0x78],
+            payload: vec![],
+        }
+    );
+    h.resp(5, ResponseHeader { window: 64240, ..r(300, 5000, SYN | ACK, 0) });
+    let v = h.take();
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].seq, v[0].ack, v[0].flags, v[0].id, v[0].total_len), (5000, 301, ACK, 0x0fff, 40));
+    assert_eq!((v[1].seq, v[1].ack, v[1].window, v[1].id), (5000, 301, 65535, 0x1000));
+    assert_eq!(v[1].payload, req);
+    // Later client packets of a fake-SYN session also carry window 65535; pure ACKs are ours.
+    h.client(6, &c(5050, 777, ACK));
+    assert_eq!(h.n().clt_pure_ack_suppressed, 1);
+}
+
+#[test]
+fn only_syn_sessions_drops_mid_stream() {
+    let mut h = Harness::new(Config { only_syn_sessions: true, ..cfg() });
+    h.client(0, &c(5000, 777, PSH | ACK).data(b"x"));
+    h.client(1, &c(5001, 777, ACK));
+    assert_eq!((h.adds(), h.take().len(), h.e.active_sessions()), (0, 0, 0));
+    assert_eq!((h.n().clt_no_syn, h.n().clt_no_session), (1, 1));
+}
+
+#[test]
+fn server_speaks_first_greeting() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    // The real client received a 20-byte greeting before its request (ack 5021).
+    h.client(20, &c(1001, 5021, PSH | ACK).data(b"LOGIN"));
+    assert!(h.take().is_empty(), "held until the target's greeting");
+    h.resp(30, r(9001, 1001, PSH | ACK, 20));
+    h.tick(40);
+    assert_eq!(h.take1().ack, 9021);
+    h.tick(45);
+    let d = h.take1();
+    assert_eq!((d.seq, d.ack, d.payload.as_slice()), (1001, 9021, &b"LOGIN"[..]));
+}
+
+#[test]
+fn multi_segment_request_streams_out() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    // A previous request and part of its response, so the session awaits a response.
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"first"));
+    h.take();
+    h.resp(22, r(9001, 1006, PSH | ACK, 100));
+    // A 3-segment request larger than the MSS: the first segment waits for the response,
+    // then all three go out back to back.
+    let segs: Vec<Vec<u8>> = (0..3).map(|i| body(1448, i)).collect();
+    let mut seq = 1006;
+    for s in &segs {
+        h.client(23, &c(seq, 5101, ACK).data(s));
+        seq += 1448;
+    }
+    assert!(h.take().is_empty());
+    h.tick(32);
+    h.take();
+    h.tick(37);
+    let v = h.take();
+    assert_eq!(v.len(), 3);
+    for (i, s) in v.iter().enumerate() {
+        assert_eq!((s.seq, s.ack), (1006 + 1448 * i as u32, 9101));
+        assert_eq!(s.payload, segs[i]);
+    }
+    // Segments of the same request captured while it is being sent continue at once.
+    h.client(38, &c(seq, 5101, PSH | ACK).data(b"tail"));
+    assert_eq!(h.take1().seq, seq);
+    assert_eq!(h.n().sent_payload, 5);
+}
+
+#[test]
+fn rto_retransmission() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, ACK).data(&body(100, 1)));
+    h.client(20, &c(1101, 5001, PSH | ACK).data(&body(100, 2)));
+    assert_eq!(h.take().len(), 2);
+    // The target got only the first segment.
+    h.resp(25, r(9001, 1101, ACK, 0));
+    h.tick(119);
+    assert!(h.take().is_empty());
+    h.tick(120);
+    let re = h.take1();
+    assert_eq!((re.seq, re.ack, re.payload), (1101, 9001, body(100, 2)));
+    assert_eq!((h.n().retransmit, h.n().sent_payload), (1, 2));
+    // No backoff: again 100 ms later, until acked.
+    h.tick(220);
+    assert_eq!(h.take1().seq, 1101);
+    h.resp(225, r(9001, 1201, ACK, 0));
+    h.resp(226, r(9001, 1201, PSH | ACK, 10));
+    assert_eq!(h.n().retrans_ok, 1);
+    h.tick(320);
+    assert!(h.take().is_empty(), "all acked: no retransmission");
+}
+
+#[test]
+fn fast_retransmit_on_three_dup_acks() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    for i in 0..4u32 {
+        h.client(20, &c(1001 + i * 100, 5001, ACK).data(&body(100, i as u8)));
+    }
+    assert_eq!(h.take().len(), 4);
+    h.resp(21, r(9001, 1101, ACK, 0));
+    h.resp(22, r(9001, 1101, ACK, 0));
+    h.resp(22, r(9001, 1101, ACK, 0));
+    assert!(h.take().is_empty());
+    h.resp(23, r(9001, 1101, ACK, 0));
+    let re = h.take1();
+    assert_eq!((re.seq, re.payload), (1101, body(100, 1)));
+    assert_eq!(h.n().retransmit, 1);
+}
+
+#[test]
+fn syn_retransmission_and_establish_timeout() {
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS));
+    h.take();
+    h.tick(999);
+    assert!(h.take().is_empty());
+    h.tick(1000);
+    let s1 = h.take1();
+    assert_eq!((s1.seq, s1.flags, s1.opts.clone()), (1000, SYN, SYN_OPTS.to_vec()));
+    // Doubling: 2 s later.
+    h.tick(2999);
+    assert!(h.take().is_empty());
+    h.tick(3000);
+    assert_eq!(h.take1().flags, SYN);
+    assert_eq!((h.n().syn_retransmit, h.n().sent_syn), (2, 3));
+    // Given up at 5 s: a passive RST, counted, then time-wait.
+    h.tick(5000);
+    let rst = h.take1();
+    assert_eq!((rst.seq, rst.flags, rst.total_len), (1001, RST | ACK, 40));
+    assert_eq!((h.n().establish_timeout, h.n().time_wait), (1, 1));
+    assert_eq!(h.adds(), 1, "no CLIENT_ADD for retransmitted SYNs");
+
+    // A late SYN-ACK on time-wait is ignored, the next response gets a RST.
+    h.resp(5001, syn_ack(9000, 1001));
+    assert!(h.take().is_empty());
+    h.resp(5002, syn_ack(9000, 1001));
+    let r2 = h.take1();
+    assert_eq!((r2.seq, r2.ack, r2.flags), (1001, 9000, RST | ACK));
+}
+
+#[test]
+fn fake_syn_retransmission_repeats_its_fields() {
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(5000, 777, PSH | ACK).data(b"x").id(0x1000));
+    let syn = h.take1();
+    h.tick(1000);
+    assert_eq!(h.take1(), syn);
+    h.resp(1001, r(300, 5000, SYN | ACK, 0));
+    assert_eq!(h.take().len(), 2);
+    assert_eq!(h.n().syn_retransmit, 1);
+}
+
+#[test]
+fn target_reset_with_unsent_data_reconstructs() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req1"));
+    h.take();
+    h.resp(25, r(9001, 1005, PSH | ACK, 50));
+    // Request 2 is held (awaiting response 1) when the target resets the connection.
+    h.client(26, &c(1005, 5051, PSH | ACK).data(b"req2").id(0x300));
+    assert!(h.take().is_empty());
+    h.resp(27, r(9051, 1005, RST | ACK, 0));
+    let rst = h.take1();
+    assert_eq!((rst.seq, rst.ack, rst.flags), (1005, 9051, RST | ACK));
+    // After rtt (10 ms): a new CLIENT_ADD and a fake SYN on the same tuple.
+    h.tick(36);
+    assert!(h.take().is_empty());
+    h.tick(37);
+    assert_eq!(h.adds(), 1);
+    let syn = h.take1();
+    assert_eq!((syn.seq, syn.flags, syn.id, syn.total_len), (1004, SYN, 0x2fe, 44));
+    assert_eq!((h.n().reconnect, h.n().fake_syn), (1, 0));
+    h.resp(40, r(7000, 1005, SYN | ACK, 0));
+    let v = h.take();
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].seq, v[0].ack, v[0].flags), (1005, 7001, ACK));
+    assert_eq!((v[1].seq, v[1].ack, v[1].payload.as_slice()), (1005, 7001, &b"req2"[..]));
+    assert_eq!(h.n().conns, 2);
+}
+
+#[test]
+fn target_fin_closes_and_resets() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req1"));
+    h.take();
+    // The target answers and closes (HTTP/1.0): ACK of its FIN, then a faked RST.
+    h.resp(25, r(9001, 1005, FIN | PSH | ACK, 50));
+    let v = h.take();
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].seq, v[0].ack, v[0].flags), (1005, 9052, ACK));
+    assert_eq!((v[1].seq, v[1].ack, v[1].flags), (1005, 9051, RST | ACK));
+    assert_eq!(h.n().time_wait, 1);
+}
+
+#[test]
+fn target_fin_releases_a_captured_client_fin() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req1"));
+    h.take();
+    h.resp(25, r(9001, 1005, PSH | ACK, 50));
+    // The client's FIN is captured before the target's FIN comes back: FIN/FIN, no RST.
+    h.client(26, &c(1005, 5052, FIN | ACK));
+    h.resp(27, r(9051, 1005, FIN | ACK, 0));
+    let v = h.take();
+    assert_eq!(v.len(), 2);
+    assert_eq!((v[0].flags, v[0].ack), (ACK, 9052));
+    assert_eq!((v[1].seq, v[1].ack, v[1].flags), (1005, 9052, FIN | ACK));
+    assert_eq!((h.n().sent_rst, h.n().time_wait), (0, 1));
+}
+
+#[test]
+fn client_rst() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req1"));
+    h.take();
+    // Held while the response is awaited.
+    h.client(21, &c(1005, 5001, RST | ACK));
+    assert!(h.take().is_empty());
+    h.resp(25, r(9001, 1005, PSH | ACK, 50));
+    h.tick(35);
+    h.take();
+    h.tick(40);
+    let rst = h.take1();
+    assert_eq!((rst.seq, rst.ack, rst.flags), (1005, 9051, RST | ACK));
+    assert_eq!((h.n().sent_rst, h.n().time_wait), (1, 1));
+    h.tick(6040);
+    assert_eq!(h.e.active_sessions(), 0);
+}
+
+#[test]
+fn zero_window_holds_then_resumes() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req1"));
+    h.take();
+    // Response data with window 0: an immediate ACK.
+    h.resp(25, ResponseHeader { window: 0, ..r(9001, 1005, PSH | ACK, 50) });
+    let a = h.take1();
+    assert_eq!((a.seq, a.ack, a.flags), (1005, 9051, ACK));
+    h.tick(35);
+    h.take();
+    h.client(36, &c(1005, 5051, PSH | ACK).data(b"req2"));
+    h.tick(40);
+    assert!(h.take().is_empty(), "held by the zero window");
+    h.resp(50, ResponseHeader { window: 100, ..r(9051, 1005, ACK, 0) });
+    assert_eq!(h.take1().payload, b"req2");
+}
+
+#[test]
+fn gro_frame_is_split_to_the_mtu() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    let big = body(65_000, 7);
+    h.client(20, &c(1001, 5001, PSH | ACK).data(&big).id(0x4000));
+    assert_eq!(h.n().split, 1);
+    let v = h.take();
+    assert_eq!(v.len(), 65_000usize.div_ceil(1460));
+    let mut seq = 1001;
+    let mut all = Vec::new();
+    for (i, s) in v.iter().enumerate() {
+        let last = i + 1 == v.len();
+        assert_eq!(s.seq, seq);
+        assert_eq!(s.id, 0x4000 + i as u16);
+        assert!(s.total_len <= 1500);
+        assert_eq!(s.flags, if last { PSH | ACK } else { ACK });
+        assert_eq!(s.ack, 9001);
+        seq += s.payload.len() as u32;
+        all.extend_from_slice(&s.payload);
+    }
+    assert_eq!(all, big);
+    assert_eq!(h.n().sent_payload, 45);
+
+    // A FIN on a split frame goes on the last piece only.
+    h.resp(30, r(9001, seq, ACK, 0));
+    h.client(40, &c(seq, 5001, FIN | PSH | ACK).data(&body(3000, 1)));
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.flags).collect::<Vec<_>>(), [ACK, ACK, FIN | PSH | ACK]);
+}
+
+#[test]
+fn no_wait_pipelines_requests() {
+    let mut h = Harness::new(Config { wait_response: false, ..cfg() });
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"SET a 1"));
+    h.resp(21, r(9001, 1008, PSH | ACK, 5));
+    h.client(22, &c(1008, 5006, PSH | ACK).data(b"SET b 2"));
+    h.client(22, &c(1015, 5006, PSH | ACK).data(b"SET c 3"));
+    let v = h.take();
+    assert_eq!(v.len(), 3, "nothing waits for a response");
+    assert_eq!((v[1].ack, v[2].seq), (9006, 1015));
+}
+
+#[test]
+fn waiting_holds_the_next_request() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET /1"));
+    h.resp(21, r(9001, 1007, PSH | ACK, 5));
+    h.client(22, &c(1007, 5006, PSH | ACK).data(b"GET /2"));
+    assert_eq!(h.take().len(), 1);
+}
+
+#[test]
+fn session_table_full_evicts_the_least_recent() {
+    let mut h = Harness::new(Config { max_sessions: 2, ..cfg() });
+    for (i, port) in [1000u16, 1001, 1002].into_iter().enumerate() {
+        h.client(i as u64, &c(1, 0, SYN).port(port));
+    }
+    assert_eq!((h.n().evicted, h.e.active_sessions()), (1, 2));
+    let v = h.take();
+    // The SYNs, and the evicted session's passive RST before the third SYN.
+    assert_eq!(
+        v.iter().map(|s| (s.sport, s.flags)).collect::<Vec<_>>(),
+        [(1000, SYN), (1001, SYN), (1000, RST | ACK), (1002, SYN)]
+    );
+}
+
+#[test]
+fn pool_exhaustion_is_counted() {
+    // 8 chunks of 256 bytes; no SYN-ACK, so everything stays buffered.
+    let mut h = Harness::new(Config { pool_bytes: 2048, ..cfg() });
+    h.client(0, &c(1000, 0, SYN));
+    for i in 0..10u32 {
+        h.client(1, &c(1001 + i * 500, 5001, ACK).data(&body(500, 0)));
+    }
+    assert_eq!(h.n().pool_exhausted, 1);
+    assert_eq!(h.n().time_wait, 1, "the session ended (it has a hole now)");
+    // The memory came back: a new session works.
+    h.client(2, &c(1, 0, SYN).port(2));
+    assert_eq!(h.e.active_sessions(), 2);
+}
+
+#[test]
+fn buffer_cap_ends_a_session() {
+    let mut h = Harness::new(Config { max_buffered_bytes: 1000, ..cfg() });
+    h.client(0, &c(1000, 0, SYN));
+    h.client(1, &c(1001, 5001, ACK).data(&body(500, 0)));
+    assert_eq!(h.n().buffer_overflow, 0);
+    h.client(1, &c(1501, 5001, ACK).data(&body(500, 0)));
+    assert_eq!((h.n().buffer_overflow, h.n().obsolete), (1, 1));
+    let v = h.take();
+    assert_eq!(v.last().map(|s| s.flags), Some(RST | ACK));
+}
+
+#[test]
+fn client_retransmissions_and_reordering() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, ACK).data(&body(100, 0)));
+    assert_eq!(h.take().len(), 1);
+    // A retransmission of sent data is skipped; a late segment fills a hole.
+    h.client(21, &c(1001, 5001, ACK).data(&body(100, 0)));
+    h.client(22, &c(1201, 5001, ACK).data(&body(100, 2)));
+    assert!(h.take().is_empty(), "hole at 1101");
+    h.client(23, &c(1101, 5001, ACK).data(&body(100, 1)));
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.seq).collect::<Vec<_>>(), [1101, 1201]);
+    // A retransmission overlapping sent data is trimmed to its new bytes.
+    h.client(24, &c(1251, 5001, ACK).data(&body(100, 9)));
+    let t = h.take1();
+    assert_eq!((t.seq, t.payload.len()), (1301, 50));
+    assert_eq!(t.payload, body(100, 9)[50..]);
+    assert_eq!(h.n().clt_retrans, 1);
+}
+
+#[test]
+fn unfilled_hole_ends_the_session_after_lost_wait() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1101, 5001, ACK).data(&body(100, 0)));
+    assert!(h.take().is_empty());
+    h.tick(10_019);
+    assert_eq!(h.n().lost_timeout, 0);
+    h.tick(10_020);
+    assert_eq!((h.n().lost_timeout, h.n().obsolete), (1, 1));
+    assert_eq!(h.take1().flags, RST | ACK);
+}
+
+#[test]
+fn session_and_keepalive_timeouts() {
+    let t = Duration::from_secs(2);
+    let mut h = Harness::new(Config { session_timeout: t, keepalive_timeout: 2 * t, ..cfg() });
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req"));
+    h.resp(21, r(9001, 1004, PSH | ACK, 5));
+    h.take();
+    // Idle after a request, nothing buffered: -k (4 s after the last response) applies.
+    h.tick(2100);
+    assert_eq!(h.n().obsolete, 0);
+    h.tick(4021);
+    assert_eq!(h.n().obsolete, 1);
+    assert_eq!(h.take().last().map(|s| s.flags), Some(RST | ACK));
+
+    // A session that never sent a request: -t.
+    let mut h = Harness::new(Config { session_timeout: t, keepalive_timeout: 2 * t, ..cfg() });
+    h.open();
+    h.tick(2012);
+    assert_eq!(h.n().obsolete, 1);
+}
+
+#[test]
+fn default_rtt_applies_to_every_session() {
+    let mut h = Harness::new(Config { default_rtt: Some(Duration::from_millis(50)), ..cfg() });
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req"));
+    h.resp(21, r(9001, 1004, PSH | ACK, 5));
+    h.take();
+    assert_eq!(h.e.next_deadline(), Some(h.at(71)));
+}
+
+#[test]
+fn lan_mode_releases_the_next_request_on_response_data() {
+    // A mid-stream session has rtt 1 ms: LAN mode.
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(5000, 777, PSH | ACK).data(b"req1"));
+    h.resp(1, r(300, 5000, SYN | ACK, 0));
+    h.take();
+    h.client(2, &c(5004, 800, PSH | ACK).data(b"req2"));
+    assert!(h.take().is_empty());
+    h.resp(3, r(301, 5004, PSH | ACK, 23));
+    let d = h.take1();
+    assert_eq!((d.seq, d.ack), (5004, 324));
+}
+
+#[test]
+fn client_add_failure_drops_the_session() {
+    let mut h = Harness::new(cfg());
+    h.out.add_ok = false;
+    h.client(0, &c(1000, 0, SYN));
+    assert!(h.take().is_empty());
+    assert_eq!((h.n().client_add_failed, h.e.active_sessions()), (1, 0));
+}
+
+#[test]
+fn tx_failures_are_counted_and_recovered_by_retransmission() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.out.tx_ok = false;
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req"));
+    assert_eq!(h.n().tx_no_buffer, 1);
+    h.out.tx_ok = true;
+    h.tick(120);
+    assert_eq!(h.take1().payload, b"req");
+    // A buffer too small for the frame is counted too.
+    h.out.buf = 60;
+    h.tick(220);
+    assert_eq!(h.n().tx_buffer_too_small, 1);
+}
+
+#[test]
+fn unknown_and_misrouted_responses_are_counted() {
+    let mut h = Harness::new(cfg());
+    h.resp(0, r(1, 2, ACK, 0));
+    h.open();
+    let mut other = r(9001, 1001, ACK, 0);
+    other.src = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 8080);
+    h.resp(20, other);
+    assert_eq!(h.n().unknown_response, 2);
+}
+
+#[test]
+fn new_syn_on_a_live_tuple_replaces_the_session() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1000, 0, SYN));
+    assert_eq!(h.n().clt_retrans, 1, "the same SYN again is a retransmission");
+    h.client(30, &c(77_000, 0, SYN));
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.flags).collect::<Vec<_>>(), [RST | ACK, SYN]);
+    assert_eq!((h.n().port_reuse, h.n().released, h.e.active_sessions()), (1, 1, 1));
+}
+
+#[test]
+fn every_counter_has_a_unique_name() {
+    let n = Counters::default();
+    assert_eq!(n.named().count(), Counters::NAMES.len());
+    for (i, a) in Counters::NAMES.iter().enumerate() {
+        assert!(!Counters::NAMES[i + 1..].contains(a));
+    }
+}
+
+/// Random and garbage inputs never panic, and the table never exceeds its capacity.
+#[test]
+fn random_inputs_never_panic() {
+    let mut rng = XorShift(0x5eed_1234_5678_9abc);
+    let mut h = Harness::new(Config { max_sessions: 8, pool_bytes: 64 << 10, ..cfg() });
+    let ports = [1u16, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+    let mut ms = 0u64;
+    for round in 0..60_000 {
+        ms += rng.below(40) as u64;
+        match rng.below(10) {
+            0..=3 => {
+                let flags = match rng.below(8) {
+                    0 => SYN,
+                    1 => FIN | ACK,
+                    2 => RST | ACK,
+                    3 => rng.next_u16() as u8,
+                    4 => ACK,
+                    _ => PSH | ACK,
+                };
+                let len = match rng.below(6) {
+                    0 => 3000 + rng.below(3000),
+                    1 | 2 => 0,
+                    _ => rng.below(300),
+                };
+                let mut cf = c(rng.below(6000) as u32, rng.next_u32() % 4, flags)
+                    .port(ports[rng.below(ports.len())])
+                    .data(&body(len, 0));
+                if rng.below(4) == 0 {
+                    let n = rng.below(11) * 4;
+                    let mut o = vec![0u8; n];
+                    rng.fill(&mut o);
+                    cf = cf.opts(&o);
+                }
+                let mut f = cf.frame();
+                if rng.below(5) == 0 {
+                    // Corrupt header bytes; the parse may still accept it.
+                    for _ in 0..=rng.below(3) {
+                        let i = 14 + rng.below(40.min(f.len() - 14));
+                        f[i] = rng.next_u16() as u8;
+                    }
+                }
+                if let Ok(Some(mut p)) = parse(&f) {
+                    if rng.below(10) == 0 {
+                        // A Parsed that does not match its frame.
+                        p.l3_offset = rng.below(f.len() + 4);
+                    }
+                    let target = if rng.below(50) == 0 { 1 } else { 0 };
+                    let now = h.at(ms);
+                    h.e.on_client(now, target, &p, &f, &mut h.out);
+                }
+            }
+            4..=7 => {
+                let mut m = [0u8; 64];
+                if rng.below(3) == 0 {
+                    rng.fill(&mut m);
+                } else {
+                    let flags = [SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST][rng.below(5)];
+                    let mut rh = r(rng.below(4000) as u32, rng.below(6000) as u32, flags, 0);
+                    rh.dst = SocketAddrV4::new(CLIENT, ports[rng.below(ports.len())]);
+                    rh.payload_len = [0u16, 1, 100, 1460][rng.below(4)];
+                    rh.total_len = 40 + rh.payload_len;
+                    rh.window = [0u16, 1, 29200][rng.below(3)];
+                    if rng.below(3) == 0 {
+                        rh.timestamps = Some((rng.next_u32(), rng.next_u32()));
+                        rh.window_scale = Some(rng.next_u16() as u8);
+                    }
+                    m = rh.to_bytes();
+                    if rng.below(4) == 0 {
+                        m[rng.below(64)] = rng.next_u16() as u8;
+                    }
+                }
+                if let Ok(rh) = ResponseHeader::parse(&m) {
+                    let now = h.at(ms);
+                    h.e.on_response(now, &rh, &mut h.out);
+                }
+            }
+            _ => {
+                h.out.tx_ok = rng.below(20) != 0;
+                h.out.add_ok = rng.below(20) != 0;
+                h.tick(ms);
+            }
+        }
+        assert!(h.e.active_sessions() <= 8);
+        if round % 1000 == 0 {
+            for f in h.out.frames.drain(..) {
+                check(&f);
+            }
+        }
+    }
+    // Let everything time out and be released.
+    let end = ms + 800_000;
+    h.tick(end);
+    h.tick(end + 10_000);
+    assert_eq!(h.e.active_sessions(), 0);
+    assert_eq!(h.e.core_pool_free_chunks(), (64 << 10) / 256);
+    for f in h.out.frames.drain(..) {
+        check(&f);
+    }
+}

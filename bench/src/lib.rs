@@ -9,6 +9,7 @@ pub mod afxdp;
 pub mod benchmark;
 pub mod capture;
 pub mod frames;
+pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod proc;

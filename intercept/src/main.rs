@@ -302,6 +302,8 @@ fn summary(c: &Capture, s: &ServerStats, p: &Program) -> Vec<(&'static str, u64)
         ("delayed", s.delayed),
         ("delay_flushed", s.delay_flushed),
         ("delay_expired", s.delay_expired),
+        ("delay_dropped", s.delay_dropped),
+        ("delay_held", s.delay_held),
         ("unrouted", s.unrouted),
         ("frames_sent", s.frames_sent),
         ("send_dropped", s.send_dropped),

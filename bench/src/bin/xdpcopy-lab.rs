@@ -135,6 +135,15 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// Drop a share of the IPv4 TCP frames arriving on an interface (an XDP program: this lab's
+    /// kernel has no netem) until SIGINT; for loss tests. Run it inside the namespace.
+    Impair {
+        #[arg(long)]
+        iface: String,
+        /// Loss in percent.
+        #[arg(long)]
+        loss: f64,
+    },
     /// A benchmark component (run by `bench` inside a namespace; prints `RESULT count=N seconds=S`).
     #[command(hide = true)]
     Agent {
@@ -266,6 +275,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Agent { kind, iface, size, seconds, core } => agent(kind, &iface, size, seconds, core),
+        Cmd::Impair { iface, loss } => impair(&iface, loss),
         Cmd::Verify { pcap, expect_seqs, first_seq, strict_checksums } => {
             let s = PcapSummary::from_file(&pcap)?;
             print!("{s}");
@@ -481,5 +491,27 @@ fn demo(tag: &str, seconds: u64, rate: u64) -> Result<()> {
     anyhow::ensure!(status.success(), "xdpcopy exited with {status}");
     lab.shutdown()?;
     println!("== lab down ==");
+    Ok(())
+}
+
+fn impair(iface: &str, loss: f64) -> Result<()> {
+    use dataplane::bpf::{Counter, Entry, Program, XdpMode};
+    use std::sync::{atomic::AtomicBool, Arc};
+
+    anyhow::ensure!((0.0..=100.0).contains(&loss), "--loss {loss}: expected a percentage in 0..=100");
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let prog = Program::load()?;
+    prog.set_loss(loss / 100.0)?;
+    let _att = prog.attach(Entry::Lossy, iface, XdpMode::Native)?;
+    eprintln!("impairing {iface}: dropping {loss}% of IPv4 TCP frames");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("impair summary:");
+    eprintln!("  seen     {}", prog.counter(Counter::Seen));
+    eprintln!("  dropped  {}", prog.counter(Counter::Dropped));
     Ok(())
 }

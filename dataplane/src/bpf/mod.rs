@@ -24,6 +24,8 @@ pub enum Entry {
     Redirect,
     /// Count and drop everything (benchmark baseline).
     Drop,
+    /// Drop IPv4 TCP with the probability set by [`Program::set_loss`] (test impairment).
+    Lossy,
 }
 
 impl Entry {
@@ -31,6 +33,7 @@ impl Entry {
         match self {
             Entry::Redirect => "xdpcopy_redirect",
             Entry::Drop => "xdpcopy_drop",
+            Entry::Lossy => "xdpcopy_lossy",
         }
     }
 }
@@ -131,6 +134,7 @@ pub struct Program {
     xsks: MapHandle,
     ports: MapHandle,
     sources: MapHandle,
+    loss: MapHandle,
     counters: MapHandle,
 }
 
@@ -162,7 +166,8 @@ impl Program {
         let ports = handle("ports")?;
         let counters = handle("counters")?;
         let sources = handle("sources")?;
-        Ok(Self { obj, xsks, ports, sources, counters })
+        let loss = handle("loss")?;
+        Ok(Self { obj, xsks, ports, sources, loss, counters })
     }
 
     /// Attaches `entry` to `ifname` in `mode` (auto: native, then generic).
@@ -229,6 +234,17 @@ impl Program {
             .and_then(|v| v.get(..4).map(|b| u32::from_ne_bytes(b.try_into().expect("4 bytes"))))
             .unwrap_or(0);
         self.select_port(addr.port(), old | port_flags::SRC)
+    }
+
+    /// Sets the drop probability (0.0..=1.0) of the [`Entry::Lossy`] program.
+    ///
+    /// # Errors
+    /// When the map update fails.
+    pub fn set_loss(&self, probability: f64) -> Result<(), Error> {
+        let threshold = (probability.clamp(0.0, 1.0) * f64::from(u32::MAX)) as u32;
+        self.loss
+            .update(&0u32.to_ne_bytes(), &threshold.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|source| Error::Map { map: "loss", source })
     }
 
     /// Returns a counter summed over all CPUs.

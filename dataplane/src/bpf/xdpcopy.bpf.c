@@ -75,6 +75,14 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* xdpcopy_lossy: drop probability of IPv4 TCP frames, as a threshold on a random u32. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} loss SEC(".maps");
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 proto;
@@ -176,6 +184,33 @@ int xdpcopy_drop(struct xdp_md *ctx)
 	count(CNT_SEEN);
 	count(CNT_DROPPED);
 	return XDP_DROP;
+}
+
+/*
+ * xdpcopy_lossy: a test impairment (the lab's kernel has no netem). Drops IPv4 TCP frames with
+ * the probability in `loss`, passes everything else.
+ */
+SEC("xdp")
+int xdpcopy_lossy(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	count(CNT_SEEN);
+	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		goto pass;
+	struct iphdr *ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP)
+		goto pass;
+	__u32 key = 0;
+	__u32 *threshold = bpf_map_lookup_elem(&loss, &key);
+	if (threshold && bpf_get_prandom_u32() < *threshold) {
+		count(CNT_DROPPED);
+		return XDP_DROP;
+	}
+pass:
+	count(CNT_PASSED);
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,94 @@
+//! A minimal HTTP/1.1 client and access-log reader for the replay tests: real requests over real
+//! TCP connections (keep-alive or one per request), each URL distinct so the test server's log
+//! can be compared with the online server's request by request.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+/// A keep-alive connection.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    /// Connects (from the calling thread's network namespace).
+    pub fn open(addr: SocketAddr) -> Result<Self> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connect {addr}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(Self { reader: BufReader::new(s) })
+    }
+
+    /// Sends `GET path` and reads the whole response; returns the status code.
+    pub fn get(&mut self, host: &str, path: &str, close: bool) -> Result<u16> {
+        let conn = if close { "close" } else { "keep-alive" };
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: xdpcopy-test\r\nConnection: {conn}\r\n\r\n");
+        self.reader.get_mut().write_all(req.as_bytes())?;
+        self.read_response()
+    }
+
+    /// Sends raw bytes (e.g. several pipelined requests, or one large one).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.reader.get_mut().write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads one response; returns the status code.
+    pub fn read_response(&mut self) -> Result<u16> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).context("reading the status line")?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if self.reader.read_line(&mut h)? == 0 {
+                bail!("connection closed in the headers");
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse().context("content-length")?;
+                }
+            }
+        }
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body)?;
+        Ok(status)
+    }
+}
+
+/// One request on its own connection (`Connection: close`).
+pub fn get_once(addr: SocketAddr, path: &str) -> Result<u16> {
+    Conn::open(addr)?.get(&addr.ip().to_string(), path, true)
+}
+
+/// `(path, status)` → how many times, from an access log written in the lab's format
+/// (`$request $status $remote_addr:$remote_port`), for paths starting with `prefix`.
+pub fn access_log(path: &Path, prefix: &str) -> Result<BTreeMap<(String, u16), u32>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = BTreeMap::new();
+    for l in text.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        // GET /path HTTP/1.1 200 addr:port
+        if w.len() >= 4 && w[1].starts_with(prefix) {
+            let status = w[3].parse().unwrap_or(0);
+            *out.entry((w[1].to_owned(), status)).or_insert(0) += 1;
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,394 @@
+//! Session replay end to end in the lab: real clients against the online nginx, xdpcopy in the
+//! copier namespace, xdpcopy-intercept on the assist server, the test nginx's access log compared
+//! request by request with the online one. Needs root: skipped loudly without it, unless CI is
+//! set, where it fails.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bench::{
+    ensure_built, have_root,
+    http::{access_log, get_once, Conn},
+    in_netns,
+    lab::{addr, iface},
+    Lab, LabSpec, Role, Running, Summary,
+};
+
+fn root_or_skip(test: &str) -> bool {
+    if have_root() {
+        ensure_built().expect("building the workspace binaries");
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: the lab tests need root, and CI is set");
+    }
+    let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPED {test}: the lab tests need root (network namespaces) !!!!!\n");
+    false
+}
+
+fn lab(name: &str) -> Lab {
+    let tag = format!("r{}-{name}", std::process::id() % 100_000);
+    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false }).expect("lab up")
+}
+
+const GREETER_PORT: u16 = 2525;
+
+fn start_intercept(lab: &Lab, log: &str) -> Running {
+    let test_http = format!("{}:{}", addr::TEST, addr::TEST_PORT);
+    let test_greeter = format!("{}:{GREETER_PORT}", addr::TEST);
+    let args = ["-i", iface::ASSIST_IN, "--target", &test_http, "--target", &test_greeter, "--stats-interval", "1"];
+    Running::start(lab, Role::Assist, "xdpcopy-intercept", &args, log, "capturing responses").expect("intercept starts")
+}
+
+fn start_copier(lab: &Lab, extra: &[&str]) -> Running {
+    let transfers = format!("80-{}:{},{GREETER_PORT}-{}:{GREETER_PORT}", addr::TEST, addr::TEST_PORT, addr::TEST);
+    let intercept = addr::ASSIST_CHANNEL.to_string();
+    let mut args = vec!["-x", &transfers, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &intercept];
+    args.extend_from_slice(extra);
+    let copier =
+        Running::start(lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on").expect("xdpcopy starts");
+    // The channel connects in the background; sessions need it.
+    copier.wait_for("channel up 2", Duration::from_secs(10)).expect("the copier connects to the intercept");
+    copier
+}
+
+fn online() -> SocketAddr {
+    SocketAddr::from((addr::ONLINE, addr::ONLINE_PORT))
+}
+
+/// Waits until the test server's log holds `expected` (or the timeout), then a little longer so
+/// late duplicates would show; returns what it holds.
+fn settle_log(
+    lab: &Lab,
+    prefix: &str,
+    expected: &BTreeMap<(String, u16), u32>,
+    timeout: Duration,
+) -> BTreeMap<(String, u16), u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = access_log(&lab.test_access_log(), prefix).unwrap_or_default();
+        if &got == expected || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            return access_log(&lab.test_access_log(), prefix).unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u32>) -> String {
+    let mut out = String::new();
+    for (k, n) in expected {
+        let g = got.get(k).copied().unwrap_or(0);
+        if g != *n {
+            out += &format!("  {} {}: online {n}, test {g}\n", k.0, k.1);
+        }
+    }
+    for (k, g) in got {
+        if !expected.contains_key(k) {
+            out += &format!("  {} {}: online 0, test {g}\n", k.0, k.1);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_request_reaches_the_test_server_exactly_once() {
+    if !root_or_skip("every_request") {
+        return;
+    }
+    let lab = lab("http");
+    let client_ns = lab.ns(Role::Client);
+    let host = addr::ONLINE.to_string();
+
+    // Connections opened before the copier starts, used after: replayed mid-stream.
+    let mut pre: Vec<Conn> = in_netns(&client_ns, || {
+        (0..3)
+            .map(|c| {
+                let mut k = Conn::open(online())?;
+                assert_eq!(k.get(&addr::ONLINE.to_string(), &format!("/pre/{c}/0"), false)?, 200);
+                Ok(k)
+            })
+            .collect()
+    })
+    .unwrap();
+
+    let intercept = start_intercept(&lab, "intercept.log");
+    let copier = start_copier(&lab, &[]);
+
+    for (c, k) in pre.iter_mut().enumerate() {
+        for i in 1..=5 {
+            assert_eq!(k.get(&host, &format!("/pre/{c}/{i}"), false).unwrap(), 200);
+        }
+    }
+    drop(pre);
+    // Keep-alive connections and short ones, from several threads at once.
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let ns = client_ns.clone();
+            let host = host.clone();
+            s.spawn(move || {
+                in_netns(&ns, || {
+                    for c in 0..5 {
+                        let mut k = Conn::open(online())?;
+                        for i in 0..60 {
+                            assert_eq!(k.get(&host, &format!("/ka/{t}/{c}/{i}"), false)?, 200);
+                        }
+                    }
+                    for i in 0..100 {
+                        assert_eq!(get_once(online(), &format!("/short/{t}/{i}"))?, 200);
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            });
+        }
+    });
+
+    let mut expected = access_log(&lab.online_access_log(), "/").unwrap();
+    // The first request of each early connection happened before the copier started.
+    for c in 0..3 {
+        assert_eq!(expected.remove(&(format!("/pre/{c}/0"), 200)), Some(1));
+    }
+    assert_eq!(expected.values().sum::<u32>(), 15 + 4 * (5 * 60 + 100));
+    let got = settle_log(&lab, "/", &expected, Duration::from_secs(30));
+    let copier_summary: Summary = copier.stop().unwrap();
+    let intercept_summary = intercept.stop().unwrap();
+    assert!(got == expected, "test server's log differs from the online one:\n{}", diff(&expected, &got));
+    // Counters add up: one session per connection (3 mid-stream with a synthesized SYN).
+    assert_eq!(copier_summary.get("fake_syn"), 3);
+    assert_eq!(copier_summary.get("conns"), 3 + 4 * (5 + 100));
+    assert_eq!(intercept_summary.get("client_add"), 3 + 4 * (5 + 100));
+    assert_eq!(copier_summary.get("channel_unowned"), 0);
+}
+
+/// A server that speaks first (SMTP-like): greets, then answers every line with its length, and
+/// records the lines it received.
+fn greeter(ns: &str, ip: std::net::Ipv4Addr) -> Arc<Mutex<Vec<String>>> {
+    let listener = in_netns(ns, || Ok(TcpListener::bind((ip, GREETER_PORT))?)).unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut w = stream.try_clone().unwrap();
+                let _ = w.write_all(b"220 greeter ready\r\n");
+                let mut r = BufReader::new(stream);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let l = line.trim_end().to_owned();
+                    line.clear();
+                    let _ = w.write_all(format!("250 {}\r\n", l.len()).as_bytes());
+                    let quit = l == "QUIT";
+                    seen.lock().unwrap().push(format!("{} {}", l.len(), &l[..l.len().min(24)]));
+                    if quit {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    lines
+}
+
+fn read_line(r: &mut BufReader<TcpStream>) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).unwrap();
+    l
+}
+
+#[test]
+fn server_speaks_first_and_requests_larger_than_the_mss() {
+    if !root_or_skip("greeter") {
+        return;
+    }
+    let lab = lab("greet");
+    let online_lines = greeter(&lab.ns(Role::Online), addr::ONLINE);
+    let test_lines = greeter(&lab.ns(Role::Test), addr::TEST);
+    let intercept = start_intercept(&lab, "intercept.log");
+    let copier = start_copier(&lab, &[]);
+
+    in_netns(&lab.ns(Role::Client), || {
+        for s in 0..5 {
+            let stream = TcpStream::connect((addr::ONLINE, GREETER_PORT))?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let mut w = stream.try_clone()?;
+            let mut r = BufReader::new(stream);
+            assert!(read_line(&mut r).starts_with("220"));
+            w.write_all(format!("HELO client-{s}\r\n").as_bytes())?;
+            read_line(&mut r);
+            // One command of 6000 bytes: several segments.
+            let big = format!("DATA-{s}-{}\r\n", "x".repeat(6000));
+            w.write_all(big.as_bytes())?;
+            assert_eq!(read_line(&mut r).trim(), format!("250 {}", big.len() - 2));
+            // Two commands in one write (pipelined).
+            w.write_all(format!("NOOP a{s}\r\nNOOP b{s}\r\n").as_bytes())?;
+            read_line(&mut r);
+            read_line(&mut r);
+            w.write_all(b"QUIT\r\n")?;
+            read_line(&mut r);
+        }
+        // And HTTP: POSTs with 20 KB bodies on one keep-alive connection.
+        let mut k = Conn::open(online())?;
+        for i in 0..5 {
+            let body = "y".repeat(20_000);
+            let req = format!(
+                "POST /post/{i} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+                addr::ONLINE,
+                body.len()
+            );
+            k.send_raw(req.as_bytes())?;
+            assert_eq!(k.read_response()?, 200);
+        }
+        Ok(())
+    })
+    .unwrap();
+
+    let want = online_lines.lock().unwrap().clone();
+    assert_eq!(want.len(), 5 * 5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while test_lines.lock().unwrap().len() < want.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = test_lines.lock().unwrap().clone();
+    let mut want_sorted = want.clone();
+    got.sort();
+    want_sorted.sort();
+    let expected_posts = access_log(&lab.online_access_log(), "/post/").unwrap();
+    let posts = settle_log(&lab, "/post/", &expected_posts, Duration::from_secs(10));
+    let summary = copier.stop().unwrap();
+    intercept.stop().unwrap();
+    assert_eq!(got, want_sorted, "the test greeter received different commands");
+    assert_eq!(posts, expected_posts, "large POSTs");
+    assert_eq!(expected_posts.len(), 5);
+    assert_eq!(summary.get("conns"), 6);
+}
+
+#[test]
+fn loss_on_the_test_link_and_an_intercept_restart() {
+    if !root_or_skip("loss_restart") {
+        return;
+    }
+    let lab = lab("loss");
+    let host = addr::ONLINE.to_string();
+    let intercept = start_intercept(&lab, "intercept-1.log");
+    let copier = start_copier(&lab, &[]);
+    // 2 % of the TCP frames reaching the test server are dropped (XDP on t0: no netem here).
+    let impair = Running::start(
+        &lab,
+        Role::Test,
+        "xdpcopy-lab",
+        &["impair", "--iface", iface::TEST_IN, "--loss", "2"],
+        "impair.log",
+        "impairing",
+    )
+    .unwrap();
+    let run = |phase: &str, n: usize| {
+        in_netns(&lab.ns(Role::Client), || {
+            let mut k = Conn::open(online())?;
+            for i in 0..n {
+                assert_eq!(k.get(&host, &format!("/{phase}/ka/{i}"), false)?, 200);
+                if i % 10 == 0 {
+                    assert_eq!(get_once(online(), &format!("/{phase}/short/{i}"))?, 200);
+                }
+            }
+            Ok(())
+        })
+        .unwrap()
+    };
+    run("lossy", 200);
+    let expected = access_log(&lab.online_access_log(), "/lossy/").unwrap();
+    let got = settle_log(&lab, "/lossy/", &expected, Duration::from_secs(30));
+    let impaired = impair.stop().unwrap();
+    assert!(got == expected, "under loss:\n{}", diff(&expected, &got));
+    assert!(impaired.get("dropped") > 0, "the impairment dropped nothing");
+
+    // Kill the intercept, start a new one: the copier reconnects; new sessions replay again.
+    intercept.stop().unwrap();
+    let intercept = start_intercept(&lab, "intercept-2.log");
+    copier.wait_for("channel up 2", Duration::from_secs(15)).unwrap();
+    let reconnected = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < reconnected {
+        let log = std::fs::read_to_string(&copier.log).unwrap_or_default();
+        if log.lines().rev().take(2).any(|l| l.contains("channel up 2")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run("after", 50);
+    let expected = access_log(&lab.online_access_log(), "/after/").unwrap();
+    let got = settle_log(&lab, "/after/", &expected, Duration::from_secs(20));
+    let summary = copier.stop().unwrap();
+    intercept.stop().unwrap();
+    assert!(got == expected, "after the intercept restart:\n{}", diff(&expected, &got));
+    assert!(summary.get("retransmit") > 0, "loss should have caused retransmissions");
+    assert!(summary.get("channel_reconnects") + summary.get("channel_connects") >= 4);
+}
+
+#[test]
+fn garbage_on_the_channel_and_an_unregistered_flood_are_survived() {
+    if !root_or_skip("garbage") {
+        return;
+    }
+    let lab = lab("garbage");
+    let intercept = start_intercept(&lab, "intercept.log");
+    // Garbage and a pre-hello (too old) stream on the channel port, from the copier's side.
+    in_netns(&lab.ns(Role::Copier), || {
+        let chan = SocketAddr::from((addr::ASSIST_CHANNEL, addr::CHANNEL_PORT));
+        for junk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..], &[0xffu8; 4096][..], &[1u8, 2, 3, 4, 5, 6, 7, 8, 9][..]]
+        {
+            let mut s = TcpStream::connect(chan)?;
+            let _ = s.write_all(junk);
+        }
+        Ok(())
+    })
+    .unwrap();
+    // A flood of responses nobody registered: SYN-ACKs from the test server's address.
+    let a0 = lab.mac(Role::Assist, iface::ASSIST_IN).unwrap();
+    let t1 = lab.mac(Role::Test, iface::TEST_TO_ASSIST).unwrap();
+    let flood = bench::SendSpec {
+        iface: iface::TEST_TO_ASSIST.into(),
+        frame: bench::FrameSpec {
+            src_mac: t1,
+            dst_mac: a0,
+            src_ip: addr::TEST,
+            dst_ip: addr::CLIENT,
+            src_port: addr::TEST_PORT,
+            dst_port: 40000,
+            flags: 0x12,
+            ..bench::FrameSpec::default()
+        },
+        kind: bench::FrameKind::Good,
+        sizes: vec![64],
+        count: 5000,
+        rate_pps: 20_000,
+        first_seq: 0,
+        // One flow: the source must stay the test server's port (the sender varies source ports).
+        flows: 1,
+    };
+    bench::send_frames_in_ns(&lab.ns(Role::Test), &flood).unwrap();
+    // A real session still replays.
+    let copier = start_copier(&lab, &[]);
+    in_netns(&lab.ns(Role::Client), || {
+        for i in 0..20 {
+            assert_eq!(get_once(online(), &format!("/alive/{i}"))?, 200);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let expected = access_log(&lab.online_access_log(), "/alive/").unwrap();
+    let got = settle_log(&lab, "/alive/", &expected, Duration::from_secs(20));
+    copier.stop().unwrap();
+    let s = intercept.stop().expect("the intercept survives and exits cleanly");
+    assert!(got == expected, "{}", diff(&expected, &got));
+    assert!(s.get("hellos_bad") >= 2, "garbage connections must be refused");
+    assert!(s.get("headers") >= 5000, "every flood frame became a header: {s:?}");
+    assert!(s.get("delayed") + s.get("delay_dropped") + s.get("unrouted") >= 5000, "{s:?}");
+    assert!(s.get("delay_held") <= 16, "the delay table must stay bounded per session: {s:?}");
+}

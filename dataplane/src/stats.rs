@@ -132,8 +132,17 @@ impl Default for Published {
 impl Published {
     /// Stores the worker's counters (called by the owning worker only).
     pub fn publish(&self, c: &Counters) {
-        let scalars =
-            [c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.tx_completed, c.tx_kick_errors, c.idle_waits];
+        let scalars: [u64; SCALARS] = [
+            c.rx_frames,
+            c.rx_bytes,
+            c.tx_frames,
+            c.tx_bytes,
+            c.tx_completed,
+            c.tx_kick_errors,
+            c.idle_waits,
+            c.bad_headers,
+            c.no_free_frame,
+        ];
         let values = scalars.iter().chain(c.drops.iter()).chain(c.malformed.iter());
         for (w, v) in self.words.iter().zip(values) {
             w.store(*v, Ordering::Relaxed);

@@ -557,8 +557,9 @@ impl session::Output for UmemOut<'_> {
         let room = chunk.len().min(MAX_BUILD);
         let len = build(&mut chunk[..room]);
         if len == 0 || len > room {
+            // Too small a buffer: recycled unsent; the engine counts it (tx_buffer_too_small).
             self.free.push(base);
-            return false;
+            return true;
         }
         self.tx.push(Desc { addr: base, len: len as u32, options: 0 });
         *self.sent += 1;

@@ -434,60 +434,82 @@ fn link_mac_here(iface: &str) -> Result<MacAddr> {
     s.trim().parse().map_err(|e| anyhow::anyhow!("MAC of {iface}: {e}"))
 }
 
-/// The README demo.
+/// The README demo: session replay of live HTTP requests, access logs compared at the end.
 fn demo(tag: &str, seconds: u64, rate: u64) -> Result<()> {
     use std::time::{Duration, Instant};
 
     bench::ensure_built().ok();
     let xdpcopy = bench::bin_path("xdpcopy")?;
+    let intercept = bench::bin_path("xdpcopy-intercept")?;
     println!("== bringing the lab up (namespaces xdpc-{tag}-*) ==");
     let lab = Lab::up(LabSpec { tag: tag.to_owned(), queues: 2, nginx: true, mirror_egress: false })?;
-    let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
+    let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
+    println!("== assist server: xdpcopy-intercept -i {} --target {target} ==", iface::ASSIST_IN);
+    let mut icpt = lab
+        .cmd(Role::Assist, &intercept.to_string_lossy())
+        .args(["-i", iface::ASSIST_IN, "--target", &target, "-q"])
+        .spawn()
+        .context("starting xdpcopy-intercept")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let transfer = format!("{}-{target}", addr::ONLINE_PORT);
+    let channel = addr::ASSIST_CHANNEL.to_string();
     println!(
-        "== xdpcopy --stateless -x {transfer} -i {} -o {}  (in xdpc-{tag}-copier; stats every second) ==",
+        "== copier: xdpcopy -x {transfer} -i {} -o {} -s {channel}  (stats every second) ==",
         iface::COPIER_IN,
         iface::COPIER_OUT
     );
-    let before = lab.nstat(Role::Test)?;
     let mut copier = lab
         .cmd(Role::Copier, &xdpcopy.to_string_lossy())
-        .args(["--stateless", "-x", &transfer, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT])
+        .args(["-x", &transfer, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel])
         .spawn()
         .context("starting xdpcopy")?;
     std::thread::sleep(Duration::from_millis(1500));
-    println!("== {seconds} s of HTTP requests from the client to the online nginx at {rate}/s ==");
+    println!("== {seconds} s of HTTP requests from the client to the online nginx, ~{rate}/s, keep-alive and not ==");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let gap = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let (mut ok, mut failed) = (0u64, 0u64);
+    let online: std::net::SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
     let mut i = 0u64;
     while Instant::now() < deadline {
-        let url = format!("http://{}/demo/{i}", addr::ONLINE);
-        let out =
-            lab.run(Role::Client, &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", &url]);
-        match out {
-            Ok(code) if code.trim() == "200" => ok += 1,
-            _ => failed += 1,
+        // Every 5th round: 5 requests on one keep-alive connection; otherwise one short connection.
+        let res = bench::in_netns(&lab.ns(Role::Client), || {
+            if i % 5 == 0 {
+                let mut k = bench::http::Conn::open(online)?;
+                (0..5)
+                    .map(|j| k.get(&addr::ONLINE.to_string(), &format!("/demo/{i}/{j}"), false))
+                    .collect::<Result<Vec<_>>>()
+            } else {
+                Ok(vec![bench::http::get_once(online, &format!("/demo/{i}"))?])
+            }
+        });
+        match res {
+            Ok(codes) => {
+                ok += codes.iter().filter(|c| **c == 200).count() as u64;
+                failed += codes.iter().filter(|c| **c != 200).count() as u64;
+            }
+            Err(_) => failed += 1,
         }
         i += 1;
         std::thread::sleep(gap);
     }
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     bench::netns::signal(copier.id(), libc::SIGINT)?;
     let status = copier.wait()?;
-    let after = lab.nstat(Role::Test)?;
-    let served = std::fs::read_to_string(lab.online_access_log())
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("/demo/"))
-        .count();
+    bench::netns::signal(icpt.id(), libc::SIGINT)?;
+    let _ = icpt.wait();
+    let online_log = bench::http::access_log(&lab.online_access_log(), "/demo/")?;
+    let test_log = bench::http::access_log(&lab.test_access_log(), "/demo/")?;
+    let same = online_log.iter().filter(|(k, n)| test_log.get(*k) == Some(*n)).count();
     println!("== result ==");
-    println!("online nginx: {ok} requests answered 200, {failed} failed, {served} in its access log");
     println!(
-        "test server:  {} TCP segments received from the copier, {} with a bad checksum",
-        after.get("TcpInSegs").copied().unwrap_or(0) - before.get("TcpInSegs").copied().unwrap_or(0),
-        after.get("TcpInCsumErrors").copied().unwrap_or(0)
+        "online nginx: {ok} requests answered 200, {failed} failed; {} distinct requests in its access log",
+        online_log.len()
     );
-    println!("(stateless mode copies frames; session replay with xdpcopy-intercept comes next)");
+    println!(
+        "test nginx:   {} distinct requests in its access log; {same} of the online ones replayed exactly (same URL, status, count)",
+        test_log.len()
+    );
+    println!("logs: {} and {}", lab.online_access_log().display(), lab.test_access_log().display());
     anyhow::ensure!(status.success(), "xdpcopy exited with {status}");
     lab.shutdown()?;
     println!("== lab down ==");

@@ -101,10 +101,10 @@ impl Counter {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// libbpf could not open/load the object or find a map/program.
-    #[error("loading the XDP program: {0}")]
+    #[error("loading the XDP program")]
     Load(#[from] libbpf_rs::Error),
     /// Attaching failed in every allowed mode.
-    #[error("attaching XDP ({mode}) to {ifname}: {source}; try --xdp-mode generic, or check `ip link show {ifname}` for another XDP program")]
+    #[error("attaching XDP ({mode}) to {ifname} failed (try --xdp-mode generic, or check `ip link show {ifname}` for another XDP program)")]
     Attach {
         /// Interface.
         ifname: String,
@@ -118,7 +118,7 @@ pub enum Error {
     #[error("interface {0} not found; list interfaces with `ip link`")]
     NoSuchInterface(String),
     /// Updating a map failed.
-    #[error("updating BPF map {map}: {source}")]
+    #[error("updating BPF map {map}")]
     Map {
         /// Map name.
         map: &'static str,

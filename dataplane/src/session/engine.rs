@@ -145,7 +145,8 @@ impl Engine {
         self.core.pool.free_chunks()
     }
 
-    /// Return when [`Engine::on_timers`] next has something to do (possibly earlier).
+    /// Return when [`Engine::on_timers`] next has something to do: no later than the earliest
+    /// deadline (a deadline that moved later can wake the engine once, early).
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers.peek().map(|e| e.0)
     }
@@ -178,6 +179,7 @@ impl Engine {
         let ip_len = inc.ip_hdr.len() + inc.tcp_hdr.len() + inc.payload.len();
         if ip_len <= usize::from(self.core.cfg.mtu) {
             self.on_segment(now, target, inc, out);
+            self.prune_timers();
             return;
         }
         let max = usize::from(self.core.cfg.mtu).saturating_sub(inc.ip_hdr.len() + inc.tcp_hdr.len());
@@ -198,6 +200,7 @@ impl Engine {
             };
             self.on_segment(now, target, piece, out);
         }
+        self.prune_timers();
     }
 
     /// Handle a response header returned by intercept.
@@ -223,13 +226,13 @@ impl Engine {
         }
         self.sessions[slot as usize] = Some(s);
         self.settle(slot, true);
+        self.prune_timers();
     }
 
     /// Run every due timer. Cheap when nothing is due.
     pub fn on_timers(&mut self, now: Instant, out: &mut dyn Output) {
-        while let Some((when, slot, gen)) = self.timers.pop_due(now) {
-            let live = self.sessions[slot as usize].as_ref().is_some_and(|s| s.gen == gen && s.scheduled == Some(when));
-            if !live {
+        while let Some(e @ (_, slot, _)) = self.timers.pop_due(now) {
+            if !self.live(e) {
                 continue;
             }
             let Some(mut s) = self.sessions[slot as usize].take() else {
@@ -239,6 +242,22 @@ impl Engine {
             self.core.timers(now, &mut s, out);
             self.sessions[slot as usize] = Some(s);
             self.settle(slot, false);
+        }
+        self.prune_timers();
+    }
+
+    /// Return whether a heap entry is the live one of its session.
+    fn live(&self, (when, slot, gen): (Instant, u32, u32)) -> bool {
+        self.sessions[slot as usize].as_ref().is_some_and(|s| s.gen == gen && s.scheduled == Some(when))
+    }
+
+    /// Pop stale entries off the top of the heap, so that its top is the next deadline.
+    fn prune_timers(&mut self) {
+        while let Some(e) = self.timers.peek() {
+            if self.live(e) {
+                break;
+            }
+            self.timers.pop();
         }
     }
 
@@ -275,11 +294,7 @@ impl Engine {
                 if port_reuse {
                     self.core.c.port_reuse += 1;
                 }
-                if let Some(mut s) = self.sessions[i as usize].take() {
-                    self.core.end(now, &mut s, out, true);
-                    self.sessions[i as usize] = Some(s);
-                }
-                self.remove(i);
+                self.abort(i, out);
                 slot = None;
             }
         }
@@ -318,11 +333,7 @@ impl Engine {
     ) -> u32 {
         if self.table.len() == self.table.capacity() {
             if let Some(victim) = self.table.lru() {
-                if let Some(mut s) = self.sessions[victim as usize].take() {
-                    self.core.end(now, &mut s, out, true);
-                    self.sessions[victim as usize] = Some(s);
-                }
-                self.remove(victim);
+                self.abort(victim, out);
                 self.core.c.evicted += 1;
             }
         }
@@ -340,6 +351,17 @@ impl Engine {
         self.sessions[slot as usize] = Some(s);
         self.core.c.active = self.table.len() as u64;
         slot
+    }
+
+    /// Delete the session in `slot` at once, with the passive RST if it had not ended.
+    fn abort(&mut self, slot: u32, out: &mut dyn Output) {
+        if let Some(mut s) = self.sessions[slot as usize].take() {
+            if !s.over && s.phase != Phase::Closed {
+                self.core.passive_rst(&mut s, out);
+            }
+            self.sessions[slot as usize] = Some(s);
+        }
+        self.remove(slot);
     }
 
     /// Delete the session in `slot` and free its segments.
@@ -851,7 +873,6 @@ impl Core {
             if s.awaiting {
                 if s.last_ack_sent == Some(seg.ack) {
                     // The client saw no more response: the response may be complete.
-                    s.delay_send = true;
                     if s.t_delay.is_none() {
                         s.t_delay = Some(at(now, s.rtt.max(MS)));
                     }
@@ -900,7 +921,6 @@ impl Core {
             // Rule 7b: flow control against the target's window.
             let in_flight = s.nxt.wrapping_sub(s.rep_ack);
             if in_flight > 0 && u64::from(in_flight) + u64::from(seg.len()) > u64::from(s.peer_window) {
-                s.delay_send = true;
                 return false;
             }
             // Rule 7c: pacing; 7e: continuation of the current request.
@@ -918,7 +938,6 @@ impl Core {
                 s.t_delay = None;
             }
             s.sent_request = true;
-            s.delay_send = false;
             self.send_next(now, s, d, out);
             return true;
         }
@@ -1137,7 +1156,6 @@ impl Core {
         s.server_fin = false;
         s.client_fin = false;
         s.greeting_received = false;
-        s.delay_send = false;
         s.resp_data = false;
         s.retransmitted = false;
         s.ts_on = false;
@@ -1287,7 +1305,6 @@ impl Core {
             s.t_delay = Some(at(now, next));
         } else {
             s.awaiting = false;
-            s.delay_send = false;
             self.drain(now, s, out);
         }
     }

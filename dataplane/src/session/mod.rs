@@ -17,7 +17,7 @@
 //!
 //! The replayed connection keeps the client's own sequence numbers; the test server's ISN is
 //! learnt from its SYN-ACK header and every ack we send is `target_ack_seq` (§3.4). Captured
-//! segments are copied into a per-worker [`pool`] and released to the target in order, by the
+//! segments are copied into a preallocated per-worker pool and released to the target in order, by the
 //! per-packet rules of §3.7: nothing before the handshake completes; a synthesized SYN (§3.9)
 //! for sessions first seen mid-stream; the client's pure ACKs suppressed (we ACK response data
 //! ourselves on the rtt-driven delayed-ACK timer, §3.8); a new request held until the previous
@@ -37,6 +37,28 @@
 //! - #11: buffering is bounded in bytes per session and by the worker's preallocated pool; a
 //!   session that falls behind is kept (reference §10) until it hits a cap, which is counted.
 //! - #12: captured packets larger than `mtu` are split before anything else.
+//!
+//! # Deliberate differences from the original
+//!
+//! - A client SYN with a new sequence number on a live tuple, or a forward jump of more than
+//!   2^24 in its stream, ends the old session (passive RST, `port_reuse`) and starts a new one;
+//!   the original marks the old session and drops the new connection until the old one dies.
+//! - A stray client packet for a session in time-wait is dropped (`clt_time_wait`) and the
+//!   session keeps absorbing late responses; the original destroys the session.
+//! - The target's FIN completes the response in progress, so a captured client FIN goes out as
+//!   a FIN (a clean close) instead of being held until the faked RST.
+//! - After the client's FIN, a bare ACK from the target is not answered with a RST; the session
+//!   waits `time_wait` for the target's FIN, then ends with the passive RST.
+//! - A response of a stale target connection before the SYN-ACK gets the faked RST and our
+//!   SYN is retransmitted after rtt (the SYN retransmit timer replaces the rebuild).
+//! - SACK blocks in captured packets are overwritten with NOPs (they name the online server's
+//!   sequence numbers); the payload of a captured SYN or RST is not replayed.
+//! - A fast retransmit re-arms the RTO to max(rtt, `rto`), not rtt.
+//! - The per-session buffer cap counts stored bytes (headers + payload), so pure ACKs and FINs
+//!   buffered before the handshake count too. Hitting it, or running out of pool, ends the
+//!   session (a hole would stall it anyway) and frees its memory.
+//! - No zero-window probes and no hop-point bookkeeping (§3.11) beyond the 2^24 jump rule;
+//!   `lost_wait` bounds both stalls.
 //!
 //! # Invariants
 //!
@@ -148,9 +170,10 @@ impl Target {
 /// tests implement it with `Vec`s.
 pub trait Output {
     /// Build one frame in a free TX buffer: `build` writes the whole Ethernet frame and returns
-    /// its length, or 0 if the buffer is too small (the buffer must then be recycled unsent).
-    /// Return false when no buffer is free (the engine counts it and relies on its
-    /// retransmission logic; it never loops).
+    /// its length, or 0 if the buffer is too small (the buffer must then be recycled unsent;
+    /// return true, and the engine counts `tx_buffer_too_small`). Return false when no buffer is
+    /// free (the engine counts `tx_no_buffer` and relies on its retransmission logic; it never
+    /// loops). Frames are at most 14 + `mtu` bytes.
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
 
     /// Ask the control thread to send CLIENT_ADD(client, target) to the intercepts; false if it

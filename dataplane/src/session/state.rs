@@ -84,8 +84,6 @@ pub(crate) struct Session {
 
     /// A request is held until the target's greeting arrives (§3.7 rule 6).
     pub greeting_received: bool,
-    /// Payload held by flow control or a bare FIN held during a response.
-    pub delay_send: bool,
     /// Response data arrived since the last delayed ACK.
     pub resp_data: bool,
     /// The last response segment with data was "full" (§3.8).
@@ -174,7 +172,6 @@ impl Session {
             max_end: 0,
             last_ack_sent: None,
             greeting_received: false,
-            delay_send: false,
             resp_data: false,
             resp_full: false,
             retransmitted: false,

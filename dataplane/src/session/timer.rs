@@ -5,7 +5,8 @@
 //! heap entry, for the earliest of them. When a deadline moves earlier a new entry is pushed
 //! (the old one becomes stale); when it moves later nothing is pushed: the old entry fires
 //! early, finds nothing due, and the session is rescheduled. Stale entries are skipped on pop
-//! by comparing with the session's generation and scheduled deadline. If stale entries fill the
+//! by comparing with the session's generation and scheduled deadline, and pruned from the top
+//! after every event so that the earliest entry is a live one. If stale entries fill the
 //! heap, the owner rebuilds it from the sessions (one entry each), so it never grows.
 
 use std::cmp::Reverse;
@@ -47,6 +48,11 @@ impl Timers {
             Some(Reverse(e)) if e.0 <= now => self.heap.pop().map(|r| r.0),
             _ => None,
         }
+    }
+
+    /// Remove the earliest entry.
+    pub fn pop(&mut self) -> Option<Entry> {
+        self.heap.pop().map(|r| r.0)
     }
 
     /// Drop every entry (the capacity is kept).

@@ -50,7 +50,7 @@ pub enum Error {
     #[error("interface {0} not found; list interfaces with `ip link`")]
     NoSuchInterface(String),
     /// A system call failed.
-    #[error("AF_XDP socket on {ifname} queue {queue}: {source}")]
+    #[error("AF_XDP socket on {ifname} queue {queue}")]
     Syscall {
         /// Interface.
         ifname: String,
@@ -117,6 +117,9 @@ pub struct Socket {
     queue: u32,
 }
 
+/// Binds retried on EBUSY (50 ms apart): up to 3 s for the previous owner's release.
+const BUSY_RETRIES: u32 = 60;
+
 /// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.x): frames one copy-mode `sendto` may transmit.
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 
@@ -134,21 +137,34 @@ impl Socket {
         };
         let mut last = None;
         for &mode in attempts {
-            let attempt = (|| {
-                let fd = sys::xdp_socket()?;
-                let reg = umem.registration();
-                sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_REG, &reg, "setsockopt(XDP_UMEM_REG)")?;
-                let sock = Self::rings(fd, cfg)?;
-                sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, mode | libc::XDP_USE_NEED_WAKEUP, None)?;
-                Ok(sock)
-            })();
-            match attempt {
-                Ok(mut sock) => {
-                    sock.zero_copy = sock.query_zero_copy();
-                    sock.raise_tx_budget();
-                    return Ok(sock);
+            // A socket another process just closed on this queue is released asynchronously by
+            // the kernel: bind fails with EBUSY for a moment (seen when intercept restarts).
+            let mut busy_retries = 0;
+            loop {
+                let attempt = (|| -> Result<Self, SyscallError> {
+                    let fd = sys::xdp_socket()?;
+                    let reg = umem.registration();
+                    sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_REG, &reg, "setsockopt(XDP_UMEM_REG)")?;
+                    let sock = Self::rings(fd, cfg)?;
+                    sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, mode | libc::XDP_USE_NEED_WAKEUP, None)?;
+                    Ok(sock)
+                })();
+                match attempt {
+                    Ok(mut sock) => {
+                        sock.zero_copy = sock.query_zero_copy();
+                        sock.raise_tx_budget();
+                        return Ok(sock);
+                    }
+                    Err(e) if e.errno() == Some(libc::EBUSY) && busy_retries < BUSY_RETRIES => {
+                        busy_retries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        drop(e);
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
                 }
-                Err(e) => last = Some(e),
             }
         }
         Err(Error::Syscall { ifname: cfg.ifname.clone(), queue: cfg.queue, source: last.expect("one attempt ran") })

@@ -11,16 +11,23 @@ use std::{
 
 use memmap2::{MmapMut, MmapOptions};
 
-/// A failed system call: which one, and the OS error.
-#[derive(Debug, thiserror::Error)]
-#[error("{call}: {source}")]
+/// A failed system call: which one, and the OS error (in the message, not as a separate
+/// source, so an error chain prints it once).
+#[derive(Debug)]
 pub struct SyscallError {
     /// The call and its subject, e.g. `setsockopt(XDP_UMEM_REG)`.
     pub call: &'static str,
     /// The OS error it returned.
-    #[source]
     pub source: io::Error,
 }
+
+impl std::fmt::Display for SyscallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.call, self.source)
+    }
+}
+
+impl std::error::Error for SyscallError {}
 
 impl SyscallError {
     fn last(call: &'static str) -> Self {

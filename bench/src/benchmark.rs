@@ -309,14 +309,19 @@ fn report(spec: &BenchSpec, table: &[(usize, Vec<RunResult>)], took: Duration) -
     md
 }
 
-/// Writes `report` into `path` between the bench markers (creating the file if needed).
+/// Writes `report` into `path` between the stateless bench markers (creating the file if needed).
 pub fn write_report(path: &Path, report: &str) -> Result<()> {
-    const BEGIN: &str = "<!-- bench:stateless:begin -->";
-    const END: &str = "<!-- bench:stateless:end -->";
+    write_section(path, "stateless", report)
+}
+
+/// Writes `report` into `path` between the markers of section `name`.
+pub fn write_section(path: &Path, name: &str, report: &str) -> Result<()> {
+    let begin = format!("<!-- bench:{name}:begin -->");
+    let end = format!("<!-- bench:{name}:end -->");
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let block = format!("{BEGIN}\n{report}{END}");
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], block, &old[b + END.len()..]),
+    let block = format!("{begin}\n{report}{end}");
+    let new = match (old.find(begin.as_str()), old.find(end.as_str())) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &old[..a], block, &old[b + end.len()..]),
         _ => format!("{old}\n{block}\n"),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))

@@ -13,6 +13,7 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod proc;
+pub mod replay_bench;
 pub mod sender;
 pub mod verify;
 

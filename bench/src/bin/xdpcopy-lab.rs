@@ -144,6 +144,26 @@ enum Cmd {
         #[arg(long)]
         loss: f64,
     },
+    /// Session replay under increasing load: online req/s, test req/s, copy ratio, copier CPU;
+    /// writes the table into a Markdown file.
+    BenchReplay {
+        /// Paced levels, requests per second over 8 keep-alive connections.
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000")]
+        paced: Vec<u32>,
+        /// Unpaced levels: wrk connection counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        unpaced: Vec<u32>,
+        /// Seconds of load per level.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Extra arguments for xdpcopy (e.g. "-W").
+        #[arg(long, allow_hyphen_values = true)]
+        xdpcopy_args: Option<String>,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long)]
+        no_write: bool,
+    },
     /// A benchmark component (run by `bench` inside a namespace; prints `RESULT count=N seconds=S`).
     #[command(hide = true)]
     Agent {
@@ -276,6 +296,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Agent { kind, iface, size, seconds, core } => agent(kind, &iface, size, seconds, core),
         Cmd::Impair { iface, loss } => impair(&iface, loss),
+        Cmd::BenchReplay { paced, unpaced, seconds, xdpcopy_args, out, no_write } => {
+            use bench::replay_bench::Load;
+            let levels: Vec<Load> =
+                paced.into_iter().map(Load::Paced).chain(unpaced.into_iter().map(Load::Unpaced)).collect();
+            let extra: Vec<String> =
+                xdpcopy_args.map(|a| a.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+            let report = bench::replay_bench::run(&levels, seconds, &extra)?;
+            println!("{report}");
+            if !no_write {
+                bench::benchmark::write_section(&out, "replay", &report)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
         Cmd::Verify { pcap, expect_seqs, first_seq, strict_checksums } => {
             let s = PcapSummary::from_file(&pcap)?;
             print!("{s}");

@@ -1,0 +1,197 @@
+//! The session-replay benchmark (`xdpcopy-lab bench-replay`): increasing client load against
+//! the online nginx, with xdpcopy replaying to the test nginx through xdpcopy-intercept. For each
+//! level: the online req/s, the test req/s, the copy ratio (requests in the test log ÷ requests in
+//! the online log, counted after the test log stops growing) and the copier's CPU.
+//!
+//! Two kinds of load:
+//! - **paced**: 8 keep-alive connections, each sending at rate/8 with a distinct URL per request
+//!   (the project's own client);
+//! - **unpaced**: `wrk -t1 -cN`: each connection sends its next request as soon as the answer
+//!   arrives — the load that broke the original (tcpcopy-behaviour.md §10).
+
+use std::{
+    fmt::Write as _,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    http::{access_log, Conn},
+    in_netns,
+    lab::{addr, iface},
+    proc::Running,
+    Lab, LabSpec, Role,
+};
+
+/// One load level.
+#[derive(Debug, Clone, Copy)]
+pub enum Load {
+    /// Requests per second over 8 keep-alive connections.
+    Paced(u32),
+    /// `wrk` with this many connections.
+    Unpaced(u32),
+}
+
+/// One level's outcome.
+#[derive(Debug, Clone)]
+pub struct LevelResult {
+    pub load: Load,
+    pub online_requests: u64,
+    pub test_requests: u64,
+    pub seconds: f64,
+    pub copier_cpu: f64,
+    pub settle_seconds: f64,
+    pub summary: crate::proc::Summary,
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn count(log: &std::path::Path, prefix: &str) -> u64 {
+    access_log(log, prefix).map(|m| m.values().map(|v| u64::from(*v)).sum()).unwrap_or(0)
+}
+
+fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
+    let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
+    let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
+    let intercept = Running::start(
+        &lab,
+        Role::Assist,
+        "xdpcopy-intercept",
+        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
+        "intercept.log",
+        "capturing responses",
+    )?;
+    let transfer = format!("{}-{target}", addr::ONLINE_PORT);
+    let channel = addr::ASSIST_CHANNEL.to_string();
+    let mut args: Vec<&str> = vec!["-x", &transfer, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel];
+    args.extend(extra.iter().map(String::as_str));
+    let copier = Running::start(&lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on")?;
+    copier.wait_for("channel up 2", Duration::from_secs(10))?;
+    let pid = copier.pid();
+    let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
+    let cpu0 = cpu_ticks(pid);
+    let started = Instant::now();
+    match load {
+        Load::Paced(rate) => {
+            let conns = 8u32;
+            let gap = Duration::from_secs_f64(f64::from(conns) / f64::from(rate.max(1)));
+            let ns = lab.ns(Role::Client);
+            std::thread::scope(|s| {
+                for c in 0..conns {
+                    let ns = ns.clone();
+                    s.spawn(move || {
+                        let _ = in_netns(&ns, || {
+                            let mut k = Conn::open(online)?;
+                            let end = Instant::now() + Duration::from_secs(seconds);
+                            let mut next = Instant::now();
+                            let mut i = 0u64;
+                            while Instant::now() < end {
+                                k.get(&addr::ONLINE.to_string(), &format!("/bench/{c}/{i}"), false)?;
+                                i += 1;
+                                next += gap;
+                                if let Some(d) = next.checked_duration_since(Instant::now()) {
+                                    std::thread::sleep(d);
+                                }
+                            }
+                            Ok(())
+                        });
+                    });
+                }
+            });
+        }
+        Load::Unpaced(conns) => {
+            let c = conns.to_string();
+            let d = format!("{seconds}s");
+            let url = format!("http://{}/bench/wrk", addr::ONLINE);
+            lab.run(Role::Client, &["wrk", "-t1", "-c", &c, "-d", &d, &url]).context("running wrk")?;
+        }
+    }
+    let seconds_run = started.elapsed().as_secs_f64();
+    let cpu1 = cpu_ticks(pid);
+    let online_requests = count(&lab.online_access_log(), "/bench/");
+    // Let the replay finish: the test log stops growing for 3 s (or 60 s pass).
+    let settle_start = Instant::now();
+    let mut last = (count(&lab.test_access_log(), "/bench/"), Instant::now());
+    while settle_start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = count(&lab.test_access_log(), "/bench/");
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) || now >= online_requests {
+            break;
+        }
+    }
+    let test_requests = count(&lab.test_access_log(), "/bench/");
+    let summary = copier.stop()?;
+    intercept.stop()?;
+    lab.shutdown()?;
+    let ticks_per_s = 100.0;
+    Ok(LevelResult {
+        load,
+        online_requests,
+        test_requests,
+        seconds: seconds_run,
+        copier_cpu: (cpu1 - cpu0) as f64 / ticks_per_s / seconds_run,
+        settle_seconds: last.1.duration_since(settle_start).as_secs_f64().max(0.0),
+        summary,
+    })
+}
+
+/// Runs every level and returns the Markdown report.
+pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
+    let mut rows = Vec::new();
+    for &load in levels {
+        let r = run_level(load, seconds, extra)?;
+        eprintln!(
+            "bench-replay: {:?}: online {} req ({:.0}/s), test {} ({:.1} %), copier CPU {:.0} %, buffer_overflow {}",
+            r.load,
+            r.online_requests,
+            r.online_requests as f64 / r.seconds,
+            r.test_requests,
+            100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
+            100.0 * r.copier_cpu,
+            r.summary.0.get("buffer_overflow").copied().unwrap_or(0),
+        );
+        rows.push(r);
+    }
+    let mut md = String::new();
+    let _ = writeln!(md, "### Session replay under increasing load\n");
+    let _ = writeln!(
+        md,
+        "{seconds} s of load per level; release build; lab of `xdpcopy-lab`; copier with default options{}. \
+         Reproduce: `sudo target/release/xdpcopy-lab bench-replay`.\n",
+        if extra.is_empty() { String::new() } else { format!(" plus `{}`", extra.join(" ")) }
+    );
+    let _ = writeln!(md, "| load | online req/s | test req/s (during + catch-up) | copy ratio | copier CPU (one core = 100 %) | retransmit | buffer_overflow | evicted |");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let load = match r.load {
+            Load::Paced(rate) => format!("paced {rate}/s, 8 conns"),
+            Load::Unpaced(c) => format!("wrk, {c} conns"),
+        };
+        let g = |k: &str| r.summary.0.get(k).copied().unwrap_or(0);
+        let _ = writeln!(
+            md,
+            "| {load} | {:.0} | {:.0} | {:.2} % | {:.0} % | {} | {} | {} |",
+            r.online_requests as f64 / r.seconds,
+            r.test_requests as f64 / (r.seconds + r.settle_seconds),
+            100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
+            100.0 * r.copier_cpu,
+            g("retransmit"),
+            g("buffer_overflow"),
+            g("evicted"),
+        );
+    }
+    Ok(md)
+}

@@ -598,6 +598,7 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
     log_format xdpc '$request $status $remote_addr:$remote_port';
     access_log {log} xdpc;
     server {{

@@ -91,7 +91,7 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
                 for c in 0..conns {
                     let ns = ns.clone();
                     s.spawn(move || {
-                        let _ = in_netns(&ns, || {
+                        let r = in_netns(&ns, || {
                             let mut k = Conn::open(online)?;
                             let end = Instant::now() + Duration::from_secs(seconds);
                             let mut next = Instant::now();
@@ -106,6 +106,9 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
                             }
                             Ok(())
                         });
+                        if let Err(e) = r {
+                            eprintln!("bench-replay: client connection {c} stopped early: {e:#}");
+                        }
                     });
                 }
             });

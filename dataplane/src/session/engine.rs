@@ -15,7 +15,7 @@ use super::response::ResponseHeader;
 use super::state::{after, before, Phase, Session};
 use super::table::{key, Table};
 use super::timer::Timers;
-use super::{Config, Counters, Output, Target};
+use super::{Config, Counters, Latency, Output, Target};
 use crate::wire::parse::{Family, Parsed};
 use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 use crate::wire::{ipv4, tcp, IPPROTO_TCP};
@@ -552,6 +552,9 @@ impl Core {
     fn send_next(&mut self, now: Instant, s: &mut Session, d: u32, out: &mut dyn Output) {
         self.send_seg(s, d, None, true, out);
         let seg = *self.pool.seg(d);
+        if seg.len() > 0 && s.req_at.is_none() {
+            s.req_at = Some(now);
+        }
         if after(seg.end(), s.nxt) {
             s.nxt = seg.end();
         }
@@ -597,6 +600,8 @@ impl Core {
 
     fn arm_syn(&mut self, now: Instant, s: &mut Session) {
         s.phase = Phase::SynSent;
+        // Measured from the first SYN: a SYN retransmission is part of the handshake's latency.
+        s.syn_at = Some(now);
         s.syn_backoff = self.cfg.syn_rto;
         s.t_syn = Some(at(now, self.cfg.syn_rto));
         s.t_establish = Some(at(now, self.cfg.establish_timeout));
@@ -990,6 +995,11 @@ impl Core {
             }
             return;
         }
+        if plen > 0 && s.phase == Phase::Confirmed {
+            if let Some(t) = s.req_at.take() {
+                out.latency(Latency::Response, now.saturating_duration_since(t).as_nanos() as u64);
+            }
+        }
         match s.phase {
             Phase::Closed => return,
             Phase::SynSent => {
@@ -1095,6 +1105,9 @@ impl Core {
     /// The target's SYN-ACK for our SYN: learn its ISN, options and window.
     fn handshake(&mut self, now: Instant, s: &mut Session, h: &ResponseHeader, out: &mut dyn Output) {
         self.c.conns += 1;
+        if let Some(t) = s.syn_at.take() {
+            out.latency(Latency::Handshake, now.saturating_duration_since(t).as_nanos() as u64);
+        }
         s.phase = Phase::Confirmed;
         s.t_syn = None;
         s.t_establish = None;

@@ -179,6 +179,22 @@ pub trait Output {
     /// Ask the control thread to send CLIENT_ADD(client, target) to the intercepts; false if it
     /// could not be queued.
     fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool;
+
+    /// Record a latency sample (nanoseconds, measured with the engine's `now`). The default
+    /// ignores it.
+    fn latency(&mut self, _what: Latency, _nanos: u64) {}
+}
+
+/// The latencies the engine measures, with the worker's clock (`now` of each call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Latency {
+    /// A connection's first SYN (captured or synthesized) sent → the test server's SYN-ACK header
+    /// handled.
+    Handshake,
+    /// A request's first segment sent → the first response header with payload handled. Includes
+    /// the return path: test server → assist server → intercept (≤ its flush delay) → channel →
+    /// control thread → worker.
+    Response,
 }
 
 macro_rules! counters {

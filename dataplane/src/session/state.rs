@@ -111,6 +111,10 @@ pub(crate) struct Session {
     pub created: Instant,
     /// Time of the last response (or of creation).
     pub last_resp_at: Instant,
+    /// When this connection's first SYN went out (handshake latency), until the SYN-ACK.
+    pub syn_at: Option<Instant>,
+    /// When the current request's first segment went out, until the first response payload.
+    pub req_at: Option<Instant>,
     /// When a hole in the captured stream was first hit.
     pub lost_since: Option<Instant>,
 
@@ -188,6 +192,8 @@ impl Session {
             ip_id: 0,
             created: now,
             last_resp_at: now,
+            syn_at: None,
+            req_at: None,
             lost_since: None,
             t_rto: None,
             t_delay: None,

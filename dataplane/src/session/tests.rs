@@ -149,6 +149,7 @@ struct Rec {
     tx_ok: bool,
     add_ok: bool,
     buf: usize,
+    lat: Vec<(Latency, u64)>,
 }
 
 impl Output for Rec {
@@ -168,6 +169,9 @@ impl Output for Rec {
         self.adds.push((client, target));
         self.add_ok
     }
+    fn latency(&mut self, what: Latency, nanos: u64) {
+        self.lat.push((what, nanos));
+    }
 }
 
 struct Harness {
@@ -180,7 +184,7 @@ impl Harness {
     fn new(cfg: Config) -> Harness {
         Harness {
             e: Engine::new(cfg, vec![TARGET]),
-            out: Rec { frames: Vec::new(), adds: Vec::new(), tx_ok: true, add_ok: true, buf: 2048 },
+            out: Rec { frames: Vec::new(), adds: Vec::new(), tx_ok: true, add_ok: true, buf: 2048, lat: Vec::new() },
             t0: Instant::now(),
         }
     }
@@ -1048,4 +1052,21 @@ fn stale_target_connection_is_reset_before_the_handshake() {
     assert_eq!(h.n().syn_retransmit, 1);
     h.resp(22, syn_ack(9000, 1001));
     assert_eq!(h.take1().flags, ACK);
+}
+
+#[test]
+fn handshake_and_response_latencies_are_measured() {
+    const MS: u64 = 1_000_000;
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS[..4]));
+    h.client(10, &c(1001, 5001, ACK));
+    h.client(11, &c(1001, 5001, PSH | ACK).data(&body(100, b'a')));
+    // SYN out at 0, SYN-ACK at 12: the handshake took 12 ms; the held request goes out at 12.
+    h.resp(12, syn_ack(9000, 1001));
+    assert_eq!(h.out.lat, vec![(Latency::Handshake, 12 * MS)]);
+    // A pure ACK from the target is no response yet; its data at 20 ms is: 8 ms.
+    h.resp(15, r(9001, 1101, ACK, 0));
+    h.resp(20, r(9001, 1101, PSH | ACK, 500));
+    h.resp(21, r(9501, 1101, PSH | ACK, 500));
+    assert_eq!(h.out.lat, vec![(Latency::Handshake, 12 * MS), (Latency::Response, 8 * MS)]);
 }

@@ -59,6 +59,20 @@ impl fmt::Display for XdpMode {
     }
 }
 
+/// The metadata the redirect program puts in front of each frame it hands to a socket.
+pub mod meta {
+    /// Bytes of metadata right before the frame's data.
+    pub const LEN: usize = 16;
+    const MAGIC: u32 = 0x7864_7063;
+
+    /// Returns the frame's arrival time (CLOCK_MONOTONIC ns) from the `LEN` bytes before it, if
+    /// the program stamped it.
+    pub fn arrival_ns(before: &[u8; LEN]) -> Option<u64> {
+        let magic = u32::from_ne_bytes(before[..4].try_into().expect("4 bytes"));
+        (magic == MAGIC).then(|| u64::from_ne_bytes(before[8..16].try_into().expect("8 bytes")))
+    }
+}
+
 /// Port selection flags (`ports` map values); keep in sync with the C source.
 pub mod port_flags {
     /// Redirect TCP whose destination port is this one.
@@ -215,8 +229,9 @@ impl Program {
             .map_err(|source| Error::Map { map: "ports", source })
     }
 
-    /// Selects TCP segments *from* `addr` (the intercept's test servers): their IPv4 source
-    /// address and port must match exactly.
+    /// Selects TCP segments *from* `addr` (the intercept's test servers, or the online server's
+    /// responses for production latency): their IPv4 source address and port must match
+    /// exactly; address 0.0.0.0 matches any address with that port.
     ///
     /// # Errors
     /// When a map update fails.

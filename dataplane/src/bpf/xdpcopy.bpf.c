@@ -110,6 +110,9 @@ static __always_inline enum verdict port_verdict(struct tcphdr *tcp, __be32 sadd
 		struct source_key key = { .addr = saddr, .port = tcp->source, .pad = 0 };
 		if (bpf_map_lookup_elem(&sources, &key))
 			return V_MINE;
+		key.addr = 0; /* any address with this source port */
+		if (bpf_map_lookup_elem(&sources, &key))
+			return V_MINE;
 	}
 	return V_PASS;
 }
@@ -162,6 +165,31 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 	return V_PASS;
 }
 
+/*
+ * Metadata in front of every redirected frame (AF_XDP copies it into the UMEM, right before the
+ * frame's data): the arrival time, so the worker can measure its own latency. Keep in sync with
+ * `bpf::Meta` in mod.rs.
+ */
+#define META_MAGIC 0x78647063u /* "xdpc" */
+struct meta {
+	__u32 magic;
+	__u32 reserved;
+	__u64 arrival_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+};
+
+static __always_inline void stamp(struct xdp_md *ctx)
+{
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(struct meta)))
+		return; /* no room: the worker sees no magic and measures nothing */
+	void *data = (void *)(long)ctx->data;
+	struct meta *m = (void *)(long)ctx->data_meta;
+	if ((void *)(m + 1) > data)
+		return;
+	m->magic = META_MAGIC;
+	m->reserved = 0;
+	m->arrival_ns = bpf_ktime_get_ns();
+}
+
 SEC("xdp")
 int xdpcopy_redirect(struct xdp_md *ctx)
 {
@@ -172,6 +200,7 @@ int xdpcopy_redirect(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	count(v == V_MINE ? CNT_REDIRECTED : CNT_MALFORMED);
+	stamp(ctx);
 	int action = bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	if (action == XDP_PASS)
 		count(CNT_REDIRECT_FAILED);

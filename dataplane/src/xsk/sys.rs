@@ -268,3 +268,12 @@ pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) {
     // SAFETY: two valid pollfds, count 2.
     let _ = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so it can be compared with
+/// the XDP program's arrival stamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for the kernel (vDSO) to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -73,6 +73,14 @@ impl Umem {
         self.area.get(addr as usize..stop as usize)
     }
 
+    /// Returns the `N` bytes right before `addr` inside its chunk (the XDP metadata area), or
+    /// `None` when `addr` is closer than `N` to the chunk's start.
+    pub fn before<const N: usize>(&self, addr: u64) -> Option<&[u8; N]> {
+        let (start, _) = self.chunk_bounds(addr);
+        let from = addr.checked_sub(N as u64).filter(|f| *f >= start)?;
+        self.area.get(from as usize..addr as usize)?.try_into().ok()
+    }
+
     pub(crate) fn registration(&mut self) -> libc::xdp_umem_reg {
         libc::xdp_umem_reg {
             addr: self.area.as_mut_ptr() as u64,

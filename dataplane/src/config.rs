@@ -171,6 +171,8 @@ pub struct SessionOptions {
     pub framing: Framing,
     /// The TCP emulation's settings.
     pub engine: session::Config,
+    /// The capture also carries the online server's responses: measure production latency.
+    pub production_latency: bool,
 }
 
 /// What the copier does.

@@ -23,7 +23,7 @@ use control::{
 
 use crate::{
     bpf::{self, Counter, Entry, Program},
-    config::{Config, Mode},
+    config::{Config, Mode, SessionOptions},
     netdev,
     rewrite::{ChecksumMode, Rewrite},
     session,
@@ -204,6 +204,16 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     for t in &config.transfers {
         program.select_port(t.online_port, bpf::port_flags::DST)?;
     }
+    if let Mode::Session(SessionOptions { production_latency: true, .. }) = &config.mode {
+        // The online server's responses (its egress mirrored too) reach the workers as well.
+        for t in &config.transfers {
+            let ip = match t.online_ip {
+                Some(IpAddr::V4(ip)) => ip,
+                _ => std::net::Ipv4Addr::UNSPECIFIED,
+            };
+            program.select_source(std::net::SocketAddrV4::new(ip, t.online_port))?;
+        }
+    }
 
     let logic = Stateless::new(routes, config.checksum, mtu as usize + 14);
     let mut session_published = Vec::new();
@@ -257,6 +267,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                     doorbell: doorbells[q as usize].clone(),
                     wake_control: wake_control.clone().expect("session mode has a control waker"),
                     published,
+                    production: opts.production_latency,
                 }))
             }
         };

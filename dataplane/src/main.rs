@@ -139,6 +139,11 @@ struct Args {
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pool_mb: u64,
 
+    /// The capture carries the online server's responses too (its egress is mirrored): measure
+    /// production latency beside the test server's. With --mirror, egress is mirrored as well.
+    #[arg(long)]
+    production_latency: bool,
+
     /// Cap of buffered client bytes per session, KiB (a session over it ends, counted).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
     session_buffer_kb: u64,
@@ -223,6 +228,7 @@ fn session_options(args: &Args) -> Result<Mode> {
             FramingArg::Bare => Framing::Bare,
         },
         engine,
+        production_latency: args.production_latency,
     }))
 }
 
@@ -269,7 +275,7 @@ fn run(args: Args) -> Result<()> {
     }
     let mirror = match &args.mirror {
         Some(prod) => {
-            let m = netdev::Mirror::setup(prod, args.queues.unwrap_or(1))?;
+            let m = netdev::Mirror::setup(prod, args.queues.unwrap_or(1), args.production_latency)?;
             eprintln!("xdpcopy: mirroring {prod} ingress into {} (removed at exit)", m.capture);
             Some(m)
         }

@@ -133,7 +133,8 @@ fn pick_mirror_prio(existing: &str) -> (u32, bool) {
     }
 }
 
-/// A tc mirror of a production interface's ingress into a veth pair the copier captures from.
+/// A tc mirror of a production interface's ingress (and, for production latency, egress) into a
+/// veth pair the copier captures from.
 /// The production traffic itself is untouched: the kernel keeps delivering it. Dropping the
 /// value removes the filter (and the clsact qdisc if we added it) and the veth pair.
 pub struct Mirror {
@@ -142,7 +143,8 @@ pub struct Mirror {
     /// The interface to capture from.
     pub capture: String,
     added_qdisc: bool,
-    prio: Option<String>,
+    /// (direction, priority) of each filter we added.
+    filters: Vec<(&'static str, String)>,
 }
 
 impl Mirror {
@@ -150,7 +152,7 @@ impl Mirror {
     ///
     /// # Errors
     /// When `prod` is missing or a tc/ip command fails (partial setup is undone).
-    pub fn setup(prod: &str, queues: u32) -> Result<Self> {
+    pub fn setup(prod: &str, queues: u32, egress_too: bool) -> Result<Self> {
         sys_attr(prod, "ifindex")?;
         let tag = std::process::id() % 100_000;
         let host = format!("xdpcm{tag}");
@@ -174,7 +176,7 @@ impl Mirror {
             "numrxqueues",
             &q,
         ])?;
-        let mut m = Self { prod: prod.to_owned(), host, capture, added_qdisc: false, prio: None };
+        let mut m = Self { prod: prod.to_owned(), host, capture, added_qdisc: false, filters: Vec::new() };
         ip(&["link", "set", &m.host, "up"])?;
         ip(&["link", "set", &m.capture, "up"])?;
         let qdiscs = tc(&["qdisc", "show", "dev", prod])?;
@@ -182,29 +184,32 @@ impl Mirror {
             tc(&["qdisc", "add", "dev", prod, "clsact"])?;
             m.added_qdisc = true;
         }
-        let (prio, first) = pick_mirror_prio(&tc(&["filter", "show", "dev", prod, "ingress"])?);
-        if !first {
-            eprintln!(
-                "xdpcopy: warning: {prod} already has an ingress filter at priority 1; the mirror goes after the \
-                 existing filters (prio {prio}) and sees only what they let through"
-            );
+        let dirs: &[&'static str] = if egress_too { &["ingress", "egress"] } else { &["ingress"] };
+        for dir in dirs {
+            let (prio, first) = pick_mirror_prio(&tc(&["filter", "show", "dev", prod, dir])?);
+            if !first {
+                eprintln!(
+                    "xdpcopy: warning: {prod} already has an {dir} filter at priority 1; the mirror goes after the \
+                     existing filters (prio {prio}) and sees only what they let through"
+                );
+            }
+            let prio = prio.to_string();
+            #[rustfmt::skip]
+            tc(&[
+                "filter", "add", "dev", prod, dir, "protocol", "all", "prio", &prio,
+                "u32", "match", "u32", "0", "0",
+                "action", "mirred", "egress", "mirror", "dev", &m.host, "continue",
+            ])?;
+            m.filters.push((dir, prio));
         }
-        let prio = prio.to_string();
-        #[rustfmt::skip]
-        tc(&[
-            "filter", "add", "dev", prod, "ingress", "protocol", "all", "prio", &prio,
-            "u32", "match", "u32", "0", "0",
-            "action", "mirred", "egress", "mirror", "dev", &m.host, "continue",
-        ])?;
-        m.prio = Some(prio);
         Ok(m)
     }
 }
 
 impl Drop for Mirror {
     fn drop(&mut self) {
-        if let Some(prio) = &self.prio {
-            let _ = tc(&["filter", "del", "dev", &self.prod, "ingress", "prio", prio]);
+        for (dir, prio) in &self.filters {
+            let _ = tc(&["filter", "del", "dev", &self.prod, dir, "prio", prio]);
         }
         if self.added_qdisc {
             let _ = tc(&["qdisc", "del", "dev", &self.prod, "clsact"]);

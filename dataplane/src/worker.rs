@@ -127,6 +127,8 @@ pub struct Session {
     pub wake_control: Arc<dyn Fn() + Send + Sync>,
     /// The engine's counters, published for the stats thread.
     pub published: Arc<PublishedArray>,
+    /// The capture carries the online server's responses too: measure production latency.
+    pub production: bool,
 }
 
 /// What the worker does with captured frames.
@@ -511,6 +513,27 @@ fn session_rx(
                 continue;
             }
         };
+        if s.production {
+            // The online server's response, seen because its egress is mirrored too.
+            let from_online =
+                s.matches.iter().any(|(ip, port)| *port == parsed.src_port && ip.is_none_or(|ip| ip == parsed.src_ip));
+            if from_online {
+                if let IpAddr::V4(client) = parsed.dst_ip {
+                    let mut out = UmemOut {
+                        umem,
+                        free,
+                        tx: tx_ring,
+                        link: &s.link,
+                        wake_control: &*s.wake_control,
+                        counters,
+                        sent,
+                    };
+                    let client = SocketAddrV4::new(client, parsed.dst_port);
+                    s.engine.on_production_response(now, client, parsed.payload_len, &mut out);
+                }
+                continue;
+            }
+        }
         let Some(target) =
             s.matches.iter().position(|(ip, port)| *port == parsed.dst_port && ip.is_none_or(|ip| ip == parsed.dst_ip))
         else {

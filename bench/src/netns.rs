@@ -16,6 +16,21 @@ use crate::frames::MacAddr;
 pub const NS_PREFIX: &str = "xdpc-";
 
 /// Whether the process runs with effective uid 0 (the owner of `/proc/self` is the euid).
+/// The lab tests' guard: true when the test can run (root). Without root it prints a loud
+/// SKIPPED banner straight to stderr (the harness captures `eprintln!`) and returns false —
+/// unless `CI` is set, where a lab test that cannot run is a failure, not a skip.
+pub fn root_or_skip(test: &str) -> bool {
+    if have_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: the lab tests need root, and CI is set");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPED {test}: the lab tests need root (network namespaces) !!!!!\n");
+    false
+}
+
 pub fn have_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
 }

@@ -2,7 +2,6 @@
 //! they are skipped loudly, unless CI is set, where they fail.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -10,21 +9,8 @@ use std::time::Duration;
 use bench::lab::{addr, iface};
 use bench::netns::list_namespaces;
 use bench::{
-    have_root, send_frames_in_ns, wait_for_line, FlowKey, FrameKind, FrameSpec, Lab, LabSpec, PcapSummary, Role,
-    SendSpec,
+    send_frames_in_ns, wait_for_line, FlowKey, FrameKind, FrameSpec, Lab, LabSpec, PcapSummary, Role, SendSpec,
 };
-
-fn root_or_skip(test: &str) -> bool {
-    if have_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: the lab tests need root, and CI is set");
-    }
-    // Straight to stderr (not eprintln!, which the test harness captures): a skip must show.
-    let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPED {test}: the lab tests need root (network namespaces) !!!!!\n");
-    false
-}
 
 /// A tag unique to this test process and test.
 fn tag(name: &str) -> String {
@@ -52,7 +38,7 @@ fn curl(lab: &Lab, role: Role, url: &str) -> String {
 
 #[test]
 fn nginx_servers_answer_and_log() {
-    if !root_or_skip("nginx_servers_answer_and_log") {
+    if !bench::root_or_skip("nginx_servers_answer_and_log") {
         return;
     }
     let t = tag("nginx");
@@ -82,7 +68,7 @@ fn nginx_servers_answer_and_log() {
 
 #[test]
 fn mirror_carries_burst_to_copier() {
-    if !root_or_skip("mirror_carries_burst_to_copier") {
+    if !bench::root_or_skip("mirror_carries_burst_to_copier") {
         return;
     }
     let t = tag("mirror");
@@ -139,7 +125,7 @@ fn mirror_carries_burst_to_copier() {
 
 #[test]
 fn topology_routes_and_sysctls() {
-    if !root_or_skip("topology_routes_and_sysctls") {
+    if !bench::root_or_skip("topology_routes_and_sysctls") {
         return;
     }
     let t = tag("topo");
@@ -198,7 +184,7 @@ fn topology_routes_and_sysctls() {
 
 #[test]
 fn teardown_on_panic_leftovers_and_idempotent_down() {
-    if !root_or_skip("teardown_on_panic_leftovers_and_idempotent_down") {
+    if !bench::root_or_skip("teardown_on_panic_leftovers_and_idempotent_down") {
         return;
     }
     let t = tag("teardown");

@@ -12,23 +12,20 @@ use std::{
 };
 
 use bench::{
-    ensure_built, have_root,
+    ensure_built,
     http::{access_log, get_once, Conn},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, Role, Running, Summary,
 };
 
+/// Root (or a loud skip), and the workspace binaries built.
 fn root_or_skip(test: &str) -> bool {
-    if have_root() {
+    let ok = bench::root_or_skip(test);
+    if ok {
         ensure_built().expect("building the workspace binaries");
-        return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: the lab tests need root, and CI is set");
-    }
-    let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPED {test}: the lab tests need root (network namespaces) !!!!!\n");
-    false
+    ok
 }
 
 fn lab(name: &str) -> Lab {

@@ -2,24 +2,21 @@
 //! veths, frames from an AF_PACKET sender on the client mirrored off the online server's ingress.
 //! Needs root: skipped loudly without it, unless CI is set, where it fails.
 
-use std::{collections::BTreeSet, io::Write, time::Duration};
+use std::{collections::BTreeSet, time::Duration};
 
 use bench::{
-    ensure_built, have_root,
+    ensure_built,
     lab::{addr, iface},
     send_frames_in_ns, FlowKey, FrameKind, FrameSpec, Lab, LabSpec, PcapSummary, Role, Running, SendSpec, Summary,
 };
 
+/// Root (or a loud skip), and the workspace binaries built.
 fn root_or_skip(test: &str) -> bool {
-    if have_root() {
+    let ok = bench::root_or_skip(test);
+    if ok {
         ensure_built().expect("building the workspace binaries");
-        return true;
     }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: the lab tests need root, and CI is set");
-    }
-    let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPED {test}: the lab tests need root (network namespaces) !!!!!\n");
-    false
+    ok
 }
 
 fn lab(name: &str, nginx: bool) -> Lab {

@@ -34,7 +34,7 @@ use crate::{
     session::{self, ResponseHeader},
     stats::{Counters, Drop, Published, PublishedArray, MALFORMED_SLOTS},
     wire::{self, parse::Parsed},
-    xsk::{Desc, Doorbell, Kick, Producer, Socket, Umem},
+    xsk::{Consumer, Desc, Doorbell, Kick, Producer, Socket, Umem},
 };
 
 /// Frames taken from the RX ring per iteration.
@@ -380,53 +380,37 @@ impl Worker {
         let now = Instant::now();
         let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
-        let tx_sock = tx.as_mut().unwrap_or(rx);
+        // The RX ring and the TX ring are separate fields even when one socket does both.
+        let rx_ring = rx.rx.as_mut().expect("the RX socket has an RX ring");
+        let tx_ring = match tx {
+            Some(t) => t.tx.as_mut(),
+            None => rx.tx.as_mut(),
+        }
+        .expect("the TX socket has a TX ring");
         let mut sent = 0u32;
-        let mut busy = false;
-        {
-            let tx_ring = tx_sock.tx.as_mut().expect("the TX socket has a TX ring");
-            let mut out = UmemOut {
-                umem,
-                free,
-                tx: tx_ring,
-                link: &s.link,
-                wake_control: &*s.wake_control,
-                counters,
-                sent: &mut sent,
-            };
-            let mut headers = 0;
-            while let Some(h) = s.link.headers.pop() {
-                headers += 1;
-                match ResponseHeader::parse(h.as_bytes()) {
-                    Ok(hdr) => s.engine.on_response(now, &hdr, &mut out),
-                    Err(_) => out.counters.bad_headers += 1,
-                }
-                if headers == BATCH {
-                    break;
-                }
+        let mut out = UmemOut {
+            umem,
+            free,
+            tx: tx_ring,
+            link: &s.link,
+            wake_control: &*s.wake_control,
+            counters,
+            sent: &mut sent,
+        };
+        let mut headers = 0;
+        while headers < BATCH {
+            let Some(h) = s.link.headers.pop() else { break };
+            headers += 1;
+            match ResponseHeader::parse(h.as_bytes()) {
+                Ok(hdr) => s.engine.on_response(now, &hdr, &mut out),
+                Err(_) => out.counters.bad_headers += 1,
             }
-            busy |= headers > 0;
         }
-        // The RX socket is borrowed again for the burst (it may also be the TX socket).
-        let got = session_rx(umem, rx, tx, s, free, counters, scratch, &mut sent, now);
-        busy |= got > 0;
-        {
-            let tx_sock = tx.as_mut().unwrap_or(rx);
-            let tx_ring = tx_sock.tx.as_mut().expect("the TX socket has a TX ring");
-            let mut out = UmemOut {
-                umem,
-                free,
-                tx: tx_ring,
-                link: &s.link,
-                wake_control: &*s.wake_control,
-                counters,
-                sent: &mut sent,
-            };
-            s.engine.on_timers(now, &mut out);
-            tx_ring_submit(&mut out);
-        }
+        let got = session_rx(rx_ring, &mut s.engine, &s.matches, s.production, scratch, now, &mut out);
+        s.engine.on_timers(now, &mut out);
+        out.tx.submit();
         *in_flight += sent;
-        (busy || sent > 0, sent)
+        (headers > 0 || got > 0 || sent > 0, sent)
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode sends inside `sendto`, a
@@ -452,101 +436,69 @@ impl Worker {
     }
 }
 
-fn tx_ring_submit(out: &mut UmemOut<'_>) {
-    out.tx.submit();
-}
-
-/// Session mode's RX burst: each matching frame is copied to `scratch`, its UMEM frame goes
-/// straight back to the free list, and the engine gets the copy.
-#[allow(clippy::too_many_arguments)]
+/// Session mode's RX burst: each frame is copied to `scratch`, its UMEM frame goes straight back
+/// to the free list, and the engine gets the copy (or, with `production`, a response of the
+/// online server its egress mirror carried).
 fn session_rx(
-    umem: &mut Umem,
-    rx: &mut Socket,
-    tx: &mut Option<Socket>,
-    s: &mut Session,
-    free: &mut Vec<u64>,
-    counters: &mut Counters,
+    ring: &mut Consumer<Desc>,
+    engine: &mut session::Engine,
+    matches: &[(Option<IpAddr>, u16)],
+    production: bool,
     scratch: &mut [u8],
-    sent: &mut u32,
     now: Instant,
+    out: &mut UmemOut<'_>,
 ) -> u32 {
-    let ring = rx.rx.as_mut().expect("the RX socket has an RX ring");
     let n = ring.available(BATCH);
-    if n == 0 {
-        return 0;
-    }
-    // Copy the burst's descriptors out first: the engine's output borrows the TX socket, which
-    // may be the RX socket itself.
-    let mut descs = [Desc { addr: 0, len: 0, options: 0 }; BATCH as usize];
-    for (i, d) in descs.iter_mut().enumerate().take(n as usize) {
-        *d = ring.get(i as u32);
-    }
-    ring.release(n);
-    let tx_sock = tx.as_mut().unwrap_or(rx);
-    let tx_ring = tx_sock.tx.as_mut().expect("the TX socket has a TX ring");
-    for d in &descs[..n as usize] {
-        counters.rx_frames += 1;
-        counters.rx_bytes += u64::from(d.len);
+    for i in 0..n {
+        let d = ring.get(i);
+        out.counters.rx_frames += 1;
+        out.counters.rx_bytes += u64::from(d.len);
         let len = d.len as usize;
-        let copied = match umem.get(d.addr, d.len) {
+        let copied = match out.umem.get(d.addr, d.len) {
             Some(bytes) if len <= scratch.len() => {
                 scratch[..len].copy_from_slice(bytes);
                 true
             }
             _ => false,
         };
-        free.push(d.addr);
+        out.free.push(d.addr);
         if !copied {
-            counters.drop(Drop::BadDescriptor);
+            out.counters.drop(Drop::BadDescriptor);
             continue;
         }
         let frame = &scratch[..len];
         let parsed = match wire::parse::parse(frame) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                counters.drop(Drop::NotTcp);
+                out.counters.drop(Drop::NotTcp);
                 continue;
             }
             Err(e) => {
-                counters.drop(Drop::Malformed);
-                counters.malformed[(e as usize).min(MALFORMED_SLOTS - 1)] += 1;
+                out.counters.drop(Drop::Malformed);
+                out.counters.malformed[(e as usize).min(MALFORMED_SLOTS - 1)] += 1;
                 continue;
             }
         };
-        if s.production {
+        let from = |ip: IpAddr, port: u16| matches.iter().position(|(i, p)| *p == port && i.is_none_or(|i| i == ip));
+        if production && from(parsed.src_ip, parsed.src_port).is_some() {
             // The online server's response, seen because its egress is mirrored too.
-            let from_online =
-                s.matches.iter().any(|(ip, port)| *port == parsed.src_port && ip.is_none_or(|ip| ip == parsed.src_ip));
-            if from_online {
-                if let IpAddr::V4(client) = parsed.dst_ip {
-                    let mut out = UmemOut {
-                        umem,
-                        free,
-                        tx: tx_ring,
-                        link: &s.link,
-                        wake_control: &*s.wake_control,
-                        counters,
-                        sent,
-                    };
-                    let client = SocketAddrV4::new(client, parsed.dst_port);
-                    s.engine.on_production_response(now, client, parsed.payload_len, &mut out);
-                }
-                continue;
+            if let IpAddr::V4(client) = parsed.dst_ip {
+                engine.on_production_response(now, SocketAddrV4::new(client, parsed.dst_port), parsed.payload_len, out);
             }
+            continue;
         }
-        let Some(target) =
-            s.matches.iter().position(|(ip, port)| *port == parsed.dst_port && ip.is_none_or(|ip| ip == parsed.dst_ip))
-        else {
-            counters.drop(Drop::NoTransfer);
+        let Some(target) = from(parsed.dst_ip, parsed.dst_port) else {
+            out.counters.drop(Drop::NoTransfer);
             continue;
         };
         if !parsed.dst_ip.is_ipv4() {
-            counters.drop(Drop::FamilyMismatch);
+            out.counters.drop(Drop::FamilyMismatch);
             continue;
         }
-        let mut out =
-            UmemOut { umem, free, tx: tx_ring, link: &s.link, wake_control: &*s.wake_control, counters, sent };
-        s.engine.on_client(now, target, &parsed, frame, &mut out);
+        engine.on_client(now, target, &parsed, frame, out);
+    }
+    if n > 0 {
+        ring.release(n);
     }
     n
 }

@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod copier;
+pub mod latency;
 
 pub use channel::{
     ChannelClient, ChannelError, ChannelServer, ClientStats, CopierMsg, Framing, HeaderMsg, MsgKind, RouteKey,

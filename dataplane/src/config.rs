@@ -184,9 +184,24 @@ pub enum Mode {
     Session(SessionOptions),
 }
 
+/// Latency recording and the exports.
+#[derive(Debug, Clone, Default)]
+pub struct Observe {
+    /// Record latency histograms at all (off with --no-latency).
+    pub latency: bool,
+    /// `--latency-csv PREFIX`: the HdrHistogram files, the interval summary and log.
+    pub latency_csv: Option<std::path::PathBuf>,
+    /// `--metrics ADDR:PORT`: the Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+    /// `--summary-json FILE`: every counter and latency summary at exit.
+    pub summary_json: Option<std::path::PathBuf>,
+}
+
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Latency recording and exports.
+    pub observe: Observe,
     /// Stateless or session replay.
     pub mode: Mode,
     /// What to copy where.

@@ -11,7 +11,7 @@ use std::{
         Arc, Mutex,
     },
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context, Result};
@@ -19,17 +19,21 @@ use anyhow::{bail, Context, Result};
 use control::{
     channel::ChannelClient,
     copier::{Control, ControlStats, WorkerLink},
+    latency::{
+        write_summary_json, IntervalTotals, LatencyExport, Metric, MetricsServer, MetricsSnapshot, RecorderExchange,
+    },
 };
 
 use crate::{
     bpf::{self, Counter, Entry, Program},
     config::{Config, Mode, SessionOptions},
     netdev,
+    production::ProductionTable,
     rewrite::{ChecksumMode, Rewrite},
     session,
     stats::{Counters, Drop, Published, PublishedArray},
     wire,
-    worker::{self, Route, Stateless, Worker},
+    worker::{self, Route, Stateless, Worker, WorkerLatency},
     xsk::{self, Doorbell, Socket, StatsHandle, Umem},
 };
 
@@ -53,6 +57,8 @@ pub struct Summary {
     pub session: Vec<(String, u64)>,
     /// Control thread and channel counters (session mode).
     pub control: Option<ControlStats>,
+    /// Per latency metric with samples: (name, samples, p50 ns, p99 ns).
+    pub latency: Vec<(String, u64, u64, u64)>,
 }
 
 impl Summary {
@@ -73,6 +79,11 @@ impl Summary {
         v.extend(self.xdp.iter().map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)));
         let x = &self.xsk;
         v.extend(self.session.iter().cloned());
+        for (name, n, p50, p99) in &self.latency {
+            v.push((format!("latency_{name}_samples"), *n));
+            v.push((format!("latency_{name}_p50_us"), p50 / 1000));
+            v.push((format!("latency_{name}_p99_us"), p99 / 1000));
+        }
         v.push(("bad_headers".into(), w.bad_headers));
         v.push(("no_free_frame".into(), w.no_free_frame));
         if let Some(c) = &self.control {
@@ -216,7 +227,15 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     }
 
     let logic = Stateless::new(routes, config.checksum, mtu as usize + 14);
+    let exchange = config
+        .observe
+        .latency
+        .then(|| Arc::new(RecorderExchange::new(config.queues as usize, 2 * config.queues as usize)));
     let mut session_published = Vec::new();
+    let production = match &config.mode {
+        Mode::Session(SessionOptions { production_latency: true, .. }) => Some(Arc::new(ProductionTable::new(16))),
+        _ => None,
+    };
     let mut workers = Vec::new();
     let mut handles: Vec<StatsHandle> = Vec::new();
     let mut zero_copy = false;
@@ -267,11 +286,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                     doorbell: doorbells[q as usize].clone(),
                     wake_control: wake_control.clone().expect("session mode has a control waker"),
                     published,
-                    production: opts.production_latency,
+                    production: production.clone(),
                 }))
             }
         };
-        workers.push(Worker::new(q, umem, rx, tx, mode, Arc::new(Published::default()), stop.clone()));
+        let latency = exchange.as_ref().map(|x| WorkerLatency::new(x.clone(), q as usize));
+        workers.push(Worker::new(q, umem, rx, tx, mode, Arc::new(Published::default()), stop.clone(), latency));
     }
     // Attach last: from here on frames for the selected ports go to the sockets.
     let attachment = program.attach(Entry::Redirect, &config.input, config.xdp_mode)?;
@@ -346,15 +366,87 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         }
         s
     };
+    // Latency: the interval recorders of the workers are merged here, the exports written, the
+    // Prometheus snapshot refreshed — once a second, whatever the stats-line interval.
+    let run_meta = run_meta(config, attachment.mode, zero_copy);
+    let mut export = match &exchange {
+        Some(_) => Some(LatencyExport::new(config.observe.latency_csv.clone(), run_meta.clone())?),
+        None => None,
+    };
+    let metrics = match config.observe.metrics {
+        Some(addr) => {
+            let m = MetricsServer::start(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
+            eprintln!("xdpcopy: Prometheus metrics on http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
     let mut last = Counters::default();
     let mut last_at = Instant::now();
     let tick = Duration::from_millis(100);
     let mut next = Instant::now() + config.stats_interval.unwrap_or(Duration::MAX / 4);
+    let mut interval_start = SystemTime::now();
+    let mut next_close = Instant::now() + Duration::from_secs(1);
+    let mut last_close = Counters::default();
+    let mut last_session = vec![0u64; session::Counters::NAMES.len()];
+    let drain = |export: &mut Option<LatencyExport>, start: SystemTime| {
+        if let (Some(x), Some(e)) = (&exchange, export.as_mut()) {
+            let len = SystemTime::now().duration_since(start).unwrap_or_default();
+            x.drain(|w, rec| {
+                let _ = e.add_interval(w, rec, start, len);
+            });
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(tick);
         if joins.iter().any(|j| j.is_finished()) {
             stop.store(true, Ordering::Relaxed);
             break;
+        }
+        drain(&mut export, interval_start);
+        if Instant::now() >= next_close {
+            next_close += Duration::from_secs(1);
+            let mut now = Counters::default();
+            for p in &published {
+                now.add(&p.snapshot());
+            }
+            let sess = session_sum(&session_published);
+            let get =
+                |v: &[u64], name: &str| session::Counters::NAMES.iter().position(|n| *n == name).map_or(0, |i| v[i]);
+            let end = SystemTime::now();
+            if let Some(e) = export.as_mut() {
+                let totals = IntervalTotals {
+                    frames_in: now.rx_frames - last_close.rx_frames,
+                    frames_out: now.tx_frames - last_close.tx_frames,
+                    bytes_in: now.rx_bytes - last_close.rx_bytes,
+                    bytes_out: now.tx_bytes - last_close.tx_bytes,
+                    sessions_active: get(&sess, "active"),
+                    sessions_new: get(&sess, "conns").saturating_sub(get(&last_session, "conns")),
+                    requests: get(&sess, "sent_payload").saturating_sub(get(&last_session, "sent_payload")),
+                    responses: get(&sess, "resp_payload").saturating_sub(get(&last_session, "resp_payload")),
+                };
+                let _ =
+                    e.close_interval(interval_start, end.duration_since(interval_start).unwrap_or_default(), &totals);
+            }
+            interval_start = end;
+            last_close = now;
+            last_session = sess;
+            if let Some(m) = &metrics {
+                let partial = Summary {
+                    workers: now,
+                    xdp: Counter::ALL.iter().map(|c| (*c, program.counter(*c))).collect(),
+                    xsk: read_xsk(&handles),
+                    session: session::Counters::NAMES
+                        .iter()
+                        .map(|n| n.to_string())
+                        .zip(last_session.iter().copied())
+                        .collect(),
+                    control: control_join.as_ref().map(|_| *control_stats.lock().expect("stats lock")),
+                    elapsed: started.elapsed(),
+                    latency: Vec::new(),
+                };
+                m.update(metrics_snapshot(&partial, export.as_ref()));
+            }
         }
         if let Some(interval) = config.stats_interval {
             if Instant::now() >= next {
@@ -391,6 +483,15 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                     x.rx_ring_full,
                     x.rx_fill_ring_empty
                 );
+                if let Some(e) = &export {
+                    let p99: Vec<String> = Metric::ALL
+                        .iter()
+                        .filter_map(|m| e.p(*m, 0.99).map(|v| format!("{} {}", m.name(), human_ns(v))))
+                        .collect();
+                    if !p99.is_empty() {
+                        let _ = write!(line, " | p99 {}", p99.join(", "));
+                    }
+                }
                 if !session_published.is_empty() {
                     let sum = session_sum(&session_published);
                     let get =
@@ -442,5 +543,84 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     summary.xdp = Counter::ALL.iter().map(|c| (*c, program.counter(*c))).collect();
     summary.elapsed = started.elapsed();
     drop(attachment);
+    // The workers handed their last partial interval over when they stopped.
+    drain(&mut export, interval_start);
+    if let Some(e) = export.as_mut() {
+        for f in e.finish().context("writing the latency exports")? {
+            eprintln!("xdpcopy: wrote {}", f.display());
+        }
+        summary.latency = Metric::ALL
+            .iter()
+            .filter_map(|m| {
+                let h = e.histogram(*m);
+                (!h.is_empty())
+                    .then(|| (m.name().to_owned(), h.len(), e.p(*m, 0.5).unwrap_or(0), e.p(*m, 0.99).unwrap_or(0)))
+            })
+            .collect();
+    }
+    if let Some(path) = &config.observe.summary_json {
+        let empty = LatencyExport::new(None, run_meta.clone())?;
+        write_summary_json(path, &summary.named(), export.as_ref().unwrap_or(&empty), run_meta)
+            .with_context(|| format!("--summary-json {}", path.display()))?;
+        eprintln!("xdpcopy: wrote {}", path.display());
+    }
+    if let Some(m) = &metrics {
+        m.update(metrics_snapshot(&summary, export.as_ref()));
+    }
     Ok(summary)
+}
+
+/// Formats nanoseconds for the stats line.
+fn human_ns(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    }
+}
+
+/// The run's metadata for the exports (peers.md §5.6).
+fn run_meta(config: &Config, mode: bpf::XdpMode, zero_copy: bool) -> serde_json::Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    serde_json::json!({
+        "xdpcopy_version": env!("CARGO_PKG_VERSION"),
+        "kernel": kernel.trim(),
+        "input": config.input,
+        "output": config.output,
+        "xdp_mode": mode.to_string(),
+        "bind_mode": if zero_copy { "zero-copy" } else { "copy" },
+        "need_wakeup": true,
+        "queues": config.queues,
+        "cores": config.cores,
+        "mode": match &config.mode { Mode::Stateless => "stateless", Mode::Session(_) => "session" },
+        "intercepts": match &config.mode {
+            Mode::Session(o) => o.intercepts.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            Mode::Stateless => Vec::new(),
+        },
+        "channel_protocol_version": 6,
+        "clock": "CLOCK_MONOTONIC (worker), bpf_ktime_get_ns (XDP arrival)",
+        "latency_method": "test_response and handshake are measured at the copier: sent -> the returned header handled by the worker, so they include the return path (test server -> assist -> intercept flush, at most 500 us when busy -> channel -> control thread -> worker)",
+    })
+}
+
+/// The Prometheus view of a summary.
+fn metrics_snapshot(summary: &Summary, export: Option<&LatencyExport>) -> MetricsSnapshot {
+    let gauges = ["active", "time_wait"];
+    let mut counters = Vec::new();
+    let mut g = Vec::new();
+    for (name, v) in summary.named() {
+        if gauges.contains(&name.as_str()) {
+            g.push((format!("xdpcopy_{name}"), format!("xdpcopy {name} (gauge)"), v as f64));
+        } else {
+            counters.push((format!("xdpcopy_{name}_total"), format!("xdpcopy counter {name}"), v));
+        }
+    }
+    g.push(("xdpcopy_uptime_seconds".into(), "seconds since start".into(), summary.elapsed.as_secs_f64()));
+    MetricsSnapshot {
+        counters,
+        gauges: g,
+        summaries: export.map(LatencyExport::prometheus_summaries).unwrap_or_default(),
+    }
 }

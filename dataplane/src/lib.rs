@@ -17,6 +17,10 @@ pub mod config;
 pub mod engine;
 /// Interfaces, routes, neighbours, the tc mirror.
 pub mod netdev;
+/// The offline capture source: pcap / pcapng files as Ethernet frames, paced (`--offline`).
+pub mod offline;
+/// Production latency across workers.
+pub mod production;
 /// The stateless L2/L3/L4 rewrite with checksums.
 pub mod rewrite;
 /// The per-session TCP emulation (session replay).

@@ -63,8 +63,11 @@ enum ChecksumArg {
 /// server that the test server routes its responses to: `-s` names it. `--stateless` instead
 /// rewrites and forwards every captured frame, with no sessions and no intercept.
 #[derive(Debug, Parser)]
-#[command(name = "xdpcopy", version, about, long_about = None)]
+#[command(name = "xdpcopy", version, about, long_about = None, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Args {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+
     /// What to copy where: [ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]; repeat or
     /// separate with commas.
     #[arg(short = 'x', long = "transfer", value_name = "TRANSFER", required = true, value_parser = config::parse_transfers)]
@@ -75,8 +78,8 @@ struct Args {
     input: Option<String>,
 
     /// Output interface towards the test server.
-    #[arg(short = 'o', long, value_name = "IFACE")]
-    output: String,
+    #[arg(short = 'o', long, value_name = "IFACE", required = true)]
+    output: Option<String>,
 
     /// Mirror IFACE's ingress with tc into a veth and capture from that (removed at exit), so
     /// production traffic is never taken from the kernel.
@@ -183,6 +186,33 @@ struct Args {
     /// No stats lines (the start-up report and the final summary still print).
     #[arg(short, long)]
     quiet: bool,
+
+    /// Do not record latency histograms.
+    #[arg(long)]
+    no_latency: bool,
+
+    /// Write latency exports under PREFIX: PREFIX_<metric>.percentiles.csv / .hgrm / .buckets.csv,
+    /// PREFIX_summary.csv (per interval), PREFIX.hlog (HdrHistogram interval log), PREFIX_run_meta.json.
+    #[arg(long, value_name = "PREFIX", conflicts_with = "no_latency")]
+    latency_csv: Option<std::path::PathBuf>,
+
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// Write every counter and the latency summary as JSON at exit.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Render the latency percentile plot (PREFIX_report.png and .svg) from the CSVs a run wrote
+    /// with --latency-csv PREFIX; production and test side by side when both exist.
+    Report {
+        /// The --latency-csv prefix of the run.
+        prefix: std::path::PathBuf,
+    },
 }
 
 /// A parsed `--cores` value (a newtype: clap would read a bare `Vec` as repeated values).
@@ -242,10 +272,16 @@ fn config(args: Args, input: String) -> Result<Config> {
         None => netdev::queues(&input, "rx")?.max(1),
     };
     Ok(Config {
+        observe: config::Observe {
+            latency: !args.no_latency,
+            latency_csv: args.latency_csv,
+            metrics: args.metrics,
+            summary_json: args.summary_json,
+        },
         mode,
         transfers: args.transfers.into_iter().flatten().collect(),
         input,
-        output: args.output,
+        output: args.output.expect("clap requires --output"),
         queues,
         cores: args.cores.map(|c| c.0),
         xdp_mode: match args.xdp_mode {
@@ -298,6 +334,20 @@ fn run(args: Args) -> Result<()> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Cmd::Report { prefix }) = &args.cmd {
+        return match control::latency::render_report(prefix) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xdpcopy report: error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -27,9 +27,14 @@ use std::{
 
 use std::net::{IpAddr, SocketAddrV4};
 
-use control::copier::{SessionAdd, WorkerLink};
+use control::{
+    copier::{SessionAdd, WorkerLink},
+    latency::{Metric, Recorder, RecorderExchange},
+};
 
 use crate::{
+    bpf::meta,
+    production::ProductionTable,
     rewrite::{self, ChecksumMode, Rewrite, RewriteError},
     session::{self, ResponseHeader},
     stats::{Counters, Drop, Published, PublishedArray, MALFORMED_SLOTS},
@@ -127,8 +132,9 @@ pub struct Session {
     pub wake_control: Arc<dyn Fn() + Send + Sync>,
     /// The engine's counters, published for the stats thread.
     pub published: Arc<PublishedArray>,
-    /// The capture carries the online server's responses too: measure production latency.
-    pub production: bool,
+    /// The capture carries the online server's responses too: production latency is measured
+    /// through this table shared by the workers.
+    pub production: Option<Arc<ProductionTable>>,
 }
 
 /// What the worker does with captured frames.
@@ -137,6 +143,48 @@ pub enum Mode {
     Stateless(Stateless),
     /// Replay sessions.
     Session(Box<Session>),
+}
+
+/// One worker's latency recording: an interval recorder handed to the stats thread about once
+/// a second through the lock-free exchange (no allocation, no lock).
+pub struct WorkerLatency {
+    /// Always `Some` outside `maybe_swap`.
+    rec: Option<Box<Recorder>>,
+    exchange: Arc<RecorderExchange>,
+    index: usize,
+    next_swap: Instant,
+}
+
+/// How often a worker hands its interval recorder over.
+const SWAP_EVERY: Duration = Duration::from_secs(1);
+
+impl WorkerLatency {
+    /// Records into a fresh recorder, handing it over as worker `index`.
+    pub fn new(exchange: Arc<RecorderExchange>, index: usize) -> Self {
+        Self { rec: Some(Box::new(Recorder::new())), exchange, index, next_swap: Instant::now() + SWAP_EVERY }
+    }
+
+    fn maybe_swap(&mut self, now: Instant) {
+        if now >= self.next_swap {
+            self.next_swap = now + SWAP_EVERY;
+            if let Some(full) = self.rec.take() {
+                self.rec = Some(self.exchange.swap(self.index, full));
+            }
+        }
+    }
+
+    fn record(&mut self, m: Metric, ns: u64) {
+        if let Some(r) = self.rec.as_mut() {
+            r.record(m, ns);
+        }
+    }
+
+    /// Hands the last, partial interval over (at exit).
+    fn flush(&mut self) {
+        if let Some(full) = self.rec.take() {
+            self.rec = Some(self.exchange.swap(self.index, full));
+        }
+    }
 }
 
 /// Everything one worker owns.
@@ -157,6 +205,10 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     /// Copy of a captured frame for the session engine (allocated once).
     scratch: Box<[u8]>,
+    /// Latency recording (`None` with --no-latency).
+    latency: Option<WorkerLatency>,
+    /// XDP arrival stamps of the frames in the current stateless TX batch.
+    arrivals: [u64; BATCH as usize],
 }
 
 /// The largest frame the engine may build in one UMEM chunk.
@@ -164,6 +216,7 @@ const MAX_BUILD: usize = 4096;
 
 impl Worker {
     /// Assembles a worker. All of the UMEM's frames start in the free list.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         queue: u32,
         umem: Umem,
@@ -172,6 +225,7 @@ impl Worker {
         mode: Mode,
         published: Arc<Published>,
         stop: Arc<AtomicBool>,
+        latency: Option<WorkerLatency>,
     ) -> Self {
         let mut free = Vec::with_capacity(umem.frames() as usize);
         // Hand out frames highest first so the first ones used are at the start of the area.
@@ -194,6 +248,8 @@ impl Worker {
             published,
             stop,
             scratch,
+            latency,
+            arrivals: [0; BATCH as usize],
         }
     }
 
@@ -244,13 +300,21 @@ impl Worker {
             std::thread::yield_now();
         }
         self.publish();
+        if let Some(l) = self.latency.as_mut() {
+            l.flush();
+        }
         self.counters
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         self.published.publish(&self.counters);
         if let Mode::Session(s) = &self.mode {
             s.published.publish(s.engine.counters().named().map(|(_, v)| v));
+        }
+        // Publishing is rare (every 1024 iterations or before sleeping): the clock read for the
+        // recorder hand-over rides on it.
+        if let Some(l) = self.latency.as_mut() {
+            l.maybe_swap(Instant::now());
         }
     }
 
@@ -333,6 +397,10 @@ impl Worker {
             match verdict {
                 Verdict::Tx { start, len } => {
                     batch[out] = Desc { addr: desc.addr + start as u64, len: len as u32, options: 0 };
+                    if self.latency.is_some() {
+                        self.arrivals[out] =
+                            self.umem.before::<{ meta::LEN }>(desc.addr).and_then(meta::arrival_ns).unwrap_or(0);
+                    }
                     out += 1;
                 }
                 Verdict::Drop(why) => {
@@ -366,6 +434,13 @@ impl Worker {
             self.counters.tx_bytes += u64::from(d.len);
         }
         tx.submit();
+        if let Some(l) = self.latency.as_mut() {
+            // One clock read per batch: XDP arrival -> TX submission of each frame.
+            let now = crate::xsk::sys::monotonic_ns();
+            for &arrival in self.arrivals[..room].iter().filter(|a| **a != 0) {
+                l.record(Metric::Dataplane, now.saturating_sub(arrival));
+            }
+        }
         for d in &batch[room..] {
             self.counters.drop(Drop::TxRingFull);
             self.free.push(d.addr);
@@ -378,7 +453,7 @@ impl Worker {
     /// Returns (did anything, frames put on the TX ring).
     fn session_round(&mut self) -> (bool, u32) {
         let now = Instant::now();
-        let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, .. } = self;
+        let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, latency, arrivals, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
         // The RX ring and the TX ring are separate fields even when one socket does both.
         let rx_ring = rx.rx.as_mut().expect("the RX socket has an RX ring");
@@ -396,6 +471,7 @@ impl Worker {
             wake_control: &*s.wake_control,
             counters,
             sent: &mut sent,
+            latency: latency.as_mut(),
         };
         let mut headers = 0;
         while headers < BATCH {
@@ -406,7 +482,8 @@ impl Worker {
                 Err(_) => out.counters.bad_headers += 1,
             }
         }
-        let got = session_rx(rx_ring, &mut s.engine, &s.matches, s.production, scratch, now, &mut out);
+        let got =
+            session_rx(rx_ring, &mut s.engine, &s.matches, s.production.as_deref(), scratch, arrivals, now, &mut out);
         s.engine.on_timers(now, &mut out);
         out.tx.submit();
         *in_flight += sent;
@@ -439,18 +516,24 @@ impl Worker {
 /// Session mode's RX burst: each frame is copied to `scratch`, its UMEM frame goes straight back
 /// to the free list, and the engine gets the copy (or, with `production`, a response of the
 /// online server its egress mirror carried).
+#[allow(clippy::too_many_arguments)]
 fn session_rx(
     ring: &mut Consumer<Desc>,
     engine: &mut session::Engine,
     matches: &[(Option<IpAddr>, u16)],
-    production: bool,
+    production: Option<&ProductionTable>,
     scratch: &mut [u8],
+    arrivals: &mut [u64; BATCH as usize],
     now: Instant,
     out: &mut UmemOut<'_>,
 ) -> u32 {
     let n = ring.available(BATCH);
+    let stamp = out.latency.is_some() || production.is_some();
     for i in 0..n {
         let d = ring.get(i);
+        if stamp {
+            arrivals[i as usize] = out.umem.before::<{ meta::LEN }>(d.addr).and_then(meta::arrival_ns).unwrap_or(0);
+        }
         out.counters.rx_frames += 1;
         out.counters.rx_bytes += u64::from(d.len);
         let len = d.len as usize;
@@ -480,12 +563,28 @@ fn session_rx(
             }
         };
         let from = |ip: IpAddr, port: u16| matches.iter().position(|(i, p)| *p == port && i.is_none_or(|i| i == ip));
-        if production && from(parsed.src_ip, parsed.src_port).is_some() {
-            // The online server's response, seen because its egress is mirrored too.
-            if let IpAddr::V4(client) = parsed.dst_ip {
-                engine.on_production_response(now, SocketAddrV4::new(client, parsed.dst_port), parsed.payload_len, out);
+        if let (Some(table), IpAddr::V4(dst), IpAddr::V4(src)) = (production, parsed.dst_ip, parsed.src_ip) {
+            // XDP arrival stamps order the two directions whatever order the workers run in.
+            let arrival =
+                if arrivals[i as usize] != 0 { arrivals[i as usize] } else { crate::xsk::sys::monotonic_ns() };
+            let sample = if from(parsed.src_ip, parsed.src_port).is_some() {
+                // The online server's response, seen because its egress is mirrored too.
+                let sample = (parsed.payload_len > 0)
+                    .then(|| table.response(SocketAddrV4::new(dst, parsed.dst_port), parsed.ack, arrival))
+                    .flatten();
+                if let (Some(ns), Some(l)) = (sample, out.latency.as_mut()) {
+                    l.record(Metric::Production, ns);
+                }
+                continue;
+            } else if parsed.payload_len > 0 && from(parsed.dst_ip, parsed.dst_port).is_some() {
+                let end = parsed.seq.wrapping_add(parsed.payload_len as u32);
+                table.request(SocketAddrV4::new(src, parsed.src_port), end, arrival)
+            } else {
+                None
+            };
+            if let (Some(ns), Some(l)) = (sample, out.latency.as_mut()) {
+                l.record(Metric::Production, ns);
             }
-            continue;
         }
         let Some(target) = from(parsed.dst_ip, parsed.dst_port) else {
             out.counters.drop(Drop::NoTransfer);
@@ -500,6 +599,13 @@ fn session_rx(
     if n > 0 {
         ring.release(n);
     }
+    if let Some(l) = out.latency.as_mut() {
+        // XDP arrival -> handled by the engine, one clock read per burst.
+        let t = crate::xsk::sys::monotonic_ns();
+        for &a in arrivals[..n as usize].iter().filter(|a| **a != 0) {
+            l.record(Metric::Dataplane, t.saturating_sub(a));
+        }
+    }
     n
 }
 
@@ -512,6 +618,7 @@ struct UmemOut<'a> {
     wake_control: &'a (dyn Fn() + Send + Sync),
     counters: &'a mut Counters,
     sent: &'a mut u32,
+    latency: Option<&'a mut WorkerLatency>,
 }
 
 impl session::Output for UmemOut<'_> {
@@ -547,5 +654,15 @@ impl session::Output for UmemOut<'_> {
         let ok = self.link.push_add(SessionAdd { client, target });
         (self.wake_control)();
         ok
+    }
+
+    fn latency(&mut self, what: session::Latency, nanos: u64) {
+        if let Some(l) = self.latency.as_mut() {
+            let m = match what {
+                session::Latency::Handshake => Metric::Handshake,
+                session::Latency::Response => Metric::TestResponse,
+            };
+            l.record(m, nanos);
+        }
     }
 }

@@ -53,7 +53,7 @@ mod report;
 
 pub use export::{intervals_header, write_summary_json, IntervalTotals, LatencyExport, SUMMARY_HEADER};
 pub use format::{write_hgrm, write_percentiles_csv};
-pub use metrics::{MetricsServer, MetricsSnapshot};
+pub use metrics::{LatencySummary, MetricsServer, MetricsSnapshot};
 pub use recorder::{new_histogram, Recorder, RecorderExchange, HIGHEST_NS, LOWEST_NS, SIGNIFICANT_DIGITS};
 pub use report::{render_report, ReportError};
 
@@ -109,6 +109,23 @@ impl Metric {
     }
 }
 
+/// A prefix naming a directory (existing, or ending in `/`) means `<dir>/latency`.
+pub(crate) fn resolve_prefix(p: &std::path::Path) -> std::path::PathBuf {
+    let ends_in_slash = p.as_os_str().as_encoded_bytes().last() == Some(&b'/');
+    if ends_in_slash || p.is_dir() {
+        p.join("latency")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// Returns `prefix` with `suffix` appended to its last component (`run1` + `.hlog`).
+pub(crate) fn file(prefix: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = prefix.as_os_str().to_owned();
+    s.push(suffix);
+    std::path::PathBuf::from(s)
+}
+
 impl std::fmt::Display for Metric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -126,5 +143,13 @@ mod tests {
             assert_eq!(Metric::from_name(m.name()), Some(m));
         }
         assert_eq!(Metric::from_name("syn"), None);
+    }
+
+    #[test]
+    fn prefix_resolution() {
+        use std::path::{Path, PathBuf};
+        assert_eq!(resolve_prefix(Path::new("out/")), PathBuf::from("out/latency"));
+        assert_eq!(resolve_prefix(Path::new("/nonexistent/run1")), PathBuf::from("/nonexistent/run1"));
+        assert_eq!(file(Path::new("a/run1"), "_summary.csv"), PathBuf::from("a/run1_summary.csv"));
     }
 }

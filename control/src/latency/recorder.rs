@@ -16,8 +16,7 @@ pub const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// Creates an empty latency histogram in ns (1 ns ..= 60 s, 3 significant digits, no auto-resize).
 pub fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS)
-        .expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(LOWEST_NS, HIGHEST_NS, SIGNIFICANT_DIGITS).expect("constant histogram bounds are valid")
 }
 
 /// One worker's histograms for the current interval.

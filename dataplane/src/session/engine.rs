@@ -175,43 +175,8 @@ impl Engine {
         c.clt_syn += u64::from(inc.has(SYN));
         c.clt_payload += u64::from(!inc.payload.is_empty());
 
-        let request_key = (!inc.payload.is_empty()).then(|| key(inc.src, inc.sport));
         self.split_and_handle(now, target, inc, out);
-        if let Some(k) = request_key {
-            self.mark_production_request(now, k);
-        }
         self.prune_timers();
-    }
-
-    /// Production latency: the online server's response to `client` was captured (its egress is
-    /// mirrored too). Its first payload after a captured request ends the measurement.
-    pub fn on_production_response(
-        &mut self,
-        now: Instant,
-        client: SocketAddrV4,
-        payload_len: usize,
-        out: &mut dyn Output,
-    ) {
-        self.core.c.prod_resp += 1;
-        if payload_len == 0 {
-            return;
-        }
-        let Some(slot) = self.table.get(key(*client.ip(), client.port())) else {
-            return;
-        };
-        if let Some(s) = self.sessions[slot as usize].as_mut() {
-            if let Some(t) = s.prod_req_at.take() {
-                out.latency(Latency::Production, now.saturating_duration_since(t).as_nanos() as u64);
-            }
-        }
-    }
-
-    fn mark_production_request(&mut self, now: Instant, k: u64) {
-        if let Some(slot) = self.table.get(k) {
-            if let Some(s) = self.sessions[slot as usize].as_mut() {
-                s.prod_req_at.get_or_insert(now);
-            }
-        }
     }
 
     /// §3.16: split anything longer than the MTU, then handle each piece.

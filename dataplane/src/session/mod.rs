@@ -195,10 +195,6 @@ pub enum Latency {
     /// the return path: test server → assist server → intercept (≤ its flush delay) → channel →
     /// control thread → worker.
     Response,
-    /// Production: a request's first captured segment → the online server's first response
-    /// segment with payload, both seen on the capture (needs the online server's egress
-    /// mirrored too).
-    Production,
 }
 
 macro_rules! counters {
@@ -306,6 +302,4 @@ counters! {
     clt_discarded,
     /// Sessions replaced because the client reused the tuple (new SYN, or a sequence jump).
     port_reuse,
-    /// The online server's responses seen on the capture (when it mirrors egress too).
-    prod_resp,
 }

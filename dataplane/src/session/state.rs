@@ -115,9 +115,7 @@ pub(crate) struct Session {
     pub syn_at: Option<Instant>,
     /// When the current request's first segment went out, until the first response payload.
     pub req_at: Option<Instant>,
-    /// When the current request's first segment was captured, until the online server's first
-    /// response payload is captured (production latency).
-    pub prod_req_at: Option<Instant>,
+
     /// When a hole in the captured stream was first hit.
     pub lost_since: Option<Instant>,
 
@@ -197,7 +195,7 @@ impl Session {
             last_resp_at: now,
             syn_at: None,
             req_at: None,
-            prod_req_at: None,
+
             lost_since: None,
             t_rto: None,
             t_delay: None,

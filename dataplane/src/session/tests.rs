@@ -1070,23 +1070,3 @@ fn handshake_and_response_latencies_are_measured() {
     h.resp(21, r(9501, 1101, PSH | ACK, 500));
     assert_eq!(h.out.lat, vec![(Latency::Handshake, 12 * MS), (Latency::Response, 8 * MS)]);
 }
-
-#[test]
-fn production_latency_from_the_captured_request_to_the_online_response() {
-    const MS: u64 = 1_000_000;
-    let mut h = Harness::new(cfg());
-    h.open();
-    let client = SocketAddrV4::new(CLIENT, CPORT);
-    // Request captured at 20 (two segments), the online server answers at 23 (ACK first).
-    h.client(20, &c(1001, 5001, ACK).data(&body(50, b'a')));
-    h.client(21, &c(1051, 5001, PSH | ACK).data(&body(50, b'b')));
-    let now = h.at(22);
-    h.e.on_production_response(now, client, 0, &mut h.out);
-    let now = h.at(23);
-    h.e.on_production_response(now, client, 400, &mut h.out);
-    let now = h.at(24);
-    h.e.on_production_response(now, client, 400, &mut h.out);
-    let prod: Vec<_> = h.out.lat.iter().filter(|(w, _)| *w == Latency::Production).collect();
-    assert_eq!(prod, vec![&(Latency::Production, 3 * MS)]);
-    assert_eq!(h.n().prod_resp, 3);
-}

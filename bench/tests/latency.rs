@@ -34,7 +34,7 @@ fn start(lab: &Lab, prefix: &Path) -> (Running, Running) {
         lab,
         Role::Assist,
         "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
+        &["-i", iface::ASSIST_IN, "--target", &target, "-q", "--metrics", METRICS],
         "intercept.log",
         "capturing responses",
     )
@@ -109,8 +109,8 @@ fn p(rows: &[(f64, f64, u64)], q: f64) -> f64 {
     rows.iter().find(|r| r.1 >= q).map(|r| r.0).unwrap()
 }
 
-fn scrape(lab: &Lab) -> String {
-    in_netns(&lab.ns(Role::Copier), || {
+fn scrape(lab: &Lab, role: Role) -> String {
+    in_netns(&lab.ns(role), || {
         let mut s = TcpStream::connect(METRICS)?;
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
         let mut out = String::new();
@@ -150,9 +150,15 @@ fn test_latency_production_latency_and_the_exports() {
     let (intercept, copier) = start(&lab, &slow);
     let n = traffic(&lab, "slow", 100);
     std::thread::sleep(Duration::from_secs(2));
-    let scraped = scrape(&lab);
+    let scraped = scrape(&lab, Role::Copier);
+    let scraped_intercept = scrape(&lab, Role::Assist);
     let summary = copier.stop().unwrap();
-    intercept.stop().unwrap();
+    let intercept_summary = intercept.stop().unwrap();
+    assert_eq!(
+        metric(&scraped_intercept, "xdpcopy_intercept_client_add_total"),
+        Some(intercept_summary.get("client_add") as f64),
+        "{scraped_intercept}"
+    );
     let replayed = access_log(&lab.test_access_log(), "/slow/").unwrap().values().sum::<u32>() as usize;
     assert_eq!(replayed, n);
 
@@ -177,4 +183,13 @@ fn test_latency_production_latency_and_the_exports() {
     assert!(scraped.starts_with("HTTP/1.1 200"), "{scraped}");
     assert_eq!(metric(&scraped, "xdpcopy_conns_total"), Some(summary.get("conns") as f64), "{scraped}");
     assert_eq!(metric(&scraped, "xdpcopy_sent_payload_total"), Some(summary.get("sent_payload") as f64));
+
+    // `xdpcopy report` renders the percentile plot from the CSVs.
+    let out =
+        std::process::Command::new(bench::bin_path("xdpcopy").unwrap()).arg("report").arg(&slow).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let png = std::fs::read(slow.with_file_name("slow_report.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(slow.with_file_name("slow_report.svg")).unwrap();
+    assert!(svg.contains("<svg"));
 }

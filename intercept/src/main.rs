@@ -25,7 +25,10 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use control::channel::{proto::Framing, route::RouteKey, ChannelServer, HeaderMsg, ServerConfig, ServerStats};
+use control::{
+    channel::{proto::Framing, route::RouteKey, ChannelServer, HeaderMsg, ServerConfig, ServerStats},
+    latency::{write_summary_json, LatencyExport, MetricsServer, MetricsSnapshot},
+};
 use dataplane::{
     bpf::{Counter, Entry, Program, XdpMode},
     netdev,
@@ -80,6 +83,14 @@ struct Args {
     /// No stats lines.
     #[arg(short, long)]
     quiet: bool,
+
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// Write every counter as JSON at exit.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -246,6 +257,15 @@ fn run(args: Args) -> Result<()> {
         framing,
     );
 
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = MetricsServer::start(addr).with_context(|| format!("--metrics {addr}: cannot listen"))?;
+            eprintln!("xdpcopy-intercept: Prometheus metrics on http://{}/metrics", m.local_addr());
+            Some(m)
+        }
+        None => None,
+    };
+    let mut next_metrics = Instant::now();
     let started = Instant::now();
     let mut cap = Capture::default();
     let mut idle = 0u32;
@@ -268,6 +288,12 @@ fn run(args: Args) -> Result<()> {
             let wait = if idle < 64 { Duration::ZERO } else { Duration::from_millis(100) };
             server.poll(wait)?;
         }
+        if let Some(m) = &metrics {
+            if now >= next_metrics {
+                next_metrics = now + Duration::from_secs(1);
+                m.update(snapshot(&summary(&cap, &server.stats(), &program)));
+            }
+        }
         if let Some(iv) = interval {
             if now >= next_stats {
                 next_stats += iv;
@@ -277,11 +303,43 @@ fn run(args: Args) -> Result<()> {
     }
     drop(attachment);
     let s = server.stats();
+    let all = summary(&cap, &s, &program);
     eprintln!("xdpcopy-intercept: summary after {:.1} s:", started.elapsed().as_secs_f64());
-    for (k, v) in summary(&cap, &s, &program) {
+    for (k, v) in &all {
         eprintln!("  {k:<24} {v}");
     }
+    if let Some(m) = &metrics {
+        m.update(snapshot(&all));
+    }
+    if let Some(path) = &args.summary_json {
+        let counters: Vec<(String, u64)> = all.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let meta = serde_json::json!({
+            "program": "xdpcopy-intercept",
+            "version": env!("CARGO_PKG_VERSION"),
+            "input": args.input,
+            "targets": targets,
+            "channel": server.local_addr().to_string(),
+        });
+        let empty = LatencyExport::new(None, meta.clone())?;
+        write_summary_json(path, &counters, &empty, meta)
+            .with_context(|| format!("--summary-json {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// The Prometheus view of the counters (gauges: open copier connections, live routes, held
+/// headers).
+fn snapshot(all: &[(&'static str, u64)]) -> MetricsSnapshot {
+    let gauges = ["copiers_open", "routes_active", "delay_held"];
+    let mut snap = MetricsSnapshot::default();
+    for (k, v) in all {
+        if gauges.contains(k) {
+            snap.gauges.push((format!("xdpcopy_intercept_{k}"), format!("xdpcopy-intercept {k} (gauge)"), *v as f64));
+        } else {
+            snap.counters.push((format!("xdpcopy_intercept_{k}_total"), format!("xdpcopy-intercept counter {k}"), *v));
+        }
+    }
+    snap
 }
 
 fn summary(c: &Capture, s: &ServerStats, p: &Program) -> Vec<(&'static str, u64)> {

@@ -71,6 +71,8 @@ pub struct RunResult {
     pub afxdp_rx: Rate,
     pub tx_ceiling: Rate,
     pub forward: Rate,
+    /// The same forwarding with `--no-latency` (the cost of recording histograms).
+    pub forward_no_latency: Rate,
 }
 
 struct Topology;
@@ -190,6 +192,14 @@ fn run_once(spec: &BenchSpec, size: usize) -> Result<RunResult> {
     r.afxdp_rx = measure(spec, GEN, "g0", g, size, receiver(DUT, "rx-drop", "d0", d, spec.seconds)?)?;
     r.tx_ceiling = measure(spec, DUT, "d1", d, size, receiver(SINK, "xdp-drop", "s0", g, spec.seconds)?)?;
 
+    r.forward = forward(spec, size, &[])?;
+    r.forward_no_latency = forward(spec, size, &["--no-latency"])?;
+    Ok(r)
+}
+
+/// `xdpcopy --stateless -i d0 -o d1` on the DUT core, counted at s0.
+fn forward(spec: &BenchSpec, size: usize, extra: &[&str]) -> Result<Rate> {
+    let (g, d) = (spec.gen_core, spec.dut_core);
     let s0 = link_mac(SINK, "s0")?;
     let exe = bin_path("xdpcopy")?;
     let transfer = format!("80-10.202.2.2:8080@{s0}");
@@ -197,6 +207,7 @@ fn run_once(spec: &BenchSpec, size: usize) -> Result<RunResult> {
         .args(["--stateless", "-x", &transfer, "-i", "d0", "-o", "d1", "--queues", "1", "-q"])
         .args(["--cores", &d.to_string()])
         .args(&spec.xdpcopy_args)
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -210,8 +221,7 @@ fn run_once(spec: &BenchSpec, size: usize) -> Result<RunResult> {
     let res = measure(spec, GEN, "g0", g, size, receiver(SINK, "xdp-drop", "s0", d, spec.seconds)?);
     crate::netns::signal(copier.id(), libc::SIGINT)?;
     let out = copier.wait_with_output()?;
-    r.forward = res.with_context(|| format!("xdpcopy said: {}", String::from_utf8_lossy(&out.stderr)))?;
-    Ok(r)
+    res.with_context(|| format!("xdpcopy said: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -233,7 +243,7 @@ pub fn run(spec: &BenchSpec) -> Result<String> {
             let r = run_once(spec, size)?;
             eprintln!(
                 "bench: {size:>4} B run {}: received/offered Mpps: xdp_drop {:.3}/{:.3}, afxdp_rx {:.3}/{:.3}, \
-                 tx_ceiling {:.3}/{:.3}, forward {:.3}/{:.3}",
+                 tx_ceiling {:.3}/{:.3}, forward {:.3}/{:.3}, forward --no-latency {:.3}/{:.3}",
                 i + 1,
                 r.xdp_drop.received_pps / 1e6,
                 r.xdp_drop.offered_pps / 1e6,
@@ -243,6 +253,8 @@ pub fn run(spec: &BenchSpec) -> Result<String> {
                 r.tx_ceiling.offered_pps / 1e6,
                 r.forward.received_pps / 1e6,
                 r.forward.offered_pps / 1e6,
+                r.forward_no_latency.received_pps / 1e6,
+                r.forward_no_latency.offered_pps / 1e6,
             );
             runs.push(r);
         }
@@ -280,9 +292,9 @@ fn report(spec: &BenchSpec, table: &[(usize, Vec<RunResult>)], took: Duration) -
     );
     let _ = writeln!(
         md,
-        "| frame | offered (gen) | XDP_DROP | AF_XDP rx+drop | AF_XDP TX ceiling | xdpcopy --stateless | fwd ÷ TX ceiling | fwd ÷ XDP_DROP | fwd ÷ offered |"
+        "| frame | offered (gen) | XDP_DROP | AF_XDP rx+drop | AF_XDP TX ceiling | xdpcopy --stateless | fwd ÷ TX ceiling | fwd ÷ XDP_DROP | fwd ÷ offered | same, --no-latency | with ÷ without histograms |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for (size, runs) in table {
         let m = |f: &dyn Fn(&RunResult) -> f64| median(runs.iter().map(f).collect());
         let offered = m(&|r| r.forward.offered_pps);
@@ -294,7 +306,7 @@ fn report(spec: &BenchSpec, table: &[(usize, Vec<RunResult>)], took: Duration) -
         let ratio = |f: &dyn Fn(&RunResult) -> f64| m(&|r| f(r));
         let _ = writeln!(
             md,
-            "| {size} B | {:.3} Mpps | {:.3} Mpps | {:.3} Mpps | {:.3} Mpps | {:.3} Mpps ({:.0} Mbit/s) | {:.0} % | {:.0} % | {:.0} % |",
+            "| {size} B | {:.3} Mpps | {:.3} Mpps | {:.3} Mpps | {:.3} Mpps | {:.3} Mpps ({:.0} Mbit/s) | {:.0} % | {:.0} % | {:.0} % | {:.3} Mpps | {:.0} % |",
             offered / 1e6,
             drop / 1e6,
             rx / 1e6,
@@ -304,6 +316,8 @@ fn report(spec: &BenchSpec, table: &[(usize, Vec<RunResult>)], took: Duration) -
             100.0 * ratio(&|r| r.forward.received_pps / r.tx_ceiling.received_pps.max(1.0)),
             100.0 * ratio(&|r| r.forward.received_pps / r.xdp_drop.received_pps.max(1.0)),
             100.0 * ratio(&|r| r.forward.received_pps / r.forward.offered_pps.max(1.0)),
+            m(&|r| r.forward_no_latency.received_pps) / 1e6,
+            100.0 * ratio(&|r| r.forward.received_pps / r.forward_no_latency.received_pps.max(1.0)),
         );
     }
     md

@@ -200,6 +200,9 @@ pub struct Observe {
 /// Everything the engine needs.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Offline: the capture file being replayed (shown in messages; the feed itself is passed
+    /// to `engine::run`).
+    pub offline: Option<std::path::PathBuf>,
     /// Latency recording and exports.
     pub observe: Observe,
     /// Stateless or session replay.
@@ -226,6 +229,16 @@ pub struct Config {
     pub ring_size: u32,
     /// Statistics line interval (`None` = quiet).
     pub stats_interval: Option<Duration>,
+}
+
+impl Config {
+    /// What is being copied, for messages: the file offline, else the capture interface.
+    pub fn input_label(&self) -> String {
+        match &self.offline {
+            Some(p) => p.display().to_string(),
+            None => self.input.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

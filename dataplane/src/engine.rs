@@ -27,6 +27,7 @@ use control::{
 use crate::{
     bpf::{self, Counter, Entry, Program},
     config::{Config, Mode, SessionOptions},
+    feed::Feed,
     netdev,
     production::ProductionTable,
     rewrite::{ChecksumMode, Rewrite},
@@ -59,6 +60,8 @@ pub struct Summary {
     pub control: Option<ControlStats>,
     /// Per latency metric with samples: (name, samples, p50 ns, p99 ns).
     pub latency: Vec<(String, u64, u64, u64)>,
+    /// Offline: what the feed did.
+    pub feed: Vec<(String, u64)>,
 }
 
 impl Summary {
@@ -79,6 +82,7 @@ impl Summary {
         v.extend(self.xdp.iter().map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)));
         let x = &self.xsk;
         v.extend(self.session.iter().cloned());
+        v.extend(self.feed.iter().cloned());
         for (name, n, p50, p99) in &self.latency {
             v.push((format!("latency_{name}_samples"), *n));
             v.push((format!("latency_{name}_p50_us"), p50 / 1000));
@@ -150,7 +154,7 @@ fn rate(n: u64, secs: f64) -> String {
 /// # Errors
 /// Start-up failures (missing interface, XDP attach, socket setup, MAC resolution), each naming
 /// what to check.
-pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) -> Result<Summary> {
     let started = Instant::now();
     let src_mac = netdev::mac(&config.output)?;
     let mtu = netdev::mtu(&config.output)?;
@@ -330,6 +334,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         })?);
     }
 
+    // Offline: start writing the file into the capture veth now that the workers run.
+    if let Some(f) = feed.as_deref_mut() {
+        f.start(stop.clone())?;
+        eprintln!("xdpcopy: replaying {}", config.input_label());
+    }
+    let mut feed_done_at: Option<Instant> = None;
+    let mut last_rx = (0u64, Instant::now());
     let control_stats = Arc::new(Mutex::new(ControlStats::default()));
     let control_join = match control {
         Some(mut c) => {
@@ -404,6 +415,30 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             break;
         }
         drain(&mut export, interval_start);
+        if let Some(f) = feed.as_deref() {
+            // Offline: once the file is fed, stop when the replay has finished — every session
+            // ended (session mode) or nothing new arrived for 500 ms (stateless) — or the tail
+            // is over.
+            let rx: u64 = published.iter().map(|p| p.snapshot().rx_frames).sum();
+            if rx != last_rx.0 {
+                last_rx = (rx, Instant::now());
+            }
+            if f.done() {
+                let since = *feed_done_at.get_or_insert_with(Instant::now);
+                let settled = last_rx.1.elapsed() > Duration::from_millis(500);
+                let finished = if session_published.is_empty() {
+                    settled
+                } else {
+                    let sum = session_sum(&session_published);
+                    let active = session::Counters::NAMES.iter().position(|n| *n == "active").map_or(0, |i| sum[i]);
+                    settled && active == 0
+                };
+                if finished || since.elapsed() > f.tail() {
+                    stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
         if Instant::now() >= next_close {
             next_close += Duration::from_secs(1);
             let mut now = Counters::default();
@@ -444,6 +479,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
                     control: control_join.as_ref().map(|_| *control_stats.lock().expect("stats lock")),
                     elapsed: started.elapsed(),
                     latency: Vec::new(),
+                    feed: Vec::new(),
                 };
                 m.update(metrics_snapshot(&partial, export.as_ref()));
             }
@@ -527,6 +563,16 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             Ok(c) => summary.workers.add(&c),
             Err(_) => bail!("a worker thread panicked (see the message above)"),
         }
+    }
+    if let Some(f) = feed {
+        let st = f.finish()?;
+        summary.feed = vec![
+            ("feed_frames".into(), st.frames),
+            ("feed_retries".into(), st.retries),
+            ("feed_skipped".into(), st.skipped),
+            ("feed_ms".into(), (st.seconds * 1000.0) as u64),
+            ("feed_capture_ms".into(), (st.capture_seconds * 1000.0) as u64),
+        ];
     }
     if let Some(j) = control_join {
         match j.join() {

@@ -15,6 +15,8 @@ pub mod bpf;
 pub mod config;
 /// Start-up, workers, the stats loop.
 pub mod engine;
+/// Offline replay: a capture file fed into a veth the copier captures from.
+pub mod feed;
 /// Interfaces, routes, neighbours, the tc mirror.
 pub mod netdev;
 /// The offline capture source: pcap / pcapng files as Ethernet frames, paced (`--offline`).

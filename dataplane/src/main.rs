@@ -14,7 +14,10 @@ use control::channel::proto::Framing;
 use dataplane::{
     bpf::XdpMode,
     config::{self, Config, Mode, SessionOptions, Transfer},
-    engine, netdev,
+    engine,
+    feed::{Feed, FeedOptions},
+    netdev,
+    offline::{PaceOptions, Speed},
     rewrite::ChecksumMode,
     session,
     xsk::CopyMode,
@@ -73,9 +76,30 @@ struct Args {
     #[arg(short = 'x', long = "transfer", value_name = "TRANSFER", required = true, value_parser = config::parse_transfers)]
     transfers: Vec<Vec<Transfer>>,
 
-    /// Capture interface (a mirror port, or the veth --mirror creates).
-    #[arg(short = 'i', long, value_name = "IFACE", required_unless_present = "mirror")]
+    /// Capture interface (a mirror port), or a pcap/pcapng file to replay offline (Ethernet,
+    /// VLAN, Linux cooked, raw IP); offline replay needs the same intercept (-s) as live.
+    #[arg(short = 'i', long, value_name = "IFACE|FILE", required_unless_present = "mirror")]
     input: Option<String>,
+
+    /// Offline: replay N times faster than captured.
+    #[arg(short = 'a', long, value_name = "N", default_value_t = 1.0)]
+    speed: f64,
+
+    /// Offline: cut every idle gap in the capture longer than MS to MS.
+    #[arg(short = 'I', long, value_name = "MS")]
+    max_gap: Option<u64>,
+
+    /// Offline: replay the file N times.
+    #[arg(short = 'T', long, value_name = "N", default_value_t = 1)]
+    loops: u32,
+
+    /// Offline: as fast as the feed can go, ignoring the capture's timing.
+    #[arg(long)]
+    topspeed: bool,
+
+    /// Offline: after the last packet, wait at most SECS for the sessions to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    offline_tail: u64,
 
     /// Output interface towards the test server.
     #[arg(short = 'o', long, value_name = "IFACE", required = true)]
@@ -262,6 +286,18 @@ fn session_options(args: &Args) -> Result<Mode> {
     }))
 }
 
+fn feed_options(args: &Args, path: &str) -> Result<FeedOptions> {
+    let speed = Speed::new(args.speed)
+        .map_err(|_| anyhow::anyhow!("-a/--speed {}: expected a factor > 0, e.g. 10", args.speed))?;
+    let loops =
+        std::num::NonZeroU32::new(args.loops).ok_or_else(|| anyhow::anyhow!("-T/--loops 0: expected 1 or more"))?;
+    Ok(FeedOptions {
+        path: path.into(),
+        pace: PaceOptions { speed, max_gap: args.max_gap.map(Duration::from_millis), topspeed: args.topspeed, loops },
+        tail: Duration::from_secs(args.offline_tail),
+    })
+}
+
 fn config(args: Args, input: String) -> Result<Config> {
     let mode = session_options(&args)?;
     if !(args.stats_interval > 0.0 && args.stats_interval <= 3600.0) {
@@ -272,6 +308,7 @@ fn config(args: Args, input: String) -> Result<Config> {
         None => netdev::queues(&input, "rx")?.max(1),
     };
     Ok(Config {
+        offline: None,
         observe: config::Observe {
             latency: !args.no_latency,
             latency_csv: args.latency_csv,
@@ -317,13 +354,27 @@ fn run(args: Args) -> Result<()> {
         }
         None => None,
     };
-    let input = match (&mirror, &args.input) {
-        (Some(m), _) => m.capture.clone(),
-        (None, Some(i)) => i.clone(),
-        (None, None) => unreachable!("clap requires --input unless --mirror"),
+    // `-i FILE`: offline replay, the file fed into a veth the copier captures from.
+    let mut feed = match &args.input {
+        // An interface of that name wins; otherwise an existing file is replayed.
+        Some(i) if netdev::mtu(i).is_err() && std::path::Path::new(i).is_file() => {
+            let opts = feed_options(&args, i)?;
+            let queues = args.queues.unwrap_or(1);
+            Some(Feed::setup(opts, queues)?)
+        }
+        _ => None,
     };
-    let cfg = config(args, input)?;
-    let summary = engine::run(&cfg, stop)?;
+    let input = match (&mirror, &feed, &args.input) {
+        (Some(m), _, _) => m.capture.clone(),
+        (None, Some(f), _) => f.capture.clone(),
+        (None, None, Some(i)) => i.clone(),
+        (None, None, None) => unreachable!("clap requires --input unless --mirror"),
+    };
+    let offline = feed.as_ref().and(args.input.clone()).map(std::path::PathBuf::from);
+    let mut cfg = config(args, input)?;
+    cfg.offline = offline;
+    let summary = engine::run(&cfg, stop, feed.as_mut())?;
+    drop(feed);
     drop(mirror);
     eprintln!("xdpcopy: summary after {:.1} s:", summary.elapsed.as_secs_f64());
     for (name, value) in summary.named() {

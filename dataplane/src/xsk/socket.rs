@@ -137,34 +137,21 @@ impl Socket {
         };
         let mut last = None;
         for &mode in attempts {
-            // A socket another process just closed on this queue is released asynchronously by
-            // the kernel: bind fails with EBUSY for a moment (seen when intercept restarts).
-            let mut busy_retries = 0;
-            loop {
-                let attempt = (|| -> Result<Self, SyscallError> {
-                    let fd = sys::xdp_socket()?;
-                    let reg = umem.registration();
-                    sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_REG, &reg, "setsockopt(XDP_UMEM_REG)")?;
-                    let sock = Self::rings(fd, cfg)?;
-                    sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, mode | libc::XDP_USE_NEED_WAKEUP, None)?;
-                    Ok(sock)
-                })();
-                match attempt {
-                    Ok(mut sock) => {
-                        sock.zero_copy = sock.query_zero_copy();
-                        sock.raise_tx_budget();
-                        return Ok(sock);
-                    }
-                    Err(e) if e.errno() == Some(libc::EBUSY) && busy_retries < BUSY_RETRIES => {
-                        busy_retries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                        drop(e);
-                    }
-                    Err(e) => {
-                        last = Some(e);
-                        break;
-                    }
+            let attempt = retry_busy(|| {
+                let fd = sys::xdp_socket()?;
+                let reg = umem.registration();
+                sys::set_xdp_opt(fd.as_fd(), libc::XDP_UMEM_REG, &reg, "setsockopt(XDP_UMEM_REG)")?;
+                let sock = Self::rings(fd, cfg)?;
+                sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, mode | libc::XDP_USE_NEED_WAKEUP, None)?;
+                Ok(sock)
+            });
+            match attempt {
+                Ok(mut sock) => {
+                    sock.zero_copy = sock.query_zero_copy();
+                    sock.raise_tx_budget();
+                    return Ok(sock);
                 }
+                Err(e) => last = Some(e),
             }
         }
         Err(Error::Syscall { ifname: cfg.ifname.clone(), queue: cfg.queue, source: last.expect("one attempt ran") })
@@ -177,10 +164,12 @@ impl Socket {
     pub fn create_shared(owner: &Socket, cfg: &Config) -> Result<Self, Error> {
         let ifindex = ifindex(&cfg.ifname)?;
         let wrap = |source| Error::Syscall { ifname: cfg.ifname.clone(), queue: cfg.queue, source };
-        let fd = sys::xdp_socket().map_err(wrap)?;
-        let mut sock = Self::rings(fd, cfg).map_err(wrap)?;
-        sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, libc::XDP_SHARED_UMEM, Some(owner.fd.as_raw_fd()))
-            .map_err(wrap)?;
+        let mut sock = retry_busy(|| {
+            let sock = Self::rings(sys::xdp_socket()?, cfg)?;
+            sys::bind_xdp(sock.fd.as_fd(), ifindex, cfg.queue, libc::XDP_SHARED_UMEM, Some(owner.fd.as_raw_fd()))?;
+            Ok(sock)
+        })
+        .map_err(wrap)?;
         sock.zero_copy = sock.query_zero_copy();
         sock.raise_tx_budget();
         Ok(sock)
@@ -265,6 +254,22 @@ impl Socket {
     /// Waits up to `timeout_ms` for received frames.
     pub fn wait_readable(&self, timeout_ms: i32) -> bool {
         sys::poll_readable(self.fd.as_fd(), timeout_ms)
+    }
+}
+
+/// Runs a socket setup again while it fails with EBUSY: a socket another process just closed on
+/// the same queue is released asynchronously by the kernel (seen when intercept restarts, and
+/// between the benchmark's measurements).
+fn retry_busy(mut setup: impl FnMut() -> Result<Socket, SyscallError>) -> Result<Socket, SyscallError> {
+    let mut retries = 0;
+    loop {
+        match setup() {
+            Err(e) if e.errno() == Some(libc::EBUSY) && retries < BUSY_RETRIES => {
+                retries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
     }
 }
 

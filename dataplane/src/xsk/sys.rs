@@ -277,3 +277,49 @@ pub fn monotonic_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// An `AF_PACKET` raw socket bound to one interface, for injecting whole Ethernet frames (the
+/// offline feed writes a capture file's frames into a veth the copier captures from).
+#[derive(Debug)]
+pub struct PacketSocket(OwnedFd);
+
+impl PacketSocket {
+    /// Opens a raw packet socket bound to `ifindex`.
+    ///
+    /// # Errors
+    /// When `socket` or `bind` fails (not root, no such interface).
+    pub fn bind(ifindex: u32) -> Result<Self> {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain syscall; a fresh fd on success.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
+        if fd < 0 {
+            return Err(SyscallError::last("socket(AF_PACKET)"));
+        }
+        // SAFETY: fresh fd from socket(), owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: all-zero is a valid sockaddr_ll; the fields that matter are set below.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex as i32;
+        // SAFETY: `addr` is a valid sockaddr_ll and the length is its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_ll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(SyscallError::last("bind(AF_PACKET)"));
+        }
+        Ok(Self(fd))
+    }
+
+    /// Sends one frame; `Kick::Again` when the device queue is full (ENOBUFS/EAGAIN).
+    pub fn send(&self, frame: &[u8]) -> Kick {
+        // SAFETY: `frame` is valid for reads of its length for the duration of the call.
+        let rc = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+        classify_kick(rc)
+    }
+}

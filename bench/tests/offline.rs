@@ -140,9 +140,7 @@ fn bad_capture_files_are_refused_with_the_file_and_the_problem_named() {
     let wifi = dir.join("wifi.pcap");
     // A valid pcap header (µs, little endian) with link type 105 (IEEE 802.11).
     let mut h = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        h.extend_from_slice(&v.to_le_bytes());
-    }
+    h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
     h.extend_from_slice(&2u16.to_le_bytes());
     h.extend_from_slice(&4u16.to_le_bytes());
     h.extend_from_slice(&[0u8; 8]);

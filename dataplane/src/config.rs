@@ -205,6 +205,10 @@ pub struct Config {
     pub offline: Option<std::path::PathBuf>,
     /// Latency recording and exports.
     pub observe: Observe,
+    /// Percentage of sessions replayed (`-r`, 1..=100).
+    pub sample_percent: u8,
+    /// Ramp the percentage up 1 %/s (`-g`).
+    pub ramp: bool,
     /// Stateless or session replay.
     pub mode: Mode,
     /// What to copy where.

@@ -31,6 +31,7 @@ use crate::{
     netdev,
     production::ProductionTable,
     rewrite::{ChecksumMode, Rewrite},
+    sample::Sampler,
     session,
     stats::{Counters, Drop, Published, PublishedArray},
     wire,
@@ -230,7 +231,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         }
     }
 
-    let logic = Stateless::new(routes, config.checksum, mtu as usize + 14);
+    let sampler = Sampler::new(config.sample_percent, config.ramp);
+    let logic = Stateless::new(routes, config.checksum, mtu as usize + 14, sampler.clone());
     let exchange = config
         .observe
         .latency
@@ -291,6 +293,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
                     wake_control: wake_control.clone().expect("session mode has a control waker"),
                     published,
                     production: production.clone(),
+                    sampler: sampler.clone(),
                 }))
             }
         };

@@ -25,6 +25,8 @@ pub mod offline;
 pub mod production;
 /// The stateless L2/L3/L4 rewrite with checksums.
 pub mod rewrite;
+/// Session sampling (-r, -g).
+pub mod sample;
 /// The per-session TCP emulation (session replay).
 pub mod session;
 /// Worker counters and their publication.

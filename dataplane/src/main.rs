@@ -81,6 +81,14 @@ struct Args {
     #[arg(short = 'i', long, value_name = "IFACE|FILE", required_unless_present = "mirror")]
     input: Option<String>,
 
+    /// Replay this percentage of the sessions (1..=100), chosen by a hash of the 4-tuple.
+    #[arg(short = 'r', long = "sample", value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    sample: u8,
+
+    /// Ramp the replayed share up by 1 % per second from the first packet (to -r, or 100 %).
+    #[arg(short = 'g', long)]
+    ramp: bool,
+
     /// Offline: replay N times faster than captured.
     #[arg(short = 'a', long, value_name = "N", default_value_t = 1.0)]
     speed: f64,
@@ -308,6 +316,8 @@ fn config(args: Args, input: String) -> Result<Config> {
         None => netdev::queues(&input, "rx")?.max(1),
     };
     Ok(Config {
+        sample_percent: args.sample,
+        ramp: args.ramp,
         offline: None,
         observe: config::Observe {
             latency: !args.no_latency,

@@ -22,11 +22,13 @@ pub enum Drop {
     TxRingFull,
     /// An RX descriptor pointing outside the UMEM (kernel bug or corruption).
     BadDescriptor,
+    /// Not in the sampled share of sessions (`-r`, `-g`).
+    SampledOut,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     /// All reasons, in index order.
     pub const ALL: [Drop; Self::COUNT] = [
         Drop::Malformed,
@@ -36,6 +38,7 @@ impl Drop {
         Drop::TooBig,
         Drop::TxRingFull,
         Drop::BadDescriptor,
+        Drop::SampledOut,
     ];
 
     /// Counter name.
@@ -48,6 +51,7 @@ impl Drop {
             Drop::TooBig => "too_big",
             Drop::TxRingFull => "tx_ring_full",
             Drop::BadDescriptor => "bad_descriptor",
+            Drop::SampledOut => "sampled_out",
         }
     }
 }

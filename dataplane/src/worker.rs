@@ -36,6 +36,7 @@ use crate::{
     bpf::meta,
     production::ProductionTable,
     rewrite::{self, ChecksumMode, Rewrite, RewriteError},
+    sample::Sampler,
     session::{self, ResponseHeader},
     stats::{Counters, Drop, Published, PublishedArray, MALFORMED_SLOTS},
     wire::{self, parse::Parsed},
@@ -78,24 +79,26 @@ pub enum Verdict {
     Malformed(wire::Error),
 }
 
-/// The stateless per-frame logic: match a transfer, rewrite, pick a verdict. Pure (no I/O, no
-/// clock), so it is unit-tested with literal frames.
+/// The stateless per-frame logic: match a transfer, sample, rewrite, pick a verdict. Pure (no
+/// I/O, no clock of its own: `now` is the worker's coarse clock), so it is unit-tested with
+/// literal frames.
 #[derive(Debug, Clone)]
 pub struct Stateless {
     routes: Vec<Route>,
     checksum: ChecksumMode,
     max_len: usize,
+    sampler: Sampler,
 }
 
 impl Stateless {
     /// Creates the logic; `max_len` is the largest frame the output link takes (MTU + 14).
-    pub fn new(routes: Vec<Route>, checksum: ChecksumMode, max_len: usize) -> Self {
-        Self { routes, checksum, max_len }
+    pub fn new(routes: Vec<Route>, checksum: ChecksumMode, max_len: usize, sampler: Sampler) -> Self {
+        Self { routes, checksum, max_len, sampler }
     }
 
     /// Decides the fate of `frame` (the received bytes, rewritten in place on `Tx`).
     #[inline]
-    pub fn handle(&self, frame: &mut [u8]) -> Verdict {
+    pub fn handle(&mut self, frame: &mut [u8], now: Instant) -> Verdict {
         let parsed: Parsed = match wire::parse::parse(frame) {
             Ok(Some(p)) => p,
             Ok(None) => return Verdict::Drop(Drop::NotTcp),
@@ -108,6 +111,9 @@ impl Stateless {
         else {
             return Verdict::Drop(Drop::NoTransfer);
         };
+        if !self.sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
+            return Verdict::Drop(Drop::SampledOut);
+        }
         match rewrite::apply(frame, &parsed, &route.rewrite, self.checksum) {
             Ok((_, len)) if len > self.max_len => Verdict::Drop(Drop::TooBig),
             Ok((start, len)) => Verdict::Tx { start, len },
@@ -135,6 +141,8 @@ pub struct Session {
     /// The capture carries the online server's responses too: production latency is measured
     /// through this table shared by the workers.
     pub production: Option<Arc<ProductionTable>>,
+    /// The share of sessions replayed (-r, -g).
+    pub sampler: Sampler,
 }
 
 /// What the worker does with captured frames.
@@ -209,6 +217,8 @@ pub struct Worker {
     latency: Option<WorkerLatency>,
     /// XDP arrival stamps of the frames in the current stateless TX batch.
     arrivals: [u64; BATCH as usize],
+    /// A clock read at most every publish (for the stateless sampler's ramp).
+    coarse_now: Instant,
 }
 
 /// The largest frame the engine may build in one UMEM chunk.
@@ -250,6 +260,7 @@ impl Worker {
             scratch,
             latency,
             arrivals: [0; BATCH as usize],
+            coarse_now: Instant::now(),
         }
     }
 
@@ -312,9 +323,10 @@ impl Worker {
             s.published.publish(s.engine.counters().named().map(|(_, v)| v));
         }
         // Publishing is rare (every 1024 iterations or before sleeping): the clock read for the
-        // recorder hand-over rides on it.
+        // recorder hand-over and the sampler's ramp rides on it.
+        self.coarse_now = Instant::now();
         if let Some(l) = self.latency.as_mut() {
-            l.maybe_swap(Instant::now());
+            l.maybe_swap(self.coarse_now);
         }
     }
 
@@ -382,7 +394,8 @@ impl Worker {
     /// Stateless: RX ring → `batch` (verdicts applied in place). Returns (frames received,
     /// entries of `batch` to transmit).
     fn receive(&mut self, batch: &mut [Desc; BATCH as usize]) -> (u32, usize) {
-        let Mode::Stateless(logic) = &self.mode else { unreachable!("stateless only") };
+        let now = self.coarse_now;
+        let Mode::Stateless(logic) = &mut self.mode else { unreachable!("stateless only") };
         let rx = self.rx.rx.as_mut().expect("the RX socket has an RX ring");
         let n = rx.available(BATCH);
         let mut out = 0;
@@ -391,7 +404,7 @@ impl Worker {
             self.counters.rx_frames += 1;
             self.counters.rx_bytes += u64::from(desc.len);
             let verdict = match self.umem.from_addr_mut(desc.addr) {
-                Some(chunk) if chunk.len() >= desc.len as usize => logic.handle(&mut chunk[..desc.len as usize]),
+                Some(chunk) if chunk.len() >= desc.len as usize => logic.handle(&mut chunk[..desc.len as usize], now),
                 _ => Verdict::Drop(Drop::BadDescriptor),
             };
             match verdict {
@@ -482,8 +495,17 @@ impl Worker {
                 Err(_) => out.counters.bad_headers += 1,
             }
         }
-        let got =
-            session_rx(rx_ring, &mut s.engine, &s.matches, s.production.as_deref(), scratch, arrivals, now, &mut out);
+        let got = session_rx(
+            rx_ring,
+            &mut s.engine,
+            &s.matches,
+            s.production.as_deref(),
+            &mut s.sampler,
+            scratch,
+            arrivals,
+            now,
+            &mut out,
+        );
         s.engine.on_timers(now, &mut out);
         out.tx.submit();
         *in_flight += sent;
@@ -522,6 +544,7 @@ fn session_rx(
     engine: &mut session::Engine,
     matches: &[(Option<IpAddr>, u16)],
     production: Option<&ProductionTable>,
+    sampler: &mut Sampler,
     scratch: &mut [u8],
     arrivals: &mut [u64; BATCH as usize],
     now: Instant,
@@ -592,6 +615,10 @@ fn session_rx(
         };
         if !parsed.dst_ip.is_ipv4() {
             out.counters.drop(Drop::FamilyMismatch);
+            continue;
+        }
+        if !sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
+            out.counters.drop(Drop::SampledOut);
             continue;
         }
         engine.on_client(now, target, &parsed, frame, out);

@@ -83,3 +83,91 @@ fn sampling_half_of_a_thousand_sessions_lands_within_binomial_bounds() {
     assert_eq!(summary.get("conns") as usize, kept, "one connection per kept session");
     assert!(summary.get("drop_sampled_out") > 0);
 }
+
+/// `(path, status)` → the `remote_addr:remote_port` of every request, from the lab's log format.
+fn senders(log: &std::path::Path, prefix: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for l in std::fs::read_to_string(log).unwrap().lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() >= 5 && w[1].starts_with(prefix) {
+            out.entry(w[1].to_owned()).or_default().push(w[4].to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn three_copies_of_every_session_from_distinct_client_pairs() {
+    if !root_or_skip("multiplier") {
+        return;
+    }
+    let tag = format!("n{}", std::process::id() % 100_000);
+    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false }).unwrap();
+    let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
+    let intercept = Running::start(
+        &lab,
+        Role::Assist,
+        "xdpcopy-intercept",
+        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
+        "intercept.log",
+        "capturing responses",
+    )
+    .unwrap();
+    let transfer = format!("{}-{target}", addr::ONLINE_PORT);
+    let channel = addr::ASSIST_CHANNEL.to_string();
+    // The test server routes 10.201.1.0/24 to the assist server: the pool is inside it.
+    let args = [
+        "-x",
+        &transfer,
+        "-i",
+        iface::COPIER_IN,
+        "-o",
+        iface::COPIER_OUT,
+        "-s",
+        &channel,
+        "-n",
+        "3",
+        "-c",
+        "10.201.1.100-10.201.1.149",
+    ];
+    let copier = Running::start(&lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on").unwrap();
+    copier.wait_for("channel up 2", Duration::from_secs(10)).unwrap();
+    let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
+    in_netns(&lab.ns(Role::Client), || {
+        for i in 0..20 {
+            assert_eq!(get_once(online, &format!("/mult/short/{i}"))?, 200);
+        }
+        let mut k = bench::http::Conn::open(online)?;
+        for i in 0..5 {
+            assert_eq!(k.get(&addr::ONLINE.to_string(), &format!("/mult/ka/{i}"), false)?, 200);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut last = 0;
+    for _ in 0..60 {
+        std::thread::sleep(Duration::from_millis(300));
+        let n: usize = senders(&lab.test_access_log(), "/mult/").values().map(Vec::len).sum();
+        if n == 75 || (n == last && n > 0) {
+            break;
+        }
+        last = n;
+    }
+    let summary = copier.stop().unwrap();
+    intercept.stop().unwrap();
+    let seen = senders(&lab.test_access_log(), "/mult/");
+    assert_eq!(seen.len(), 25, "{seen:?}");
+    for (path, from) in &seen {
+        assert_eq!(from.len(), 3, "{path} replayed {} times: {from:?}", from.len());
+        let distinct: std::collections::BTreeSet<&String> = from.iter().collect();
+        assert_eq!(distinct.len(), 3, "{path}: the copies must come from distinct pairs: {from:?}");
+        for f in from {
+            let ip: std::net::Ipv4Addr = f.split(':').next().unwrap().parse().unwrap();
+            assert!((100..150).contains(&ip.octets()[3]) && ip.octets()[..3] == [10, 201, 1], "{f} outside -c");
+        }
+    }
+    // No collisions: the test server reset nothing, the pool was never exhausted.
+    assert_eq!(summary.get("resp_rst"), 0);
+    assert_eq!(summary.get("tuple_exhausted"), 0);
+    assert_eq!(summary.get("conns"), 3 * 21);
+}

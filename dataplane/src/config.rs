@@ -173,6 +173,8 @@ pub struct SessionOptions {
     pub engine: session::Config,
     /// The capture also carries the online server's responses: measure production latency.
     pub production_latency: bool,
+    /// Client tuples: replicas, substitute addresses, port slot.
+    pub tuples: crate::tuples::TupleConfig,
 }
 
 /// What the copier does.

@@ -34,6 +34,7 @@ use crate::{
     sample::Sampler,
     session,
     stats::{Counters, Drop, Published, PublishedArray},
+    tuples::Tuples,
     wire,
     worker::{self, Route, Stateless, Worker, WorkerLatency},
     xsk::{self, Doorbell, Socket, StatsHandle, Umem},
@@ -91,6 +92,7 @@ impl Summary {
         }
         v.push(("bad_headers".into(), w.bad_headers));
         v.push(("no_free_frame".into(), w.no_free_frame));
+        v.push(("tuple_exhausted".into(), w.tuple_exhausted));
         if let Some(c) = &self.control {
             v.extend([
                 ("channel_registered".into(), c.registered),
@@ -294,6 +296,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
                     published,
                     production: production.clone(),
                     sampler: sampler.clone(),
+                    tuples: Tuples::new(opts.tuples.clone(), q as u16, config.queues as u16),
+                    next_sweep: Instant::now(),
                 }))
             }
         };

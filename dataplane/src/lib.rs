@@ -31,6 +31,8 @@ pub mod sample;
 pub mod session;
 /// Worker counters and their publication.
 pub mod stats;
+/// Client tuple allocation (-n, -c, -f).
+pub mod tuples;
 /// Zero-copy header views and checksums: no I/O, no allocation.
 pub mod wire;
 /// The pinned poll-loop worker.

@@ -81,6 +81,21 @@ struct Args {
     #[arg(short = 'i', long, value_name = "IFACE|FILE", required_unless_present = "mirror")]
     input: Option<String>,
 
+    /// Replay each captured session N times as independent sessions, each copy from a client
+    /// (address, port) no live session uses.
+    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    copies: u16,
+
+    /// Client addresses to send from instead of the captured ones: addresses, ranges, CIDRs,
+    /// e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24 (route them to the assist server on the test server).
+    #[arg(short = 'c', long = "client-addresses", value_name = "LIST", value_parser = parse_address_list)]
+    client_addresses: Option<AddressList>,
+
+    /// Several copiers feeding one test server: give each a different F (0..=31); their client
+    /// ports never overlap.
+    #[arg(short = 'f', long = "port-slot", value_name = "F", value_parser = clap::value_parser!(u16).range(0..32))]
+    port_slot: Option<u16>,
+
     /// Replay this percentage of the sessions (1..=100), chosen by a hash of the 4-tuple.
     #[arg(short = 'r', long = "sample", value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
     sample: u8,
@@ -247,6 +262,14 @@ enum Cmd {
     },
 }
 
+/// A parsed `-c` value (a newtype: clap would read a bare `Vec` as repeated values).
+#[derive(Debug, Clone)]
+struct AddressList(Vec<std::net::Ipv4Addr>);
+
+fn parse_address_list(s: &str) -> Result<AddressList, String> {
+    dataplane::tuples::parse_addresses(s).map(AddressList)
+}
+
 /// A parsed `--cores` value (a newtype: clap would read a bare `Vec` as repeated values).
 #[derive(Debug, Clone)]
 struct CoreList(Vec<usize>);
@@ -291,6 +314,15 @@ fn session_options(args: &Args) -> Result<Mode> {
         },
         engine,
         production_latency: args.production_latency,
+        tuples: dataplane::tuples::TupleConfig {
+            replicas: args.copies,
+            addresses: args.client_addresses.clone().map(|a| a.0).unwrap_or_default(),
+            port_slot: args.port_slot,
+            // Longer than the engine's time-wait, so a pair is never reused while the test
+            // server may still hold the old connection.
+            idle: Duration::from_secs(90),
+            capacity: (args.max_sessions as usize).saturating_mul(usize::from(args.copies)).min(1 << 20),
+        },
     }))
 }
 
@@ -456,11 +488,28 @@ mod tests {
             "--ring-size",
             "1024",
             "-q",
+            "-r",
+            "50",
+            "-g",
+            "-n",
+            "3",
+            "-c",
+            "10.0.0.0/30,10.0.1.1",
+            "-f",
+            "7",
+            "-a",
+            "2.5",
+            "-T",
+            "2",
+            "-I",
+            "100",
         ])
         .unwrap();
         assert_eq!(a.transfers.iter().flatten().count(), 3);
         assert_eq!(a.cores.unwrap().0, vec![0, 1]);
         assert!(a.quiet && a.stateless);
+        assert_eq!((a.sample, a.ramp, a.copies, a.port_slot, a.loops, a.max_gap), (50, true, 3, Some(7), 2, Some(100)));
+        assert_eq!(a.client_addresses.unwrap().0.len(), 3);
     }
 
     #[test]

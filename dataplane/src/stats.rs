@@ -80,6 +80,8 @@ pub struct Counters {
     pub bad_headers: u64,
     /// Frames the session engine wanted to build while no UMEM frame was free.
     pub no_free_frame: u64,
+    /// Session copies not replayed because the client tuple pool had no free pair (-n, -c, -f).
+    pub tuple_exhausted: u64,
     /// Drops by reason.
     pub drops: [u64; Drop::COUNT],
     /// Malformed frames by parse error.
@@ -109,6 +111,7 @@ impl Counters {
         self.idle_waits += other.idle_waits;
         self.bad_headers += other.bad_headers;
         self.no_free_frame += other.no_free_frame;
+        self.tuple_exhausted += other.tuple_exhausted;
         for (a, b) in self.drops.iter_mut().zip(other.drops) {
             *a += b;
         }
@@ -118,7 +121,7 @@ impl Counters {
     }
 }
 
-const SCALARS: usize = 9;
+const SCALARS: usize = 10;
 const FIELDS: usize = SCALARS + Drop::COUNT + MALFORMED_SLOTS;
 
 /// The published copy of one worker's counters, on its own cache lines.
@@ -146,6 +149,7 @@ impl Published {
             c.idle_waits,
             c.bad_headers,
             c.no_free_frame,
+            c.tuple_exhausted,
         ];
         let values = scalars.iter().chain(c.drops.iter()).chain(c.malformed.iter());
         for (w, v) in self.words.iter().zip(values) {
@@ -166,6 +170,7 @@ impl Published {
             idle_waits: v[6],
             bad_headers: v[7],
             no_free_frame: v[8],
+            tuple_exhausted: v[9],
             drops: std::array::from_fn(|i| v[SCALARS + i]),
             malformed: std::array::from_fn(|i| v[SCALARS + Drop::COUNT + i]),
         }
@@ -214,6 +219,7 @@ mod tests {
             idle_waits: 7,
             bad_headers: 8,
             no_free_frame: 9,
+            tuple_exhausted: 10,
             ..Default::default()
         };
         c.drops = std::array::from_fn(|i| 100 + i as u64);

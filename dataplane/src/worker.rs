@@ -39,6 +39,7 @@ use crate::{
     sample::Sampler,
     session::{self, ResponseHeader},
     stats::{Counters, Drop, Published, PublishedArray, MALFORMED_SLOTS},
+    tuples::Tuples,
     wire::{self, parse::Parsed},
     xsk::{Consumer, Desc, Doorbell, Kick, Producer, Socket, Umem},
 };
@@ -143,6 +144,10 @@ pub struct Session {
     pub production: Option<Arc<ProductionTable>>,
     /// The share of sessions replayed (-r, -g).
     pub sampler: Sampler,
+    /// Client tuples of the replayed sessions (-n, -c, -f).
+    pub tuples: Tuples,
+    /// When the tuple pool is next swept for idle mappings.
+    pub next_sweep: Instant,
 }
 
 /// What the worker does with captured frames.
@@ -244,7 +249,8 @@ impl Worker {
             Mode::Stateless(_) => 0,
             Mode::Session(_) => umem.frames() as usize / 2,
         };
-        let scratch = vec![0u8; umem.frame_size() as usize].into_boxed_slice();
+        // Twice a frame: the captured copy, and the per-replica rewrite of it (-n, -c).
+        let scratch = vec![0u8; 2 * umem.frame_size() as usize].into_boxed_slice();
         Self {
             queue,
             umem,
@@ -327,6 +333,12 @@ impl Worker {
         self.coarse_now = Instant::now();
         if let Some(l) = self.latency.as_mut() {
             l.maybe_swap(self.coarse_now);
+        }
+        if let Mode::Session(s) = &mut self.mode {
+            if !s.tuples.is_identity() && self.coarse_now >= s.next_sweep {
+                s.next_sweep = self.coarse_now + Duration::from_secs(1);
+                s.tuples.sweep(self.coarse_now);
+            }
         }
     }
 
@@ -501,6 +513,7 @@ impl Worker {
             &s.matches,
             s.production.as_deref(),
             &mut s.sampler,
+            &mut s.tuples,
             scratch,
             arrivals,
             now,
@@ -545,6 +558,7 @@ fn session_rx(
     matches: &[(Option<IpAddr>, u16)],
     production: Option<&ProductionTable>,
     sampler: &mut Sampler,
+    tuples: &mut Tuples,
     scratch: &mut [u8],
     arrivals: &mut [u64; BATCH as usize],
     now: Instant,
@@ -561,7 +575,7 @@ fn session_rx(
         out.counters.rx_bytes += u64::from(d.len);
         let len = d.len as usize;
         let copied = match out.umem.get(d.addr, d.len) {
-            Some(bytes) if len <= scratch.len() => {
+            Some(bytes) if 2 * len <= scratch.len() => {
                 scratch[..len].copy_from_slice(bytes);
                 true
             }
@@ -572,8 +586,7 @@ fn session_rx(
             out.counters.drop(Drop::BadDescriptor);
             continue;
         }
-        let frame = &scratch[..len];
-        let parsed = match wire::parse::parse(frame) {
+        let parsed = match wire::parse::parse(&scratch[..len]) {
             Ok(Some(p)) => p,
             Ok(None) => {
                 out.counters.drop(Drop::NotTcp);
@@ -621,7 +634,27 @@ fn session_rx(
             out.counters.drop(Drop::SampledOut);
             continue;
         }
-        engine.on_client(now, target, &parsed, frame, out);
+        let IpAddr::V4(client_ip) = parsed.src_ip else { unreachable!("destination checked IPv4 above") };
+        if tuples.is_identity() {
+            engine.on_client(now, target, &parsed, &scratch[..len], out);
+            continue;
+        }
+        // -n / -c / -f: each copy goes to the engine as the client its allocated pair makes it.
+        let (head, copy) = scratch.split_at_mut(len);
+        let copy = &mut copy[..len];
+        for r in 0..tuples.replicas() {
+            let Some((ip, port)) = tuples.map(now, (client_ip, parsed.src_port), r) else {
+                out.counters.tuple_exhausted += 1;
+                continue;
+            };
+            copy.copy_from_slice(head);
+            copy[parsed.l3_offset + 12..parsed.l3_offset + 16].copy_from_slice(&ip.octets());
+            copy[parsed.l4_offset..parsed.l4_offset + 2].copy_from_slice(&port.to_be_bytes());
+            let mut p = parsed;
+            p.src_ip = IpAddr::V4(ip);
+            p.src_port = port;
+            engine.on_client(now, target, &p, copy, out);
+        }
     }
     if n > 0 {
         ring.release(n);

@@ -183,7 +183,7 @@ pub enum Mode {
     /// Rewrite and forward every matching frame.
     Stateless,
     /// Replay sessions through intercept.
-    Session(SessionOptions),
+    Session(Box<SessionOptions>),
 }
 
 /// Latency recording and the exports.

@@ -26,7 +26,7 @@ use control::{
 
 use crate::{
     bpf::{self, Counter, Entry, Program},
-    config::{Config, Mode, SessionOptions},
+    config::{Config, Mode},
     feed::Feed,
     netdev,
     production::ProductionTable,
@@ -222,7 +222,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
     for t in &config.transfers {
         program.select_port(t.online_port, bpf::port_flags::DST)?;
     }
-    if let Mode::Session(SessionOptions { production_latency: true, .. }) = &config.mode {
+    if matches!(&config.mode, Mode::Session(o) if o.production_latency) {
         // The online server's responses (its egress mirrored too) reach the workers as well.
         for t in &config.transfers {
             let ip = match t.online_ip {
@@ -241,7 +241,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         .then(|| Arc::new(RecorderExchange::new(config.queues as usize, 2 * config.queues as usize)));
     let mut session_published = Vec::new();
     let production = match &config.mode {
-        Mode::Session(SessionOptions { production_latency: true, .. }) => Some(Arc::new(ProductionTable::new(16))),
+        Mode::Session(o) if o.production_latency => Some(Arc::new(ProductionTable::new(16))),
         _ => None,
     };
     let mut workers = Vec::new();

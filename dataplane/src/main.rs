@@ -305,7 +305,7 @@ fn session_options(args: &Args) -> Result<Mode> {
         pool_bytes: args.pool_mb as usize * 1024 * 1024,
         ..session::Config::default()
     };
-    Ok(Mode::Session(SessionOptions {
+    Ok(Mode::Session(Box::new(SessionOptions {
         intercepts,
         conns_per_intercept: args.conns,
         framing: match args.framing {
@@ -323,7 +323,7 @@ fn session_options(args: &Args) -> Result<Mode> {
             idle: Duration::from_secs(90),
             capacity: (args.max_sessions as usize).saturating_mul(usize::from(args.copies)).min(1 << 20),
         },
-    }))
+    })))
 }
 
 fn feed_options(args: &Args, path: &str) -> Result<FeedOptions> {

@@ -71,7 +71,8 @@ fn forwards_every_size_rewritten_with_valid_checksums_and_only_to_the_target() {
     let lab = lab("fwd", false);
     let t0 = lab.mac(Role::Test, iface::TEST_IN).unwrap();
     let cout = lab.mac(Role::Copier, iface::COPIER_OUT).unwrap();
-    let copier = start_copier(&lab, &[]);
+    let sent = lab.out_dir().join("sent.pcap");
+    let copier = start_copier(&lab, &["--pcap-out", &sent.to_string_lossy()]);
     let before = lab.nstat(Role::Test).unwrap();
     // Everything that reaches the test server, unfiltered: the safety check below needs it all.
     let cap = lab.capture(Role::Test, iface::TEST_IN, "t0.pcap", &["-Q", "in"]).unwrap();
@@ -112,6 +113,15 @@ fn forwards_every_size_rewritten_with_valid_checksums_and_only_to_the_target() {
     assert_eq!(summary.get("dropped"), 0);
     assert_eq!(summary.get("xdp_redirected"), u64::from(n));
     assert_eq!(summary.get("xsk_rx_dropped") + summary.get("xsk_rx_ring_full"), 0);
+
+    // --pcap-out recorded exactly what went out: the same frames the test server received.
+    let out = PcapSummary::from_file(&sent).unwrap();
+    out.check_seqs_exactly(0..n).unwrap();
+    out.check_checksums().unwrap();
+    assert_eq!(out.flows, s.flows);
+    assert_eq!(out.frames, u64::from(n));
+    assert_eq!(summary.get("pcap_out_written"), u64::from(n));
+    assert_eq!(summary.get("pcap_out_dropped"), 0);
 }
 
 #[test]

@@ -197,6 +197,8 @@ pub struct Observe {
     pub metrics: Option<SocketAddr>,
     /// `--summary-json FILE`: every counter and latency summary at exit.
     pub summary_json: Option<std::path::PathBuf>,
+    /// `--pcap-out FILE`: every transmitted frame.
+    pub pcap_out: Option<std::path::PathBuf>,
 }
 
 /// Everything the engine needs.

@@ -29,6 +29,7 @@ use crate::{
     config::{Config, Mode},
     feed::Feed,
     netdev,
+    pcap_out::PcapOut,
     production::ProductionTable,
     rewrite::{ChecksumMode, Rewrite},
     sample::Sampler,
@@ -240,6 +241,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         .latency
         .then(|| Arc::new(RecorderExchange::new(config.queues as usize, 2 * config.queues as usize)));
     let mut session_published = Vec::new();
+    let mut pcap_out = config.observe.pcap_out.as_deref().map(PcapOut::create).transpose()?;
     let production = match &config.mode {
         Mode::Session(o) if o.production_latency => Some(Arc::new(ProductionTable::new(16))),
         _ => None,
@@ -302,7 +304,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
             }
         };
         let latency = exchange.as_ref().map(|x| WorkerLatency::new(x.clone(), q as usize));
-        workers.push(Worker::new(q, umem, rx, tx, mode, Arc::new(Published::default()), stop.clone(), latency));
+        let worker = Worker::new(q, umem, rx, tx, mode, Arc::new(Published::default()), stop.clone(), latency);
+        workers.push(worker.with_pcap(pcap_out.as_ref().map(|p| p.tap.clone())));
     }
     // Attach last: from here on frames for the selected ports go to the sockets.
     let attachment = program.attach(Entry::Redirect, &config.input, config.xdp_mode)?;
@@ -571,15 +574,20 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
             Err(_) => bail!("a worker thread panicked (see the message above)"),
         }
     }
+    if let Some(p) = pcap_out.as_mut() {
+        let (written, dropped) = p.finish()?;
+        summary.feed.push(("pcap_out_written".into(), written));
+        summary.feed.push(("pcap_out_dropped".into(), dropped));
+    }
     if let Some(f) = feed {
         let st = f.finish()?;
-        summary.feed = vec![
+        summary.feed.extend([
             ("feed_frames".into(), st.frames),
             ("feed_retries".into(), st.retries),
             ("feed_skipped".into(), st.skipped),
             ("feed_ms".into(), (st.seconds * 1000.0) as u64),
             ("feed_capture_ms".into(), (st.capture_seconds * 1000.0) as u64),
-        ];
+        ]);
     }
     if let Some(j) = control_join {
         match j.join() {

@@ -21,6 +21,8 @@ pub mod feed;
 pub mod netdev;
 /// The offline capture source: pcap / pcapng files as Ethernet frames, paced (`--offline`).
 pub mod offline;
+/// --pcap-out: the transmitted frames, written to a pcap.
+pub mod pcap_out;
 /// Production latency across workers.
 pub mod production;
 /// The stateless L2/L3/L4 rewrite with checksums.

@@ -250,6 +250,10 @@ struct Args {
     /// Write every counter and the latency summary as JSON at exit.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<std::path::PathBuf>,
+
+    /// Write every frame the copier transmits to this pcap file (for Wireshark).
+    #[arg(long, value_name = "FILE")]
+    pcap_out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -356,6 +360,7 @@ fn config(args: Args, input: String) -> Result<Config> {
             latency_csv: args.latency_csv,
             metrics: args.metrics,
             summary_json: args.summary_json,
+            pcap_out: args.pcap_out,
         },
         mode,
         transfers: args.transfers.into_iter().flatten().collect(),

@@ -34,6 +34,7 @@ use control::{
 
 use crate::{
     bpf::meta,
+    pcap_out::PcapTap,
     production::ProductionTable,
     rewrite::{self, ChecksumMode, Rewrite, RewriteError},
     sample::Sampler,
@@ -224,6 +225,8 @@ pub struct Worker {
     arrivals: [u64; BATCH as usize],
     /// A clock read at most every publish (for the stateless sampler's ramp).
     coarse_now: Instant,
+    /// `--pcap-out`: a copy of every transmitted frame.
+    pcap: Option<Arc<PcapTap>>,
 }
 
 /// The largest frame the engine may build in one UMEM chunk.
@@ -267,7 +270,14 @@ impl Worker {
             latency,
             arrivals: [0; BATCH as usize],
             coarse_now: Instant::now(),
+            pcap: None,
         }
+    }
+
+    /// Copies every transmitted frame to `tap` (`--pcap-out`).
+    pub fn with_pcap(mut self, tap: Option<Arc<PcapTap>>) -> Self {
+        self.pcap = tap;
+        self
     }
 
     /// The worker's published counters (read them from any thread).
@@ -457,6 +467,9 @@ impl Worker {
             tx.push(*d);
             self.counters.tx_frames += 1;
             self.counters.tx_bytes += u64::from(d.len);
+            if let (Some(tap), Some(bytes)) = (&self.pcap, self.umem.get(d.addr, d.len)) {
+                tap.copy(bytes);
+            }
         }
         tx.submit();
         if let Some(l) = self.latency.as_mut() {
@@ -478,7 +491,7 @@ impl Worker {
     /// Returns (did anything, frames put on the TX ring).
     fn session_round(&mut self) -> (bool, u32) {
         let now = Instant::now();
-        let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, latency, arrivals, .. } = self;
+        let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, latency, arrivals, pcap, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
         // The RX ring and the TX ring are separate fields even when one socket does both.
         let rx_ring = rx.rx.as_mut().expect("the RX socket has an RX ring");
@@ -497,6 +510,7 @@ impl Worker {
             counters,
             sent: &mut sent,
             latency: latency.as_mut(),
+            pcap: pcap.as_deref(),
         };
         let mut headers = 0;
         while headers < BATCH {
@@ -679,6 +693,7 @@ struct UmemOut<'a> {
     counters: &'a mut Counters,
     sent: &'a mut u32,
     latency: Option<&'a mut WorkerLatency>,
+    pcap: Option<&'a PcapTap>,
 }
 
 impl session::Output for UmemOut<'_> {
@@ -702,6 +717,9 @@ impl session::Output for UmemOut<'_> {
             // Too small a buffer: recycled unsent; the engine counts it (tx_buffer_too_small).
             self.free.push(base);
             return true;
+        }
+        if let Some(tap) = self.pcap {
+            tap.copy(&chunk[..len]);
         }
         self.tx.push(Desc { addr: base, len: len as u32, options: 0 });
         *self.sent += 1;

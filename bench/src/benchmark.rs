@@ -126,6 +126,11 @@ impl Agent {
         Ok(Self { child, what: args.join(" ") })
     }
 
+    /// Asks the agent to stop now and report (receivers count until then).
+    fn interrupt(&self) {
+        let _ = crate::netns::signal(self.child.id(), libc::SIGINT);
+    }
+
     fn finish(self) -> Result<(u64, f64)> {
         let out = self.child.wait_with_output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -339,4 +344,104 @@ pub fn write_section(path: &Path, name: &str, report: &str) -> Result<()> {
         _ => format!("{old}\n{block}\n"),
     };
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The offline replay benchmark (`xdpcopy-lab bench-offline`): the same generated pcap sent at
+/// top speed by `tcpreplay --topspeed` out of d1 and by `xdpcopy -i FILE --topspeed --stateless`
+/// (its feed writes the file into its own veth, the copier forwards out of d1), both counted by
+/// the XDP drop program on s0. Rate = frames counted ÷ the sender's own wall time.
+pub fn run_offline(sizes: &[usize], frames: u32, runs: usize) -> Result<String> {
+    let _topo = Topology::up()?;
+    let dir = std::env::temp_dir().join(format!("xdpc-bench-offline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let s0 = link_mac(SINK, "s0")?;
+    let mut rows = Vec::new();
+    for &size in sizes {
+        let file = dir.join(format!("gen-{size}.pcap"));
+        write_pcap(&file, size, frames, s0)?;
+        let (mut tr, mut xc) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            // tcpreplay out of d1 (in the DUT namespace), counted at s0.
+            let sink = receiver(SINK, "xdp-drop", "s0", 0, 30.0)?;
+            thread::sleep(Duration::from_millis(700));
+            let started = Instant::now();
+            let out = ns_command(DUT, "tcpreplay").args(["--topspeed", "-i", "d1"]).arg(&file).output()?;
+            let wall = started.elapsed().as_secs_f64();
+            if !out.status.success() {
+                bail!("tcpreplay failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            // tcpreplay's own sending time ("Actual: N packets (B bytes) sent in S seconds"), not
+            // its start-up: the same footing as xdpcopy's feed time.
+            let text = String::from_utf8_lossy(&out.stdout);
+            let secs = text
+                .lines()
+                .find(|l| l.trim_start().starts_with("Actual:"))
+                .and_then(|l| l.split("sent in").nth(1)?.split_whitespace().next()?.parse::<f64>().ok())
+                .filter(|s| *s > 0.0)
+                .unwrap_or(wall);
+            thread::sleep(Duration::from_millis(200));
+            sink.interrupt();
+            let (counted, _) = sink.finish()?;
+            // xdpcopy: the file through its feed, forwarded out of d1.
+            let sink = receiver(SINK, "xdp-drop", "s0", 0, 30.0)?;
+            thread::sleep(Duration::from_millis(700));
+            let exe = bin_path("xdpcopy")?;
+            let transfer = format!("80-10.202.2.2:8080@{s0}");
+            let out = ns_command(DUT, &exe.to_string_lossy())
+                .args(["--stateless", "--topspeed", "-q", "--queues", "1", "-x", &transfer, "-o", "d1", "-i"])
+                .arg(&file)
+                .output()?;
+            let log = String::from_utf8_lossy(&out.stderr).into_owned();
+            if !out.status.success() {
+                bail!("xdpcopy offline failed: {log}");
+            }
+            sink.interrupt();
+            let (counted_x, _) = sink.finish()?;
+            let feed_ms = crate::proc::Summary::parse(&log.lines().map(str::to_owned).collect::<Vec<_>>())
+                .map(|s| s.0.get("feed_ms").copied().unwrap_or(0))
+                .unwrap_or(0);
+            let r = (counted as f64 / secs, counted_x as f64 / (feed_ms.max(1) as f64 / 1000.0));
+            eprintln!(
+                "bench-offline: {size} B run {}: tcpreplay {counted}/{frames} frames in {secs:.3} s = {:.3} Mpps; \
+                 xdpcopy {counted_x}/{frames} in {:.3} s = {:.3} Mpps",
+                run + 1,
+                r.0 / 1e6,
+                feed_ms as f64 / 1000.0,
+                r.1 / 1e6
+            );
+            tr.push(r.0);
+            xc.push(r.1);
+        }
+        rows.push((size, median(tr), median(xc)));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut md = String::new();
+    let _ = writeln!(md, "### Offline replay at top speed\n");
+    let _ = writeln!(
+        md,
+        "Machine: {}. {frames} frames per file, {runs} runs, medians. Reproduce: `sudo target/release/xdpcopy-lab bench-offline`.\n",
+        machine()
+    );
+    let _ = writeln!(md, "| frame | tcpreplay --topspeed (d1 → s0) | xdpcopy -i FILE --topspeed --stateless (feed → copier → d1 → s0) | ratio |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for (size, t, x) in rows {
+        let _ =
+            writeln!(md, "| {size} B | {:.3} Mpps | {:.3} Mpps | {:.0} % |", t / 1e6, x / 1e6, 100.0 * x / t.max(1.0));
+    }
+    Ok(md)
+}
+
+/// A pcap of `frames` TCP frames of `size` bytes to port 80 (64 flows), Ethernet to `dst_mac`.
+fn write_pcap(path: &Path, size: usize, frames: u32, dst_mac: crate::MacAddr) -> Result<()> {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = PcapWriter::new(file)?;
+    let spec = crate::FrameSpec { dst_mac, dst_port: 80, ..crate::FrameSpec::default() };
+    for i in 0..frames {
+        let mut s = spec.clone();
+        s.src_port = 40_000 + (i % 64) as u16;
+        let f = crate::build_frame(&s, crate::FrameKind::Good, size, i)?;
+        w.write_packet(&PcapPacket::new(Duration::from_micros(u64::from(i)), f.len() as u32, &f))?;
+    }
+    Ok(())
 }

@@ -135,6 +135,20 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// Offline replay at top speed: tcpreplay vs xdpcopy -i FILE on the same output veth.
+    BenchOffline {
+        #[arg(long, value_delimiter = ',', default_value = "64,1500")]
+        sizes: Vec<usize>,
+        /// Frames per generated file.
+        #[arg(long, default_value_t = 200_000)]
+        frames: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long)]
+        no_write: bool,
+    },
     /// Drop a share of the IPv4 TCP frames arriving on an interface (an XDP program: this lab's
     /// kernel has no netem) until SIGINT; for loss tests. Run it inside the namespace.
     Impair {
@@ -296,6 +310,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Agent { kind, iface, size, seconds, core } => agent(kind, &iface, size, seconds, core),
         Cmd::Impair { iface, loss } => impair(&iface, loss),
+        Cmd::BenchOffline { sizes, frames, runs, out, no_write } => {
+            let report = bench::benchmark::run_offline(&sizes, frames, runs)?;
+            println!("{report}");
+            if !no_write {
+                bench::benchmark::write_section(&out, "offline", &report)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
         Cmd::BenchReplay { paced, unpaced, seconds, xdpcopy_args, out, no_write } => {
             use bench::replay_bench::Load;
             let levels: Vec<Load> =
@@ -437,6 +460,10 @@ fn agent(kind: AgentKind, iface: &str, size: usize, seconds: f64, core: Option<u
         AgentKind::XdpDrop | AgentKind::RxDrop => {
             let ready = Arc::new(AtomicBool::new(false));
             let stop = Arc::new(AtomicBool::new(false));
+            // SIGINT ends the count early (the offline benchmark stops its sink when the sender is done).
+            for sig in [libc::SIGINT, libc::SIGTERM] {
+                signal_hook::flag::register(sig, stop.clone())?;
+            }
             let timer = {
                 let stop = stop.clone();
                 std::thread::spawn(move || {
@@ -448,7 +475,8 @@ fn agent(kind: AgentKind, iface: &str, size: usize, seconds: f64, core: Option<u
                 AgentKind::XdpDrop => bench::afxdp::xdp_drop_count(iface, XdpMode::Native, &ready, &stop)?,
                 _ => bench::afxdp::afxdp_rx_drop(iface, 1, 80, XdpMode::Native, &ready, stop.clone())?,
             };
-            let _ = timer.join();
+            // Not joined: it sleeps out the full duration, and SIGINT may have ended the count early.
+            drop(timer);
             n
         }
     };

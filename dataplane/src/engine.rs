@@ -344,11 +344,6 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         })?);
     }
 
-    // Offline: start writing the file into the capture veth now that the workers run.
-    if let Some(f) = feed.as_deref_mut() {
-        f.start(stop.clone())?;
-        eprintln!("xdpcopy: replaying {}", config.input_label());
-    }
     let mut feed_done_at: Option<Instant> = None;
     let mut last_rx = (0u64, Instant::now());
     let control_stats = Arc::new(Mutex::new(ControlStats::default()));
@@ -370,6 +365,31 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         }
         None => None,
     };
+    // Offline: start writing the file into the capture veth now that the workers run — in
+    // session mode once the channel is up, or the first sessions could not be registered.
+    if let Some(f) = feed.as_deref_mut() {
+        if control_join.is_some() {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while control_stats.lock().expect("stats lock").connected == 0 && Instant::now() < deadline {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            if control_stats.lock().expect("stats lock").connected == 0 {
+                eprintln!("xdpcopy: warning: no intercept connected after 10 s; replaying anyway (sessions will fail)");
+            }
+        }
+        let counters: Vec<Arc<Published>> = published.clone();
+        let received = Box::new(move || counters.iter().map(|p| p.rx_live.load(Ordering::Relaxed)).sum::<u64>());
+        // The feed thread runs on a core no worker is pinned to, when there is one.
+        let used: Vec<usize> =
+            (0..config.queues as usize).filter_map(|i| cores.get(i % cores.len().max(1)).copied()).collect();
+        let spare =
+            core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).find(|c| !used.contains(c));
+        f.start(stop.clone(), received, spare)?;
+        eprintln!("xdpcopy: replaying {}", config.input_label());
+    }
     let session_sum = |published: &[Arc<PublishedArray>]| {
         let mut sum = vec![0u64; session::Counters::NAMES.len()];
         for p in published {
@@ -584,6 +604,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         summary.feed.extend([
             ("feed_frames".into(), st.frames),
             ("feed_retries".into(), st.retries),
+            ("feed_held".into(), st.held),
             ("feed_skipped".into(), st.skipped),
             ("feed_ms".into(), (st.seconds * 1000.0) as u64),
             ("feed_capture_ms".into(), (st.capture_seconds * 1000.0) as u64),

@@ -48,6 +48,8 @@ pub struct FeedStats {
     pub retries: u64,
     /// Records skipped (snap-cut, too short, not IP, unsupported interface).
     pub skipped: u64,
+    /// Times the feed waited for the workers to catch up (backpressure).
+    pub held: u64,
     /// Wall time from the first frame to the last.
     pub seconds: f64,
     /// Capture time covered (all loops, after gap cutting).
@@ -99,14 +101,29 @@ impl Feed {
     ///
     /// # Errors
     /// When the packet socket cannot be opened.
-    pub fn start(&mut self, stop: Arc<AtomicBool>) -> Result<()> {
+    /// `received` returns how many frames the workers have taken from their RX rings; the feed
+    /// keeps at most [`WINDOW`] frames ahead of it, so a burst never overruns the rings (at top
+    /// speed this is the pace). `core`, if given, is where the feed thread runs (away from the
+    /// workers).
+    ///
+    /// # Errors
+    /// When the packet socket cannot be opened.
+    pub fn start(
+        &mut self,
+        stop: Arc<AtomicBool>,
+        received: Box<dyn Fn() -> u64 + Send>,
+        core: Option<usize>,
+    ) -> Result<()> {
         let ifindex = crate::xsk::sys::if_nametoindex(&self.host).context("the feed veth vanished")?;
         let sock = PacketSocket::bind(ifindex)?;
         let mut source = self.source.take().expect("started once");
         let opts = self.opts.clone();
         let done = self.done.clone();
         self.thread = Some(thread::Builder::new().name("xdpcopy-feed".into()).spawn(move || {
-            let r = run(&mut source, &sock, &opts, &stop);
+            if let Some(id) = core {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+            let r = run(&mut source, &sock, &opts, &stop, &*received);
             done.store(true, Ordering::Release);
             r
         })?);
@@ -141,7 +158,16 @@ impl Drop for Feed {
     }
 }
 
-fn run(source: &mut PcapSource, sock: &PacketSocket, opts: &FeedOptions, stop: &AtomicBool) -> Result<FeedStats> {
+/// Frames the feed may be ahead of the workers (half the default fill ring).
+pub const WINDOW: u64 = 1024;
+
+fn run(
+    source: &mut PcapSource,
+    sock: &PacketSocket,
+    opts: &FeedOptions,
+    stop: &AtomicBool,
+    received: &dyn Fn() -> u64,
+) -> Result<FeedStats> {
     let mut frame = Vec::with_capacity(65_536);
     let mut stats = FeedStats::default();
     let tty = Progress::is_tty();
@@ -158,6 +184,11 @@ fn run(source: &mut PcapSource, sock: &PacketSocket, opts: &FeedOptions, stop: &
             let p = pacer.get_or_insert_with(|| Pacer::new(&opts.pace, pkt.ts, Instant::now()));
             if let Some(wait) = p.due(pkt.ts, Instant::now()) {
                 thread::sleep(wait);
+            }
+            // Backpressure: never more than WINDOW frames ahead of the workers.
+            while stats.frames.saturating_sub(received()) >= WINDOW && !stop.load(Ordering::Relaxed) {
+                stats.held += 1;
+                thread::yield_now();
             }
             loop {
                 match sock.send(&frame[..pkt.len]) {

@@ -128,11 +128,14 @@ const FIELDS: usize = SCALARS + Drop::COUNT + MALFORMED_SLOTS;
 #[repr(align(128))]
 pub struct Published {
     words: [AtomicU64; FIELDS],
+    /// Frames taken from the RX ring, stored after every batch (not only at publish): the
+    /// offline feed's backpressure reads it.
+    pub rx_live: AtomicU64,
 }
 
 impl Default for Published {
     fn default() -> Self {
-        Self { words: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Self { words: std::array::from_fn(|_| AtomicU64::new(0)), rx_live: AtomicU64::new(0) }
     }
 }
 

@@ -295,10 +295,15 @@ impl Worker {
             self.refill();
             let (busy, sent) = if matches!(self.mode, Mode::Stateless(_)) {
                 let (received, to_send) = self.receive(&mut batch);
+                if received > 0 {
+                    self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
+                }
                 let sent = self.transmit(&batch[..to_send]);
                 (received > 0, sent)
             } else {
-                self.session_round()
+                let r = self.session_round();
+                self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
+                r
             };
             self.kick(sent);
             since_publish += 1;

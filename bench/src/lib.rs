@@ -21,6 +21,6 @@ pub use capture::{Capture, CaptureResult};
 pub use frames::{build_frame, parse_frame, FrameKind, FrameSpec, MacAddr, ParsedFrame};
 pub use lab::{addr, iface, ns_name, read_lines, wait_for_line, Lab, LabSpec, Role};
 pub use netns::{have_root, in_netns, root_or_skip, NS_PREFIX};
-pub use proc::{bin_path, ensure_built, Running, Summary};
+pub use proc::{bin_path, ensure_built, lab_test, start_intercept, start_session_copier, Running, Summary};
 pub use sender::{send_frames, send_frames_in_ns, PacketSocket, SendReport, SendSpec};
 pub use verify::{FlowKey, PcapSummary};

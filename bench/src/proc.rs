@@ -180,3 +180,35 @@ impl Summary {
 pub fn log_text(path: &Path) -> String {
     read_lines(path).join("\n")
 }
+
+/// The lab tests' guard: root (or a loud skip, a failure under CI) and the workspace binaries
+/// freshly built.
+pub fn lab_test(test: &str) -> bool {
+    let ok = crate::netns::root_or_skip(test);
+    if ok {
+        ensure_built().expect("building the workspace binaries");
+    }
+    ok
+}
+
+/// Starts `xdpcopy-intercept` on the assist server's `a0` for the lab's test nginx, plus
+/// `extra` arguments (more `--target`s, `--metrics` …); logs to `log`.
+pub fn start_intercept(lab: &Lab, extra: &[&str], log: &str) -> Result<Running> {
+    use crate::lab::{addr, iface};
+    let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
+    let mut args = vec!["-i", iface::ASSIST_IN, "--target", &target, "-q"];
+    args.extend_from_slice(extra);
+    Running::start(lab, Role::Assist, "xdpcopy-intercept", &args, log, "capturing responses")
+}
+
+/// Starts `xdpcopy` in session mode on the copier (capture `cin`, output `cout`, the lab's
+/// intercept) with `args` (at least `-x`), and waits until both channel connections are up.
+pub fn start_session_copier(lab: &Lab, args: &[&str], log: &str) -> Result<Running> {
+    use crate::lab::{addr, iface};
+    let channel = addr::ASSIST_CHANNEL.to_string();
+    let mut all = vec!["-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel];
+    all.extend_from_slice(args);
+    let copier = Running::start(lab, Role::Copier, "xdpcopy", &all, log, "capturing on")?;
+    copier.wait_for("channel up 2", Duration::from_secs(10))?;
+    Ok(copier)
+}

@@ -11,34 +11,17 @@ use std::{
 };
 
 use bench::{
-    ensure_built,
     http::{access_log, get_once, Conn},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, Role, Running,
 };
 
-fn root_or_skip(test: &str) -> bool {
-    let ok = bench::root_or_skip(test);
-    if ok {
-        ensure_built().expect("building the workspace binaries");
-    }
-    ok
-}
-
 const METRICS: &str = "127.0.0.1:9464";
 
 fn start(lab: &Lab, prefix: &Path) -> (Running, Running) {
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
-    let intercept = Running::start(
-        lab,
-        Role::Assist,
-        "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q", "--metrics", METRICS],
-        "intercept.log",
-        "capturing responses",
-    )
-    .unwrap();
+    let intercept = bench::start_intercept(lab, &["--metrics", METRICS], "intercept.log").unwrap();
     let transfer = format!("{}:{}-{target}", addr::ONLINE, addr::ONLINE_PORT);
     let channel = addr::ASSIST_CHANNEL.to_string();
     let prefix = prefix.to_string_lossy().into_owned();
@@ -128,7 +111,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn test_latency_production_latency_and_the_exports() {
-    if !root_or_skip("latency") {
+    if !bench::lab_test("latency") {
         return;
     }
     let tag = format!("l{}", std::process::id() % 100_000);

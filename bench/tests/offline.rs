@@ -6,20 +6,11 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use bench::{
-    ensure_built,
     http::{access_log, get_once, Conn},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, PcapSummary, Role, Running,
 };
-
-fn root_or_skip(test: &str) -> bool {
-    let ok = bench::root_or_skip(test);
-    if ok {
-        ensure_built().expect("building the workspace binaries");
-    }
-    ok
-}
 
 /// Records 8 short connections and one keep-alive connection with 4 requests, 100 ms apart.
 fn record(lab: &Lab) -> std::path::PathBuf {
@@ -66,7 +57,7 @@ fn replay(lab: &Lab, file: &Path, extra: &[&str], log: &str) -> bench::Summary {
 
 #[test]
 fn a_recorded_capture_replays_every_request_and_speeds_up() {
-    if !root_or_skip("offline_replay") {
+    if !bench::lab_test("offline_replay") {
         return;
     }
     let tag = format!("o{}", std::process::id() % 100_000);
@@ -75,16 +66,7 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
     let online = access_log(&lab.online_access_log(), "/rec/").unwrap();
     assert_eq!(online.values().sum::<u32>(), 12);
 
-    let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
-    let intercept = Running::start(
-        &lab,
-        Role::Assist,
-        "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
-        "intercept.log",
-        "capturing responses",
-    )
-    .unwrap();
+    let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
 
     // At capture speed: every request, once.
     let s = replay(&lab, &file, &[], "offline-1x.log");
@@ -101,15 +83,7 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
     // carries the same ISN as then.
     let tag = format!("p{}", std::process::id() % 100_000);
     let lab2 = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false }).unwrap();
-    let intercept = Running::start(
-        &lab2,
-        Role::Assist,
-        "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
-        "intercept.log",
-        "capturing responses",
-    )
-    .unwrap();
+    let intercept = bench::start_intercept(&lab2, &[], "intercept.log").unwrap();
     let s = replay(&lab2, &file, &["-a", "10"], "offline-10x.log");
     let test = access_log(&lab2.test_access_log(), "/rec/").unwrap();
     assert_eq!(test, online, "10x: the test server's log differs from the online one");
@@ -130,7 +104,7 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
 
 #[test]
 fn bad_capture_files_are_refused_with_the_file_and_the_problem_named() {
-    if !root_or_skip("offline_bad_files") {
+    if !bench::lab_test("offline_bad_files") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("xdpc-badfiles-{}", std::process::id()));

@@ -12,21 +12,11 @@ use std::{
 };
 
 use bench::{
-    ensure_built,
     http::{access_log, get_once, Conn},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, Role, Running, Summary,
 };
-
-/// Root (or a loud skip), and the workspace binaries built.
-fn root_or_skip(test: &str) -> bool {
-    let ok = bench::root_or_skip(test);
-    if ok {
-        ensure_built().expect("building the workspace binaries");
-    }
-    ok
-}
 
 fn lab(name: &str) -> Lab {
     let tag = format!("r{}-{name}", std::process::id() % 100_000);
@@ -36,10 +26,8 @@ fn lab(name: &str) -> Lab {
 const GREETER_PORT: u16 = 2525;
 
 fn start_intercept(lab: &Lab, log: &str) -> Running {
-    let test_http = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     let test_greeter = format!("{}:{GREETER_PORT}", addr::TEST);
-    let args = ["-i", iface::ASSIST_IN, "--target", &test_http, "--target", &test_greeter, "--stats-interval", "1"];
-    Running::start(lab, Role::Assist, "xdpcopy-intercept", &args, log, "capturing responses").expect("intercept starts")
+    bench::start_intercept(lab, &["--target", &test_greeter], log).expect("intercept starts")
 }
 
 fn start_copier(lab: &Lab, extra: &[&str]) -> Running {
@@ -95,7 +83,7 @@ fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u
 
 #[test]
 fn every_request_reaches_the_test_server_exactly_once() {
-    if !root_or_skip("every_request") {
+    if !bench::lab_test("every_request") {
         return;
     }
     let lab = lab("http");
@@ -201,7 +189,7 @@ fn read_line(r: &mut BufReader<TcpStream>) -> String {
 
 #[test]
 fn server_speaks_first_and_requests_larger_than_the_mss() {
-    if !root_or_skip("greeter") {
+    if !bench::lab_test("greeter") {
         return;
     }
     let lab = lab("greet");
@@ -269,7 +257,7 @@ fn server_speaks_first_and_requests_larger_than_the_mss() {
 
 #[test]
 fn loss_on_the_test_link_and_an_intercept_restart() {
-    if !root_or_skip("loss_restart") {
+    if !bench::lab_test("loss_restart") {
         return;
     }
     let lab = lab("loss");
@@ -330,7 +318,7 @@ fn loss_on_the_test_link_and_an_intercept_restart() {
 
 #[test]
 fn garbage_on_the_channel_and_an_unregistered_flood_are_survived() {
-    if !root_or_skip("garbage") {
+    if !bench::lab_test("garbage") {
         return;
     }
     let lab = lab("garbage");

@@ -5,38 +5,21 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bench::{
-    ensure_built,
     http::{access_log, get_once},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, Role, Running,
 };
 
-fn root_or_skip(test: &str) -> bool {
-    let ok = bench::root_or_skip(test);
-    if ok {
-        ensure_built().expect("building the workspace binaries");
-    }
-    ok
-}
-
 #[test]
 fn sampling_half_of_a_thousand_sessions_lands_within_binomial_bounds() {
-    if !root_or_skip("sampling") {
+    if !bench::lab_test("sampling") {
         return;
     }
     let tag = format!("g{}", std::process::id() % 100_000);
     let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false }).unwrap();
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
-    let intercept = Running::start(
-        &lab,
-        Role::Assist,
-        "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
-        "intercept.log",
-        "capturing responses",
-    )
-    .unwrap();
+    let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
     let transfer = format!("{}-{target}", addr::ONLINE_PORT);
     let channel = addr::ASSIST_CHANNEL.to_string();
     let args = ["-x", &transfer, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel, "-r", "50"];
@@ -98,21 +81,13 @@ fn senders(log: &std::path::Path, prefix: &str) -> std::collections::BTreeMap<St
 
 #[test]
 fn three_copies_of_every_session_from_distinct_client_pairs() {
-    if !root_or_skip("multiplier") {
+    if !bench::lab_test("multiplier") {
         return;
     }
     let tag = format!("n{}", std::process::id() % 100_000);
     let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false }).unwrap();
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
-    let intercept = Running::start(
-        &lab,
-        Role::Assist,
-        "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
-        "intercept.log",
-        "capturing responses",
-    )
-    .unwrap();
+    let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
     let transfer = format!("{}-{target}", addr::ONLINE_PORT);
     let channel = addr::ASSIST_CHANNEL.to_string();
     // The test server routes 10.201.1.0/24 to the assist server: the pool is inside it.

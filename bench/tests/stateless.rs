@@ -5,19 +5,9 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use bench::{
-    ensure_built,
     lab::{addr, iface},
     send_frames_in_ns, FlowKey, FrameKind, FrameSpec, Lab, LabSpec, PcapSummary, Role, Running, SendSpec, Summary,
 };
-
-/// Root (or a loud skip), and the workspace binaries built.
-fn root_or_skip(test: &str) -> bool {
-    let ok = bench::root_or_skip(test);
-    if ok {
-        ensure_built().expect("building the workspace binaries");
-    }
-    ok
-}
 
 fn lab(name: &str, nginx: bool) -> Lab {
     let tag = format!("s{}-{name}", std::process::id() % 100_000);
@@ -65,7 +55,7 @@ fn settle() {
 
 #[test]
 fn forwards_every_size_rewritten_with_valid_checksums_and_only_to_the_target() {
-    if !root_or_skip("forwards_every_size") {
+    if !bench::lab_test("forwards_every_size") {
         return;
     }
     let lab = lab("fwd", false);
@@ -126,7 +116,7 @@ fn forwards_every_size_rewritten_with_valid_checksums_and_only_to_the_target() {
 
 #[test]
 fn other_ports_never_reach_the_worker_and_online_keeps_serving() {
-    if !root_or_skip("other_ports") {
+    if !bench::lab_test("other_ports") {
         return;
     }
     let lab = lab("ports", true);
@@ -172,7 +162,7 @@ fn other_ports_never_reach_the_worker_and_online_keeps_serving() {
 
 #[test]
 fn malformed_frames_are_counted_and_the_worker_keeps_running() {
-    if !root_or_skip("malformed") {
+    if !bench::lab_test("malformed") {
         return;
     }
     let lab = lab("bad", false);
@@ -209,7 +199,7 @@ fn malformed_frames_are_counted_and_the_worker_keeps_running() {
 
 #[test]
 fn mirror_option_copies_without_taking_traffic_and_cleans_up() {
-    if !root_or_skip("mirror_option") {
+    if !bench::lab_test("mirror_option") {
         return;
     }
     let lab = lab("mirror", true);
@@ -249,7 +239,7 @@ fn mirror_option_copies_without_taking_traffic_and_cleans_up() {
 
 #[test]
 fn vlan_tagged_frames_are_copied_untagged_and_ipv6_is_accounted() {
-    if !root_or_skip("vlan_ipv6") {
+    if !bench::lab_test("vlan_ipv6") {
         return;
     }
     let lab = lab("vlan", false);

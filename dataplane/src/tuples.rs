@@ -65,7 +65,8 @@ pub struct Tuples {
 impl Tuples {
     /// An allocator for worker `worker` of `workers`.
     pub fn new(cfg: TupleConfig, worker: u16, workers: u16) -> Self {
-        let cap = cfg.capacity;
+        // The identity mapping never touches the tables: reserve nothing for it.
+        let cap = if cfg.is_identity() { 0 } else { cfg.capacity };
         Self {
             cfg,
             worker,

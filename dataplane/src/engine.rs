@@ -368,6 +368,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
     // Offline: start writing the file into the capture veth now that the workers run — in
     // session mode once the channel is up, or the first sessions could not be registered.
     if let Some(f) = feed.as_deref_mut() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !published.iter().all(|p| p.ready.load(Ordering::Acquire)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
         if control_join.is_some() {
             let deadline = Instant::now() + Duration::from_secs(10);
             while control_stats.lock().expect("stats lock").connected == 0 && Instant::now() < deadline {

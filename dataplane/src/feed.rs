@@ -185,10 +185,20 @@ fn run(
             if let Some(wait) = p.due(pkt.ts, Instant::now()) {
                 thread::sleep(wait);
             }
-            // Backpressure: never more than WINDOW frames ahead of the workers.
-            while stats.frames.saturating_sub(received()) >= WINDOW && !stop.load(Ordering::Relaxed) {
+            // Backpressure: never more than WINDOW frames ahead of the workers. Frames the kernel
+            // dropped never arrive, so a wait without progress gives up after 100 ms.
+            let mut seen = received();
+            let mut progress_at = Instant::now();
+            while stats.frames.saturating_sub(seen) >= WINDOW && !stop.load(Ordering::Relaxed) {
                 stats.held += 1;
                 thread::yield_now();
+                let now_seen = received();
+                if now_seen != seen {
+                    seen = now_seen;
+                    progress_at = Instant::now();
+                } else if progress_at.elapsed() > Duration::from_millis(100) {
+                    break;
+                }
             }
             loop {
                 match sock.send(&frame[..pkt.len]) {

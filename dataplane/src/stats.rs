@@ -131,11 +131,18 @@ pub struct Published {
     /// Frames taken from the RX ring, stored after every batch (not only at publish): the
     /// offline feed's backpressure reads it.
     pub rx_live: AtomicU64,
+    /// Set once the worker has posted its first frames to the fill ring (the offline feed
+    /// starts only then, or its first burst would find the fill ring empty).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Published {
     fn default() -> Self {
-        Self { words: std::array::from_fn(|_| AtomicU64::new(0)), rx_live: AtomicU64::new(0) }
+        Self {
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+            rx_live: AtomicU64::new(0),
+            ready: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 }
 

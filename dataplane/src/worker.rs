@@ -290,6 +290,8 @@ impl Worker {
         let mut idle = 0u32;
         let mut since_publish = 0u32;
         let mut batch = [Desc { addr: 0, len: 0, options: 0 }; BATCH as usize];
+        self.refill();
+        self.published.ready.store(true, Ordering::Release);
         while !self.stop.load(Ordering::Relaxed) {
             self.reclaim();
             self.refill();

@@ -20,8 +20,7 @@ use anyhow::{Context, Result};
 use crate::{
     http::{access_log, Conn},
     in_netns,
-    lab::{addr, iface},
-    proc::Running,
+    lab::addr,
     Lab, LabSpec, Role,
 };
 
@@ -63,21 +62,11 @@ fn count(log: &std::path::Path, prefix: &str) -> u64 {
 
 fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
     let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
-    let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
-    let intercept = Running::start(
-        &lab,
-        Role::Assist,
-        "xdpcopy-intercept",
-        &["-i", iface::ASSIST_IN, "--target", &target, "-q"],
-        "intercept.log",
-        "capturing responses",
-    )?;
-    let transfer = format!("{}-{target}", addr::ONLINE_PORT);
-    let channel = addr::ASSIST_CHANNEL.to_string();
-    let mut args: Vec<&str> = vec!["-x", &transfer, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel];
+    let intercept = crate::proc::start_intercept(&lab, &[], "intercept.log")?;
+    let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
+    let mut args: Vec<&str> = vec!["-x", &transfer];
     args.extend(extra.iter().map(String::as_str));
-    let copier = Running::start(&lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on")?;
-    copier.wait_for("channel up 2", Duration::from_secs(10))?;
+    let copier = crate::proc::start_session_copier(&lab, &args, "xdpcopy.log")?;
     let pid = copier.pid();
     let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
     let cpu0 = cpu_ticks(pid);

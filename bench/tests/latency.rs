@@ -13,7 +13,7 @@ use std::{
 use bench::{
     http::{access_log, get_once, Conn},
     in_netns,
-    lab::{addr, iface},
+    lab::addr,
     Lab, LabSpec, Role, Running,
 };
 
@@ -23,18 +23,11 @@ fn start(lab: &Lab, prefix: &Path) -> (Running, Running) {
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     let intercept = bench::start_intercept(lab, &["--metrics", METRICS], "intercept.log").unwrap();
     let transfer = format!("{}:{}-{target}", addr::ONLINE, addr::ONLINE_PORT);
-    let channel = addr::ASSIST_CHANNEL.to_string();
     let prefix = prefix.to_string_lossy().into_owned();
     let summary = format!("{prefix}_summary.json");
     let args = [
         "-x",
         &transfer,
-        "-i",
-        iface::COPIER_IN,
-        "-o",
-        iface::COPIER_OUT,
-        "-s",
-        &channel,
         "--production-latency",
         "--latency-csv",
         &prefix,
@@ -43,8 +36,7 @@ fn start(lab: &Lab, prefix: &Path) -> (Running, Running) {
         "--summary-json",
         &summary,
     ];
-    let copier = Running::start(lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on").unwrap();
-    copier.wait_for("channel up 2", Duration::from_secs(10)).unwrap();
+    let copier = bench::start_session_copier(lab, &args, "xdpcopy.log").unwrap();
     (intercept, copier)
 }
 

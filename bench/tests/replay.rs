@@ -32,14 +32,10 @@ fn start_intercept(lab: &Lab, log: &str) -> Running {
 
 fn start_copier(lab: &Lab, extra: &[&str]) -> Running {
     let transfers = format!("80-{}:{},{GREETER_PORT}-{}:{GREETER_PORT}", addr::TEST, addr::TEST_PORT, addr::TEST);
-    let intercept = addr::ASSIST_CHANNEL.to_string();
-    let mut args = vec!["-x", &transfers, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &intercept];
+    let mut args = vec!["-x", &transfers];
     args.extend_from_slice(extra);
-    let copier =
-        Running::start(lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on").expect("xdpcopy starts");
-    // The channel connects in the background; sessions need it.
-    copier.wait_for("channel up 2", Duration::from_secs(10)).expect("the copier connects to the intercept");
-    copier
+    // Waits for the channel: it connects in the background and sessions need it.
+    bench::start_session_copier(lab, &args, "xdpcopy.log").expect("xdpcopy starts and connects to the intercept")
 }
 
 fn online() -> SocketAddr {

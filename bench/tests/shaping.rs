@@ -7,8 +7,8 @@ use std::{net::SocketAddr, time::Duration};
 use bench::{
     http::{access_log, get_once},
     in_netns,
-    lab::{addr, iface},
-    Lab, LabSpec, Role, Running,
+    lab::addr,
+    Lab, LabSpec, Role,
 };
 
 #[test]
@@ -21,10 +21,7 @@ fn sampling_half_of_a_thousand_sessions_lands_within_binomial_bounds() {
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
     let transfer = format!("{}-{target}", addr::ONLINE_PORT);
-    let channel = addr::ASSIST_CHANNEL.to_string();
-    let args = ["-x", &transfer, "-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel, "-r", "50"];
-    let copier = Running::start(&lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on").unwrap();
-    copier.wait_for("channel up 2", Duration::from_secs(10)).unwrap();
+    let copier = bench::start_session_copier(&lab, &["-x", &transfer, "-r", "50"], "xdpcopy.log").unwrap();
 
     let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
     let ns = lab.ns(Role::Client);
@@ -89,24 +86,9 @@ fn three_copies_of_every_session_from_distinct_client_pairs() {
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
     let transfer = format!("{}-{target}", addr::ONLINE_PORT);
-    let channel = addr::ASSIST_CHANNEL.to_string();
     // The test server routes 10.201.1.0/24 to the assist server: the pool is inside it.
-    let args = [
-        "-x",
-        &transfer,
-        "-i",
-        iface::COPIER_IN,
-        "-o",
-        iface::COPIER_OUT,
-        "-s",
-        &channel,
-        "-n",
-        "3",
-        "-c",
-        "10.201.1.100-10.201.1.149",
-    ];
-    let copier = Running::start(&lab, Role::Copier, "xdpcopy", &args, "xdpcopy.log", "capturing on").unwrap();
-    copier.wait_for("channel up 2", Duration::from_secs(10)).unwrap();
+    let args = ["-x", &transfer, "-n", "3", "-c", "10.201.1.100-10.201.1.149"];
+    let copier = bench::start_session_copier(&lab, &args, "xdpcopy.log").unwrap();
     let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
     in_netns(&lab.ns(Role::Client), || {
         for i in 0..20 {

@@ -63,8 +63,8 @@ pub struct Summary {
     pub control: Option<ControlStats>,
     /// Per latency metric with samples: (name, samples, p50 ns, p99 ns).
     pub latency: Vec<(String, u64, u64, u64)>,
-    /// Offline: what the feed did.
-    pub feed: Vec<(String, u64)>,
+    /// Optional parts' counters: the offline feed, --pcap-out.
+    pub extra: Vec<(String, u64)>,
 }
 
 impl Summary {
@@ -85,7 +85,7 @@ impl Summary {
         v.extend(self.xdp.iter().map(|(c, n)| (format!("xdp_{}", counter_name(*c)), *n)));
         let x = &self.xsk;
         v.extend(self.session.iter().cloned());
-        v.extend(self.feed.iter().cloned());
+        v.extend(self.extra.iter().cloned());
         for (name, n, p50, p99) in &self.latency {
             v.push((format!("latency_{name}_samples"), *n));
             v.push((format!("latency_{name}_p50_us"), p50 / 1000));
@@ -513,7 +513,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
                     control: control_join.as_ref().map(|_| *control_stats.lock().expect("stats lock")),
                     elapsed: started.elapsed(),
                     latency: Vec::new(),
-                    feed: Vec::new(),
+                    extra: Vec::new(),
                 };
                 m.update(metrics_snapshot(&partial, export.as_ref()));
             }
@@ -600,12 +600,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
     }
     if let Some(p) = pcap_out.as_mut() {
         let (written, dropped) = p.finish()?;
-        summary.feed.push(("pcap_out_written".into(), written));
-        summary.feed.push(("pcap_out_dropped".into(), dropped));
+        summary.extra.push(("pcap_out_written".into(), written));
+        summary.extra.push(("pcap_out_dropped".into(), dropped));
     }
     if let Some(f) = feed {
         let st = f.finish()?;
-        summary.feed.extend([
+        summary.extra.extend([
             ("feed_frames".into(), st.frames),
             ("feed_retries".into(), st.retries),
             ("feed_held".into(), st.held),

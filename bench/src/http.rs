@@ -92,3 +92,23 @@ pub fn access_log(path: &Path, prefix: &str) -> Result<BTreeMap<(String, u16), u
     }
     Ok(out)
 }
+
+/// [`access_log`] once the log has stopped changing: nginx writes a request's line when it
+/// finalizes the request, which can be just after the client has read the response. Reads every
+/// 100 ms until two reads agree (at most `timeout`).
+pub fn settled_access_log(
+    path: &Path,
+    prefix: &str,
+    timeout: std::time::Duration,
+) -> Result<BTreeMap<(String, u16), u32>> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = access_log(path, prefix)?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = access_log(path, prefix)?;
+        if now == last || std::time::Instant::now() > deadline {
+            return Ok(now);
+        }
+        last = now;
+    }
+}

@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 use bench::{
-    http::{access_log, get_once, Conn},
+    http::{access_log, get_once, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, PcapSummary, Role, Running,
@@ -63,7 +63,7 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
     let tag = format!("o{}", std::process::id() % 100_000);
     let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false }).unwrap();
     let file = record(&lab);
-    let online = access_log(&lab.online_access_log(), "/rec/").unwrap();
+    let online = settled_access_log(&lab.online_access_log(), "/rec/", Duration::from_secs(5)).unwrap();
     assert_eq!(online.values().sum::<u32>(), 12);
 
     let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();

@@ -12,7 +12,7 @@ use std::{
 };
 
 use bench::{
-    http::{access_log, get_once, Conn},
+    http::{access_log, get_once, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
     Lab, LabSpec, Role, Running, Summary,
@@ -130,7 +130,7 @@ fn every_request_reaches_the_test_server_exactly_once() {
         }
     });
 
-    let mut expected = access_log(&lab.online_access_log(), "/").unwrap();
+    let mut expected = settled_access_log(&lab.online_access_log(), "/", Duration::from_secs(5)).unwrap();
     // The first request of each early connection happened before the copier started.
     for c in 0..3 {
         assert_eq!(expected.remove(&(format!("/pre/{c}/0"), 200)), Some(1));
@@ -241,7 +241,7 @@ fn server_speaks_first_and_requests_larger_than_the_mss() {
     let mut want_sorted = want.clone();
     got.sort();
     want_sorted.sort();
-    let expected_posts = access_log(&lab.online_access_log(), "/post/").unwrap();
+    let expected_posts = settled_access_log(&lab.online_access_log(), "/post/", Duration::from_secs(5)).unwrap();
     let posts = settle_log(&lab, "/post/", &expected_posts, Duration::from_secs(10));
     let summary = copier.stop().unwrap();
     intercept.stop().unwrap();
@@ -284,7 +284,7 @@ fn loss_on_the_test_link_and_an_intercept_restart() {
         .unwrap()
     };
     run("lossy", 200);
-    let expected = access_log(&lab.online_access_log(), "/lossy/").unwrap();
+    let expected = settled_access_log(&lab.online_access_log(), "/lossy/", Duration::from_secs(5)).unwrap();
     let got = settle_log(&lab, "/lossy/", &expected, Duration::from_secs(30));
     let impaired = impair.stop().unwrap();
     assert!(got == expected, "under loss:\n{}", diff(&expected, &got));
@@ -303,7 +303,7 @@ fn loss_on_the_test_link_and_an_intercept_restart() {
         std::thread::sleep(Duration::from_millis(100));
     }
     run("after", 50);
-    let expected = access_log(&lab.online_access_log(), "/after/").unwrap();
+    let expected = settled_access_log(&lab.online_access_log(), "/after/", Duration::from_secs(5)).unwrap();
     let got = settle_log(&lab, "/after/", &expected, Duration::from_secs(20));
     let summary = copier.stop().unwrap();
     intercept.stop().unwrap();
@@ -363,7 +363,7 @@ fn garbage_on_the_channel_and_an_unregistered_flood_are_survived() {
         Ok(())
     })
     .unwrap();
-    let expected = access_log(&lab.online_access_log(), "/alive/").unwrap();
+    let expected = settled_access_log(&lab.online_access_log(), "/alive/", Duration::from_secs(5)).unwrap();
     let got = settle_log(&lab, "/alive/", &expected, Duration::from_secs(20));
     copier.stop().unwrap();
     let s = intercept.stop().expect("the intercept survives and exits cleanly");

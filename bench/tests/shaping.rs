@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use bench::{
-    http::{access_log, get_once},
+    http::{access_log, get_once, settled_access_log},
     in_netns,
     lab::addr,
     Lab, LabSpec, Role,
@@ -51,7 +51,7 @@ fn sampling_half_of_a_thousand_sessions_lands_within_binomial_bounds() {
     }
     let summary = copier.stop().unwrap();
     intercept.stop().unwrap();
-    let online_log = access_log(&lab.online_access_log(), "/samp/").unwrap();
+    let online_log = settled_access_log(&lab.online_access_log(), "/samp/", Duration::from_secs(5)).unwrap();
     let test_log = access_log(&lab.test_access_log(), "/samp/").unwrap();
     assert_eq!(online_log.len(), 1000);
     // Binomial(1000, 0.5): mean 500, sd 15.8; 5 sd either side.

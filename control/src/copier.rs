@@ -83,25 +83,27 @@ impl WorkerLink {
     }
 }
 
-/// Counters of the control thread (beyond the channel client's own).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ControlStats {
-    /// Sessions registered with at least one intercept.
-    pub registered: u64,
-    /// Registrations no intercept took (none connected).
-    pub register_failed: u64,
-    /// Headers handed to a worker.
-    pub routed: u64,
-    /// Headers for a client no worker registered (late, or another copier's).
-    pub unowned: u64,
-    /// Headers dropped because the worker's queue was full.
-    pub headers_dropped: u64,
-    /// Registrations dropped because a worker's queue was full.
-    pub adds_dropped: u64,
-    /// The channel client's counters.
-    pub channel: ClientStats,
-    /// Established channel connections now.
-    pub connected: u64,
+crate::counters! {
+    /// Counters of the control thread and its channel client; shown with the prefix `channel_`.
+    #[derive(Copy)]
+    pub struct ControlStats {
+        /// Sessions registered with at least one intercept.
+        counter registered,
+        /// Registrations no intercept took (none connected).
+        counter register_failed,
+        /// Headers handed to a worker.
+        counter routed,
+        /// Headers for a client no worker registered (late, or another copier's).
+        counter unowned,
+        /// Headers dropped because the worker's queue was full.
+        counter headers_dropped,
+        /// Registrations dropped because a worker's queue was full.
+        counter adds_dropped,
+        /// Established channel connections now.
+        gauge connected,
+        /// The channel client's counters.
+        group channel: ClientStats,
+    }
 }
 
 /// How long a client → worker entry lives after its last registration: well past any session

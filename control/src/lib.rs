@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod copier;
+pub mod counters;
 pub mod latency;
 
 pub use channel::{

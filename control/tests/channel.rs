@@ -298,7 +298,7 @@ fn garbage_and_bad_hellos_are_closed_while_others_keep_working() {
     assert_eq!(s.protocol_errors, 3);
     assert_eq!(s.hellos_bad, 2);
     assert_eq!(s.hellos_incompatible, 1);
-    assert_eq!(s.connections_open, 1);
+    assert_eq!(s.copiers_open, 1);
     assert_eq!(s.routes_active, 1, "garbage added no route");
 
     // The good copier is unaffected.

@@ -406,6 +406,7 @@ fn prometheus_endpoint_over_http() {
         ],
         gauges: vec![("xdpcopy_sessions_active".into(), "Sessions alive.".into(), 7.0)],
         summaries: export.prometheus_summaries(),
+        ..MetricsSnapshot::default()
     });
     let (head, body) = http_get(addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));

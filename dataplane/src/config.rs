@@ -1,4 +1,4 @@
-//! Validated configuration: what the engine runs on. The CLI (`main.rs`) builds it; the engine
+//! Validated configuration: what the runtime runs on. The CLI (`main.rs`) builds it; the runtime
 //! never sees clap. Every parse error names the option and the accepted form.
 
 use std::{
@@ -170,7 +170,7 @@ pub struct SessionOptions {
     /// Channel framing.
     pub framing: Framing,
     /// The TCP emulation's settings.
-    pub engine: session::Config,
+    pub session: session::Config,
     /// The capture also carries the online server's responses: measure production latency.
     pub production_latency: bool,
     /// Client tuples: replicas, substitute addresses, port slot.
@@ -201,11 +201,11 @@ pub struct Observe {
     pub pcap_out: Option<std::path::PathBuf>,
 }
 
-/// Everything the engine needs.
+/// Everything the runtime needs.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Offline: the capture file being replayed (shown in messages; the feed itself is passed
-    /// to `engine::run`).
+    /// to `runtime::run`).
     pub offline: Option<std::path::PathBuf>,
     /// Latency recording and exports.
     pub observe: Observe,

@@ -56,6 +56,38 @@ pub struct FeedStats {
     pub capture_seconds: f64,
 }
 
+control::counters! {
+    /// What the feed did, as counters (shown with the prefix `feed_`).
+    #[derive(Copy)]
+    pub struct FeedCounters {
+        /// Frames written into the veth.
+        counter frames,
+        /// Sends retried because the veth queue was full.
+        counter retries,
+        /// Times the feed waited for the workers to catch up (backpressure).
+        counter held,
+        /// Records skipped (snap-cut, too short, not IP, unsupported interface).
+        counter skipped,
+        /// Wall time from the first frame to the last, in milliseconds.
+        gauge ms,
+        /// Capture time covered (all loops, after gap cutting), in milliseconds.
+        gauge capture_ms,
+    }
+}
+
+impl From<FeedStats> for FeedCounters {
+    fn from(s: FeedStats) -> Self {
+        FeedCounters {
+            frames: s.frames,
+            retries: s.retries,
+            held: s.held,
+            skipped: s.skipped,
+            ms: (s.seconds * 1000.0) as u64,
+            capture_ms: (s.capture_seconds * 1000.0) as u64,
+        }
+    }
+}
+
 /// The veth pair and the reader thread.
 pub struct Feed {
     host: String,

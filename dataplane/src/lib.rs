@@ -13,8 +13,6 @@
 pub mod bpf;
 /// Validated configuration.
 pub mod config;
-/// Start-up, workers, the stats loop.
-pub mod engine;
 /// Offline replay: a capture file fed into a veth the copier captures from.
 pub mod feed;
 /// Interfaces, routes, neighbours, the tc mirror.
@@ -27,6 +25,8 @@ pub mod pcap_out;
 pub mod production;
 /// The stateless L2/L3/L4 rewrite with checksums.
 pub mod rewrite;
+/// Set-up, threads, the stats loop, shutdown.
+pub mod runtime;
 /// Session sampling (-r, -g).
 pub mod sample;
 /// The per-session TCP emulation (session replay).

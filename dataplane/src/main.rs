@@ -1,6 +1,6 @@
 //! `xdpcopy`: copies live TCP traffic to a test server over AF_XDP.
 //!
-//! clap `Args` → validated [`Config`] → `engine::run_stateless`. `anyhow` lives only here.
+//! clap `Args` → validated [`Config`] → [`runtime::run`]. `anyhow` lives only here.
 
 use std::{
     process::ExitCode,
@@ -14,12 +14,11 @@ use control::channel::proto::Framing;
 use dataplane::{
     bpf::XdpMode,
     config::{self, Config, Mode, SessionOptions, Transfer},
-    engine,
     feed::{Feed, FeedOptions},
     netdev,
     offline::{PaceOptions, Speed},
     rewrite::ChecksumMode,
-    session,
+    runtime, session,
     xsk::CopyMode,
 };
 
@@ -296,7 +295,7 @@ fn session_options(args: &Args) -> Result<Mode> {
     let list = args.intercepts.as_deref().unwrap_or_default();
     let intercepts = config::parse_intercepts(list, args.intercept_port).map_err(anyhow::Error::msg)?;
     let t = Duration::from_secs(args.session_timeout);
-    let engine = session::Config {
+    let session = session::Config {
         wait_response: !args.no_wait,
         only_syn_sessions: args.only_syn,
         session_timeout: t,
@@ -316,7 +315,7 @@ fn session_options(args: &Args) -> Result<Mode> {
             FramingArg::Combined => Framing::Combined,
             FramingArg::Bare => Framing::Bare,
         },
-        engine,
+        session,
         production_latency: args.production_latency,
         tuples: dataplane::tuples::TupleConfig {
             replicas: args.copies,
@@ -420,7 +419,7 @@ fn run(args: Args) -> Result<()> {
     let offline = feed.as_ref().and(args.input.clone()).map(std::path::PathBuf::from);
     let mut cfg = config(args, input)?;
     cfg.offline = offline;
-    let summary = engine::run(&cfg, stop, feed.as_mut())?;
+    let summary = runtime::run(&cfg, stop, feed.as_mut())?;
     drop(feed);
     drop(mirror);
     eprintln!("xdpcopy: summary after {:.1} s:", summary.elapsed.as_secs_f64());

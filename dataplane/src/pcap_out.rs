@@ -66,6 +66,17 @@ impl PcapTap {
     }
 }
 
+control::counters! {
+    /// What `--pcap-out` did (shown with the prefix `pcap_out_`).
+    #[derive(Copy)]
+    pub struct PcapOutCounters {
+        /// Frames written to the file.
+        counter written,
+        /// Frames not written because the writer fell behind (transmission never waits).
+        counter dropped,
+    }
+}
+
 /// The writer thread and its tap.
 pub struct PcapOut {
     /// Hand this to the workers.
@@ -125,12 +136,12 @@ impl PcapOut {
     ///
     /// # Errors
     /// A write error of the writer thread.
-    pub fn finish(&mut self) -> Result<(u64, u64)> {
+    pub fn finish(&mut self) -> Result<PcapOutCounters> {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.join().map_err(|_| anyhow::anyhow!("the --pcap-out writer panicked"))??;
         }
         eprintln!("xdpcopy: wrote {}", self.path.display());
-        Ok((self.tap.written(), self.tap.dropped.load(Ordering::Relaxed)))
+        Ok(PcapOutCounters { written: self.tap.written(), dropped: self.tap.dropped.load(Ordering::Relaxed) })
     }
 }

@@ -39,7 +39,7 @@ use crate::{
     rewrite::{self, ChecksumMode, Rewrite, RewriteError},
     sample::Sampler,
     session::{self, ResponseHeader},
-    stats::{Counters, Drop, Published, PublishedArray, MALFORMED_SLOTS},
+    stats::{Counters, DropReason, Published},
     tuples::Tuples,
     wire::{self, parse::Parsed},
     xsk::{Consumer, Desc, Doorbell, Kick, Producer, Socket, Umem},
@@ -76,7 +76,7 @@ pub enum Verdict {
         len: usize,
     },
     /// Drop, counting the reason.
-    Drop(Drop),
+    Drop(DropReason),
     /// Drop as malformed, counting the parse error.
     Malformed(wire::Error),
 }
@@ -103,7 +103,7 @@ impl Stateless {
     pub fn handle(&mut self, frame: &mut [u8], now: Instant) -> Verdict {
         let parsed: Parsed = match wire::parse::parse(frame) {
             Ok(Some(p)) => p,
-            Ok(None) => return Verdict::Drop(Drop::NotTcp),
+            Ok(None) => return Verdict::Drop(DropReason::NotTcp),
             Err(e) => return Verdict::Malformed(e),
         };
         let Some(route) = self
@@ -111,17 +111,16 @@ impl Stateless {
             .iter()
             .find(|r| r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip))
         else {
-            return Verdict::Drop(Drop::NoTransfer);
+            return Verdict::Drop(DropReason::NoTransfer);
         };
         if !self.sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
-            return Verdict::Drop(Drop::SampledOut);
+            return Verdict::Drop(DropReason::SampledOut);
         }
         match rewrite::apply(frame, &parsed, &route.rewrite, self.checksum) {
-            Ok((_, len)) if len > self.max_len => Verdict::Drop(Drop::TooBig),
+            Ok((_, len)) if len > self.max_len => Verdict::Drop(DropReason::TooBig),
             Ok((start, len)) => Verdict::Tx { start, len },
-            Err(RewriteError::FamilyMismatch) => Verdict::Drop(Drop::FamilyMismatch),
-            #[allow(unreachable_patterns)]
-            Err(_) => Verdict::Drop(Drop::Malformed),
+            Err(RewriteError::FamilyMismatch) => Verdict::Drop(DropReason::FamilyMismatch),
+            Err(RewriteError::ParseMismatch) => Verdict::Drop(DropReason::ParseMismatch),
         }
     }
 }
@@ -138,8 +137,6 @@ pub struct Session {
     pub doorbell: Arc<Doorbell>,
     /// Wakes the control thread after queueing a session registration.
     pub wake_control: Arc<dyn Fn() + Send + Sync>,
-    /// The engine's counters, published for the stats thread.
-    pub published: Arc<PublishedArray>,
     /// The capture carries the online server's responses too: production latency is measured
     /// through this table shared by the workers.
     pub production: Option<Arc<ProductionTable>>,
@@ -341,9 +338,9 @@ impl Worker {
     }
 
     fn publish(&mut self) {
-        self.published.publish(&self.counters);
+        self.published.counters.publish(&self.counters);
         if let Mode::Session(s) = &self.mode {
-            s.published.publish(s.engine.counters().named().map(|(_, v)| v));
+            self.published.session.publish(s.engine.counters());
         }
         // Publishing is rare (every 1024 iterations or before sleeping): the clock read for the
         // recorder hand-over and the sampler's ramp rides on it.
@@ -434,7 +431,7 @@ impl Worker {
             self.counters.rx_bytes += u64::from(desc.len);
             let verdict = match self.umem.from_addr_mut(desc.addr) {
                 Some(chunk) if chunk.len() >= desc.len as usize => logic.handle(&mut chunk[..desc.len as usize], now),
-                _ => Verdict::Drop(Drop::BadDescriptor),
+                _ => Verdict::Drop(DropReason::BadDescriptor),
             };
             match verdict {
                 Verdict::Tx { start, len } => {
@@ -450,8 +447,7 @@ impl Worker {
                     self.free.push(desc.addr);
                 }
                 Verdict::Malformed(e) => {
-                    self.counters.drop(Drop::Malformed);
-                    self.counters.malformed[(e as usize).min(MALFORMED_SLOTS - 1)] += 1;
+                    self.counters.malformed(e);
                     self.free.push(desc.addr);
                 }
             }
@@ -487,7 +483,7 @@ impl Worker {
             }
         }
         for d in &batch[room..] {
-            self.counters.drop(Drop::TxRingFull);
+            self.counters.drop(DropReason::TxRingFull);
             self.free.push(d.addr);
         }
         self.in_flight += room as u32;
@@ -604,18 +600,17 @@ fn session_rx(
         };
         out.free.push(d.addr);
         if !copied {
-            out.counters.drop(Drop::BadDescriptor);
+            out.counters.drop(DropReason::BadDescriptor);
             continue;
         }
         let parsed = match wire::parse::parse(&scratch[..len]) {
             Ok(Some(p)) => p,
             Ok(None) => {
-                out.counters.drop(Drop::NotTcp);
+                out.counters.drop(DropReason::NotTcp);
                 continue;
             }
             Err(e) => {
-                out.counters.drop(Drop::Malformed);
-                out.counters.malformed[(e as usize).min(MALFORMED_SLOTS - 1)] += 1;
+                out.counters.malformed(e);
                 continue;
             }
         };
@@ -644,15 +639,15 @@ fn session_rx(
             }
         }
         let Some(target) = from(parsed.dst_ip, parsed.dst_port) else {
-            out.counters.drop(Drop::NoTransfer);
+            out.counters.drop(DropReason::NoTransfer);
             continue;
         };
         if !parsed.dst_ip.is_ipv4() {
-            out.counters.drop(Drop::FamilyMismatch);
+            out.counters.drop(DropReason::FamilyMismatch);
             continue;
         }
         if !sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
-            out.counters.drop(Drop::SampledOut);
+            out.counters.drop(DropReason::SampledOut);
             continue;
         }
         let IpAddr::V4(client_ip) = parsed.src_ip else { unreachable!("destination checked IPv4 above") };
@@ -706,7 +701,7 @@ struct UmemOut<'a> {
 impl session::Output for UmemOut<'_> {
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
         if self.tx.free(1) == 0 {
-            self.counters.drop(Drop::TxRingFull);
+            self.counters.drop(DropReason::TxRingFull);
             return false;
         }
         let Some(addr) = self.free.pop() else {

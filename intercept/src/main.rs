@@ -27,10 +27,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use control::{
     channel::{proto::Framing, route::RouteKey, ChannelServer, HeaderMsg, ServerConfig, ServerStats},
+    counters::CounterSet,
     latency::{write_summary_json, LatencyExport, MetricsServer, MetricsSnapshot},
 };
 use dataplane::{
-    bpf::{Counter, Entry, Program, XdpMode},
+    bpf::{Entry, Program, XdpCounters, XdpMode},
     netdev,
     wire::{self, parse::Family},
     xsk::{self, Socket, Umem},
@@ -119,13 +120,32 @@ const FRAMES: u32 = 2048;
 const RING: u32 = 2048;
 const BATCH: u32 = 64;
 
-/// Counters of the capture side.
-#[derive(Debug, Default, Clone, Copy)]
-struct Capture {
-    frames: u64,
-    headers: u64,
-    not_target: u64,
-    malformed: u64,
+control::counters! {
+    /// Counters of the capture side.
+    #[derive(Copy)]
+    struct Capture {
+        /// Frames taken from the RX rings.
+        counter captured,
+        /// Response headers handed to the channel server.
+        counter headers,
+        /// Frames that are not a --target's TCP (IPv6, or a port the XDP map did not select).
+        counter not_target,
+        /// Frames whose headers are broken (dropped).
+        counter malformed,
+    }
+}
+
+control::counters! {
+    /// Every counter of xdpcopy-intercept: the stats line, the summary, the JSON and Prometheus
+    /// are all generated from this declaration.
+    struct Totals {
+        /// The capture side.
+        group capture: Capture,
+        /// The channel server: copiers, routes, the delay table.
+        group server: ServerStats,
+        /// The XDP program.
+        prefixed xdp: XdpCounters,
+    }
 }
 
 struct Queue {
@@ -164,7 +184,7 @@ impl Queue {
         }
         for i in 0..n {
             let d = rx.get(i);
-            c.frames += 1;
+            c.captured += 1;
             let Some(frame) = self.umem.get(d.addr, d.len) else {
                 c.malformed += 1;
                 continue;
@@ -291,28 +311,29 @@ fn run(args: Args) -> Result<()> {
         if let Some(m) = &metrics {
             if now >= next_metrics {
                 next_metrics = now + Duration::from_secs(1);
-                m.update(snapshot(&summary(&cap, &server.stats(), &program)));
+                m.update(
+                    MetricsSnapshot::default().with_counters("xdpcopy_intercept", &totals(&cap, &server, &program)),
+                );
             }
         }
         if let Some(iv) = interval {
             if now >= next_stats {
                 next_stats += iv;
-                print_stats(&cap, &server.stats(), &program);
+                print_stats(&totals(&cap, &server, &program));
             }
         }
     }
     drop(attachment);
-    let s = server.stats();
-    let all = summary(&cap, &s, &program);
+    let all = totals(&cap, &server, &program);
+    let counters = all.named();
     eprintln!("xdpcopy-intercept: summary after {:.1} s:", started.elapsed().as_secs_f64());
-    for (k, v) in &all {
+    for (k, v) in &counters {
         eprintln!("  {k:<24} {v}");
     }
     if let Some(m) = &metrics {
-        m.update(snapshot(&all));
+        m.update(MetricsSnapshot::default().with_counters("xdpcopy_intercept", &all));
     }
     if let Some(path) = &args.summary_json {
-        let counters: Vec<(String, u64)> = all.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let meta = serde_json::json!({
             "program": "xdpcopy-intercept",
             "version": env!("CARGO_PKG_VERSION"),
@@ -327,62 +348,15 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The Prometheus view of the counters (gauges: open copier connections, live routes, held
-/// headers).
-fn snapshot(all: &[(&'static str, u64)]) -> MetricsSnapshot {
-    let gauges = ["copiers_open", "routes_active", "delay_held"];
-    let mut snap = MetricsSnapshot::default();
-    for (k, v) in all {
-        if gauges.contains(k) {
-            snap.gauges.push((format!("xdpcopy_intercept_{k}"), format!("xdpcopy-intercept {k} (gauge)"), *v as f64));
-        } else {
-            snap.counters.push((format!("xdpcopy_intercept_{k}_total"), format!("xdpcopy-intercept counter {k}"), *v));
-        }
-    }
-    snap
+fn totals(c: &Capture, server: &ChannelServer, p: &Program) -> Totals {
+    Totals { capture: *c, server: server.stats(), xdp: p.counters() }
 }
 
-fn summary(c: &Capture, s: &ServerStats, p: &Program) -> Vec<(&'static str, u64)> {
-    vec![
-        ("captured", c.frames),
-        ("headers", c.headers),
-        ("not_target", c.not_target),
-        ("malformed", c.malformed),
-        ("copiers_open", s.connections_open),
-        ("copiers_accepted", s.connections_accepted),
-        ("copiers_closed", s.connections_closed),
-        ("hellos_ok", s.hellos_ok),
-        ("hellos_bad", s.hellos_bad),
-        ("client_add", s.client_add),
-        ("routes_active", s.routes_active),
-        ("routes_expired", s.routes_expired),
-        ("delivered", s.delivered),
-        ("delayed", s.delayed),
-        ("delay_flushed", s.delay_flushed),
-        ("delay_expired", s.delay_expired),
-        ("delay_dropped", s.delay_dropped),
-        ("delay_held", s.delay_held),
-        ("unrouted", s.unrouted),
-        ("frames_sent", s.frames_sent),
-        ("send_dropped", s.send_dropped),
-        ("protocol_errors", s.protocol_errors),
-        ("xdp_passed", p.counter(Counter::Passed)),
-        ("xdp_redirected", p.counter(Counter::Redirected)),
-    ]
-}
-
-fn print_stats(c: &Capture, s: &ServerStats, p: &Program) {
+fn print_stats(t: &Totals) {
+    let (c, s) = (&t.capture, &t.server);
     eprintln!(
         "xdpcopy-intercept: captured {} headers {} | copiers {} client_add {} routes {} | delivered {} delayed {} unrouted {} | xdp passed {}",
-        c.frames,
-        c.headers,
-        s.connections_open,
-        s.client_add,
-        s.routes_active,
-        s.delivered,
-        s.delayed,
-        s.unrouted,
-        p.counter(Counter::Passed)
+        c.captured, c.headers, s.copiers_open, s.client_add, s.routes_active, s.delivered, s.delayed, s.unrouted, t.xdp.passed
     );
 }
 

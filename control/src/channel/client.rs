@@ -48,33 +48,35 @@ pub const MAX_CONNS_PER_INTERCEPT: u8 = 11;
 /// Most bytes read from one connection per `poll` before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
 
-/// Counters of the copier side (monotonic).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ClientStats {
-    /// Connections established (first connects and reconnects).
-    pub connects: u64,
-    /// Connects that failed (refused, unreachable, timed out).
-    pub connect_failures: u64,
-    /// Established connections lost (closed by the intercept, errors, protocol errors).
-    pub disconnects: u64,
-    /// Connections established again after a loss.
-    pub reconnects: u64,
-    /// Header messages received.
-    pub headers: u64,
-    /// Frames received (bare framing: one per message).
-    pub frames: u64,
-    /// Bytes received.
-    pub bytes_received: u64,
-    /// Bytes sent (hellos and CLIENT_ADDs).
-    pub bytes_sent: u64,
-    /// CLIENT_ADDs taken by at least one intercept.
-    pub client_adds: u64,
-    /// CLIENT_ADDs no intercept could take (none connected, or all buffers full).
-    pub client_adds_no_intercept: u64,
-    /// Messages dropped because a connection's write buffer was full.
-    pub write_overflows: u64,
-    /// Connections closed for a broken stream (frame count above 16).
-    pub protocol_errors: u64,
+crate::counters! {
+    /// Counters of the copier side (monotonic).
+    #[derive(Copy)]
+    pub struct ClientStats {
+        /// Connections established (first connects and reconnects).
+        counter connects,
+        /// Connects that failed (refused, unreachable, timed out).
+        counter connect_failures,
+        /// Established connections lost (closed by the intercept, errors, protocol errors).
+        counter disconnects,
+        /// Connections established again after a loss.
+        counter reconnects,
+        /// Header messages received.
+        counter headers,
+        /// Frames received (bare framing: one per message).
+        counter frames,
+        /// Bytes received.
+        counter bytes_received,
+        /// Bytes sent (hellos and CLIENT_ADDs).
+        counter bytes_sent,
+        /// CLIENT_ADDs taken by at least one intercept.
+        counter client_adds,
+        /// CLIENT_ADDs no intercept could take (none connected, or all buffers full).
+        counter client_adds_no_intercept,
+        /// Messages dropped because a connection's write buffer was full.
+        counter write_overflows,
+        /// Connections closed for a broken stream (frame count above 16).
+        counter protocol_errors,
+    }
 }
 
 enum State {

@@ -106,59 +106,61 @@ impl Default for ServerConfig {
     }
 }
 
-/// Counters of the intercept side (monotonic unless marked as a gauge).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Gauge: copier connections open now.
-    pub connections_open: u64,
-    /// Copier connections accepted.
-    pub connections_accepted: u64,
-    /// Connections refused because `max_connections` were open.
-    pub connections_refused: u64,
-    /// Copier connections closed, for any reason.
-    pub connections_closed: u64,
-    /// Hellos with version 6.
-    pub hellos_ok: u64,
-    /// Hellos with another version (warned, or closed under `strict_version`).
-    pub hellos_incompatible: u64,
-    /// Streams closed as "too old" or for sending no hello in time.
-    pub hellos_bad: u64,
-    /// CLIENT_ADD messages received.
-    pub client_add: u64,
-    /// CLIENT_DEL messages received.
-    pub client_del: u64,
-    /// Gauge: routes held now.
-    pub routes_active: u64,
-    /// Routes expired (idle TTL or FIN/RST grace).
-    pub routes_expired: u64,
-    /// CLIENT_ADDs not recorded because the route table was full.
-    pub routes_full: u64,
-    /// Routes dropped because their connection had closed.
-    pub routes_orphaned: u64,
-    /// Headers routed to a copier on arrival.
-    pub delivered: u64,
-    /// Headers held in the delay table (SYN/RST before their CLIENT_ADD).
-    pub delayed: u64,
-    /// Gauge: headers held in the delay table now.
-    pub delay_held: u64,
-    /// Held headers sent when their CLIENT_ADD arrived.
-    pub delay_flushed: u64,
-    /// Held headers dropped after the delay TTL.
-    pub delay_expired: u64,
-    /// Headers not held because the delay table (or the session's list) was full.
-    pub delay_dropped: u64,
-    /// Headers dropped for having no route (not SYN/RST).
-    pub unrouted: u64,
-    /// Frames queued for sending.
-    pub frames_sent: u64,
-    /// Bytes written to copiers.
-    pub bytes_sent: u64,
-    /// Bytes read from copiers.
-    pub bytes_received: u64,
-    /// Routed headers dropped: the copier's write buffer was full or its connection closed.
-    pub send_dropped: u64,
-    /// Connections closed for a protocol violation (too old, bad type, strict version).
-    pub protocol_errors: u64,
+crate::counters! {
+    /// Counters of the channel server (the intercept side of the channel).
+    #[derive(Copy)]
+    pub struct ServerStats {
+        /// Copier connections open now.
+        gauge copiers_open,
+        /// Copier connections accepted.
+        counter copiers_accepted,
+        /// Connections refused because `max_connections` were open.
+        counter copiers_refused,
+        /// Copier connections closed, for any reason.
+        counter copiers_closed,
+        /// Hellos with version 6.
+        counter hellos_ok,
+        /// Hellos with another version (warned, or closed under `strict_version`).
+        counter hellos_incompatible,
+        /// Streams closed as "too old" or for sending no hello in time.
+        counter hellos_bad,
+        /// CLIENT_ADD messages received.
+        counter client_add,
+        /// CLIENT_DEL messages received.
+        counter client_del,
+        /// Routes held now.
+        gauge routes_active,
+        /// Routes expired (idle TTL or FIN/RST grace).
+        counter routes_expired,
+        /// CLIENT_ADDs not recorded because the route table was full.
+        counter routes_full,
+        /// Routes dropped because their connection had closed.
+        counter routes_orphaned,
+        /// Headers routed to a copier on arrival.
+        counter delivered,
+        /// Headers held in the delay table (SYN/RST before their CLIENT_ADD).
+        counter delayed,
+        /// Headers held in the delay table now.
+        gauge delay_held,
+        /// Held headers sent when their CLIENT_ADD arrived.
+        counter delay_flushed,
+        /// Held headers dropped after the delay TTL.
+        counter delay_expired,
+        /// Headers not held because the delay table (or the session's list) was full.
+        counter delay_dropped,
+        /// Headers dropped for having no route (not SYN/RST).
+        counter unrouted,
+        /// Frames queued for sending.
+        counter frames_sent,
+        /// Bytes written to copiers.
+        counter bytes_sent,
+        /// Bytes read from copiers.
+        counter bytes_received,
+        /// Routed headers dropped: the copier's write buffer was full or its connection closed.
+        counter send_dropped,
+        /// Connections closed for a protocol violation (too old, bad type, strict version).
+        counter protocol_errors,
+    }
 }
 
 /// A connection's slab index and generation: stale ids never reach a newer connection.
@@ -317,7 +319,7 @@ impl ChannelServer {
     /// Return the counters, gauges filled in.
     pub fn stats(&self) -> ServerStats {
         let mut s = self.stats;
-        s.connections_open = self.open as u64;
+        s.copiers_open = self.open as u64;
         s.routes_active = self.routes.len() as u64;
         s.routes_expired = self.routes.expired_total();
         s.delay_held = self.delay.len() as u64;
@@ -444,7 +446,7 @@ impl ChannelServer {
                 }
             };
             if self.open >= self.cfg.max_connections {
-                self.stats.connections_refused += 1;
+                self.stats.copiers_refused += 1;
                 eprintln!("channel: refusing copier {peer}: {} connections open (the maximum)", self.open);
                 continue; // dropping the stream closes it
             }
@@ -479,7 +481,7 @@ impl ChannelServer {
                 accepted_at: now,
             }));
             self.open += 1;
-            self.stats.connections_accepted += 1;
+            self.stats.copiers_accepted += 1;
             eprintln!("channel: copier {peer} connected");
         }
     }
@@ -663,7 +665,7 @@ impl ChannelServer {
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(id.index);
         self.open -= 1;
-        self.stats.connections_closed += 1;
+        self.stats.copiers_closed += 1;
         self.stats.send_dropped += conn.batch.len() as u64;
         let _ = self.poll.registry().deregister(&mut conn.stream);
         eprintln!("channel: closing copier {}: {why}", conn.peer);

@@ -5,6 +5,8 @@
 //! server thread only copies the latest text out. One connection at a time, `Connection: close`,
 //! 2 s socket timeouts: scrapes are rare and small, so there is no framework and no pool.
 
+use crate::counters::{CounterSet, Kind};
+
 use std::{
     fmt::Write as _,
     io::{self, Read, Write},
@@ -23,9 +25,24 @@ const LATENCY_FAMILY: &str = "xdpcopy_latency_seconds";
 /// One latency summary: `(metric, [(quantile, seconds)], count, sum seconds)`.
 pub type LatencySummary = (String, Vec<(f64, f64)>, u64, f64);
 
+/// One metric family generated from a counter set: `(label, value)` samples under one name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// The family name (`xdpcopy_drop_total`).
+    pub name: String,
+    /// The help text.
+    pub help: String,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// `(label name, label value)` (none for a plain counter) and the value.
+    pub samples: Vec<(Option<(&'static str, &'static str)>, u64)>,
+}
+
 /// The values to expose; names are used as given (invalid characters become `_`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
+    /// Families generated from a counter model ([`MetricsSnapshot::with_counters`]).
+    pub families: Vec<Family>,
     /// `(name, help, value)` of monotonically increasing counters (name them `..._total`).
     pub counters: Vec<(String, String, u64)>,
     /// `(name, help, value)` of gauges.
@@ -37,9 +54,45 @@ pub struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
+    /// Adds every value of `set` as Prometheus families named `PROGRAM_…` (counters end in
+    /// `_total`; a labelled family becomes one family with a label).
+    pub fn with_counters(mut self, program: &str, set: &impl CounterSet) -> Self {
+        set.visit("", &mut |f| {
+            let name = f.prometheus_name(program);
+            match self.families.last_mut() {
+                Some(last) if last.name == name => last.samples.push((f.label, f.value)),
+                _ => self.families.push(Family {
+                    name,
+                    help: f.help_text(),
+                    kind: f.kind,
+                    samples: vec![(f.label, f.value)],
+                }),
+            }
+        });
+        self
+    }
+
     /// Renders the snapshot in the Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut s = String::new();
+        for fam in &self.families {
+            let name = metric_name(&fam.name);
+            let kind = match fam.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} {kind}", escape_help(&fam.help));
+            for (label, v) in &fam.samples {
+                match label {
+                    Some((k, l)) => {
+                        let _ = writeln!(s, "{name}{{{}=\"{}\"}} {v}", metric_name(k), escape_label(l));
+                    }
+                    None => {
+                        let _ = writeln!(s, "{name} {v}");
+                    }
+                }
+            }
+        }
         for (name, help, v) in &self.counters {
             let name = metric_name(name);
             let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} counter\n{name} {v}", escape_help(help));
@@ -237,6 +290,7 @@ mod tests {
     #[test]
     fn render_text_format() {
         let snap = MetricsSnapshot {
+            families: Vec::new(),
             counters: vec![("xdpcopy_frames_in_total".into(), "Frames received.".into(), 42)],
             gauges: vec![("xdpcopy sessions-active".into(), "Sessions\nalive.".into(), 3.5)],
             summaries: vec![("test_response".into(), vec![(0.5, 0.000125), (1.0, f64::NAN)], 7, 0.001)],
@@ -255,6 +309,42 @@ xdpcopy_latency_seconds_sum{metric=\"test_response\"} 0.001
 xdpcopy_latency_seconds_count{metric=\"test_response\"} 7
 ";
         assert_eq!(snap.render(), expected);
+    }
+
+    crate::labels! {
+        /// Reasons.
+        pub enum Why: "reason" {
+            /// A.
+            A = "a",
+            /// B.
+            B = "b",
+        }
+    }
+
+    crate::counters! {
+        /// A set.
+        pub struct Set {
+            /// Seen.
+            counter seen,
+            /// Now.
+            gauge now,
+            /// Dropped by reason.
+            counter drop[Why],
+        }
+    }
+
+    #[test]
+    fn counter_sets_become_typed_labelled_families() {
+        let mut set = Set { seen: 3, now: 2, ..Set::default() };
+        set.drop[Why::B] = 5;
+        let text = MetricsSnapshot::default().with_counters("p", &set).render();
+        assert_eq!(
+            text,
+            "# HELP p_seen_total Seen.\n# TYPE p_seen_total counter\np_seen_total 3\n\
+             # HELP p_now Now.\n# TYPE p_now gauge\np_now 2\n\
+             # HELP p_drop_total Dropped by reason.\n# TYPE p_drop_total counter\n\
+             p_drop_total{reason=\"a\"} 0\np_drop_total{reason=\"b\"} 5\n"
+        );
     }
 
     #[test]

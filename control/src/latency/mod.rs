@@ -53,7 +53,7 @@ mod report;
 
 pub use export::{intervals_header, write_summary_json, IntervalTotals, LatencyExport, SUMMARY_HEADER};
 pub use format::{write_hgrm, write_percentiles_csv};
-pub use metrics::{LatencySummary, MetricsServer, MetricsSnapshot};
+pub use metrics::{Family, LatencySummary, MetricsServer, MetricsSnapshot};
 pub use recorder::{new_histogram, Recorder, RecorderExchange, HIGHEST_NS, LOWEST_NS, SIGNIFICANT_DIGITS};
 pub use report::{render_report, ReportError};
 

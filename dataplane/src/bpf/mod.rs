@@ -111,6 +111,25 @@ impl Counter {
     ];
 }
 
+control::counters! {
+    /// The program's counters, summed over CPUs; fields in map order (as [`Counter::ALL`]).
+    #[derive(Copy)]
+    pub struct XdpCounters {
+        /// Frames the program ran on.
+        counter seen,
+        /// Frames handed to an AF_XDP socket (selected).
+        counter redirected,
+        /// Frames handed to an AF_XDP socket because their headers are broken.
+        counter malformed,
+        /// Frames passed to the kernel.
+        counter passed,
+        /// Redirects that fell back to XDP_PASS (no socket bound on that queue).
+        counter redirect_failed,
+        /// Frames dropped by the drop entry point (benchmarks).
+        counter dropped,
+    }
+}
+
 /// Errors loading or attaching the program.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -260,6 +279,16 @@ impl Program {
         self.loss
             .update(&0u32.to_ne_bytes(), &threshold.to_ne_bytes(), MapFlags::ANY)
             .map_err(|source| Error::Map { map: "loss", source })
+    }
+
+    /// Returns every counter, summed over all CPUs.
+    pub fn counters(&self) -> XdpCounters {
+        let mut all = XdpCounters::default();
+        let mut at = Counter::ALL.iter();
+        control::counters::CounterSet::visit_mut(&mut all, &mut |v| {
+            *v = at.next().map_or(0, |c| self.counter(*c));
+        });
+        all
     }
 
     /// Returns a counter summed over all CPUs.

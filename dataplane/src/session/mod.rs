@@ -197,109 +197,93 @@ pub enum Latency {
     Response,
 }
 
-macro_rules! counters {
-    ($( $(#[doc = $doc:literal])* $name:ident, )*) => {
-        /// The engine's statistics: plain integers, named after the original's keys (§6).
-        ///
-        /// All are cumulative except `active`, a gauge. Every dropped packet has a counter.
-        #[derive(Clone, Debug, Default, PartialEq, Eq)]
-        pub struct Counters {
-            $( $(#[doc = $doc])* pub $name: u64, )*
-        }
-
-        impl Counters {
-            /// Every counter name, in field order.
-            pub const NAMES: &'static [&'static str] = &[$( stringify!($name), )*];
-
-            /// Return every counter as `(name, value)`, in field order.
-            pub fn named(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-                Self::NAMES.iter().copied().zip([$( self.$name, )*])
-            }
-        }
-    };
-}
-
-counters! {
-    /// Sessions in the table, time-wait included (gauge; `active`).
-    active,
-    /// Sessions deleted from the table (`rel`).
-    released,
-    /// Sessions ended by a timeout or a cap (`obs del`).
-    obsolete,
-    /// Sessions that entered time-wait (`tw`).
-    time_wait,
-    /// SYN-ACKs received: connections the target accepted (`conns`).
-    conns,
-    /// Response headers handled (`resp`).
-    resp,
-    /// Response headers with payload (`c-resp`).
-    resp_payload,
-    /// Responses with FIN (`resp fin`).
-    resp_fin,
-    /// Responses with RST (`resp rst`).
-    resp_rst,
-    /// Frames sent (`send`).
-    sent,
-    /// Frames with payload sent, retransmissions excluded (`send content`).
-    sent_payload,
-    /// SYNs sent, faked and retransmitted ones included (`send syn`).
-    sent_syn,
-    /// FINs sent (`fin`).
-    sent_fin,
-    /// RSTs sent, faked ones included (`reset`).
-    sent_rst,
-    /// Fake SYNs that rebuild a session the target closed (`reconnect`).
-    reconnect,
-    /// Fake SYNs for sessions first seen mid-stream (`for no syn`).
-    fake_syn,
-    /// Data retransmissions (RTO and fast retransmit) (`retransmit`).
-    retransmit,
-    /// Retransmissions followed by response data (`recv packs after retransmission`).
-    retrans_ok,
-    /// SYN retransmissions (new: the original never retransmits a SYN).
-    syn_retransmit,
-    /// Captured client SYNs (`syn cnt`).
-    clt_syn,
-    /// Accepted client packets (`all clt`).
-    clt_packets,
-    /// Accepted client packets with payload (`clt cont`).
-    clt_payload,
-    /// Client retransmissions skipped (`total cont retransmit`).
-    clt_retrans,
-    /// Client pure ACKs dropped because we make our own ACKs (§3.1 step 7).
-    clt_pure_ack_suppressed,
-    /// Captured packets that were split to the MTU.
-    split,
-    /// Sessions evicted because the table was full.
-    evicted,
-    /// Sessions ended because their buffered bytes hit `max_buffered_bytes`.
-    buffer_overflow,
-    /// Captured segments dropped (and their session ended) because the pool was full.
-    pool_exhausted,
-    /// Frames not sent because no TX buffer was free.
-    tx_no_buffer,
-    /// Frames not sent because the TX buffer was too small for them.
-    tx_buffer_too_small,
-    /// Sessions dropped because CLIENT_ADD could not be queued.
-    client_add_failed,
-    /// Responses for no session (or from another address than the session's target).
-    unknown_response,
-    /// Handshakes given up after `establish_timeout`.
-    establish_timeout,
-    /// Sessions ended because a hole in the capture was not filled within `lost_wait`.
-    lost_timeout,
-    /// Client frames dropped as unusable: not IPv4, inconsistent with their parse, bad target.
-    clt_malformed,
-    /// Client packets without payload or SYN for an unknown session (ignored, §3.9).
-    clt_no_session,
-    /// Client packets of sessions whose SYN was not captured, dropped under -O.
-    clt_no_syn,
-    /// Client packets older than the session's captured SYN (interference guard, §3.11).
-    clt_stale,
-    /// Client packets for a session in time-wait that do not start a new connection.
-    clt_time_wait,
-    /// Buffered client packets the rules discarded (`drop content pack` and bare ones).
-    clt_discarded,
-    /// Sessions replaced because the client reused the tuple (new SYN, or a sequence jump).
-    port_reuse,
+control::counters! {
+    /// The engine's statistics: plain integers, named after the original's keys (§6).
+    ///
+    /// All are cumulative except `active`, a gauge. Every dropped packet has a counter.
+    #[derive(Copy)]
+    pub struct Counters {
+        /// Sessions in the table, time-wait included (gauge; `active`).
+        gauge active,
+        /// Sessions deleted from the table (`rel`).
+        counter released,
+        /// Sessions ended by a timeout or a cap (`obs del`).
+        counter obsolete,
+        /// Sessions that entered time-wait (`tw`).
+        counter time_wait,
+        /// SYN-ACKs received: connections the target accepted (`conns`).
+        counter conns,
+        /// Response headers handled (`resp`).
+        counter resp,
+        /// Response headers with payload (`c-resp`).
+        counter resp_payload,
+        /// Responses with FIN (`resp fin`).
+        counter resp_fin,
+        /// Responses with RST (`resp rst`).
+        counter resp_rst,
+        /// Frames sent (`send`).
+        counter sent,
+        /// Frames with payload sent, retransmissions excluded (`send content`).
+        counter sent_payload,
+        /// SYNs sent, faked and retransmitted ones included (`send syn`).
+        counter sent_syn,
+        /// FINs sent (`fin`).
+        counter sent_fin,
+        /// RSTs sent, faked ones included (`reset`).
+        counter sent_rst,
+        /// Fake SYNs that rebuild a session the target closed (`reconnect`).
+        counter reconnect,
+        /// Fake SYNs for sessions first seen mid-stream (`for no syn`).
+        counter fake_syn,
+        /// Data retransmissions (RTO and fast retransmit) (`retransmit`).
+        counter retransmit,
+        /// Retransmissions followed by response data (`recv packs after retransmission`).
+        counter retrans_ok,
+        /// SYN retransmissions (new: the original never retransmits a SYN).
+        counter syn_retransmit,
+        /// Captured client SYNs (`syn cnt`).
+        counter clt_syn,
+        /// Accepted client packets (`all clt`).
+        counter clt_packets,
+        /// Accepted client packets with payload (`clt cont`).
+        counter clt_payload,
+        /// Client retransmissions skipped (`total cont retransmit`).
+        counter clt_retrans,
+        /// Client pure ACKs dropped because we make our own ACKs (§3.1 step 7).
+        counter clt_pure_ack_suppressed,
+        /// Captured packets that were split to the MTU.
+        counter split,
+        /// Sessions evicted because the table was full.
+        counter evicted,
+        /// Sessions ended because their buffered bytes hit `max_buffered_bytes`.
+        counter buffer_overflow,
+        /// Captured segments dropped (and their session ended) because the pool was full.
+        counter pool_exhausted,
+        /// Frames not sent because no TX buffer was free.
+        counter tx_no_buffer,
+        /// Frames not sent because the TX buffer was too small for them.
+        counter tx_buffer_too_small,
+        /// Sessions dropped because CLIENT_ADD could not be queued.
+        counter client_add_failed,
+        /// Responses for no session (or from another address than the session's target).
+        counter unknown_response,
+        /// Handshakes given up after `establish_timeout`.
+        counter establish_timeout,
+        /// Sessions ended because a hole in the capture was not filled within `lost_wait`.
+        counter lost_timeout,
+        /// Client frames dropped as unusable: not IPv4, inconsistent with their parse, bad target.
+        counter clt_malformed,
+        /// Client packets without payload or SYN for an unknown session (ignored, §3.9).
+        counter clt_no_session,
+        /// Client packets of sessions whose SYN was not captured, dropped under -O.
+        counter clt_no_syn,
+        /// Client packets older than the session's captured SYN (interference guard, §3.11).
+        counter clt_stale,
+        /// Client packets for a session in time-wait that do not start a new connection.
+        counter clt_time_wait,
+        /// Buffered client packets the rules discarded (`drop content pack` and bare ones).
+        counter clt_discarded,
+        /// Sessions replaced because the client reused the tuple (new SYN, or a sequence jump).
+        counter port_reuse,
+    }
 }

@@ -1,0 +1,322 @@
+//! The stats loop (DPDK l2fwd's `print_stats`, apart from the workers): every 100 ms it checks
+//! the threads, merges the workers' latency recorders and, offline, whether the replay is over;
+//! every second it closes the latency interval and refreshes the Prometheus snapshot; every
+//! `--stats-interval` it prints the stats line. One function per duty; every counter is read
+//! by its field in [`Totals`].
+
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use control::{
+    counters::sum,
+    latency::{IntervalTotals, LatencyExport, Metric, MetricsServer, RecorderExchange},
+};
+
+use super::{
+    summary::{metrics_snapshot, RuntimeCounters, Totals},
+    threads::Threads,
+};
+use crate::{
+    bpf::Program,
+    feed::Feed,
+    stats::{Published, XskCounters},
+    xsk::StatsHandle,
+};
+
+/// How often the loop wakes.
+const TICK: Duration = Duration::from_millis(100);
+/// The latency interval and the Prometheus refresh period.
+const SECOND: Duration = Duration::from_secs(1);
+/// Offline: the replay is over when nothing new arrived for this long after the file was fed
+/// (and, in session mode, no session is left).
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// What the stats loop reads and writes.
+pub(super) struct Monitor<'a> {
+    program: &'a Program,
+    published: Vec<Arc<Published>>,
+    sockets: Vec<StatsHandle>,
+    threads: Threads,
+    /// Session mode: the session counters are part of the totals.
+    session: bool,
+    exchange: Option<Arc<RecorderExchange>>,
+    export: Option<LatencyExport>,
+    metrics: Option<MetricsServer>,
+    stats_interval: Option<Duration>,
+    started: Instant,
+    runtime: RuntimeCounters,
+    /// The start of the latency interval being recorded.
+    interval_start: SystemTime,
+    /// The totals at the last interval close and at the last stats line.
+    last_close: Totals,
+    last_line: (Totals, Instant),
+    /// Offline: frames received so far and when that last changed; when the feed finished.
+    last_rx: (u64, Instant),
+    feed_done_at: Option<Instant>,
+}
+
+/// What the monitor watches and where it reports.
+pub(super) struct Watch<'a> {
+    /// The attached program (its counters).
+    pub program: &'a Program,
+    /// Each worker's published counters.
+    pub published: Vec<Arc<Published>>,
+    /// Every socket's statistics handle.
+    pub sockets: Vec<StatsHandle>,
+    /// The running threads.
+    pub threads: Threads,
+    /// Session mode: the session counters are part of the totals.
+    pub session: bool,
+    /// The workers' latency recorders circulate through it.
+    pub exchange: Option<Arc<RecorderExchange>>,
+    /// The latency export (histograms, CSVs).
+    pub export: Option<LatencyExport>,
+    /// The Prometheus endpoint.
+    pub metrics: Option<MetricsServer>,
+    /// `None` with `-q`.
+    pub stats_interval: Option<Duration>,
+    /// When the run started.
+    pub started: Instant,
+}
+
+impl<'a> Monitor<'a> {
+    pub fn new(w: Watch<'a>) -> Self {
+        let now = Instant::now();
+        Monitor {
+            program: w.program,
+            published: w.published,
+            sockets: w.sockets,
+            threads: w.threads,
+            session: w.session,
+            exchange: w.exchange,
+            export: w.export,
+            metrics: w.metrics,
+            stats_interval: w.stats_interval,
+            started: w.started,
+            runtime: RuntimeCounters::default(),
+            interval_start: SystemTime::now(),
+            last_close: Totals::default(),
+            last_line: (Totals::default(), now),
+            last_rx: (0, now),
+            feed_done_at: None,
+        }
+    }
+
+    /// Runs until `stop` is set, a thread ends, or (offline) the replay is over; sets `stop`.
+    pub fn run(&mut self, stop: &AtomicBool, feed: Option<&Feed>) {
+        let mut next_second = Instant::now() + SECOND;
+        let mut next_line = Instant::now() + self.stats_interval.unwrap_or(Duration::MAX / 4);
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(TICK);
+            if self.threads.one_ended() {
+                break;
+            }
+            self.drain_latency();
+            if feed.is_some_and(|f| self.offline_finished(f)) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_second {
+                next_second += SECOND;
+                let totals = self.totals();
+                self.close_interval(&totals);
+                self.refresh_metrics(&totals);
+            }
+            if let Some(interval) = self.stats_interval.filter(|_| now >= next_line) {
+                next_line += interval;
+                self.print_line(&self.totals());
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Every counter now (the control thread's as last published).
+    pub fn totals(&self) -> Totals {
+        let mut xsk = XskCounters::default();
+        for h in &self.sockets {
+            // A socket whose statistics cannot be read adds nothing (it is being torn down).
+            if let Ok(s) = h.read() {
+                xsk.add_socket(&s);
+            }
+        }
+        Totals {
+            workers: sum(self.published.iter().map(|p| &p.counters)),
+            session: self.session.then(|| sum(self.published.iter().map(|p| &p.session))),
+            xdp: self.program.counters(),
+            xsk,
+            channel: self.threads.control_stats(),
+            feed: None,
+            pcap_out: None,
+            runtime: self.runtime,
+        }
+    }
+
+    /// Merges the workers' finished latency intervals into the export.
+    pub fn drain_latency(&mut self) {
+        let (Some(x), Some(e)) = (&self.exchange, self.export.as_mut()) else { return };
+        let start = self.interval_start;
+        let len = SystemTime::now().duration_since(start).unwrap_or_default();
+        let errors = &mut self.runtime.latency_export_errors;
+        x.drain(|w, rec| {
+            if e.add_interval(w, rec, start, len).is_err() {
+                *errors += 1;
+            }
+        });
+    }
+
+    /// Offline: whether the file is fed and the replay has finished — nothing new arrived for
+    /// [`SETTLE`] and (session mode) every session ended — or the tail is over.
+    fn offline_finished(&mut self, feed: &Feed) -> bool {
+        let rx: u64 = self.published.iter().map(|p| p.counters.snapshot().rx_frames).sum();
+        if rx != self.last_rx.0 {
+            self.last_rx = (rx, Instant::now());
+        }
+        if !feed.done() {
+            return false;
+        }
+        let since = *self.feed_done_at.get_or_insert_with(Instant::now);
+        let settled = self.last_rx.1.elapsed() > SETTLE;
+        let sessions_left = self.session && sum(self.published.iter().map(|p| &p.session)).active > 0;
+        (settled && !sessions_left) || since.elapsed() > feed.tail()
+    }
+
+    /// Closes the latency interval: its summary row, with the traffic it saw.
+    fn close_interval(&mut self, totals: &Totals) {
+        let end = SystemTime::now();
+        if let Some(e) = self.export.as_mut() {
+            let (now, last) = (totals, &self.last_close);
+            let session = now.session.unwrap_or_default();
+            let before = last.session.unwrap_or_default();
+            let interval = IntervalTotals {
+                frames_in: now.workers.rx_frames - last.workers.rx_frames,
+                frames_out: now.workers.tx_frames - last.workers.tx_frames,
+                bytes_in: now.workers.rx_bytes - last.workers.rx_bytes,
+                bytes_out: now.workers.tx_bytes - last.workers.tx_bytes,
+                sessions_active: session.active,
+                sessions_new: session.conns.saturating_sub(before.conns),
+                requests: session.sent_payload.saturating_sub(before.sent_payload),
+                responses: session.resp_payload.saturating_sub(before.resp_payload),
+            };
+            let len = end.duration_since(self.interval_start).unwrap_or_default();
+            if e.close_interval(self.interval_start, len, &interval).is_err() {
+                self.runtime.latency_export_errors += 1;
+            }
+        }
+        self.interval_start = end;
+        self.last_close = totals.clone();
+    }
+
+    /// Refreshes what `GET /metrics` serves.
+    pub fn refresh_metrics(&self, totals: &Totals) {
+        if let Some(m) = &self.metrics {
+            m.update(metrics_snapshot(totals, self.started.elapsed(), self.export.as_ref()));
+        }
+    }
+
+    /// Prints the stats line (and, in session mode, the sessions line) on stderr.
+    fn print_line(&mut self, now: &Totals) {
+        let (last, at) = &self.last_line;
+        let secs = at.elapsed().as_secs_f64();
+        let (w, lw) = (&now.workers, &last.workers);
+        let mut line = format!(
+            "xdpcopy: rx {} ({} pps) tx {} ({} pps, {:.1} Mbit/s) dropped {}",
+            w.rx_frames,
+            rate(w.rx_frames - lw.rx_frames, secs),
+            w.tx_frames,
+            rate(w.tx_frames - lw.tx_frames, secs),
+            (w.tx_bytes - lw.tx_bytes) as f64 * 8.0 / secs.max(1e-9) / 1e6,
+            w.dropped,
+        );
+        let reasons: Vec<String> =
+            w.drop.iter().filter(|(_, n)| *n > 0).map(|(why, n)| format!("{} {n}", why.name())).collect();
+        if !reasons.is_empty() {
+            let _ = write!(line, " ({})", reasons.join(", "));
+        }
+        let x = &now.xsk;
+        let _ = write!(
+            line,
+            " | xdp passed {} | xsk rx_dropped {} ring_full {} fill_empty {}",
+            now.xdp.passed, x.rx_dropped, x.rx_ring_full, x.fill_empty
+        );
+        if let Some(e) = &self.export {
+            let p99: Vec<String> = Metric::ALL
+                .iter()
+                .filter_map(|m| e.p(*m, 0.99).map(|v| format!("{} {}", m.name(), human_ns(v))))
+                .collect();
+            if !p99.is_empty() {
+                let _ = write!(line, " | p99 {}", p99.join(", "));
+            }
+        }
+        if let Some(s) = &now.session {
+            let c = now.channel.unwrap_or_default();
+            let _ = write!(
+                line,
+                "\nxdpcopy: sessions active {} released {} | conns {} resp {} | sent {} payload {} syn {} \
+                 | retransmit {} fake_syn {} | channel up {} headers {} unowned {}",
+                s.active,
+                s.released,
+                s.conns,
+                s.resp,
+                s.sent,
+                s.sent_payload,
+                s.sent_syn,
+                s.retransmit,
+                s.fake_syn,
+                c.connected,
+                c.channel.headers,
+                c.unowned,
+            );
+        }
+        // A stats line that cannot be written (stderr closed) is not worth stopping for.
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        self.last_line = (now.clone(), Instant::now());
+    }
+
+    /// Shuts down (the stop flag is set): joins the threads, takes the last latency intervals
+    /// the workers handed over as they stopped, and returns the final totals, the export and
+    /// the metrics endpoint.
+    ///
+    /// # Errors
+    /// A thread that panicked or failed.
+    pub fn finish(mut self) -> anyhow::Result<(Totals, Option<LatencyExport>, Option<MetricsServer>)> {
+        let threads = std::mem::replace(&mut self.threads, Threads::none());
+        let (workers, channel) = threads.join()?;
+        let mut totals = self.totals();
+        totals.workers = workers;
+        totals.channel = channel;
+        self.drain_latency();
+        totals.runtime = self.runtime;
+        Ok((totals, self.export, self.metrics))
+    }
+}
+
+/// A rate for the stats line: 12, 3.4k, 1.23M.
+fn rate(n: u64, secs: f64) -> String {
+    let r = n as f64 / secs.max(1e-9);
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// Formats nanoseconds for the stats line.
+fn human_ns(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.0} ms", ns as f64 / 1e6)
+    } else if ns >= 1_000_000 {
+        format!("{:.2} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    }
+}

@@ -1,0 +1,285 @@
+//! Set-up: everything resolved and created before the first frame is captured — the output
+//! link and the routes to each target, the channel to the intercepts, the XDP program, and one
+//! port and worker per queue. Nothing here runs once the copier is copying.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use anyhow::{bail, Context, Result};
+use control::{
+    channel::ChannelClient,
+    copier::{Control, WorkerLink},
+    latency::RecorderExchange,
+};
+
+use crate::{
+    bpf::{self, Program},
+    config::{Config, Mode, SessionOptions},
+    netdev,
+    pcap_out::PcapOut,
+    production::ProductionTable,
+    rewrite::Rewrite,
+    sample::Sampler,
+    session,
+    stats::Published,
+    tuples::Tuples,
+    worker::{self, Route, Stateless, Worker, WorkerLatency},
+    xsk::{self, Doorbell, Socket, StatsHandle, Umem},
+};
+
+/// Frame size of the UMEM chunks.
+const FRAME_SIZE: u32 = 4096;
+/// Entries of each worker ⇄ control queue.
+const LINK_CAPACITY: usize = 16_384;
+
+/// The output link and what each `-x` entry resolves to.
+pub(super) struct Links {
+    /// The output interface's MTU.
+    pub mtu: u32,
+    /// Stateless mode: each transfer's match and rewrite.
+    pub routes: Vec<Route>,
+    /// Session mode: each transfer's target, in `-x` order.
+    pub targets: Vec<session::Target>,
+    /// `(online address, online port)` of each transfer, in `-x` order.
+    pub matches: Vec<(Option<IpAddr>, u16)>,
+}
+
+impl Links {
+    /// Reads the output interface and resolves every target's next hop.
+    ///
+    /// # Errors
+    /// A missing interface, too few TX queues for the workers, an unresolvable next hop, or an
+    /// IPv6 target in session mode.
+    pub fn resolve(config: &Config) -> Result<Self> {
+        let src_mac = netdev::mac(&config.output)?;
+        let mtu = netdev::mtu(&config.output)?;
+        let tx_queues = netdev::queues(&config.output, "tx")?;
+        if config.input != config.output && tx_queues < config.queues {
+            bail!(
+                "--output {} has {tx_queues} TX queue(s) but {} workers need one each; use --queues {tx_queues} or give \
+                 the interface more queues (ethtool -L / veth numtxqueues)",
+                config.output,
+                config.queues
+            );
+        }
+        let session = matches!(config.mode, Mode::Session(_));
+        let mut links = Links { mtu, routes: Vec::new(), targets: Vec::new(), matches: Vec::new() };
+        for t in &config.transfers {
+            let dst_mac = match t.next_hop_mac {
+                Some(m) => m,
+                None => netdev::resolve_next_hop(t.target_ip, &config.output)?,
+            };
+            eprintln!("xdpcopy: transfer {t} -> next hop {dst_mac} via {}", config.output);
+            links.routes.push(Route {
+                online_ip: t.online_ip,
+                online_port: t.online_port,
+                rewrite: Rewrite { src_mac, dst_mac, dst_ip: t.target_ip, dst_port: t.target_port, src_ip: None },
+            });
+            links.matches.push((t.online_ip, t.online_port));
+            if session {
+                let IpAddr::V4(ip) = t.target_ip else {
+                    bail!(
+                        "-x {t}: session replay is IPv4-only (the channel protocol carries IPv4 headers); use \
+                         --stateless for IPv6"
+                    );
+                };
+                links.targets.push(session::Target { ip, port: t.target_port, src_mac: src_mac.0, dst_mac: dst_mac.0 });
+            }
+        }
+        Ok(links)
+    }
+}
+
+/// Session mode: the control thread's state and each worker's end of its link.
+pub(super) struct Channel {
+    /// The control thread (run by [`super::threads`]).
+    pub control: Control,
+    /// One link per worker.
+    pub links: Vec<Arc<WorkerLink>>,
+    /// One doorbell per worker: the control thread rings it when a header arrives while the
+    /// worker sleeps.
+    pub doorbells: Vec<Arc<Doorbell>>,
+    /// Wakes the control thread after a worker queued a registration.
+    pub wake_control: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl Channel {
+    /// Creates the channel client (it connects from the control thread) and the links.
+    ///
+    /// # Errors
+    /// When the client's event loop or an eventfd cannot be created.
+    pub fn new(opts: &SessionOptions, queues: u32) -> Result<Self> {
+        let client = ChannelClient::new(opts.intercepts.clone(), opts.conns_per_intercept, opts.framing)?;
+        let waker = client.waker().context("creating the control thread's waker")?;
+        let wake_control: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            // A failed wake-up only delays the registration to the control thread's next round.
+            let _ = waker.wake();
+        });
+        let mut links = Vec::new();
+        let mut doorbells = Vec::new();
+        for _ in 0..queues {
+            let bell = Arc::new(Doorbell::new()?);
+            let ring = bell.clone();
+            links.push(Arc::new(WorkerLink::new(LINK_CAPACITY, move || ring.ring())));
+            doorbells.push(bell);
+        }
+        let list: Vec<String> = opts.intercepts.iter().map(|a| a.to_string()).collect();
+        eprintln!(
+            "xdpcopy: session replay through intercept(s) {} ({} connection(s) each, {:?} framing)",
+            list.join(", "),
+            opts.conns_per_intercept,
+            opts.framing
+        );
+        Ok(Channel { control: Control::new(client, links.clone()), links, doorbells, wake_control })
+    }
+}
+
+/// Loads the XDP program and selects the online ports (and, for production latency, the online
+/// servers' responses).
+///
+/// # Errors
+/// Loading fails (not root, no BPF) or a map update fails.
+pub(super) fn program(config: &Config) -> Result<Program> {
+    let program = Program::load().context("loading the XDP program (run as root; kernel with BPF and AF_XDP)")?;
+    for t in &config.transfers {
+        program.select_port(t.online_port, bpf::port_flags::DST)?;
+    }
+    if matches!(&config.mode, Mode::Session(o) if o.production_latency) {
+        // The online server's responses (its egress mirrored too) reach the workers as well.
+        for t in &config.transfers {
+            let ip = match t.online_ip {
+                Some(IpAddr::V4(ip)) => ip,
+                _ => Ipv4Addr::UNSPECIFIED,
+            };
+            program.select_source(SocketAddrV4::new(ip, t.online_port))?;
+        }
+    }
+    Ok(program)
+}
+
+/// What the workers feed besides the TX ring: latency recorders, `--pcap-out`, the production
+/// latency table.
+pub(super) struct Taps {
+    /// The workers' interval recorders circulate through it (latency on).
+    pub exchange: Option<Arc<RecorderExchange>>,
+    /// `--pcap-out`.
+    pub pcap_out: Option<PcapOut>,
+    /// `--production-latency`: requests and the online server's responses, paired across workers.
+    pub production: Option<Arc<ProductionTable>>,
+}
+
+impl Taps {
+    /// Creates what the configuration asks for.
+    ///
+    /// # Errors
+    /// When the `--pcap-out` file cannot be created.
+    pub fn new(config: &Config) -> Result<Self> {
+        let queues = config.queues as usize;
+        Ok(Taps {
+            exchange: config.observe.latency.then(|| Arc::new(RecorderExchange::new(queues, 2 * queues))),
+            pcap_out: config.observe.pcap_out.as_deref().map(PcapOut::create).transpose()?,
+            production: match &config.mode {
+                Mode::Session(o) if o.production_latency => Some(Arc::new(ProductionTable::new(16))),
+                _ => None,
+            },
+        })
+    }
+}
+
+/// The workers, ready to run, and what the stats thread reads of their sockets.
+pub(super) struct Workers {
+    /// One per queue.
+    pub workers: Vec<Worker>,
+    /// Each worker's published counters, in queue order.
+    pub published: Vec<Arc<Published>>,
+    /// Handles on every socket's kernel statistics.
+    pub sockets: Vec<StatsHandle>,
+    /// Whether the kernel bound the sockets in zero-copy mode.
+    pub zero_copy: bool,
+}
+
+/// Creates one port (UMEM, RX socket on the capture interface's queue, TX socket on the output
+/// interface sharing the UMEM) and one worker per queue, and registers the RX sockets with the
+/// program. Nothing is captured until the program is attached.
+///
+/// # Errors
+/// Socket set-up failures, naming the interface and queue.
+pub(super) fn workers(
+    config: &Config,
+    links: &Links,
+    program: &Program,
+    channel: Option<&Channel>,
+    taps: &Taps,
+    stop: &Arc<AtomicBool>,
+) -> Result<Workers> {
+    let sampler = Sampler::new(config.sample_percent, config.ramp);
+    let stateless = Stateless::new(links.routes.clone(), config.checksum, links.mtu as usize + 14, sampler.clone());
+    let mut out = Workers { workers: Vec::new(), published: Vec::new(), sockets: Vec::new(), zero_copy: false };
+    for q in 0..config.queues {
+        let (umem, rx, tx) = open_port(config, q)?;
+        out.zero_copy |= rx.zero_copy();
+        program.set_socket(q, rx.fd())?;
+        out.sockets.push(rx.stats_handle()?);
+        if let Some(t) = &tx {
+            out.sockets.push(t.stats_handle()?);
+        }
+        let mode = match (&config.mode, channel) {
+            (Mode::Session(opts), Some(ch)) => {
+                let mut engine = opts.session.clone();
+                engine.mtu = engine.mtu.min(links.mtu as u16);
+                worker::Mode::Session(Box::new(worker::Session {
+                    engine: session::Engine::new(engine, links.targets.clone()),
+                    matches: links.matches.clone(),
+                    link: ch.links[q as usize].clone(),
+                    doorbell: ch.doorbells[q as usize].clone(),
+                    wake_control: ch.wake_control.clone(),
+                    production: taps.production.clone(),
+                    sampler: sampler.clone(),
+                    tuples: Tuples::new(opts.tuples.clone(), q as u16, config.queues as u16),
+                    next_sweep: std::time::Instant::now(),
+                }))
+            }
+            _ => worker::Mode::Stateless(stateless.clone()),
+        };
+        let latency = taps.exchange.as_ref().map(|x| WorkerLatency::new(x.clone(), q as usize));
+        let published = Arc::new(Published::default());
+        out.published.push(published.clone());
+        let worker = Worker::new(q, umem, rx, tx, mode, published, stop.clone(), latency);
+        out.workers.push(worker.with_pcap(taps.pcap_out.as_ref().map(|p| p.tap.clone())));
+    }
+    Ok(out)
+}
+
+/// Opens queue `q`: the UMEM, its owner socket on the capture interface, and (when the output
+/// interface differs) a TX socket on the output interface sharing the UMEM.
+fn open_port(config: &Config, q: u32) -> Result<(Umem, Socket, Option<Socket>)> {
+    let mut umem = Umem::new(config.frames, FRAME_SIZE)?;
+    let same = config.input == config.output;
+    let rx_cfg = xsk::Config {
+        ifname: config.input.clone(),
+        queue: q,
+        rx_size: config.ring_size,
+        tx_size: if same { config.ring_size } else { 0 },
+        fill_size: config.ring_size,
+        comp_size: if same { config.ring_size } else { 64 },
+        copy_mode: config.copy_mode,
+    };
+    let rx = Socket::create(&mut umem, &rx_cfg)?;
+    let tx = if same {
+        None
+    } else {
+        let tx_cfg = xsk::Config {
+            ifname: config.output.clone(),
+            queue: q,
+            rx_size: 0,
+            tx_size: config.ring_size,
+            fill_size: 64,
+            comp_size: config.ring_size,
+            copy_mode: config.copy_mode,
+        };
+        Some(Socket::create_shared(&rx, &tx_cfg)?)
+    };
+    Ok((umem, rx, tx))
+}

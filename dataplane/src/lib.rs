@@ -1,43 +1,59 @@
-//! xdpcopy's dataplane.
+//! xdpcopy's dataplane: the copier, from the capture interface to the output interface.
+//!
+//! Stateless mode (`--stateless`): each captured frame is rewritten in place and transmitted.
 //!
 //! ```text
-//!  capture iface ──XDP (bpf)──► XSK RX ring ─► worker: parse (wire) ─► rewrite ─► XSK TX ring ─► output iface
-//!                  └─ not ours: XDP_PASS        ▲                                   │
-//!                                               └──── fill ring ◄── completion ring ◄┘   (frames move as tokens)
+//!  capture iface ─XDP (bpf)─► XSK RX ring ─► worker: parse (wire) ─► match -x, sample ─► rewrite ─► XSK TX ring ─► output iface
+//!                └─ not ours: XDP_PASS        ▲                                                        │
+//!                                             └──── fill ring ◄── free frames ◄── completion ring ◄────┘
 //! ```
 //!
-//! Modules in flow order:
+//! Session replay (the default): each captured frame is copied out of its UMEM frame (which goes
+//! straight back to the fill ring) and handed to the worker's session engine, which builds the
+//! frames it sends in free UMEM frames; the test server's responses come back as headers from
+//! xdpcopy-intercept over the channel, through the control thread.
+//!
+//! ```text
+//!  capture ─XDP─► XSK RX ─► worker: parse ─► match -x, sample, tuples (-n/-c/-f) ─► session::Engine ─► build ─► XSK TX ─► test server
+//!                                                                      │   ▲                                            │
+//!                                        CLIENT_ADD ◄─ adds queue ◄────┘   └── headers queue ◄── control thread        │ responses,
+//!                                             │                                                      ▲                  │ routed to
+//!                                             └──────────────► channel (TCP 36524) ◄── xdpcopy-intercept ◄── assist ◄───┘ the assist
+//! ```
+//!
+//! [`runtime`] sets it all up, runs the threads and the stats loop, and shuts down into a
+//! summary. Modules in flow order:
 #![deny(unsafe_code)]
 
-/// The XDP program and its loader: selects the frames a worker must see.
-pub mod bpf;
-/// Validated configuration.
+/// Validated configuration (the CLI builds it; nothing below sees clap).
 pub mod config;
-/// Offline replay: a capture file fed into a veth the copier captures from.
-pub mod feed;
-/// Interfaces, routes, neighbours, the tc mirror.
-pub mod netdev;
-/// The offline capture source: pcap / pcapng files as Ethernet frames, paced (`--offline`).
-pub mod offline;
-/// --pcap-out: the transmitted frames, written to a pcap.
-pub mod pcap_out;
-/// Production latency across workers.
-pub mod production;
-/// The stateless L2/L3/L4 rewrite with checksums.
-pub mod rewrite;
 /// Set-up, threads, the stats loop, shutdown.
 pub mod runtime;
-/// Session sampling (-r, -g).
-pub mod sample;
-/// The per-session TCP emulation (session replay).
-pub mod session;
-/// Worker counters and their publication.
-pub mod stats;
-/// Client tuple allocation (-n, -c, -f).
-pub mod tuples;
-/// Zero-copy header views and checksums: no I/O, no allocation.
-pub mod wire;
-/// The pinned poll-loop worker.
-pub mod worker;
+/// Interfaces, routes, neighbours, the tc mirror (`--mirror`).
+pub mod netdev;
+/// Offline replay: a capture file fed into a veth the copier captures from (`-i FILE`).
+pub mod feed;
+/// The offline capture source: pcap / pcapng files as Ethernet frames, paced.
+pub mod offline;
+/// The XDP program and its loader: selects the frames a worker must see.
+pub mod bpf;
 /// AF_XDP sockets, rings and UMEM: the only module with `unsafe`.
 pub mod xsk;
+/// The pinned poll-loop worker.
+pub mod worker;
+/// Zero-copy header views and checksums: no I/O, no allocation.
+pub mod wire;
+/// Session sampling (`-r`, `-g`).
+pub mod sample;
+/// Client tuple allocation (`-n`, `-c`, `-f`).
+pub mod tuples;
+/// The stateless L2/L3/L4 rewrite with checksums.
+pub mod rewrite;
+/// The per-session TCP emulation (session replay).
+pub mod session;
+/// Production latency across workers (`--production-latency`).
+pub mod production;
+/// `--pcap-out`: the transmitted frames, written to a pcap.
+pub mod pcap_out;
+/// Worker counters and their publication.
+pub mod stats;

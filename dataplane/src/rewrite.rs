@@ -18,7 +18,8 @@
 //! `Incremental` touches only the changed words and is right only when the captured checksum
 //! was complete (a switch mirror port, a pcap of wire traffic).
 //!
-//! Session-level rewrites (ack numbers, options) happen elsewhere, before or after this one.
+//! Session replay does not use this rewrite: the session engine builds every frame it sends,
+//! complete with full checksums, in a free UMEM frame (`session::build`).
 
 use core::fmt;
 use std::net::IpAddr;

@@ -35,8 +35,9 @@ pub mod session;
 pub mod stats;
 /// Client tuple allocation (-n, -c, -f).
 pub mod tuples;
-/// Zero-copy header views and checksums: no I/O, no allocation.
-pub mod wire;
+/// Zero-copy header views, the TCP option walker and checksums: no I/O, no allocation (the
+/// `wire` crate, shared with `control` and `intercept`).
+pub use wire;
 /// The pinned poll-loop worker.
 pub mod worker;
 /// AF_XDP sockets, rings and UMEM: the only module with `unsafe`.

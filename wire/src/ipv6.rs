@@ -177,7 +177,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::SYN_V6;
+    use crate::testdata::SYN_V6;
 
     #[test]
     fn read_syn() {

@@ -449,7 +449,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::{DATA_V4, FIN_V4, RST_V4_PADDED, SYN_V4, SYN_V6};
+    use crate::testdata::{DATA_V4, FIN_V4, RST_V4_PADDED, SYN_V4, SYN_V6};
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);

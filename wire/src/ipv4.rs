@@ -272,7 +272,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::{FRAG_V4, RST_V4_PADDED, SYN_V4};
+    use crate::testdata::{FRAG_V4, RST_V4_PADDED, SYN_V4};
 
     fn ip(frame: &[u8]) -> &[u8] {
         &frame[14..]

@@ -246,7 +246,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::{SYN_V4, VLAN_V4_PADDED};
+    use crate::testdata::{SYN_V4, VLAN_V4_PADDED};
 
     const CLIENT: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
     const SERVER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);

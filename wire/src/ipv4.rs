@@ -52,13 +52,39 @@ impl<T: AsRef<[u8]>> Packet<T> {
         Ok(packet)
     }
 
+    /// Wrap a buffer that holds the header but possibly not the whole packet (a header
+    /// captured without its payload), checking the version and the header length only.
+    ///
+    /// Every getter and setter of the header is then safe; [`Packet::payload`] is not.
+    ///
+    /// # Errors
+    /// See [`Packet::check_header`].
+    pub fn new_checked_header(buffer: T) -> Result<Packet<T>> {
+        let packet = Self::new_unchecked(buffer);
+        packet.check_header()?;
+        Ok(packet)
+    }
+
     /// Check the version and that IHL and total length fit the buffer.
     ///
     /// # Errors
-    /// [`Error::Truncated`] below 20 bytes, [`Error::BadVersion`] unless version 4,
-    /// [`Error::BadHeaderLen`] if IHL < 5 or the header passes the buffer,
-    /// [`Error::BadTotalLen`] if the total length is below the header or passes the buffer.
+    /// Those of [`Packet::check_header`], and [`Error::BadTotalLen`] if the total length is
+    /// below the header or passes the buffer.
     pub fn check(&self) -> Result<()> {
+        self.check_header()?;
+        let total_len = usize::from(self.total_len());
+        if total_len < usize::from(self.header_len()) || total_len > self.buffer.as_ref().len() {
+            return Err(Error::BadTotalLen);
+        }
+        Ok(())
+    }
+
+    /// Check the version and that IHL fits the buffer (not the total length).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] below 20 bytes, [`Error::BadVersion`] unless version 4,
+    /// [`Error::BadHeaderLen`] if IHL < 5 or the header passes the buffer.
+    pub fn check_header(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < MIN_HEADER_LEN {
             return Err(Error::Truncated);
@@ -69,10 +95,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let header_len = usize::from(self.header_len());
         if header_len < MIN_HEADER_LEN || header_len > len {
             return Err(Error::BadHeaderLen);
-        }
-        let total_len = usize::from(self.total_len());
-        if total_len < header_len || total_len > len {
-            return Err(Error::BadTotalLen);
         }
         Ok(())
     }
@@ -340,6 +362,28 @@ mod tests {
         b[2..4].copy_from_slice(&60u16.to_be_bytes());
         assert!(Packet::new_checked(&b[..]).is_ok());
         assert_eq!(Packet::new_checked(&b[..59]).unwrap_err(), Error::BadTotalLen);
+    }
+
+    #[test]
+    fn header_without_its_payload() {
+        // The SYN's 20-byte header says 60 bytes in all: not a packet, but a readable header.
+        let hdr = &ip(&SYN_V4)[..20];
+        assert_eq!(Packet::new_checked(hdr).unwrap_err(), Error::BadTotalLen);
+        let p = Packet::new_checked_header(hdr).unwrap();
+        assert_eq!((p.total_len(), p.header_len(), p.protocol()), (60, 20, 6));
+        assert!(p.verify_checksum());
+        assert_eq!(Packet::new_checked_header(&hdr[..19]).unwrap_err(), Error::Truncated);
+        let mut b = [0u8; 20];
+        b.copy_from_slice(hdr);
+        b[0] = 0x46; // IHL 6: 24 bytes, past the buffer.
+        assert_eq!(Packet::new_checked_header(&b[..]).unwrap_err(), Error::BadHeaderLen);
+        b[0] = 0x44;
+        assert_eq!(Packet::new_checked_header(&b[..]).unwrap_err(), Error::BadHeaderLen);
+        b[0] = 0x65;
+        assert_eq!(Packet::new_checked_header(&b[..]).unwrap_err(), Error::BadVersion);
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&0u16.to_be_bytes()); // total length is not looked at
+        assert!(Packet::new_checked_header(&b[..]).is_ok());
     }
 
     #[test]

@@ -30,28 +30,12 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_MASK: u16 = 0x1fff;
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv4 packet.
+    Packet, new_checked: "Wrap a buffer, checking the version and every length field against it."
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap a buffer, checking the version and every length field against it.
-    ///
-    /// # Errors
-    /// See [`Packet::check`].
-    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
-
     /// Wrap a buffer that holds the header but possibly not the whole packet (a header
     /// captured without its payload), checking the version and the header length only.
     ///
@@ -97,11 +81,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::BadHeaderLen);
         }
         Ok(())
-    }
-
-    /// Consume the view and return the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Return the version field.

@@ -47,6 +47,43 @@
 
 use core::fmt;
 
+/// Declare a header view: `pub struct $name<T: AsRef<[u8]>>` over a buffer, with
+/// `new_unchecked`, `new_checked` (wrap, then the type's own `check`) and `into_inner`.
+///
+/// The doc line of `new_checked` says what `check` checks; the type implements `check` and its
+/// accessors itself.
+macro_rules! view {
+    ($(#[$attr:meta])* $name:ident, new_checked: $checked:literal) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wrap a buffer without checking it.
+            pub const fn new_unchecked(buffer: T) -> $name<T> {
+                $name { buffer }
+            }
+
+            #[doc = $checked]
+            ///
+            /// # Errors
+            #[doc = concat!("See [`", stringify!($name), "::check`].")]
+            pub fn new_checked(buffer: T) -> Result<$name<T>> {
+                let view = Self::new_unchecked(buffer);
+                view.check()?;
+                Ok(view)
+            }
+
+            /// Consume the view and return the buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
 pub mod checksum;
 pub mod ethernet;
 pub mod ipv4;

@@ -272,28 +272,12 @@ impl<'a> Iterator for Options<'a> {
 
 impl core::iter::FusedIterator for Options<'_> {}
 
-/// A view of a TCP segment.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a TCP segment.
+    Packet, new_checked: "Wrap a buffer, checking the data offset against it."
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap a buffer, checking the data offset against it.
-    ///
-    /// # Errors
-    /// See [`Packet::check`].
-    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
-
     /// Check that the buffer holds the fixed header and the header the data offset declares.
     ///
     /// # Errors
@@ -309,11 +293,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::BadDataOffset);
         }
         Ok(())
-    }
-
-    /// Consume the view and return the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Return the source port.
@@ -344,46 +323,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
     /// Return the flag byte (CWR ECE URG ACK PSH RST SYN FIN; see [`flags`]).
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[field::FLAGS]
-    }
-
-    /// Return the FIN flag.
-    pub fn fin(&self) -> bool {
-        self.flags() & flags::FIN != 0
-    }
-
-    /// Return the SYN flag.
-    pub fn syn(&self) -> bool {
-        self.flags() & flags::SYN != 0
-    }
-
-    /// Return the RST flag.
-    pub fn rst(&self) -> bool {
-        self.flags() & flags::RST != 0
-    }
-
-    /// Return the PSH flag.
-    pub fn psh(&self) -> bool {
-        self.flags() & flags::PSH != 0
-    }
-
-    /// Return the ACK flag.
-    pub fn ack(&self) -> bool {
-        self.flags() & flags::ACK != 0
-    }
-
-    /// Return the URG flag.
-    pub fn urg(&self) -> bool {
-        self.flags() & flags::URG != 0
-    }
-
-    /// Return the ECE flag.
-    pub fn ece(&self) -> bool {
-        self.flags() & flags::ECE != 0
-    }
-
-    /// Return the CWR flag.
-    pub fn cwr(&self) -> bool {
-        self.flags() & flags::CWR != 0
     }
 
     /// Return the window field (unscaled).
@@ -497,51 +436,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
-    fn set_flag(&mut self, flag: u8, value: bool) {
-        let f = self.flags();
-        self.set_flags(if value { f | flag } else { f & !flag });
-    }
-
-    /// Set the FIN flag.
-    pub fn set_fin(&mut self, value: bool) {
-        self.set_flag(flags::FIN, value);
-    }
-
-    /// Set the SYN flag.
-    pub fn set_syn(&mut self, value: bool) {
-        self.set_flag(flags::SYN, value);
-    }
-
-    /// Set the RST flag.
-    pub fn set_rst(&mut self, value: bool) {
-        self.set_flag(flags::RST, value);
-    }
-
-    /// Set the PSH flag.
-    pub fn set_psh(&mut self, value: bool) {
-        self.set_flag(flags::PSH, value);
-    }
-
-    /// Set the ACK flag.
-    pub fn set_ack(&mut self, value: bool) {
-        self.set_flag(flags::ACK, value);
-    }
-
-    /// Set the URG flag.
-    pub fn set_urg(&mut self, value: bool) {
-        self.set_flag(flags::URG, value);
-    }
-
-    /// Set the ECE flag.
-    pub fn set_ece(&mut self, value: bool) {
-        self.set_flag(flags::ECE, value);
-    }
-
-    /// Set the CWR flag.
-    pub fn set_cwr(&mut self, value: bool) {
-        self.set_flag(flags::CWR, value);
-    }
-
     /// Set the window field.
     pub fn set_window(&mut self, window: u16) {
         put_u16(self.buffer.as_mut(), field::WINDOW, window);
@@ -601,6 +495,41 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let c = checksum::finish(self.sum_v6(src, dst));
         self.set_checksum(c);
     }
+}
+
+/// Declare a getter and a setter for each flag bit (`fin()` and `set_fin(bool)` for [`flags::FIN`], ...).
+macro_rules! flag_accessors {
+    ($($get:ident, $set:ident: $bit:ident;)*) => {
+        impl<T: AsRef<[u8]>> Packet<T> {
+            $(
+                #[doc = concat!("Return the ", stringify!($bit), " flag.")]
+                pub fn $get(&self) -> bool {
+                    self.flags() & flags::$bit != 0
+                }
+            )*
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+            $(
+                #[doc = concat!("Set the ", stringify!($bit), " flag.")]
+                pub fn $set(&mut self, value: bool) {
+                    let f = self.flags();
+                    self.set_flags(if value { f | flags::$bit } else { f & !flags::$bit });
+                }
+            )*
+        }
+    };
+}
+
+flag_accessors! {
+    fin, set_fin: FIN;
+    syn, set_syn: SYN;
+    rst, set_rst: RST;
+    psh, set_psh: PSH;
+    ack, set_ack: ACK;
+    urg, set_urg: URG;
+    ece, set_ece: ECE;
+    cwr, set_cwr: CWR;
 }
 
 #[cfg(test)]

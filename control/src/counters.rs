@@ -50,6 +50,24 @@ pub trait Label: Copy + 'static {
     fn index(self) -> usize;
 }
 
+/// The parse errors of the wire layer label the `malformed` families (`malformed_truncated`).
+impl Label for wire::Error {
+    const NAME: &'static str = "error";
+    const COUNT: usize = wire::Error::ALL.len();
+
+    fn all() -> &'static [Self] {
+        &wire::Error::ALL
+    }
+
+    fn as_str(self) -> &'static str {
+        self.name()
+    }
+
+    fn index(self) -> usize {
+        wire::Error::index(self)
+    }
+}
+
 /// One counter per value of label `L` (`N` must be `L::COUNT`; the declaration macro writes it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PerLabel<L: Label, const N: usize> {

@@ -41,8 +41,9 @@ pub mod bpf;
 pub mod xsk;
 /// The pinned poll-loop worker.
 pub mod worker;
-/// Zero-copy header views and checksums: no I/O, no allocation.
-pub mod wire;
+/// Zero-copy header views, the TCP option walker and checksums: no I/O, no allocation (the
+/// `wire` crate, shared with `control` and `intercept`).
+pub use wire;
 /// Session sampling (`-r`, `-g`).
 pub mod sample;
 /// Client tuple allocation (`-n`, `-c`, `-f`).

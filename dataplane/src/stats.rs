@@ -6,8 +6,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
-use control::counters::Label;
-
 use crate::{wire, xsk};
 
 control::labels! {
@@ -31,24 +29,6 @@ control::labels! {
         SampledOut = "sampled_out",
         /// The rewrite found a layout other than the parse described (a bug if it ever counts).
         ParseMismatch = "parse_mismatch",
-    }
-}
-
-/// The parse errors label the `malformed` family (`malformed_truncated`, …).
-impl Label for wire::Error {
-    const NAME: &'static str = "error";
-    const COUNT: usize = wire::Error::ALL.len();
-
-    fn all() -> &'static [Self] {
-        &wire::Error::ALL
-    }
-
-    fn as_str(self) -> &'static str {
-        self.name()
-    }
-
-    fn index(self) -> usize {
-        wire::Error::index(self)
     }
 }
 

@@ -664,8 +664,8 @@ fn session_rx(
                 continue;
             };
             copy.copy_from_slice(head);
-            copy[parsed.l3_offset + 12..parsed.l3_offset + 16].copy_from_slice(&ip.octets());
-            copy[parsed.l4_offset..parsed.l4_offset + 2].copy_from_slice(&port.to_be_bytes());
+            wire::ipv4::Packet::new_unchecked(&mut copy[parsed.l3_offset..]).set_src_addr(ip);
+            wire::tcp::Packet::new_unchecked(&mut copy[parsed.l4_offset..]).set_src_port(port);
             let mut p = parsed;
             p.src_ip = IpAddr::V4(ip);
             p.src_port = port;

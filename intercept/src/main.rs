@@ -33,9 +33,9 @@ use control::{
 use dataplane::{
     bpf::{Entry, Program, XdpCounters, XdpMode},
     netdev,
-    wire::{self, parse::Family},
     xsk::{self, Socket, Umem},
 };
+use wire::parse::Family;
 
 /// Returns the test server's response headers to the copiers (TCPCopy intercept, protocol 6).
 #[derive(Debug, Parser)]

@@ -39,8 +39,16 @@
 //! and the IP checksum is recomputed. Packets without IP options (all real traffic) are copied
 //! byte for byte. Readers still honour IHL ([`HeaderMsg::payload_len`]) so messages from an
 //! original intercept decode as the C copier would.
+//!
+//! # Reading a [`HeaderMsg`]
+//!
+//! The message's 64 bytes are read through the `wire` views: an IPv4 header view over bytes
+//! 0..20, a TCP header view over 20..64, and the option walker ([`wire::tcp::Options`]) over the
+//! option bytes it carries. This module is the one place that knows the layout.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
+
+use wire::{ipv4, tcp, IPPROTO_TCP};
 
 /// The protocol version carried in the hello's type field.
 pub const PROTOCOL_VERSION: u16 = 6;
@@ -61,8 +69,10 @@ pub const MAX_FRAME_LEN: usize = COUNT_LEN + MAX_FRAME_MSGS * HEADER_MSG_LEN;
 /// Most TCP option bytes a header message keeps.
 pub const MAX_OPTION_LEN: usize = 24;
 
-const IP_LEN: usize = 20;
-const TCP_LEN: usize = 20;
+/// Bytes of the IPv4 header a message carries (0..20).
+const IP_LEN: usize = ipv4::MIN_HEADER_LEN;
+/// Bytes of the fixed TCP header a message carries (20..40); its options follow.
+const TCP_LEN: usize = tcp::MIN_HEADER_LEN;
 
 /// Type field of a copier → intercept message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -214,19 +224,19 @@ pub struct HeaderMsg([u8; HEADER_MSG_LEN]);
 
 impl HeaderMsg {
     /// TCP FIN flag.
-    pub const FIN: u8 = 0x01;
+    pub const FIN: u8 = tcp::flags::FIN;
     /// TCP SYN flag.
-    pub const SYN: u8 = 0x02;
+    pub const SYN: u8 = tcp::flags::SYN;
     /// TCP RST flag.
-    pub const RST: u8 = 0x04;
+    pub const RST: u8 = tcp::flags::RST;
     /// TCP PSH flag.
-    pub const PSH: u8 = 0x08;
+    pub const PSH: u8 = tcp::flags::PSH;
     /// TCP ACK flag.
-    pub const ACK: u8 = 0x10;
+    pub const ACK: u8 = tcp::flags::ACK;
     /// TCP URG flag.
-    pub const URG: u8 = 0x20;
+    pub const URG: u8 = tcp::flags::URG;
 
-    /// Wrap 64 received bytes (no validation: every field is read as is).
+    /// Wrap 64 received bytes (no validation: every field is read as is; see [`HeaderMsg::check`]).
     pub const fn from_bytes(bytes: [u8; HEADER_MSG_LEN]) -> Self {
         Self(bytes)
     }
@@ -239,52 +249,73 @@ impl HeaderMsg {
     /// # Errors
     ///
     /// A [`HeaderError`] when the bytes are not a complete IPv4 + TCP header.
-    pub fn from_packet(ip: &[u8]) -> Result<Self, HeaderError> {
-        if ip.len() < IP_LEN {
-            return Err(HeaderError::Truncated);
-        }
-        if ip[0] >> 4 != 4 {
-            return Err(HeaderError::NotIpv4);
-        }
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        if ihl < IP_LEN {
-            return Err(HeaderError::BadIpHeaderLen);
-        }
-        if ip[9] != 6 {
+    pub fn from_packet(packet: &[u8]) -> Result<Self, HeaderError> {
+        // The payload need not be there: the IP header is checked against the bytes, the total
+        // length only against the headers (below).
+        let ip = ipv4::Packet::new_checked_header(packet).map_err(|e| match e {
+            wire::Error::BadVersion => HeaderError::NotIpv4,
+            wire::Error::BadHeaderLen if usize::from(ipv4::Packet::new_unchecked(packet).header_len()) < IP_LEN => {
+                HeaderError::BadIpHeaderLen
+            }
+            _ => HeaderError::Truncated,
+        })?;
+        if ip.protocol() != IPPROTO_TCP {
             return Err(HeaderError::NotTcp);
         }
-        if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+        if ip.frag_offset() != 0 {
             return Err(HeaderError::Fragment);
         }
-        let tcp = ip.get(ihl..ihl + TCP_LEN).ok_or(HeaderError::Truncated)?;
-        let doff = usize::from(tcp[12] >> 4) * 4;
-        if doff < TCP_LEN {
-            return Err(HeaderError::BadTcpHeaderLen);
-        }
-        if ip.len() < ihl + doff {
-            return Err(HeaderError::Truncated);
-        }
-        let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+        let ihl = usize::from(ip.header_len());
+        let segment = &packet[ihl..];
+        let tcp = tcp::Packet::new_checked(segment).map_err(|e| match e {
+            wire::Error::BadDataOffset if usize::from(tcp::Packet::new_unchecked(segment).header_len()) < TCP_LEN => {
+                HeaderError::BadTcpHeaderLen
+            }
+            _ => HeaderError::Truncated,
+        })?;
+        let doff = usize::from(tcp.header_len());
+        let total = usize::from(ip.total_len());
         if total < ihl + doff {
             return Err(HeaderError::BadTotalLen);
         }
 
         let mut b = [0u8; HEADER_MSG_LEN];
-        b[..IP_LEN].copy_from_slice(&ip[..IP_LEN]);
+        b[..IP_LEN].copy_from_slice(&packet[..IP_LEN]);
         let tcp_copy = doff.min(HEADER_MSG_LEN - IP_LEN);
-        b[IP_LEN..IP_LEN + tcp_copy].copy_from_slice(&ip[ihl..ihl + tcp_copy]);
+        b[IP_LEN..IP_LEN + tcp_copy].copy_from_slice(&segment[..tcp_copy]);
         if ihl > IP_LEN {
             // Normalise: the options are gone, so say so (see the module docs).
-            b[0] = 0x45;
+            let mut out = ipv4::Packet::new_unchecked(&mut b[..IP_LEN]);
+            out.set_header_len(IP_LEN as u8);
             // Cannot truncate: total < 2^16 and shrinks.
-            let total = (total - (ihl - IP_LEN)) as u16;
-            b[2..4].copy_from_slice(&total.to_be_bytes());
-            b[10] = 0;
-            b[11] = 0;
-            let sum = ipv4_checksum(&b[..IP_LEN]);
-            b[10..12].copy_from_slice(&sum.to_be_bytes());
+            out.set_total_len((total - (ihl - IP_LEN)) as u16);
+            out.fill_checksum();
         }
         Ok(Self(b))
+    }
+
+    /// Check what a reader of the message relies on: IPv4, IHL and data offset of at least 5,
+    /// and a total length that covers both headers.
+    ///
+    /// # Errors
+    ///
+    /// [`wire::Error::BadVersion`] unless version 4, [`wire::Error::BadHeaderLen`] for an IHL
+    /// below 5, [`wire::Error::BadDataOffset`] for a data offset below 5,
+    /// [`wire::Error::BadTotalLen`] if the total length is shorter than both headers.
+    pub fn check(&self) -> Result<(), wire::Error> {
+        if self.ip().version() != 4 {
+            return Err(wire::Error::BadVersion);
+        }
+        if self.ip_header_len() < IP_LEN {
+            return Err(wire::Error::BadHeaderLen);
+        }
+        if self.tcp_header_len() < TCP_LEN {
+            return Err(wire::Error::BadDataOffset);
+        }
+        if usize::from(self.total_len()) < self.ip_header_len() + self.tcp_header_len() {
+            return Err(wire::Error::BadTotalLen);
+        }
+        Ok(())
     }
 
     /// Return the 64 wire bytes.
@@ -292,32 +323,34 @@ impl HeaderMsg {
         &self.0
     }
 
-    fn u16_at(&self, at: usize) -> u16 {
-        u16::from_be_bytes([self.0[at], self.0[at + 1]])
+    /// View the IP header (20 bytes: its options are never carried).
+    fn ip(&self) -> ipv4::Packet<&[u8]> {
+        ipv4::Packet::new_unchecked(&self.0[..IP_LEN])
     }
 
-    fn u32_at(&self, at: usize) -> u32 {
-        u32::from_be_bytes([self.0[at], self.0[at + 1], self.0[at + 2], self.0[at + 3]])
+    /// View the TCP header (its options cut to 24 bytes: use [`HeaderMsg::options`]).
+    fn tcp(&self) -> tcp::Packet<&[u8]> {
+        tcp::Packet::new_unchecked(&self.0[IP_LEN..])
     }
 
     /// Return the IP source (the target that answered).
     pub fn src_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.0[12], self.0[13], self.0[14], self.0[15])
+        self.ip().src_addr()
     }
 
     /// Return the IP destination (the session's client address).
     pub fn dst_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(self.0[16], self.0[17], self.0[18], self.0[19])
+        self.ip().dst_addr()
     }
 
     /// Return the TCP source port (the target port).
     pub fn src_port(&self) -> u16 {
-        self.u16_at(20)
+        self.tcp().src_port()
     }
 
     /// Return the TCP destination port (the session's client port).
     pub fn dst_port(&self) -> u16 {
-        self.u16_at(22)
+        self.tcp().dst_port()
     }
 
     /// Return the session's client address (response destination).
@@ -332,63 +365,68 @@ impl HeaderMsg {
 
     /// Return the TCP sequence number.
     pub fn seq(&self) -> u32 {
-        self.u32_at(24)
+        self.tcp().seq_number()
     }
 
     /// Return the TCP acknowledgement number.
     pub fn ack(&self) -> u32 {
-        self.u32_at(28)
+        self.tcp().ack_number()
     }
 
     /// Return the TCP data offset in 32-bit words.
     pub fn data_offset(&self) -> u8 {
-        self.0[32] >> 4
+        self.tcp().header_len() / 4
     }
 
     /// Return the TCP header length in bytes (data offset × 4).
     pub fn tcp_header_len(&self) -> usize {
-        usize::from(self.data_offset()) * 4
+        usize::from(self.tcp().header_len())
     }
 
     /// Return the TCP flags byte (CWR..FIN).
     pub fn flags(&self) -> u8 {
-        self.0[33]
+        self.tcp().flags()
     }
 
     /// Return whether SYN is set.
     pub fn is_syn(&self) -> bool {
-        self.flags() & Self::SYN != 0
+        self.tcp().syn()
     }
 
     /// Return whether RST is set.
     pub fn is_rst(&self) -> bool {
-        self.flags() & Self::RST != 0
+        self.tcp().rst()
     }
 
     /// Return whether FIN is set.
     pub fn is_fin(&self) -> bool {
-        self.flags() & Self::FIN != 0
+        self.tcp().fin()
     }
 
     /// Return the TCP window (unscaled).
     pub fn window(&self) -> u16 {
-        self.u16_at(34)
+        self.tcp().window()
     }
 
     /// Return the IP total length of the original packet.
     pub fn total_len(&self) -> u16 {
-        self.u16_at(2)
+        self.ip().total_len()
     }
 
     /// Return the IP header length in bytes (IHL × 4) as the header claims it.
     pub fn ip_header_len(&self) -> usize {
-        usize::from(self.0[0] & 0x0f) * 4
+        usize::from(self.ip().header_len())
     }
 
     /// Return the TCP option bytes carried (at most 24; fewer when the header is shorter).
     pub fn options(&self) -> &[u8] {
         let len = self.tcp_header_len().saturating_sub(TCP_LEN).min(MAX_OPTION_LEN);
         &self.0[IP_LEN + TCP_LEN..IP_LEN + TCP_LEN + len]
+    }
+
+    /// Return the option walker over the TCP option bytes carried.
+    pub fn tcp_options(&self) -> tcp::Options<'_> {
+        tcp::Options::new(self.options())
     }
 
     /// Return the original packet's payload length: total − IHL×4 − data offset×4, saturating.
@@ -409,15 +447,6 @@ impl std::fmt::Debug for HeaderMsg {
             .field("total_len", &self.total_len())
             .finish()
     }
-}
-
-/// RFC 791 header checksum (one's complement of the one's complement sum of 16-bit words).
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
 }
 
 /// How header messages are framed on the stream; both sides must agree (the wire has no marker).
@@ -1037,7 +1066,7 @@ mod tests {
         let m = HeaderMsg::from_packet(&p).unwrap();
         // Equivalent to the option-less packet, checksum included.
         assert_eq!(m, HeaderMsg::from_packet(&base).unwrap());
-        assert_eq!(ipv4_checksum(&m.as_bytes()[..20]), 0);
+        assert_eq!(wire::checksum::checksum(&m.as_bytes()[..20]), 0);
         assert_eq!(m.ip_header_len(), 20);
         assert_eq!(m.seq(), 3_557_099_978);
     }
@@ -1053,6 +1082,51 @@ mod tests {
         // Nonsense lengths saturate.
         b[2..4].copy_from_slice(&10u16.to_be_bytes());
         assert_eq!(HeaderMsg::from_bytes(b).payload_len(), 0);
+    }
+
+    #[test]
+    fn check_names_the_bad_length_field() {
+        let ok = HeaderMsg::from_packet(&syn_ack_packet()).unwrap();
+        assert_eq!(ok.check(), Ok(()));
+        for (at, value, want) in [
+            (0, 0x65, wire::Error::BadVersion),
+            (0, 0x44, wire::Error::BadHeaderLen),
+            (32, 0x40, wire::Error::BadDataOffset),
+            (3, 59, wire::Error::BadTotalLen),
+            (0, 0x46, wire::Error::BadTotalLen), // 24 + 40 > 60
+        ] {
+            let mut b = *ok.as_bytes();
+            b[at] = value;
+            assert_eq!(HeaderMsg::from_bytes(b).check(), Err(want), "byte {at} = {value:#x}");
+        }
+        let mut b = *ok.as_bytes();
+        b[0] = 0x46;
+        b[3] = 64;
+        assert_eq!(HeaderMsg::from_bytes(b).check(), Ok(()), "an original intercept's IHL 6");
+    }
+
+    #[test]
+    fn options_are_walked_as_carried() {
+        use wire::tcp::TcpOption;
+        let msg = HeaderMsg::from_packet(&syn_ack_packet()).unwrap();
+        let opts: Vec<_> = msg.tcp_options().collect();
+        assert_eq!(
+            opts,
+            vec![
+                Ok(TcpOption::Mss(1460)),
+                Ok(TcpOption::SackPermitted),
+                Ok(TcpOption::Timestamps { tsval: 0x9a17_656c, tsecr: 0x807d_9674 }),
+                Ok(TcpOption::Nop),
+                Ok(TcpOption::WindowScale(10)),
+            ]
+        );
+        // Data offset 8: only 12 option bytes are carried, the walk ends inside the timestamps.
+        let mut b = *msg.as_bytes();
+        b[32] = 0x80;
+        let msg = HeaderMsg::from_bytes(b);
+        assert_eq!(msg.options().len(), 12);
+        let opts: Vec<_> = msg.tcp_options().collect();
+        assert_eq!(opts, vec![Ok(TcpOption::Mss(1460)), Ok(TcpOption::SackPermitted), Err(wire::Error::BadTcpOption)]);
     }
 
     #[test]

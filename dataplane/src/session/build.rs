@@ -8,7 +8,8 @@
 use std::net::Ipv4Addr;
 
 use crate::wire::ethernet::{self, MacAddr};
-use crate::wire::{ipv4, tcp, IPPROTO_TCP};
+use crate::wire::tcp::{self, TcpOption};
+use crate::wire::{ipv4, IPPROTO_TCP};
 
 /// Addresses of every frame of one session.
 #[derive(Clone, Copy, Debug)]
@@ -64,9 +65,12 @@ fn finish_tcp(seg: &mut [u8], e: &Endpoints) {
 
 /// Build a made-up packet.
 pub(crate) fn fake(buf: &mut [u8], e: &Endpoints, f: &Fake) -> usize {
+    let mut opts = [0u8; 12];
     let opt_len = match (f.mss, f.ts) {
-        (Some(_), _) => 4,
-        (None, Some(_)) => 12,
+        (Some(mss), _) => TcpOption::Mss(mss).emit(&mut opts),
+        (None, Some((tsval, tsecr))) => {
+            tcp::emit_options(&[TcpOption::Nop, TcpOption::Nop, TcpOption::Timestamps { tsval, tsecr }], &mut opts)
+        }
         (None, None) => 0,
     };
     let ip_len = ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN + opt_len;
@@ -95,14 +99,7 @@ pub(crate) fn fake(buf: &mut [u8], e: &Endpoints, f: &Fake) -> usize {
         t.set_header_len((tcp::MIN_HEADER_LEN + opt_len) as u8);
         t.set_flags(f.flags);
         t.set_window(FAKE_WINDOW);
-        let opts = t.options_bytes_mut();
-        if let Some(mss) = f.mss {
-            opts.copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-        } else if let Some((val, ecr)) = f.ts {
-            opts[..4].copy_from_slice(&[1, 1, 8, 10]);
-            opts[4..8].copy_from_slice(&val.to_be_bytes());
-            opts[8..].copy_from_slice(&ecr.to_be_bytes());
-        }
+        t.options_bytes_mut().copy_from_slice(&opts[..opt_len]);
     }
     finish_tcp(seg, e);
     finish_ipv4(ip, e);
@@ -133,34 +130,6 @@ pub(crate) fn captured(
     finish_tcp(seg, e);
     finish_ipv4(ip, e);
     len
-}
-
-/// Return the offset of TSval in the TCP header `hdr`, if it has a timestamps option.
-pub(crate) fn find_ts(hdr: &[u8]) -> Option<usize> {
-    tcp::Packet::new_checked(hdr).ok()?.find_timestamps().map(|(at, _, _)| at)
-}
-
-/// Overwrite SACK blocks (kind 5) in the TCP header `hdr` with NOPs: they name sequence
-/// numbers of the online server, which mean nothing to the target.
-pub(crate) fn strip_sack(hdr: &mut [u8]) {
-    let mut i = tcp::MIN_HEADER_LEN;
-    while i < hdr.len() {
-        match hdr[i] {
-            0 => return,
-            1 => i += 1,
-            kind => {
-                let Some(&len) = hdr.get(i + 1) else { return };
-                let len = usize::from(len);
-                if len < 2 || i + len > hdr.len() {
-                    return;
-                }
-                if kind == 5 {
-                    hdr[i..i + len].fill(1);
-                }
-                i += len;
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -204,16 +173,5 @@ mod tests {
         let t = tcp::Packet::new_checked(&buf[34..n]).unwrap();
         assert_eq!(t.find_timestamps(), Some((24, 11, 22)));
         assert!(t.verify_checksum_v4(E.src_ip, E.dst_ip));
-    }
-
-    #[test]
-    fn sack_blocks_become_nops() {
-        let mut h = [0u8; 40];
-        h[12] = 0xa0;
-        h[20..32].copy_from_slice(&[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        h[32..36].copy_from_slice(&[1, 1, 1, 0]);
-        strip_sack(&mut h);
-        assert_eq!(&h[20..32], &[1; 12]);
-        assert_eq!(find_ts(&h), None);
     }
 }

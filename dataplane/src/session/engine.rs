@@ -511,25 +511,27 @@ impl Core {
         let mut th = [0u8; 60];
         self.pool.read(d, 0, &mut ip[..ihl]);
         self.pool.read(d, ihl, &mut th[..thl]);
-        let th_len = thl;
-        let th = &mut th[..th_len];
-        th[4..8].copy_from_slice(&seq.unwrap_or(seg.start()).to_be_bytes());
+        let th = &mut th[..thl];
+        // The header was stored from a checked view, so its data offset is `thl`.
+        let mut t = tcp::Packet::new_unchecked(&mut *th);
+        t.set_seq_number(seq.unwrap_or(seg.start()));
         if seg.any(ACK) {
-            th[8..12].copy_from_slice(&s.ack.to_be_bytes());
+            t.set_ack_number(s.ack);
         }
         if s.fake {
-            th[14..16].copy_from_slice(&FAKE_WINDOW.to_be_bytes());
+            t.set_window(FAKE_WINDOW);
         }
-        build::strip_sack(th);
+        // SACK blocks name sequence numbers of the online server, meaningless to the target.
+        t.nop_out_options(tcp::kind::SACK);
         if s.ts_on {
-            if let Some(o) = build::find_ts(th) {
-                let val = u32::from_be_bytes([th[o], th[o + 1], th[o + 2], th[o + 3]]);
-                if before(val, s.ts_value) {
-                    th[o..o + 4].copy_from_slice(&s.ts_value.to_be_bytes());
+            if let Some((at, tsval, _)) = t.find_timestamps() {
+                let tsval = if before(tsval, s.ts_value) {
+                    s.ts_value
                 } else {
-                    s.ts_value = val;
-                }
-                th[o + 4..o + 8].copy_from_slice(&s.ts_ec_r.to_be_bytes());
+                    s.ts_value = tsval;
+                    tsval
+                };
+                t.set_timestamps(at, tsval, s.ts_ec_r);
             }
         }
         let plen = seg.len() as usize;
@@ -712,9 +714,10 @@ impl Core {
         let (ip, th) = (&mut ip[..inc.ip_hdr.len()], &mut th[..inc.tcp_hdr.len()]);
         ip.copy_from_slice(inc.ip_hdr);
         th.copy_from_slice(inc.tcp_hdr);
-        ip[4..6].copy_from_slice(&inc.ip_id.to_be_bytes());
-        th[4..8].copy_from_slice(&inc.seq.to_be_bytes());
-        th[13] = inc.flags;
+        ipv4::Packet::new_unchecked(&mut *ip).set_ident(inc.ip_id);
+        let mut t = tcp::Packet::new_unchecked(&mut *th);
+        t.set_seq_number(inc.seq);
+        t.set_flags(inc.flags);
         let meta = Seg {
             next: NIL,
             chunk: NIL,
@@ -1164,33 +1167,7 @@ impl Core {
     /// connection with the same tuple after rtt (§3.12).
     fn reconstruct(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
         self.passive_rst(s, out);
-        s.phase = Phase::Closed;
-        s.reconnect = true;
-        s.established = false;
-        s.sent_request = false;
-        s.awaiting = false;
-        s.server_fin = false;
-        s.client_fin = false;
-        s.greeting_received = false;
-        s.resp_data = false;
-        s.retransmitted = false;
-        s.ts_on = false;
-        s.ts_value = 0;
-        s.ts_ec_r = 0;
-        s.wscale = 0;
-        s.peer_window = u32::from(FAKE_WINDOW);
-        s.window_full = false;
-        s.dup_acks = 0;
-        s.last_resp = None;
-        s.last_ack_sent = None;
-        s.lost_since = None;
-        s.nxt = 0;
-        s.ack = 0;
-        s.rep_ack = 0;
-        // Replay everything still buffered, from the start.
-        s.unsent = s.head;
-        s.last_sent = NIL;
-        s.cancel_timers();
+        *s = s.reconstructed();
         s.t_reconstruct = Some(at(now, s.rtt.max(MS)));
     }
 

@@ -1,24 +1,21 @@
 //! The response header intercept returns for every test-server packet (reference §4.3).
 //!
-//! A 64-byte channel message: the response's first 20 IPv4 header bytes with the *original*
-//! total length (so the payload length is known without the payload), the fixed 20-byte TCP
-//! header, and up to 24 option bytes, zero-filled. IP options are not carried: a header whose
-//! IHL says 6 still has its TCP header at byte 20, and the payload length is
+//! A 64-byte channel message, [`HeaderMsg`]: the response's first 20 IPv4 header bytes with
+//! the *original* total length (so the payload length is known without the payload), the fixed
+//! 20-byte TCP header, and up to 24 option bytes, zero-filled. Its layout and the checks on it
+//! live in `control`'s codec; here it becomes the fields the engine uses, its options read by
+//! the one option walker ([`HeaderMsg::tcp_options`]). IP options are not carried: a header
+//! whose IHL says 6 still has its TCP header at byte 20, and the payload length is
 //! `total_len - ihl * 4 - data_offset * 4`. The protocol byte is not checked (intercept sends
 //! TCP only).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 
-use crate::wire::{tcp, Error, Result};
+use control::channel::proto::HEADER_MSG_LEN;
+use control::channel::HeaderMsg;
 
-/// Length of a channel message.
-pub const MESSAGE_LEN: usize = 64;
-/// Offset of the TCP header in a message.
-const TCP_AT: usize = 20;
-/// Offset of the TCP options in a message.
-const OPTS_AT: usize = 40;
-/// Option bytes a message can carry.
-const MAX_OPTS: usize = 24;
+use crate::wire::tcp::{self, TcpOption};
+use crate::wire::{ipv4, Result, IPPROTO_TCP};
 
 /// The fields the engine needs from a returned response header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,79 +44,48 @@ pub struct ResponseHeader {
     pub mss: Option<u16>,
 }
 
-fn be16(b: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([b[at], b[at + 1]])
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 impl ResponseHeader {
     /// Parse a channel message.
     ///
     /// # Errors
-    /// [`Error::BadVersion`] if the IP version is not 4, [`Error::BadHeaderLen`] for an IHL
-    /// below 5, [`Error::BadDataOffset`] for a data offset below 5, [`Error::BadTotalLen`] if
-    /// the total length is shorter than both headers. Malformed or truncated options are
-    /// skipped, not errors.
-    pub fn parse(msg: &[u8; MESSAGE_LEN]) -> Result<ResponseHeader> {
-        if msg[0] >> 4 != 4 {
-            return Err(Error::BadVersion);
-        }
-        let ihl = usize::from(msg[0] & 0x0f) * 4;
-        if ihl < 20 {
-            return Err(Error::BadHeaderLen);
-        }
-        let t = &msg[TCP_AT..];
-        let doff = usize::from(t[12] >> 4) * 4;
-        if doff < tcp::MIN_HEADER_LEN {
-            return Err(Error::BadDataOffset);
-        }
-        let total_len = be16(msg, 2);
-        let payload_len = usize::from(total_len).checked_sub(ihl + doff).ok_or(Error::BadTotalLen)?;
+    /// Those of [`HeaderMsg::check`]: [`Error::BadVersion`](crate::wire::Error::BadVersion) if
+    /// the IP version is not 4, `BadHeaderLen` for an IHL below 5, `BadDataOffset` for a data
+    /// offset below 5, `BadTotalLen` if the total length is shorter than both headers. The
+    /// option walk stops at `EOL` or a malformed option, keeping what it read before: that is
+    /// not an error.
+    pub fn parse(msg: &[u8; HEADER_MSG_LEN]) -> Result<ResponseHeader> {
+        Self::from_msg(&HeaderMsg::from_bytes(*msg))
+    }
+
+    /// Read a channel message; see [`ResponseHeader::parse`].
+    ///
+    /// # Errors
+    /// See [`ResponseHeader::parse`].
+    pub fn from_msg(msg: &HeaderMsg) -> Result<ResponseHeader> {
+        msg.check()?;
         let mut h = ResponseHeader {
-            src: SocketAddrV4::new(ip_at(msg, 12), be16(t, 0)),
-            dst: SocketAddrV4::new(ip_at(msg, 16), be16(t, 2)),
-            total_len,
-            payload_len: payload_len as u16,
-            seq: be32(t, 4),
-            ack: be32(t, 8),
-            flags: t[13],
-            window: be16(t, 14),
+            src: msg.target(),
+            dst: msg.client(),
+            total_len: msg.total_len(),
+            // At most the total length: checked above to cover both headers.
+            payload_len: msg.payload_len() as u16,
+            seq: msg.seq(),
+            ack: msg.ack(),
+            flags: msg.flags(),
+            window: msg.window(),
             timestamps: None,
             window_scale: None,
             mss: None,
         };
-        let opts = &msg[OPTS_AT..OPTS_AT + (doff - tcp::MIN_HEADER_LEN).min(MAX_OPTS)];
-        h.read_options(opts);
-        Ok(h)
-    }
-
-    /// Walk the options, keeping the ones we use; stop at EOL or anything malformed.
-    fn read_options(&mut self, opts: &[u8]) {
-        let mut i = 0;
-        while i < opts.len() {
-            match opts[i] {
-                0 => return,
-                1 => i += 1,
-                kind => {
-                    let Some(&len) = opts.get(i + 1) else { return };
-                    let len = usize::from(len);
-                    if len < 2 || i + len > opts.len() {
-                        return;
-                    }
-                    let d = &opts[i + 2..i + len];
-                    match (kind, len) {
-                        (2, 4) => self.mss = Some(be16(d, 0)),
-                        (3, 3) => self.window_scale = Some(d[0]),
-                        (8, 10) => self.timestamps = Some((be32(d, 0), be32(d, 4))),
-                        _ => {}
-                    }
-                    i += len;
-                }
+        for option in msg.tcp_options().map_while(core::result::Result::ok) {
+            match option {
+                TcpOption::Mss(mss) => h.mss = Some(mss),
+                TcpOption::WindowScale(shift) => h.window_scale = Some(shift),
+                TcpOption::Timestamps { tsval, tsecr } => h.timestamps = Some((tsval, tsecr)),
+                _ => {}
             }
         }
+        Ok(h)
     }
 
     /// Return whether every bit of `flags` is set.
@@ -132,55 +98,52 @@ impl ResponseHeader {
         u32::from(self.payload_len) + u32::from(self.has(tcp::flags::SYN)) + u32::from(self.has(tcp::flags::FIN))
     }
 
-    /// Encode the header as intercept would: IHL 5, the original total length, the options
-    /// we know (MSS, window scale, timestamps) and zero padding.
-    pub fn to_bytes(&self) -> [u8; MESSAGE_LEN] {
-        let mut opts = [0u8; MAX_OPTS];
-        let mut n = 0;
+    /// Encode the header as intercept would for a packet without IP options (whose message is
+    /// its first 64 bytes): IHL 5, DF, TTL 64, the original total length, the options we know
+    /// (MSS; NOP, window scale; NOP, NOP, timestamps), zero padding, checksums left zero.
+    pub fn to_bytes(&self) -> [u8; HEADER_MSG_LEN] {
+        let mut m = [0u8; HEADER_MSG_LEN];
+        let (ip, seg) = m.split_at_mut(ipv4::MIN_HEADER_LEN);
+        let opts = &mut seg[tcp::MIN_HEADER_LEN..];
+        let mut opt_len = 0;
         if let Some(mss) = self.mss {
-            opts[n..n + 4].copy_from_slice(&[2, 4, (mss >> 8) as u8, mss as u8]);
-            n += 4;
+            opt_len += TcpOption::Mss(mss).emit(opts);
         }
-        if let Some(ws) = self.window_scale {
-            opts[n..n + 4].copy_from_slice(&[1, 3, 3, ws]);
-            n += 4;
+        if let Some(shift) = self.window_scale {
+            opt_len += tcp::emit_options(&[TcpOption::Nop, TcpOption::WindowScale(shift)], &mut opts[opt_len..]);
         }
-        if let Some((val, ecr)) = self.timestamps {
-            opts[n..n + 4].copy_from_slice(&[1, 1, 8, 10]);
-            opts[n + 4..n + 8].copy_from_slice(&val.to_be_bytes());
-            opts[n + 8..n + 12].copy_from_slice(&ecr.to_be_bytes());
-            n += 12;
+        if let Some((tsval, tsecr)) = self.timestamps {
+            let ts = [TcpOption::Nop, TcpOption::Nop, TcpOption::Timestamps { tsval, tsecr }];
+            opt_len += tcp::emit_options(&ts, &mut opts[opt_len..]);
         }
-        let doff = 20 + n;
-        let mut m = [0u8; MESSAGE_LEN];
-        m[0] = 0x45;
-        m[2..4].copy_from_slice(&self.total_len.to_be_bytes());
-        m[6] = 0x40;
-        m[8] = 64;
-        m[9] = 6;
-        m[12..16].copy_from_slice(&self.src.ip().octets());
-        m[16..20].copy_from_slice(&self.dst.ip().octets());
-        let t = &mut m[TCP_AT..];
-        t[0..2].copy_from_slice(&self.src.port().to_be_bytes());
-        t[2..4].copy_from_slice(&self.dst.port().to_be_bytes());
-        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
-        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
-        t[12] = ((doff / 4) as u8) << 4;
-        t[13] = self.flags;
-        t[14..16].copy_from_slice(&self.window.to_be_bytes());
-        m[OPTS_AT..].copy_from_slice(&opts);
+        let mut ip = ipv4::Packet::new_unchecked(ip);
+        ip.set_version(4);
+        ip.set_header_len(ipv4::MIN_HEADER_LEN as u8);
+        ip.set_total_len(self.total_len);
+        ip.set_dont_frag(true);
+        ip.set_ttl(64);
+        ip.set_protocol(IPPROTO_TCP);
+        ip.set_src_addr(*self.src.ip());
+        ip.set_dst_addr(*self.dst.ip());
+        let mut t = tcp::Packet::new_unchecked(seg);
+        t.set_src_port(self.src.port());
+        t.set_dst_port(self.dst.port());
+        t.set_seq_number(self.seq);
+        t.set_ack_number(self.ack);
+        t.set_header_len((tcp::MIN_HEADER_LEN + opt_len) as u8);
+        t.set_flags(self.flags);
+        t.set_window(self.window);
         m
     }
-}
-
-fn ip_at(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::tcp::flags::{ACK, FIN, PSH, SYN};
+    use crate::wire::testdata::XorShift;
+    use crate::wire::Error;
+    use control::channel::proto::MAX_OPTION_LEN;
 
     /// The SYN-ACK message observed in the e2e run (reference §4.6).
     #[rustfmt::skip]
@@ -259,5 +222,107 @@ mod tests {
         assert_eq!(ResponseHeader::parse(&h.to_bytes()), Ok(h));
         let h = ResponseHeader { timestamps: None, window_scale: None, mss: None, total_len: 40, ..h };
         assert_eq!(ResponseHeader::parse(&h.to_bytes()), Ok(h));
+    }
+
+    /// Options a response may carry: (bytes, what the parser keeps of them).
+    #[allow(clippy::type_complexity)]
+    const MENU: [(&[u8], Option<u16>, Option<u8>, Option<(u32, u32)>); 7] = [
+        (&[2, 4, 0x05, 0xb4], Some(1460), None, None),
+        (&[1, 3, 3, 9], None, Some(9), None),
+        (&[1, 1, 8, 10, 0, 0, 0, 5, 0, 0, 0, 6], None, None, Some((5, 6))),
+        (&[4, 2], None, None, None),
+        (&[5, 10, 0, 0, 0, 1, 0, 0, 0, 2], None, None, None),
+        (&[2, 3, 7], None, None, None), // an MSS of length 3: skipped, the walk goes on
+        (&[1], None, None, None),
+    ];
+
+    #[test]
+    fn codec_and_parser_agree_on_random_headers() {
+        let mut rng = XorShift(0x0bad_5eed_1234_5678);
+        for round in 0..20_000 {
+            // A captured response: random fields, IP options sometimes, TCP options from the
+            // menu (the expected values noted as long as they fit the 24 carried bytes), an
+            // EOL, random padding, no payload.
+            let mut p = [0u8; 60 + 60];
+            rng.fill(&mut p);
+            let ihl = 20 + 4 * rng.below(3);
+            let mut opts = [0u8; 40];
+            rng.fill(&mut opts);
+            let (mut n, mut want) = (0, (None, None, None));
+            while rng.below(4) != 0 {
+                let (bytes, mss, ws, ts) = MENU[rng.below(MENU.len())];
+                if n + bytes.len() > 39 {
+                    break;
+                }
+                opts[n..n + bytes.len()].copy_from_slice(bytes);
+                n += bytes.len();
+                if n <= MAX_OPTION_LEN {
+                    want = (mss.or(want.0), ws.or(want.1), ts.or(want.2));
+                }
+            }
+            opts[n] = 0;
+            let doff = 20 + (n + 1).next_multiple_of(4);
+            p[ihl + 20..ihl + doff].copy_from_slice(&opts[..doff - 20]);
+            let payload = rng.below(1500);
+            {
+                let mut ip = ipv4::Packet::new_unchecked(&mut p[..ihl]);
+                ip.set_version(4);
+                ip.set_header_len(ihl as u8);
+                ip.set_total_len((ihl + doff + payload) as u16);
+                ip.set_frag_offset(0);
+                ip.set_protocol(IPPROTO_TCP);
+                tcp::Packet::new_unchecked(&mut p[ihl..ihl + doff]).set_header_len(doff as u8);
+            }
+            let packet = &p[..ihl + doff];
+            let msg = HeaderMsg::from_packet(packet).unwrap();
+            let h = ResponseHeader::from_msg(&msg).unwrap();
+            assert_eq!(ResponseHeader::parse(msg.as_bytes()), Ok(h));
+
+            // The codec's getters and the parser's fields, and both against the packet.
+            let ip = ipv4::Packet::new_checked_header(packet).unwrap();
+            let t = tcp::Packet::new_checked(&packet[ihl..]).unwrap();
+            assert_eq!(h.src, msg.target());
+            assert_eq!(h.src, SocketAddrV4::new(ip.src_addr(), t.src_port()));
+            assert_eq!(h.dst, msg.client());
+            assert_eq!(h.dst, SocketAddrV4::new(ip.dst_addr(), t.dst_port()));
+            assert_eq!((h.seq, h.ack, h.flags, h.window), (msg.seq(), msg.ack(), msg.flags(), msg.window()));
+            assert_eq!((h.seq, h.ack, h.flags, h.window), (t.seq_number(), t.ack_number(), t.flags(), t.window()));
+            // IP options are dropped from the message and from its total length.
+            let total_len = ip.total_len() - (ihl as u16 - 20);
+            assert_eq!((h.total_len, msg.total_len()), (total_len, total_len));
+            assert_eq!((usize::from(h.payload_len), msg.payload_len()), (payload, payload), "round {round}");
+            assert_eq!((h.mss, h.window_scale, h.timestamps), want, "round {round}: {:?}", msg.options());
+        }
+    }
+
+    #[test]
+    fn codec_and_parser_agree_on_random_bytes() {
+        let mut rng = XorShift(0xfeed_f00d);
+        let mut ok = 0;
+        for _ in 0..50_000 {
+            let mut m = [0u8; 64];
+            rng.fill(&mut m);
+            // Mostly plausible first bytes, so that both outcomes are common.
+            if rng.below(4) != 0 {
+                m[0] = 0x45 + rng.below(2) as u8;
+                m[32] = (5 + rng.below(11) as u8) << 4;
+                m[2] = 0;
+            }
+            let msg = HeaderMsg::from_bytes(m);
+            match ResponseHeader::parse(&m) {
+                Ok(h) => {
+                    ok += 1;
+                    assert_eq!(msg.check(), Ok(()));
+                    assert_eq!((h.src, h.dst, h.total_len), (msg.target(), msg.client(), msg.total_len()));
+                    assert_eq!((h.seq, h.ack, h.flags, h.window), (msg.seq(), msg.ack(), msg.flags(), msg.window()));
+                    assert_eq!(usize::from(h.payload_len), msg.payload_len());
+                    let ihl = usize::from(m[0] & 0x0f) * 4;
+                    let doff = usize::from(m[32] >> 4) * 4;
+                    assert_eq!(usize::from(h.payload_len), usize::from(u16::from_be_bytes([m[2], m[3]])) - ihl - doff);
+                }
+                Err(e) => assert_eq!(msg.check(), Err(e)),
+            }
+        }
+        assert!(ok > 10_000, "{ok} parsed");
     }
 }

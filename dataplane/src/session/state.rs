@@ -209,6 +209,43 @@ impl Session {
         }
     }
 
+    /// Return the session a reconstruct leaves (§3.12): a new connection to the target, every
+    /// field as [`Session::new`] sets it, but for what outlives the connection: the identity,
+    /// the buffered segments (all unsent again), the captured SYN, the lifecycle flags, the
+    /// pacing and latency clocks, the IP id and the time-wait and heap deadlines.
+    pub fn reconstructed(&self) -> Session {
+        let fresh =
+            Session::new(self.created, self.key, self.gen, self.client_ip, self.client_port, self.target, self.rtt);
+        Session {
+            // The next fake SYN opens the new connection; everything buffered is replayed on it.
+            reconnect: true,
+            unsent: self.head,
+            head: self.head,
+            tail: self.tail,
+            segs: self.segs,
+            buffered: self.buffered,
+            max_end: self.max_end,
+            syn_seen: self.syn_seen,
+            syn_seq: self.syn_seq,
+            fake: self.fake,
+            syn_out_seq: self.syn_out_seq,
+            syn_out_id: self.syn_out_id,
+            over: self.over,
+            dead: self.dead,
+            tw_resp_seen: self.tw_resp_seen,
+            resp_full: self.resp_full,
+            rtt_start: self.rtt_start,
+            ip_id: self.ip_id,
+            last_resp_at: self.last_resp_at,
+            syn_at: self.syn_at,
+            req_at: self.req_at,
+            syn_backoff: self.syn_backoff,
+            t_time_wait: self.t_time_wait,
+            scheduled: self.scheduled,
+            ..fresh
+        }
+    }
+
     /// Return whether the rtt is short enough for LAN mode (no artificial delays).
     pub fn lan(&self) -> bool {
         self.rtt <= Duration::from_millis(1)
@@ -248,6 +285,107 @@ pub(crate) fn after(a: u32, b: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reset a reconstruct did field by field before [`Session::reconstructed`].
+    fn reconstruct_by_hand(s: &mut Session) {
+        s.phase = Phase::Closed;
+        s.reconnect = true;
+        s.established = false;
+        s.sent_request = false;
+        s.awaiting = false;
+        s.server_fin = false;
+        s.client_fin = false;
+        s.greeting_received = false;
+        s.resp_data = false;
+        s.retransmitted = false;
+        s.ts_on = false;
+        s.ts_value = 0;
+        s.ts_ec_r = 0;
+        s.wscale = 0;
+        s.peer_window = 65535;
+        s.window_full = false;
+        s.dup_acks = 0;
+        s.last_resp = None;
+        s.last_ack_sent = None;
+        s.lost_since = None;
+        s.nxt = 0;
+        s.ack = 0;
+        s.rep_ack = 0;
+        s.unsent = s.head;
+        s.last_sent = NIL;
+        s.cancel_timers();
+    }
+
+    #[test]
+    fn reconstructed_equals_the_field_by_field_reset() {
+        let t = Instant::now() + Duration::from_secs(1);
+        let later = |ms| Some(t + Duration::from_millis(ms));
+        let s = Session {
+            key: 1,
+            gen: 2,
+            client_ip: Ipv4Addr::new(10, 0, 0, 1),
+            client_port: 3,
+            target: 4,
+            head: 5,
+            tail: 6,
+            unsent: 7,
+            last_sent: 8,
+            segs: 9,
+            buffered: 10,
+            phase: Phase::Confirmed,
+            established: true,
+            sent_request: true,
+            awaiting: true,
+            server_fin: true,
+            client_fin: true,
+            over: true,
+            dead: true,
+            tw_resp_seen: true,
+            syn_seen: true,
+            syn_seq: 11,
+            fake: true,
+            reconnect: false,
+            syn_out_seq: 12,
+            syn_out_id: 13,
+            nxt: 14,
+            ack: 15,
+            rep_ack: 16,
+            max_end: 17,
+            last_ack_sent: Some(18),
+            greeting_received: true,
+            resp_data: true,
+            resp_full: true,
+            retransmitted: true,
+            rtt: Duration::from_millis(19),
+            rtt_start: later(20),
+            ts_on: true,
+            ts_value: 21,
+            ts_ec_r: 22,
+            wscale: 23,
+            peer_window: 24,
+            window_full: true,
+            dup_acks: 25,
+            last_resp: Some((26, 27)),
+            ip_id: 28,
+            created: t,
+            last_resp_at: t + Duration::from_millis(29),
+            syn_at: later(30),
+            req_at: later(31),
+            lost_since: later(32),
+            t_rto: later(33),
+            t_delay: later(34),
+            t_reconstruct: later(35),
+            t_syn: later(36),
+            syn_backoff: Duration::from_millis(37),
+            t_establish: later(38),
+            t_linger: later(39),
+            t_time_wait: later(40),
+            scheduled: later(41),
+        };
+        let mut by_hand = s.clone();
+        reconstruct_by_hand(&mut by_hand);
+        assert_eq!(format!("{:?}", s.reconstructed()), format!("{by_hand:?}"));
+    }
 
     #[test]
     fn wrapping_order() {

@@ -3,10 +3,24 @@
 //! The view's buffer is exactly the segment: the caller slices it to the IP payload, and the
 //! checksum functions take the segment length for the pseudo header from the buffer length.
 //!
-//! Options are read lazily by [`Packet::options`], an iterator of `Result<TcpOption>`: a
-//! malformed option (length below 2, past the header, or wrong for its kind) yields one
-//! `Err(Error::BadTcpOption)` and then the iterator stops; `EOL` is yielded and then it stops.
+//! # Options
+//!
+//! [`Options`] is the one TCP option walker of the workspace: [`Packet::options`] walks a
+//! segment's options, [`Options::new`] any option bytes (a channel message carries them without
+//! the rest of the segment). It yields `Result<TcpOption>`, with the rules of Linux's
+//! `tcp_parse_options`:
+//!
+//! - `EOL` is yielded and ends the walk (what follows is padding);
+//! - an option whose framing is broken — no length byte, a length below 2, or a length past the
+//!   option bytes — yields one `Err(Error::BadTcpOption)` and ends the walk (nothing after it
+//!   can be located);
+//! - a known kind with a length that is wrong for it (an MSS of length 3) is well framed: it is
+//!   yielded as [`TcpOption::Unknown`] with its bytes and the walk goes on, as Linux ignores it.
+//!
+//! [`TcpOption::emit`] writes an option, so the options we generate are built from the same
+//! definitions.
 
+use core::ops::Range;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
@@ -45,13 +59,24 @@ mod field {
     pub const WINDOW: usize = 14;
     pub const CHECKSUM: usize = 16;
     pub const URGENT: usize = 18;
+}
 
-    pub const OPT_EOL: u8 = 0;
-    pub const OPT_NOP: u8 = 1;
-    pub const OPT_MSS: u8 = 2;
-    pub const OPT_WS: u8 = 3;
-    pub const OPT_SACK_PERM: u8 = 4;
-    pub const OPT_TS: u8 = 8;
+/// Option kinds (RFC 9293 3.1, RFC 7323, RFC 2018).
+pub mod kind {
+    /// End of option list.
+    pub const EOL: u8 = 0;
+    /// No-operation (padding).
+    pub const NOP: u8 = 1;
+    /// Maximum segment size.
+    pub const MSS: u8 = 2;
+    /// Window scale.
+    pub const WINDOW_SCALE: u8 = 3;
+    /// SACK permitted.
+    pub const SACK_PERMITTED: u8 = 4;
+    /// SACK blocks.
+    pub const SACK: u8 = 5;
+    /// Timestamps.
+    pub const TIMESTAMPS: u8 = 8;
 }
 
 /// A TCP option.
@@ -61,20 +86,22 @@ pub enum TcpOption<'a> {
     Eol,
     /// No-operation padding (kind 1).
     Nop,
-    /// Maximum segment size (kind 2).
+    /// Maximum segment size (kind 2, length 4).
     Mss(u16),
-    /// Window scale shift count (kind 3).
+    /// Window scale shift count (kind 3, length 3).
     WindowScale(u8),
-    /// SACK permitted (kind 4).
+    /// SACK permitted (kind 4, length 2).
     SackPermitted,
-    /// Timestamps (kind 8).
+    /// SACK blocks (kind 5, length 2 + 8 × blocks).
+    Sack(SackBlocks<'a>),
+    /// Timestamps (kind 8, length 10).
     Timestamps {
         /// The sender's timestamp value.
         tsval: u32,
         /// The echoed timestamp.
         tsecr: u32,
     },
-    /// Any other kind, SACK blocks (kind 5) included.
+    /// Any other kind, or a known kind whose length is wrong for it.
     Unknown {
         /// The option kind.
         kind: u8,
@@ -83,12 +110,107 @@ pub enum TcpOption<'a> {
     },
 }
 
+impl TcpOption<'_> {
+    /// Return the kind byte.
+    pub fn kind(&self) -> u8 {
+        match *self {
+            TcpOption::Eol => kind::EOL,
+            TcpOption::Nop => kind::NOP,
+            TcpOption::Mss(_) => kind::MSS,
+            TcpOption::WindowScale(_) => kind::WINDOW_SCALE,
+            TcpOption::SackPermitted => kind::SACK_PERMITTED,
+            TcpOption::Sack(_) => kind::SACK,
+            TcpOption::Timestamps { .. } => kind::TIMESTAMPS,
+            TcpOption::Unknown { kind, .. } => kind,
+        }
+    }
+
+    /// Return the bytes the option takes in a header, kind and length included.
+    pub fn buffer_len(&self) -> usize {
+        match *self {
+            TcpOption::Eol | TcpOption::Nop => 1,
+            TcpOption::Mss(_) => 4,
+            TcpOption::WindowScale(_) => 3,
+            TcpOption::SackPermitted => 2,
+            TcpOption::Sack(blocks) => 2 + blocks.as_bytes().len(),
+            TcpOption::Timestamps { .. } => 10,
+            TcpOption::Unknown { data, .. } => 2 + data.len(),
+        }
+    }
+
+    /// Write the option at the start of `buf`; return its length ([`TcpOption::buffer_len`]).
+    ///
+    /// # Panics
+    /// If `buf` is shorter than the option, or an `Unknown` option's data exceeds 253 bytes.
+    pub fn emit(&self, buf: &mut [u8]) -> usize {
+        let len = self.buffer_len();
+        let buf = &mut buf[..len];
+        buf[0] = self.kind();
+        if len > 1 {
+            buf[1] = u8::try_from(len).expect("a TCP option is at most 255 bytes");
+        }
+        let data = &mut buf[len.min(2)..];
+        match *self {
+            TcpOption::Eol | TcpOption::Nop | TcpOption::SackPermitted => {}
+            TcpOption::Mss(mss) => put_u16(data, 0, mss),
+            TcpOption::WindowScale(shift) => data[0] = shift,
+            TcpOption::Sack(blocks) => data.copy_from_slice(blocks.as_bytes()),
+            TcpOption::Timestamps { tsval, tsecr } => {
+                put_u32(data, 0, tsval);
+                put_u32(data, 4, tsecr);
+            }
+            TcpOption::Unknown { data: bytes, .. } => data.copy_from_slice(bytes),
+        }
+        len
+    }
+}
+
+/// Write `options` one after the other at the start of `buf`; return the bytes written.
+///
+/// # Panics
+/// If `buf` is too short (see [`TcpOption::emit`]).
+pub fn emit_options(options: &[TcpOption<'_>], buf: &mut [u8]) -> usize {
+    options.iter().fold(0, |at, o| at + o.emit(&mut buf[at..]))
+}
+
+/// The blocks of a SACK option: 1 to 4 `(left edge, right edge)` pairs (RFC 2018).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SackBlocks<'a>(&'a [u8]);
+
+impl<'a> SackBlocks<'a> {
+    /// Return the number of blocks.
+    pub fn len(&self) -> usize {
+        self.0.len() / 8
+    }
+
+    /// Return whether there are no blocks (never, for a parsed option).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Return block `i` as (left edge, right edge).
+    pub fn get(&self, i: usize) -> Option<(u32, u32)> {
+        let b = self.0.get(i * 8..i * 8 + 8)?;
+        Some((get_u32(b, 0), get_u32(b, 4)))
+    }
+
+    /// Return an iterator over the blocks.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
+        self.0.chunks_exact(8).map(|b| (get_u32(b, 0), get_u32(b, 4)))
+    }
+
+    /// Return the option's data bytes (8 per block).
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
 /// Read the option at `opts[pos..]` (`pos < opts.len()`); return it and the next position.
 fn read_option(opts: &[u8], pos: usize) -> Result<(TcpOption<'_>, usize)> {
     let kind = opts[pos];
     match kind {
-        field::OPT_EOL => return Ok((TcpOption::Eol, opts.len())),
-        field::OPT_NOP => return Ok((TcpOption::Nop, pos + 1)),
+        kind::EOL => return Ok((TcpOption::Eol, opts.len())),
+        kind::NOP => return Ok((TcpOption::Nop, pos + 1)),
         _ => {}
     }
     let len = usize::from(*opts.get(pos + 1).ok_or(Error::BadTcpOption)?);
@@ -98,21 +220,34 @@ fn read_option(opts: &[u8], pos: usize) -> Result<(TcpOption<'_>, usize)> {
     }
     let data = &opts[pos + 2..end];
     let option = match (kind, len) {
-        (field::OPT_MSS, 4) => TcpOption::Mss(get_u16(data, 0)),
-        (field::OPT_WS, 3) => TcpOption::WindowScale(data[0]),
-        (field::OPT_SACK_PERM, 2) => TcpOption::SackPermitted,
-        (field::OPT_TS, 10) => TcpOption::Timestamps { tsval: get_u32(data, 0), tsecr: get_u32(data, 4) },
-        (field::OPT_MSS | field::OPT_WS | field::OPT_SACK_PERM | field::OPT_TS, _) => return Err(Error::BadTcpOption),
+        (kind::MSS, 4) => TcpOption::Mss(get_u16(data, 0)),
+        (kind::WINDOW_SCALE, 3) => TcpOption::WindowScale(data[0]),
+        (kind::SACK_PERMITTED, 2) => TcpOption::SackPermitted,
+        (kind::SACK, _) if len > 2 && len % 8 == 2 => TcpOption::Sack(SackBlocks(data)),
+        (kind::TIMESTAMPS, 10) => TcpOption::Timestamps { tsval: get_u32(data, 0), tsecr: get_u32(data, 4) },
         _ => TcpOption::Unknown { kind, data },
     };
     Ok((option, end))
 }
 
-/// An iterator over the options of a TCP header (see the module docs for malformed options).
+/// The TCP option walker (see the module docs for `EOL` and malformed options).
 #[derive(Debug, Clone)]
 pub struct Options<'a> {
     opts: &'a [u8],
     pos: usize,
+}
+
+impl<'a> Options<'a> {
+    /// Walk the option bytes `opts` (what follows the fixed 20-byte header).
+    pub const fn new(opts: &'a [u8]) -> Options<'a> {
+        Options { opts, pos: 0 }
+    }
+
+    /// Return the offset in the option bytes of the option `next` returns (their length once
+    /// the walk is over).
+    pub fn offset(&self) -> usize {
+        self.pos
+    }
 }
 
 impl<'a> Iterator for Options<'a> {
@@ -137,28 +272,12 @@ impl<'a> Iterator for Options<'a> {
 
 impl core::iter::FusedIterator for Options<'_> {}
 
-/// A view of a TCP segment.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of a TCP segment.
+    Packet, new_checked: "Wrap a buffer, checking the data offset against it."
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap a buffer, checking the data offset against it.
-    ///
-    /// # Errors
-    /// See [`Packet::check`].
-    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
-
     /// Check that the buffer holds the fixed header and the header the data offset declares.
     ///
     /// # Errors
@@ -174,11 +293,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::BadDataOffset);
         }
         Ok(())
-    }
-
-    /// Consume the view and return the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Return the source port.
@@ -211,46 +325,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
         self.buffer.as_ref()[field::FLAGS]
     }
 
-    /// Return the FIN flag.
-    pub fn fin(&self) -> bool {
-        self.flags() & flags::FIN != 0
-    }
-
-    /// Return the SYN flag.
-    pub fn syn(&self) -> bool {
-        self.flags() & flags::SYN != 0
-    }
-
-    /// Return the RST flag.
-    pub fn rst(&self) -> bool {
-        self.flags() & flags::RST != 0
-    }
-
-    /// Return the PSH flag.
-    pub fn psh(&self) -> bool {
-        self.flags() & flags::PSH != 0
-    }
-
-    /// Return the ACK flag.
-    pub fn ack(&self) -> bool {
-        self.flags() & flags::ACK != 0
-    }
-
-    /// Return the URG flag.
-    pub fn urg(&self) -> bool {
-        self.flags() & flags::URG != 0
-    }
-
-    /// Return the ECE flag.
-    pub fn ece(&self) -> bool {
-        self.flags() & flags::ECE != 0
-    }
-
-    /// Return the CWR flag.
-    pub fn cwr(&self) -> bool {
-        self.flags() & flags::CWR != 0
-    }
-
     /// Return the window field (unscaled).
     pub fn window(&self) -> u16 {
         get_u16(self.buffer.as_ref(), field::WINDOW)
@@ -271,24 +345,34 @@ impl<T: AsRef<[u8]>> Packet<T> {
         &self.buffer.as_ref()[MIN_HEADER_LEN..usize::from(self.header_len())]
     }
 
-    /// Return an iterator over the options.
+    /// Return the option walker over this segment's options.
     pub fn options(&self) -> Options<'_> {
-        Options { opts: self.options_bytes(), pos: 0 }
+        Options::new(self.options_bytes())
+    }
+
+    /// Return the range in the header of the first option of kind `kind` the walk reaches.
+    pub fn find_option(&self, kind: u8) -> Option<Range<usize>> {
+        let mut walk = self.options();
+        loop {
+            let at = MIN_HEADER_LEN + walk.offset();
+            let option = walk.next()?.ok()?;
+            if option.kind() == kind {
+                return Some(at..at + option.buffer_len());
+            }
+        }
     }
 
     /// Find the timestamps option: the offset of TSval within the header, TSval and TSecr.
     ///
-    /// Stops at `EOL` or a malformed option (returning `None`).
+    /// Like every option reader it stops at `EOL` or a malformed option (returning `None`).
     pub fn find_timestamps(&self) -> Option<(usize, u32, u32)> {
-        let opts = self.options_bytes();
-        let mut pos = 0;
-        while pos < opts.len() {
-            match read_option(opts, pos).ok()? {
-                (TcpOption::Timestamps { tsval, tsecr }, _) => return Some((MIN_HEADER_LEN + pos + 2, tsval, tsecr)),
-                (_, next) => pos = next,
+        let mut walk = self.options();
+        loop {
+            let at = MIN_HEADER_LEN + walk.offset();
+            if let TcpOption::Timestamps { tsval, tsecr } = walk.next()?.ok()? {
+                return Some((at + 2, tsval, tsecr));
             }
         }
-        None
     }
 
     /// Return the payload (after `header_len`).
@@ -352,51 +436,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         self.buffer.as_mut()[field::FLAGS] = flags;
     }
 
-    fn set_flag(&mut self, flag: u8, value: bool) {
-        let f = self.flags();
-        self.set_flags(if value { f | flag } else { f & !flag });
-    }
-
-    /// Set the FIN flag.
-    pub fn set_fin(&mut self, value: bool) {
-        self.set_flag(flags::FIN, value);
-    }
-
-    /// Set the SYN flag.
-    pub fn set_syn(&mut self, value: bool) {
-        self.set_flag(flags::SYN, value);
-    }
-
-    /// Set the RST flag.
-    pub fn set_rst(&mut self, value: bool) {
-        self.set_flag(flags::RST, value);
-    }
-
-    /// Set the PSH flag.
-    pub fn set_psh(&mut self, value: bool) {
-        self.set_flag(flags::PSH, value);
-    }
-
-    /// Set the ACK flag.
-    pub fn set_ack(&mut self, value: bool) {
-        self.set_flag(flags::ACK, value);
-    }
-
-    /// Set the URG flag.
-    pub fn set_urg(&mut self, value: bool) {
-        self.set_flag(flags::URG, value);
-    }
-
-    /// Set the ECE flag.
-    pub fn set_ece(&mut self, value: bool) {
-        self.set_flag(flags::ECE, value);
-    }
-
-    /// Set the CWR flag.
-    pub fn set_cwr(&mut self, value: bool) {
-        self.set_flag(flags::CWR, value);
-    }
-
     /// Set the window field.
     pub fn set_window(&mut self, window: u16) {
         put_u16(self.buffer.as_mut(), field::WINDOW, window);
@@ -417,6 +456,18 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         let b = self.buffer.as_mut();
         put_u32(b, offset, tsval);
         put_u32(b, offset + 4, tsecr);
+    }
+
+    /// Overwrite every option of kind `kind` the walk reaches with NOPs (e.g. SACK blocks that
+    /// name another connection's sequence numbers). `EOL` and `NOP` themselves are left alone.
+    pub fn nop_out_options(&mut self, kind: u8) {
+        if kind <= kind::NOP {
+            return;
+        }
+        // Each pass turns the first remaining one into NOPs, which the next pass walks over.
+        while let Some(range) = self.find_option(kind) {
+            self.buffer.as_mut()[range].fill(kind::NOP);
+        }
     }
 
     /// Return the raw option bytes, mutably.
@@ -446,10 +497,45 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// Declare a getter and a setter for each flag bit (`fin()` and `set_fin(bool)` for [`flags::FIN`], ...).
+macro_rules! flag_accessors {
+    ($($get:ident, $set:ident: $bit:ident;)*) => {
+        impl<T: AsRef<[u8]>> Packet<T> {
+            $(
+                #[doc = concat!("Return the ", stringify!($bit), " flag.")]
+                pub fn $get(&self) -> bool {
+                    self.flags() & flags::$bit != 0
+                }
+            )*
+        }
+
+        impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+            $(
+                #[doc = concat!("Set the ", stringify!($bit), " flag.")]
+                pub fn $set(&mut self, value: bool) {
+                    let f = self.flags();
+                    self.set_flags(if value { f | flags::$bit } else { f & !flags::$bit });
+                }
+            )*
+        }
+    };
+}
+
+flag_accessors! {
+    fin, set_fin: FIN;
+    syn, set_syn: SYN;
+    rst, set_rst: RST;
+    psh, set_psh: PSH;
+    ack, set_ack: ACK;
+    urg, set_urg: URG;
+    ece, set_ece: ECE;
+    cwr, set_cwr: CWR;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::{DATA_V4, FIN_V4, RST_V4_PADDED, SYN_V4, SYN_V6};
+    use crate::testdata::{DATA_V4, FIN_V4, RST_V4_PADDED, SYN_V4, SYN_V6};
 
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -561,45 +647,179 @@ mod tests {
         b
     }
 
-    #[test]
-    fn malformed_options() {
-        for bad in [
-            &[0x02, 0x00][..],                                                          // length 0
-            &[0x01, 0x13, 0x01][..],                                                    // length 1
-            &[0x02, 0x03, 0x05, 0xb4][..],                                              // MSS of length 3
-            &[0x08, 0x08, 0, 0, 0, 0, 0, 0][..],                                        // TS of length 8
-            &[0x04, 0x03, 0x00][..],                                                    // SACK-permitted of length 3
-            &[0x03, 0x02][..],                                                          // WS of length 2
-            &[0x01, 0x05, 0x16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..], // overrun
-        ] {
-            let b = with_options(bad);
-            let p = Packet::new_checked(&b[..]).unwrap();
-            let mut it = p.options();
-            let first_err = it.by_ref().find(|o| o.is_err());
-            assert_eq!(first_err, Some(Err(Error::BadTcpOption)), "{bad:?}");
-            assert_eq!(it.next(), None, "stops after an error");
-            assert_eq!(p.find_timestamps(), None);
+    /// Walk `opts` as option bytes; return the items and the offset before each.
+    fn walk(opts: &[u8]) -> Vec<(usize, Result<TcpOption<'_>>)> {
+        let mut w = Options::new(opts);
+        let mut out = Vec::new();
+        loop {
+            let at = w.offset();
+            match w.next() {
+                Some(o) => out.push((at, o)),
+                None => break,
+            }
         }
+        assert_eq!(w.offset(), opts.len(), "the walk ends at the end of the bytes");
+        assert_eq!(w.next(), None, "fused");
+        out
+    }
+
+    #[test]
+    fn walker_reads_every_kind() {
+        #[rustfmt::skip]
+        let opts = [
+            2, 4, 0x05, 0xb4,                               // MSS 1460
+            1,                                              // NOP
+            3, 3, 14,                                       // WS 14
+            4, 2,                                           // SACK-permitted
+            8, 10, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xfe,      // TS 1 / 0xfffffffe
+            5, 18, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, // SACK 1-2, 3-4
+            30, 4, 0xab, 0xcd,                              // unknown kind 30
+            254, 2,                                         // experimental kind, no data
+            0, 0, 0,                                        // EOL, padding
+        ];
+        let items = walk(&opts);
+        let sack = SackBlocks(&opts[22..38]);
+        assert_eq!(
+            items,
+            vec![
+                (0, Ok(TcpOption::Mss(1460))),
+                (4, Ok(TcpOption::Nop)),
+                (5, Ok(TcpOption::WindowScale(14))),
+                (8, Ok(TcpOption::SackPermitted)),
+                (10, Ok(TcpOption::Timestamps { tsval: 1, tsecr: 0xffff_fffe })),
+                (20, Ok(TcpOption::Sack(sack))),
+                (38, Ok(TcpOption::Unknown { kind: 30, data: &[0xab, 0xcd] })),
+                (42, Ok(TcpOption::Unknown { kind: 254, data: &[] })),
+                (44, Ok(TcpOption::Eol)),
+            ]
+        );
+        assert_eq!((sack.len(), sack.is_empty()), (2, false));
+        assert_eq!(sack.iter().collect::<Vec<_>>(), vec![(1, 2), (3, 4)]);
+        assert_eq!((sack.get(1), sack.get(2)), (Some((3, 4)), None));
+        // Kind, length and emit agree with what was read, byte for byte.
+        let mut out = [0u8; 47];
+        let mut at = 0;
+        for (offset, o) in &items {
+            let o = o.unwrap();
+            assert_eq!(*offset, at);
+            assert_eq!(o.kind(), opts[at]);
+            at += o.emit(&mut out[at..]);
+            assert_eq!(at - offset, o.buffer_len());
+        }
+        assert_eq!(out[..45], opts[..45]);
+    }
+
+    #[test]
+    fn walker_stops_at_eol() {
+        // EOL ends the walk: the timestamps after it are padding, never read.
+        let opts = [1, 0, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2];
+        assert_eq!(walk(&opts), vec![(0, Ok(TcpOption::Nop)), (1, Ok(TcpOption::Eol))]);
+        assert_eq!(walk(&[0; 4]), vec![(0, Ok(TcpOption::Eol))]);
+        assert_eq!(walk(&[]), vec![]);
+        let b = with_options(&[0, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().find_timestamps(), None);
+    }
+
+    #[test]
+    fn walker_ends_on_broken_framing() {
+        for (bad, good_before) in [
+            (&[0x02, 0x00][..], 0),                      // length 0
+            (&[0x01, 0x13, 0x01][..], 1),                // NOP, then length 1
+            (&[0x08, 0x0a, 0, 0, 0, 1][..], 0),          // TS cut short (truncated)
+            (&[0x01, 0x01, 0x02][..], 2),                // a kind with no length byte
+            (&[0x05, 0x0a, 0, 0, 0, 1, 0, 0, 0][..], 0), // SACK past the end
+            (&[0x03, 0x03, 0x07, 0x1e, 0xff, 0][..], 1), // WS, then length 255
+        ] {
+            let items = walk(bad);
+            assert_eq!(items.len(), good_before + 1, "{bad:?}");
+            assert!(items[..good_before].iter().all(|(_, o)| o.is_ok()), "{bad:?}");
+            assert_eq!(items[good_before].1, Err(Error::BadTcpOption), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_length_for_its_kind_is_unknown_and_the_walk_goes_on() {
+        for (bad, kind) in [
+            (&[0x02, 0x03, 0x05][..], 2),             // MSS of length 3
+            (&[0x03, 0x02][..], 3),                   // WS of length 2
+            (&[0x04, 0x03, 0x00][..], 4),             // SACK-permitted of length 3
+            (&[0x05, 0x02][..], 5),                   // SACK without blocks
+            (&[0x05, 0x06, 0, 0, 0, 1][..], 5),       // SACK with half a block
+            (&[0x08, 0x08, 0, 0, 0, 0, 0, 0][..], 8), // TS of length 8
+        ] {
+            let mut opts = [0u8; 16];
+            opts[..bad.len()].copy_from_slice(bad);
+            opts[bad.len()..bad.len() + 4].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+            let items = walk(&opts[..bad.len() + 4]);
+            assert_eq!(items[0].1, Ok(TcpOption::Unknown { kind, data: &bad[2..] }), "{bad:?}");
+            assert_eq!(items[1], (bad.len(), Ok(TcpOption::Mss(1460))), "{bad:?}");
+        }
+        // A segment's timestamps are found past such an option.
+        let b = with_options(&[2, 3, 5, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]);
+        assert_eq!(Packet::new_checked(&b[..]).unwrap().find_timestamps(), Some((26, 7, 9)));
+    }
+
+    #[test]
+    fn malformed_options_in_a_segment() {
         // A kind byte as the very last option byte has no length byte.
         let mut b = with_options(&[1; 20]);
         b[39] = 0x02;
         let p = Packet::new_checked(&b[..]).unwrap();
         assert_eq!(p.options().last(), Some(Err(Error::BadTcpOption)));
+        // Timestamps after a broken option are not found.
+        let b = with_options(&[2, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.options().next(), Some(Err(Error::BadTcpOption)));
+        assert_eq!(p.find_timestamps(), None);
+        assert_eq!(p.find_option(kind::TIMESTAMPS), None);
     }
 
     #[test]
-    fn eol_and_unknown_options() {
-        // SACK block (kind 5), unknown kind 30 with empty data, EOL, then garbage.
-        let b = with_options(&[5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 30, 2, 0, 0xff, 0xff]);
+    fn find_and_nop_out_options() {
+        // Two SACK options around the timestamps, then EOL and a SACK-shaped padding.
+        let mut b = with_options(&[1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1, 0, 5, 2, 0, 0]);
+        b[12] = 0xa0;
         let p = Packet::new_checked(&b[..]).unwrap();
-        let (opts, n) = collect(&p);
-        assert_eq!(n, 3);
-        assert_eq!(opts[0], Some(Ok(TcpOption::Unknown { kind: 5, data: &[0, 0, 0, 1, 0, 0, 0, 2] })));
-        assert_eq!(opts[1], Some(Ok(TcpOption::Unknown { kind: 30, data: &[] })));
-        assert_eq!(opts[2], Some(Ok(TcpOption::Eol)));
-        // Timestamps after an EOL do not count.
-        let b = with_options(&[0, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
-        assert_eq!(Packet::new_checked(&b[..]).unwrap().find_timestamps(), None);
+        assert_eq!(p.find_option(kind::SACK), Some(22..32));
+        assert_eq!(p.find_option(kind::TIMESTAMPS), None);
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.nop_out_options(kind::SACK);
+        assert_eq!(&b[20..32], &[1; 12]);
+        assert_eq!(&b[32..40], &[1, 1, 1, 0, 5, 2, 0, 0], "nothing after EOL is touched");
+
+        // Every SACK option goes, whatever its length; the others stay.
+        let opts = [5, 2, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 3, 3, 7, 2, 4, 5, 0xb4];
+        let mut b = with_options(&opts);
+        let mut p = Packet::new_checked(&mut b[..]).unwrap();
+        p.nop_out_options(kind::SACK);
+        p.nop_out_options(kind::NOP);
+        p.nop_out_options(kind::EOL);
+        assert_eq!(&b[20..33], &[1; 13]);
+        assert_eq!(&b[33..], &opts[13..]);
+        let p = Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(p.find_option(kind::SACK), None);
+        assert_eq!(p.find_option(kind::MSS), Some(36..40));
+    }
+
+    #[test]
+    fn emit_options_in_order() {
+        let mut buf = [0xee; 16];
+        let n =
+            emit_options(&[TcpOption::Nop, TcpOption::Nop, TcpOption::Timestamps { tsval: 11, tsecr: 22 }], &mut buf);
+        assert_eq!(n, 12);
+        assert_eq!(buf[..12], [1, 1, 8, 10, 0, 0, 0, 11, 0, 0, 0, 22]);
+        assert_eq!(buf[12..], [0xee; 4]);
+        assert_eq!(TcpOption::Mss(1460).emit(&mut buf), 4);
+        assert_eq!(buf[..4], [2, 4, 0x05, 0xb4]);
+        assert_eq!(emit_options(&[TcpOption::Nop, TcpOption::WindowScale(7)], &mut buf), 4);
+        assert_eq!(buf[..4], [1, 3, 3, 7]);
+        assert_eq!(emit_options(&[], &mut buf), 0);
+    }
+
+    #[test]
+    #[should_panic]
+    fn emit_panics_on_a_short_buffer() {
+        TcpOption::Timestamps { tsval: 1, tsecr: 2 }.emit(&mut [0; 9]);
     }
 
     #[test]

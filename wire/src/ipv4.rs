@@ -30,35 +30,45 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_MASK: u16 = 0x1fff;
 
-/// A view of an IPv4 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv4 packet.
+    Packet, new_checked: "Wrap a buffer, checking the version and every length field against it."
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap a buffer, checking the version and every length field against it.
+    /// Wrap a buffer that holds the header but possibly not the whole packet (a header
+    /// captured without its payload), checking the version and the header length only.
+    ///
+    /// Every getter and setter of the header is then safe; [`Packet::payload`] is not.
     ///
     /// # Errors
-    /// See [`Packet::check`].
-    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
+    /// See [`Packet::check_header`].
+    pub fn new_checked_header(buffer: T) -> Result<Packet<T>> {
         let packet = Self::new_unchecked(buffer);
-        packet.check()?;
+        packet.check_header()?;
         Ok(packet)
     }
 
     /// Check the version and that IHL and total length fit the buffer.
     ///
     /// # Errors
-    /// [`Error::Truncated`] below 20 bytes, [`Error::BadVersion`] unless version 4,
-    /// [`Error::BadHeaderLen`] if IHL < 5 or the header passes the buffer,
-    /// [`Error::BadTotalLen`] if the total length is below the header or passes the buffer.
+    /// Those of [`Packet::check_header`], and [`Error::BadTotalLen`] if the total length is
+    /// below the header or passes the buffer.
     pub fn check(&self) -> Result<()> {
+        self.check_header()?;
+        let total_len = usize::from(self.total_len());
+        if total_len < usize::from(self.header_len()) || total_len > self.buffer.as_ref().len() {
+            return Err(Error::BadTotalLen);
+        }
+        Ok(())
+    }
+
+    /// Check the version and that IHL fits the buffer (not the total length).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] below 20 bytes, [`Error::BadVersion`] unless version 4,
+    /// [`Error::BadHeaderLen`] if IHL < 5 or the header passes the buffer.
+    pub fn check_header(&self) -> Result<()> {
         let len = self.buffer.as_ref().len();
         if len < MIN_HEADER_LEN {
             return Err(Error::Truncated);
@@ -70,16 +80,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
         if header_len < MIN_HEADER_LEN || header_len > len {
             return Err(Error::BadHeaderLen);
         }
-        let total_len = usize::from(self.total_len());
-        if total_len < header_len || total_len > len {
-            return Err(Error::BadTotalLen);
-        }
         Ok(())
-    }
-
-    /// Consume the view and return the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     /// Return the version field.
@@ -272,7 +273,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::{FRAG_V4, RST_V4_PADDED, SYN_V4};
+    use crate::testdata::{FRAG_V4, RST_V4_PADDED, SYN_V4};
 
     fn ip(frame: &[u8]) -> &[u8] {
         &frame[14..]
@@ -340,6 +341,28 @@ mod tests {
         b[2..4].copy_from_slice(&60u16.to_be_bytes());
         assert!(Packet::new_checked(&b[..]).is_ok());
         assert_eq!(Packet::new_checked(&b[..59]).unwrap_err(), Error::BadTotalLen);
+    }
+
+    #[test]
+    fn header_without_its_payload() {
+        // The SYN's 20-byte header says 60 bytes in all: not a packet, but a readable header.
+        let hdr = &ip(&SYN_V4)[..20];
+        assert_eq!(Packet::new_checked(hdr).unwrap_err(), Error::BadTotalLen);
+        let p = Packet::new_checked_header(hdr).unwrap();
+        assert_eq!((p.total_len(), p.header_len(), p.protocol()), (60, 20, 6));
+        assert!(p.verify_checksum());
+        assert_eq!(Packet::new_checked_header(&hdr[..19]).unwrap_err(), Error::Truncated);
+        let mut b = [0u8; 20];
+        b.copy_from_slice(hdr);
+        b[0] = 0x46; // IHL 6: 24 bytes, past the buffer.
+        assert_eq!(Packet::new_checked_header(&b[..]).unwrap_err(), Error::BadHeaderLen);
+        b[0] = 0x44;
+        assert_eq!(Packet::new_checked_header(&b[..]).unwrap_err(), Error::BadHeaderLen);
+        b[0] = 0x65;
+        assert_eq!(Packet::new_checked_header(&b[..]).unwrap_err(), Error::BadVersion);
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&0u16.to_be_bytes()); // total length is not looked at
+        assert!(Packet::new_checked_header(&b[..]).is_ok());
     }
 
     #[test]

@@ -152,8 +152,8 @@ pub fn parse(frame: &[u8]) -> Result<Option<Parsed>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
-    use crate::wire::testdata::*;
+    use crate::tcp::flags::{ACK, FIN, PSH, RST, SYN};
+    use crate::testdata::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));

@@ -120,7 +120,7 @@ pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::XorShift;
+    use crate::testdata::XorShift;
 
     /// RFC 1071 4.1, word by word: the plain reference the fast sum is tested against.
     fn reference_sum(data: &[u8]) -> u16 {

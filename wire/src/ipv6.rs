@@ -21,28 +21,12 @@ mod field {
     pub const DST: Range<usize> = 24..40;
 }
 
-/// A view of an IPv6 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an IPv6 packet.
+    Packet, new_checked: "Wrap a buffer, checking the version and the payload length against it."
 }
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wrap a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Packet<T> {
-        Packet { buffer }
-    }
-
-    /// Wrap a buffer, checking the version and the payload length against it.
-    ///
-    /// # Errors
-    /// See [`Packet::check`].
-    pub fn new_checked(buffer: T) -> Result<Packet<T>> {
-        let packet = Self::new_unchecked(buffer);
-        packet.check()?;
-        Ok(packet)
-    }
-
     /// Check the version and that the payload length fits the buffer.
     ///
     /// # Errors
@@ -60,11 +44,6 @@ impl<T: AsRef<[u8]>> Packet<T> {
             return Err(Error::BadTotalLen);
         }
         Ok(())
-    }
-
-    /// Consume the view and return the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
     }
 
     fn ver_tc_flow(&self) -> u32 {
@@ -177,7 +156,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::SYN_V6;
+    use crate::testdata::SYN_V6;
 
     #[test]
     fn read_syn() {

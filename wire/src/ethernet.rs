@@ -101,43 +101,21 @@ impl FromStr for MacAddr {
     }
 }
 
-/// A view of an Ethernet II frame.
-#[derive(Debug, Clone)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an Ethernet II frame.
+    Frame, new_checked: "Wrap a buffer, checking that it holds the 14-byte header."
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wrap a buffer without checking its length.
-    pub const fn new_unchecked(buffer: T) -> Frame<T> {
-        Frame { buffer }
-    }
-
-    /// Wrap a buffer, checking that it holds the 14-byte header.
-    ///
-    /// # Errors
-    /// [`Error::Truncated`] if the buffer is shorter than [`HEADER_LEN`].
-    pub fn new_checked(buffer: T) -> Result<Frame<T>> {
-        let frame = Self::new_unchecked(buffer);
-        frame.check_len()?;
-        Ok(frame)
-    }
-
     /// Check that the buffer holds the header.
     ///
     /// # Errors
-    /// [`Error::Truncated`] if it does not.
-    pub fn check_len(&self) -> Result<()> {
+    /// [`Error::Truncated`] if the buffer is shorter than [`HEADER_LEN`].
+    pub fn check(&self) -> Result<()> {
         if self.buffer.as_ref().len() < HEADER_LEN {
-            Err(Error::Truncated)
-        } else {
-            Ok(())
+            return Err(Error::Truncated);
         }
-    }
-
-    /// Consume the view and return the buffer.
-    pub fn into_inner(self) -> T {
-        self.buffer
+        Ok(())
     }
 
     /// Return the destination MAC address.
@@ -187,27 +165,21 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
     }
 }
 
-/// A view of an 802.1Q / 802.1ad tag: the 4 bytes after the TPID (TCI, inner ethertype).
-#[derive(Debug, Clone)]
-pub struct VlanTag<T: AsRef<[u8]>> {
-    buffer: T,
+view! {
+    /// A view of an 802.1Q / 802.1ad tag: the 4 bytes after the TPID (TCI, inner ethertype).
+    VlanTag, new_checked: "Wrap a buffer, checking that it holds the 4-byte tag."
 }
 
 impl<T: AsRef<[u8]>> VlanTag<T> {
-    /// Wrap a buffer without checking its length.
-    pub const fn new_unchecked(buffer: T) -> VlanTag<T> {
-        VlanTag { buffer }
-    }
-
-    /// Wrap a buffer, checking that it holds the 4-byte tag.
+    /// Check that the buffer holds the tag.
     ///
     /// # Errors
     /// [`Error::Truncated`] if the buffer is shorter than [`VLAN_TAG_LEN`].
-    pub fn new_checked(buffer: T) -> Result<VlanTag<T>> {
-        if buffer.as_ref().len() < VLAN_TAG_LEN {
+    pub fn check(&self) -> Result<()> {
+        if self.buffer.as_ref().len() < VLAN_TAG_LEN {
             return Err(Error::Truncated);
         }
-        Ok(Self::new_unchecked(buffer))
+        Ok(())
     }
 
     /// Return the tag control information (PCP, DEI, VID).
@@ -246,7 +218,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::testdata::{SYN_V4, VLAN_V4_PADDED};
+    use crate::testdata::{SYN_V4, VLAN_V4_PADDED};
 
     const CLIENT: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
     const SERVER: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x02]);

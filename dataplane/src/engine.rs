@@ -1,5 +1,5 @@
-//! Start-up and the stats loop of the stateless copier: attach the XDP program, create one
-//! UMEM + socket pair per queue, pin one worker per queue, print a stats line every interval and
+//! Start-up and the stats loop of the stateless copier: attach the XDP program, open one
+//! AF_XDP port per queue, pin one worker per queue, print a stats line every interval and
 //! a summary when told to stop.
 
 use std::{
@@ -38,7 +38,7 @@ use crate::{
     tuples::Tuples,
     wire,
     worker::{self, Route, Stateless, Worker, WorkerLatency},
-    xsk::{self, Doorbell, Socket, StatsHandle, Umem},
+    xsk::{self, Doorbell, Port, PortConfig, StatsHandle, TxSide},
 };
 
 /// Frame size of the UMEM chunks.
@@ -78,6 +78,7 @@ impl Summary {
             ("tx_bytes".into(), w.tx_bytes),
             ("tx_completed".into(), w.tx_completed),
             ("tx_kick_errors".into(), w.tx_kick_errors),
+            ("rx_kick_errors".into(), w.rx_kick_errors),
             ("dropped".into(), w.dropped()),
         ];
         v.extend(Drop::ALL.iter().map(|d| (format!("drop_{}", d.name()), w.drops[*d as usize])));
@@ -250,38 +251,25 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
     let mut handles: Vec<StatsHandle> = Vec::new();
     let mut zero_copy = false;
     for q in 0..config.queues {
-        let mut umem = Umem::new(config.frames, FRAME_SIZE)?;
-        let same = config.input == config.output;
-        let rx_cfg = xsk::Config {
+        let port = Port::open(&PortConfig {
             ifname: config.input.clone(),
             queue: q,
-            rx_size: config.ring_size,
-            tx_size: if same { config.ring_size } else { 0 },
-            fill_size: config.ring_size,
-            comp_size: if same { config.ring_size } else { 64 },
+            frames: config.frames,
+            frame_size: FRAME_SIZE,
+            ring_size: config.ring_size,
+            rx: true,
+            tx: if config.input == config.output {
+                TxSide::SameSocket
+            } else {
+                TxSide::SharedUmem(config.output.clone())
+            },
+            // Session mode keeps half the UMEM out of the fill ring for the frames it builds.
+            fill_reserve: if matches!(config.mode, Mode::Session(_)) { config.frames / 2 } else { 0 },
             copy_mode: config.copy_mode,
-        };
-        let rx = Socket::create(&mut umem, &rx_cfg)?;
-        let tx = if same {
-            None
-        } else {
-            let tx_cfg = xsk::Config {
-                ifname: config.output.clone(),
-                queue: q,
-                rx_size: 0,
-                tx_size: config.ring_size,
-                fill_size: 64,
-                comp_size: config.ring_size,
-                copy_mode: config.copy_mode,
-            };
-            Some(Socket::create_shared(&rx, &tx_cfg)?)
-        };
-        zero_copy |= rx.zero_copy();
-        program.set_socket(q, rx.fd())?;
-        handles.push(rx.stats_handle()?);
-        if let Some(t) = &tx {
-            handles.push(t.stats_handle()?);
-        }
+        })?;
+        zero_copy |= port.zero_copy();
+        program.set_socket(q, port.fd())?;
+        handles.extend(port.stats_handles()?);
         let mode = match &config.mode {
             Mode::Stateless => worker::Mode::Stateless(logic.clone()),
             Mode::Session(opts) => {
@@ -304,7 +292,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
             }
         };
         let latency = exchange.as_ref().map(|x| WorkerLatency::new(x.clone(), q as usize));
-        let worker = Worker::new(q, umem, rx, tx, mode, Arc::new(Published::default()), stop.clone(), latency);
+        let worker = Worker::new(q, port, mode, Arc::new(Published::default()), stop.clone(), latency);
         workers.push(worker.with_pcap(pcap_out.as_ref().map(|p| p.tap.clone())));
     }
     // Attach last: from here on frames for the selected ports go to the sockets.

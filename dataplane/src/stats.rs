@@ -74,6 +74,8 @@ pub struct Counters {
     pub tx_completed: u64,
     /// `sendto` kicks that failed with an unexpected errno.
     pub tx_kick_errors: u64,
+    /// Fill-ring `recvfrom` kicks that failed with an unexpected errno.
+    pub rx_kick_errors: u64,
     /// Times the worker blocked in `poll()` for lack of work.
     pub idle_waits: u64,
     /// Response headers from the channel that did not parse.
@@ -108,6 +110,7 @@ impl Counters {
         self.tx_bytes += other.tx_bytes;
         self.tx_completed += other.tx_completed;
         self.tx_kick_errors += other.tx_kick_errors;
+        self.rx_kick_errors += other.rx_kick_errors;
         self.idle_waits += other.idle_waits;
         self.bad_headers += other.bad_headers;
         self.no_free_frame += other.no_free_frame;
@@ -121,7 +124,7 @@ impl Counters {
     }
 }
 
-const SCALARS: usize = 10;
+const SCALARS: usize = 11;
 const FIELDS: usize = SCALARS + Drop::COUNT + MALFORMED_SLOTS;
 
 /// The published copy of one worker's counters, on its own cache lines.
@@ -160,6 +163,7 @@ impl Published {
             c.bad_headers,
             c.no_free_frame,
             c.tuple_exhausted,
+            c.rx_kick_errors,
         ];
         let values = scalars.iter().chain(c.drops.iter()).chain(c.malformed.iter());
         for (w, v) in self.words.iter().zip(values) {
@@ -181,6 +185,7 @@ impl Published {
             bad_headers: v[7],
             no_free_frame: v[8],
             tuple_exhausted: v[9],
+            rx_kick_errors: v[10],
             drops: std::array::from_fn(|i| v[SCALARS + i]),
             malformed: std::array::from_fn(|i| v[SCALARS + Drop::COUNT + i]),
         }
@@ -230,6 +235,7 @@ mod tests {
             bad_headers: 8,
             no_free_frame: 9,
             tuple_exhausted: 10,
+            rx_kick_errors: 11,
             ..Default::default()
         };
         c.drops = std::array::from_fn(|i| 100 + i as u64);

@@ -729,3 +729,6 @@ impl session::Output for UmemOut<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

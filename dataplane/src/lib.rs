@@ -39,5 +39,6 @@ pub mod tuples;
 pub mod wire;
 /// The pinned poll-loop worker.
 pub mod worker;
-/// AF_XDP sockets, rings and UMEM: the only module with `unsafe`.
+/// AF_XDP ports (UMEM and frame tokens, rings, sockets) and every system call: the only module
+/// with `unsafe`.
 pub mod xsk;

@@ -213,9 +213,12 @@ impl<T: Copy> Producer<T> {
 
     /// Writes one entry at the current producer position. Call only after `free` said so;
     /// nothing is visible to the other side until `submit`.
+    ///
+    /// # Panics
+    /// On a full ring (as last seen by `free`): the slot may still be the other side's.
     #[inline]
     pub fn push(&mut self, value: T) {
-        debug_assert!(self.cached_cons.wrapping_sub(self.cached_prod) > 0, "push on a full ring");
+        assert!(self.cached_cons.wrapping_sub(self.cached_prod) > 0, "push on a full ring");
         self.raw.write(self.cached_prod & self.raw.mask, value);
         self.cached_prod = self.cached_prod.wrapping_add(1);
     }
@@ -289,8 +292,10 @@ impl<T: Copy> Consumer<T> {
         n.min(max)
     }
 
-    /// Reads the `i`-th ready entry (0-based from the consumer position). `i` must be below what
-    /// `available` returned.
+    /// Reads the `i`-th ready entry (0-based from the consumer position).
+    ///
+    /// # Panics
+    /// If `i` is not below what `available` returned: that slot may be the other side's.
     #[inline]
     pub fn get(&self, i: u32) -> T {
         assert!(i < self.cached_prod.wrapping_sub(self.cached_cons), "entry {i} is not ready");
@@ -445,6 +450,14 @@ mod tests {
         produce(&mut p, [1]);
         assert_eq!(c.available(4), 1);
         c.get(1);
+    }
+
+    #[test]
+    #[should_panic(expected = "full ring")]
+    fn push_on_a_full_ring_panics() {
+        let (mut p, _c) = ring(2, 0);
+        produce(&mut p, [1, 2]);
+        p.push(3);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use dataplane::{
     bpf::{self, Counter, Entry, Program, XdpMode},
-    xsk::{self, Desc, Kick, Socket, Umem},
+    xsk::{self, Frame, Kick, Port, PortConfig, TxSide},
 };
 
 use crate::frames::{build_frame, FrameKind, FrameSpec};
@@ -28,54 +28,54 @@ const BATCH: u32 = 64;
 /// copy-mode AF_XDP allows, for `duration`. Frames differ in their source port (so receivers
 /// spread them over queues). Returns frames the kernel completed.
 pub fn generate(iface: &str, queue: u32, spec: &FrameSpec, size: usize, flows: u16, duration: Duration) -> Result<u64> {
-    let mut umem = Umem::new(FRAMES, FRAME_SIZE)?;
-    let cfg = xsk::Config {
+    let mut port = Port::open(&PortConfig {
         ifname: iface.to_owned(),
         queue,
-        rx_size: 0,
-        tx_size: RING,
-        fill_size: 64,
-        comp_size: RING,
+        frames: FRAMES,
+        frame_size: FRAME_SIZE,
+        ring_size: RING,
+        rx: false,
+        tx: TxSide::SameSocket,
+        fill_reserve: 0,
         copy_mode: xsk::CopyMode::Auto,
-    };
-    // Prebuild one frame per chunk.
-    for i in 0..FRAMES {
+    })?;
+    // Prebuild one frame per chunk; each chunk is sent again and again with its own frame.
+    let mut frames: Vec<Frame> = std::iter::from_fn(|| port.take_free()).collect();
+    for f in &mut frames {
+        let i = f.index();
         let mut s = spec.clone();
         s.src_port = spec.src_port.wrapping_add((i as u16) % flows.max(1));
         let bytes = build_frame(&s, FrameKind::Good, size, i)?;
-        let addr = umem.frame_addr(i);
-        let chunk = umem.from_addr_mut(addr).context("UMEM chunk")?;
-        chunk[..bytes.len()].copy_from_slice(&bytes);
+        port.umem_mut()
+            .bytes_mut(f)
+            .get_mut(..bytes.len())
+            .context("frame larger than a UMEM chunk")?
+            .copy_from_slice(&bytes);
     }
-    let mut sock = Socket::create(&mut umem, &cfg)?;
-    let mut free: Vec<u64> = (0..FRAMES).map(|i| umem.frame_addr(i)).collect();
+    for f in frames.into_iter().rev() {
+        port.recycle(f);
+    }
     let len = size as u32;
     let deadline = Instant::now() + duration;
     let mut completed = 0u64;
     let mut iter = 0u32;
     loop {
         iter = iter.wrapping_add(1);
-        let comp_n = sock.comp.available(RING);
-        for i in 0..comp_n {
-            free.push(sock.comp.get(i));
-        }
-        if comp_n > 0 {
-            sock.comp.release(comp_n);
-            completed += u64::from(comp_n);
-        }
+        completed += u64::from(port.reclaim(RING));
         if iter % 64 == 0 && Instant::now() >= deadline {
             break;
         }
-        let tx = sock.tx.as_mut().expect("TX ring");
-        let n = tx.free(BATCH).min(BATCH).min(free.len() as u32);
+        let n = port.tx_room(BATCH).min(port.free_frames() as u32);
         for _ in 0..n {
-            let addr = free.pop().expect("counted");
-            tx.push(Desc { addr, len, options: 0 });
+            let frame = port.take_free().expect("counted");
+            if port.tx_push(frame, 0, len).is_err() {
+                anyhow::bail!("frame of {size} bytes does not fit a UMEM chunk");
+            }
         }
         if n > 0 {
-            tx.submit();
+            port.tx_submit();
         }
-        if let Kick::Failed(e) = sock.kick_tx() {
+        if let Kick::Failed(e) = port.kick_tx() {
             anyhow::bail!("sendto on {iface}: errno {e}");
         }
     }
@@ -96,7 +96,7 @@ pub fn xdp_drop_count(iface: &str, mode: XdpMode, ready: &AtomicBool, stop: &Ato
 }
 
 /// Receives frames to `port` on every queue of `iface` through AF_XDP and drops them in
-/// userspace (recycling straight into the fill ring). Returns frames received.
+/// userspace (recycling them into the fill ring). Returns frames received.
 pub fn afxdp_rx_drop(
     iface: &str,
     queues: u32,
@@ -107,26 +107,21 @@ pub fn afxdp_rx_drop(
 ) -> Result<u64> {
     let prog = Program::load()?;
     prog.select_port(port, bpf::port_flags::DST)?;
-    let mut socks = Vec::new();
+    let mut ports = Vec::new();
     for q in 0..queues {
-        let mut umem = Umem::new(FRAMES, FRAME_SIZE)?;
-        let cfg = xsk::Config {
+        let port = Port::open(&PortConfig {
             ifname: iface.to_owned(),
             queue: q,
-            rx_size: RING,
-            tx_size: 0,
-            fill_size: RING,
-            comp_size: 64,
+            frames: FRAMES,
+            frame_size: FRAME_SIZE,
+            ring_size: RING,
+            rx: true,
+            tx: TxSide::Off,
+            fill_reserve: 0,
             copy_mode: xsk::CopyMode::Auto,
-        };
-        let mut sock = Socket::create(&mut umem, &cfg)?;
-        let n = sock.fill.free(RING);
-        for i in 0..n.min(FRAMES) {
-            sock.fill.push(umem.frame_addr(i));
-        }
-        sock.fill.submit();
-        prog.set_socket(q, sock.fd())?;
-        socks.push((umem, sock));
+        })?;
+        prog.set_socket(q, port.fd())?;
+        ports.push(port);
     }
     let _att = prog.attach(Entry::Redirect, iface, mode)?;
     ready.store(true, Ordering::SeqCst);
@@ -134,26 +129,26 @@ pub fn afxdp_rx_drop(
     let mut idle = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let mut got = 0;
-        for (_, sock) in &mut socks {
-            let rx = sock.rx.as_mut().expect("RX ring");
-            let n = rx.available(BATCH);
+        for port in &mut ports {
+            let n = port.rx_acquire(BATCH);
             if n == 0 {
                 continue;
             }
-            let room = sock.fill.free(n);
-            debug_assert!(room >= n, "fill ring holds every frame we own");
-            for i in 0..n {
-                sock.fill.push(rx.get(i).addr);
+            while let Some(rx) = port.rx_next() {
+                match rx {
+                    Ok(rx) => port.recycle(rx.frame),
+                    Err(bad) => bad.frame.into_iter().for_each(|f| port.recycle(f)),
+                }
             }
-            rx.release(n);
-            sock.fill.submit();
+            port.rx_release();
+            let _ = port.refill();
             got += n;
         }
         received += u64::from(got);
         if got == 0 {
             idle += 1;
             if idle > 1024 {
-                socks[0].1.wait_readable(10);
+                ports[0].wait_readable(10);
                 idle = 0;
             }
         }

@@ -2,13 +2,15 @@
 //! thread, run commands there, signal processes.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+
+use dataplane::xsk::sys;
 
 use crate::frames::MacAddr;
 
@@ -51,12 +53,8 @@ where
     let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
     std::thread::scope(|s| {
         let handle = s.spawn(move || -> Result<T> {
-            // SAFETY: `file` is an open namespace file that outlives the call; setns only
-            // changes the network namespace of this (dedicated, short-lived) thread.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            if rc != 0 {
-                return Err(std::io::Error::last_os_error()).with_context(|| format!("setns into {ns}"));
-            }
+            // Only this (dedicated, short-lived) thread changes namespace.
+            sys::enter_netns(file.as_fd()).with_context(|| format!("setns into {ns}"))?;
             drop(file);
             f()
         });
@@ -109,25 +107,10 @@ pub fn link_mac(ns: &str, iface: &str) -> Result<MacAddr> {
 }
 
 /// Sends `sig` to process `pid`. Errors (e.g. no such process) are returned, not panicked on.
+/// Pid 0 and pids above `i32::MAX` (which `kill` would take as process groups or "every process")
+/// are refused with `InvalidInput`.
 pub fn signal(pid: u32, sig: libc::c_int) -> std::io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| std::io::ErrorKind::InvalidInput)?;
-    ensure_positive(pid)?;
-    // SAFETY: kill(2) has no memory-safety preconditions; pid is a specific positive pid (never
-    // 0 or -1, which would address process groups / everything).
-    let rc = unsafe { libc::kill(pid, sig) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-fn ensure_positive(pid: libc::pid_t) -> std::io::Result<()> {
-    if pid > 0 {
-        Ok(())
-    } else {
-        Err(std::io::ErrorKind::InvalidInput.into())
-    }
+    sys::kill(pid, sig).map_err(|e| e.source)
 }
 
 /// Pids of the processes whose network namespace is `ns` (`ip netns pids`), except this process.

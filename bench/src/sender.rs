@@ -2,80 +2,22 @@
 //! Use [`send_frames_in_ns`] to send from inside a lab namespace (the socket is created on a
 //! thread that has joined it).
 
-use std::ffi::CString;
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+use dataplane::xsk::{
+    sys::{if_nametoindex, PacketSocket},
+    Kick,
+};
 
 use crate::frames::{build_frame, FrameKind, FrameSpec};
 use crate::netns::in_netns;
 
-/// An AF_PACKET (SOCK_RAW) socket bound to one interface, for sending whole Ethernet frames.
-/// It is bound with protocol 0, so it receives nothing.
-#[derive(Debug)]
-pub struct PacketSocket {
-    fd: OwnedFd,
-    ifindex: u32,
-}
-
-impl PacketSocket {
-    /// Opens the socket on `iface` in the calling thread's network namespace.
-    pub fn bind(iface: &str) -> Result<Self> {
-        let cname = CString::new(iface).context("interface name")?;
-        // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if ifindex == 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("no interface {iface}"));
-        }
-        // SAFETY: socket(2) with constant arguments; no pointers involved.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error()).context("socket(AF_PACKET, SOCK_RAW)");
-        }
-        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let sll = libc::sockaddr_ll {
-            sll_family: libc::AF_PACKET as u16,
-            sll_protocol: 0,
-            sll_ifindex: ifindex as i32,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 0,
-            sll_addr: [0; 8],
-        };
-        // SAFETY: `sll` is a properly initialised sockaddr_ll and the length passed is its size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast::<libc::sockaddr>(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).with_context(|| format!("bind AF_PACKET to {iface}"));
-        }
-        Ok(PacketSocket { fd, ifindex })
-    }
-
-    pub fn ifindex(&self) -> u32 {
-        self.ifindex
-    }
-
-    /// Sends one frame. `ENOBUFS`/`EAGAIN` (the frame was not queued) come back as errors for
-    /// the caller to retry.
-    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
-        // SAFETY: the pointer/length pair describes the live `frame` slice; send(2) only reads it.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), frame.as_ptr().cast::<libc::c_void>(), frame.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if n as usize != frame.len() {
-            return Err(io::Error::other(format!("short send: {n} of {}", frame.len())));
-        }
-        Ok(())
-    }
+/// Opens an AF_PACKET socket that sends whole Ethernet frames out of `iface` (in the calling
+/// thread's network namespace) and receives nothing.
+pub fn packet_socket(iface: &str) -> Result<PacketSocket> {
+    let ifindex = if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
+    PacketSocket::sender(ifindex).with_context(|| format!("AF_PACKET socket on {iface}"))
 }
 
 /// What to send.
@@ -117,7 +59,8 @@ impl Default for SendSpec {
 pub struct SendReport {
     pub sent: u64,
     pub bytes: u64,
-    /// Sends that failed with ENOBUFS/EAGAIN and were retried (frame dropped by the device).
+    /// Sends the device refused for now (ENOBUFS/EAGAIN, EBUSY, EINTR, ENETDOWN) and that were
+    /// retried.
     pub retries: u64,
     pub elapsed: Duration,
 }
@@ -146,7 +89,7 @@ pub fn send_frames(spec: &SendSpec) -> Result<SendReport> {
             spec.kind
         );
     }
-    let sock = PacketSocket::bind(&spec.iface)?;
+    let sock = packet_socket(&spec.iface)?;
     let mut report = SendReport::default();
     let mut frame_spec = spec.frame.clone();
     let burst = burst_len(spec.rate_pps);
@@ -164,16 +107,16 @@ pub fn send_frames(spec: &SendSpec) -> Result<SendReport> {
         let give_up = Instant::now() + Duration::from_secs(5);
         loop {
             match sock.send(&frame) {
-                Ok(()) => break,
-                Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN))
-                        && Instant::now() < give_up =>
-                {
+                Kick::Done => break,
+                Kick::Again if Instant::now() < give_up => {
                     report.retries += 1;
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(5));
                 }
-                Err(e) => bail!("send frame {i} (seq {seq}) on {}: {e}", spec.iface),
+                Kick::Again => bail!("send frame {i} (seq {seq}) on {}: device busy for 5 s", spec.iface),
+                Kick::Failed(e) => {
+                    bail!("send frame {i} (seq {seq}) on {}: {}", spec.iface, std::io::Error::from_raw_os_error(e))
+                }
             }
         }
         report.sent += 1;

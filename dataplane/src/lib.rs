@@ -37,7 +37,8 @@ pub mod feed;
 pub mod offline;
 /// The XDP program and its loader: selects the frames a worker must see.
 pub mod bpf;
-/// AF_XDP sockets, rings and UMEM: the only module with `unsafe`.
+/// AF_XDP ports (UMEM and frame tokens, rings, sockets) and every system call: the only module
+/// with `unsafe`.
 pub mod xsk;
 /// The pinned poll-loop worker.
 pub mod worker;

@@ -48,6 +48,8 @@ control::counters! {
         counter tx_completed,
         /// `sendto` kicks that failed with an unexpected errno.
         counter tx_kick_errors,
+        /// Fill-ring `recvfrom` kicks that failed with an unexpected errno.
+        counter rx_kick_errors,
         /// Times the worker blocked in `poll()` for lack of work.
         counter idle_waits,
         /// Response headers from the channel that did not parse.

@@ -1,11 +1,12 @@
 //! The pinned poll-mode worker (DPDK l2fwd's loop shape, on AF_XDP).
 //!
-//! One worker per RX queue owns a UMEM, the RX socket on the capture interface's queue and (when
-//! the output interface differs) a TX socket on the output interface sharing that UMEM. Per
-//! iteration: recycle completions into the free list, top up the fill ring, take a batch from
-//! the RX ring, give each frame a verdict (rewrite and transmit, or drop with a named reason), push
-//! the batch to the TX ring and kick the kernel. Frames move as tokens (their UMEM address); no
-//! frame is ever copied in userspace.
+//! One worker per RX queue owns an [`xsk::Port`](crate::xsk::Port): the UMEM, the RX socket on
+//! the capture interface's queue and (when the output interface differs) a TX socket on the
+//! output interface sharing that UMEM. Per iteration ([`Worker::round`]): recycle completions
+//! into the free list, top up the fill ring, take a batch from the RX ring, give each frame a
+//! verdict (rewrite and transmit, or drop with a named reason), push the batch to the TX ring and
+//! kick the kernel. Frames move as owned tokens ([`Frame`]); no frame is ever copied in
+//! userspace. Tests run rounds on a port over in-memory rings (`worker/tests.rs`).
 //!
 //! In session mode the worker owns a shard of the sessions (those whose client packets arrive on
 //! its queue): each captured frame is copied out and handed to the session engine, which buffers
@@ -42,7 +43,7 @@ use crate::{
     stats::{Counters, DropReason, Published},
     tuples::Tuples,
     wire::{self, parse::Parsed},
-    xsk::{Consumer, Desc, Doorbell, Kick, Producer, Socket, Umem},
+    xsk::{Doorbell, Frame, Kick, Port},
 };
 
 /// Frames taken from the RX ring per iteration.
@@ -198,19 +199,23 @@ impl WorkerLatency {
     }
 }
 
+/// A frame the stateless path rewrote, waiting for the TX ring.
+struct Pending {
+    frame: Frame,
+    /// Start of the bytes to send in the chunk.
+    offset: u32,
+    len: u32,
+}
+
 /// Everything one worker owns.
 pub struct Worker {
     /// Queue index (for names and logs).
     pub queue: u32,
-    umem: Umem,
-    rx: Socket,
-    /// A separate TX socket sharing the UMEM; `None` when RX and TX are the same interface.
-    tx: Option<Socket>,
+    /// The AF_XDP queue: UMEM, rings, free frames (the session engine's reserve included).
+    port: Port,
     mode: Mode,
-    free: Vec<u64>,
-    /// Frames kept out of the fill ring for building frames (session mode).
-    tx_reserve: usize,
-    in_flight: u32,
+    /// Stateless: this round's frames for the TX ring (capacity `BATCH`, allocated once).
+    pending: Vec<Pending>,
     counters: Counters,
     published: Arc<Published>,
     stop: Arc<AtomicBool>,
@@ -218,7 +223,7 @@ pub struct Worker {
     scratch: Box<[u8]>,
     /// Latency recording (`None` with --no-latency).
     latency: Option<WorkerLatency>,
-    /// XDP arrival stamps of the frames in the current stateless TX batch.
+    /// XDP arrival stamps of the frames in the current batch (stateless: in `pending` order).
     arrivals: [u64; BATCH as usize],
     /// A clock read at most every publish (for the stateless sampler's ramp).
     coarse_now: Instant,
@@ -230,36 +235,23 @@ pub struct Worker {
 const MAX_BUILD: usize = 4096;
 
 impl Worker {
-    /// Assembles a worker. All of the UMEM's frames start in the free list.
-    #[allow(clippy::too_many_arguments)]
+    /// Assembles a worker around an open port (its fill ring primed, the frames the session
+    /// engine builds in kept back by the port's `fill_reserve`).
     pub fn new(
         queue: u32,
-        umem: Umem,
-        rx: Socket,
-        tx: Option<Socket>,
+        port: Port,
         mode: Mode,
         published: Arc<Published>,
         stop: Arc<AtomicBool>,
         latency: Option<WorkerLatency>,
     ) -> Self {
-        let mut free = Vec::with_capacity(umem.frames() as usize);
-        // Hand out frames highest first so the first ones used are at the start of the area.
-        free.extend((0..umem.frames()).rev().map(|i| umem.frame_addr(i)));
-        let tx_reserve = match mode {
-            Mode::Stateless(_) => 0,
-            Mode::Session(_) => umem.frames() as usize / 2,
-        };
         // Twice a frame: the captured copy, and the per-replica rewrite of it (-n, -c).
-        let scratch = vec![0u8; 2 * umem.frame_size() as usize].into_boxed_slice();
+        let scratch = vec![0u8; 2 * port.umem().frame_size() as usize].into_boxed_slice();
         Self {
             queue,
-            umem,
-            rx,
-            tx,
+            port,
             mode,
-            free,
-            tx_reserve,
-            in_flight: 0,
+            pending: Vec::with_capacity(BATCH as usize),
             counters: Counters::default(),
             published,
             stop,
@@ -282,31 +274,21 @@ impl Worker {
         self.published.clone()
     }
 
+    /// The worker's counters so far (the published copy lags behind).
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
     /// Runs the poll loop until the stop flag is set; returns the final counters.
     pub fn run(mut self) -> Counters {
         let mut idle = 0u32;
         let mut since_publish = 0u32;
-        let mut batch = [Desc { addr: 0, len: 0, options: 0 }; BATCH as usize];
         self.refill();
         self.published.ready.store(true, Ordering::Release);
         while !self.stop.load(Ordering::Relaxed) {
-            self.reclaim();
-            self.refill();
-            let (busy, sent) = if matches!(self.mode, Mode::Stateless(_)) {
-                let (received, to_send) = self.receive(&mut batch);
-                if received > 0 {
-                    self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
-                }
-                let sent = self.transmit(&batch[..to_send]);
-                (received > 0, sent)
-            } else {
-                let r = self.session_round();
-                self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
-                r
-            };
-            self.kick(sent);
+            let busy = self.round();
             since_publish += 1;
-            if !busy && self.in_flight == 0 {
+            if !busy && self.port.in_flight() == 0 {
                 idle += 1;
                 if idle >= SPIN_BEFORE_SLEEP {
                     self.publish();
@@ -325,7 +307,7 @@ impl Worker {
         }
         // Let what is on the TX ring go out before we report.
         let deadline = Instant::now() + Duration::from_millis(200);
-        while self.in_flight > 0 && Instant::now() < deadline {
+        while self.port.in_flight() > 0 && Instant::now() < deadline {
             self.kick(0);
             self.reclaim();
             std::thread::yield_now();
@@ -335,6 +317,29 @@ impl Worker {
             l.flush();
         }
         self.counters
+    }
+
+    /// One iteration of the loop: completions → free list, free list → fill ring, a burst from
+    /// the RX ring handled (stateless: verdicts → TX ring; session mode: headers, captured
+    /// frames, timers), then the TX kick. Returns whether there was work (frames received or
+    /// sent, headers handled).
+    pub fn round(&mut self) -> bool {
+        self.reclaim();
+        self.refill();
+        let (busy, sent) = if matches!(self.mode, Mode::Stateless(_)) {
+            let received = self.receive();
+            if received > 0 {
+                self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
+            }
+            let sent = self.transmit();
+            (received > 0, sent)
+        } else {
+            let r = self.session_round();
+            self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
+            r
+        };
+        self.kick(sent);
+        busy
     }
 
     fn publish(&mut self) {
@@ -360,7 +365,7 @@ impl Worker {
     fn sleep(&mut self) {
         match &self.mode {
             Mode::Stateless(_) => {
-                self.rx.wait_readable(SLEEP_MS);
+                self.port.wait_readable(SLEEP_MS);
             }
             Mode::Session(s) => {
                 let timeout = s
@@ -375,7 +380,7 @@ impl Worker {
                 // Re-check after announcing we sleep: a header queued before the flag was set
                 // would otherwise wait for the timeout.
                 if s.link.headers.is_empty() {
-                    crate::xsk::sys::poll_readable2(self.rx.fd(), s.doorbell.fd(), timeout);
+                    self.port.wait_readable_or(s.doorbell.fd(), timeout);
                 }
                 s.link.sleeping.store(false, Ordering::SeqCst);
                 s.doorbell.drain();
@@ -385,129 +390,111 @@ impl Worker {
 
     /// Completion ring → free list.
     fn reclaim(&mut self) {
-        let sock = self.tx.as_mut().unwrap_or(&mut self.rx);
-        let n = sock.comp.available(4 * BATCH);
-        for i in 0..n {
-            self.free.push(sock.comp.get(i));
-        }
-        if n > 0 {
-            sock.comp.release(n);
-            self.in_flight -= n;
-            self.counters.tx_completed += u64::from(n);
-        }
+        let n = self.port.reclaim(4 * BATCH);
+        self.counters.tx_completed += u64::from(n);
     }
 
-    /// Free list → fill ring (keeping `tx_reserve` frames for building).
+    /// Free list → fill ring (keeping the port's reserve for building), with the fill-ring
+    /// wakeup if the kernel asked for one.
     fn refill(&mut self) {
-        let want = self.free.len().saturating_sub(self.tx_reserve) as u32;
-        if want == 0 {
-            return;
-        }
-        let n = self.rx.fill.free(want).min(want);
-        if n == 0 {
-            return;
-        }
-        for _ in 0..n {
-            let addr = self.free.pop().expect("counted above");
-            self.rx.fill.push(addr);
-        }
-        self.rx.fill.submit();
-        if self.rx.fill.needs_wakeup() {
-            let _ = self.rx.kick_rx();
+        if let Kick::Failed(_) = self.port.refill() {
+            self.counters.rx_kick_errors += 1;
         }
     }
 
-    /// Stateless: RX ring → `batch` (verdicts applied in place). Returns (frames received,
-    /// entries of `batch` to transmit).
-    fn receive(&mut self, batch: &mut [Desc; BATCH as usize]) -> (u32, usize) {
+    /// Stateless: RX ring → verdicts applied in place → `pending`. Returns frames received.
+    fn receive(&mut self) -> u32 {
         let now = self.coarse_now;
-        let Mode::Stateless(logic) = &mut self.mode else { unreachable!("stateless only") };
-        let rx = self.rx.rx.as_mut().expect("the RX socket has an RX ring");
-        let n = rx.available(BATCH);
-        let mut out = 0;
-        for i in 0..n {
-            let desc = rx.get(i);
-            self.counters.rx_frames += 1;
-            self.counters.rx_bytes += u64::from(desc.len);
-            let verdict = match self.umem.from_addr_mut(desc.addr) {
-                Some(chunk) if chunk.len() >= desc.len as usize => logic.handle(&mut chunk[..desc.len as usize], now),
-                _ => Verdict::Drop(DropReason::BadDescriptor),
-            };
-            match verdict {
-                Verdict::Tx { start, len } => {
-                    batch[out] = Desc { addr: desc.addr + start as u64, len: len as u32, options: 0 };
-                    if self.latency.is_some() {
-                        self.arrivals[out] =
-                            self.umem.before::<{ meta::LEN }>(desc.addr).and_then(meta::arrival_ns).unwrap_or(0);
+        let Worker { port, mode, pending, counters, latency, arrivals, .. } = self;
+        let Mode::Stateless(logic) = mode else { unreachable!("stateless only") };
+        let n = port.rx_acquire(BATCH);
+        while let Some(rx) = port.rx_next() {
+            counters.rx_frames += 1;
+            let mut rx = match rx {
+                Ok(rx) => rx,
+                Err(bad) => {
+                    counters.rx_bytes += u64::from(bad.len);
+                    counters.drop(DropReason::BadDescriptor);
+                    if let Some(frame) = bad.frame {
+                        port.recycle(frame);
                     }
-                    out += 1;
+                    continue;
+                }
+            };
+            counters.rx_bytes += u64::from(rx.len);
+            match logic.handle(port.umem_mut().data_mut(&mut rx), now) {
+                Verdict::Tx { start, len } => {
+                    if latency.is_some() {
+                        arrivals[pending.len()] =
+                            port.umem().meta::<{ meta::LEN }>(&rx).and_then(meta::arrival_ns).unwrap_or(0);
+                    }
+                    pending.push(Pending { offset: rx.offset + start as u32, len: len as u32, frame: rx.frame });
                 }
                 Verdict::Drop(why) => {
-                    self.counters.drop(why);
-                    self.free.push(desc.addr);
+                    counters.drop(why);
+                    port.recycle(rx.frame);
                 }
                 Verdict::Malformed(e) => {
-                    self.counters.malformed(e);
-                    self.free.push(desc.addr);
+                    counters.malformed(e);
+                    port.recycle(rx.frame);
                 }
             }
         }
-        if n > 0 {
-            rx.release(n);
-        }
-        (n, out)
+        port.rx_release();
+        n
     }
 
-    /// Stateless: `batch` → TX ring; frames that do not fit are dropped and counted. Returns how
-    /// many went.
-    fn transmit(&mut self, batch: &[Desc]) -> u32 {
-        if batch.is_empty() {
+    /// Stateless: `pending` → TX ring; frames that do not fit are dropped, counted and
+    /// recycled. Returns how many went.
+    fn transmit(&mut self) -> u32 {
+        if self.pending.is_empty() {
             return 0;
         }
-        let tx = self.tx.as_mut().unwrap_or(&mut self.rx).tx.as_mut().expect("the TX socket has a TX ring");
-        let room = tx.free(batch.len() as u32).min(batch.len() as u32) as usize;
-        for d in &batch[..room] {
-            tx.push(*d);
-            self.counters.tx_frames += 1;
-            self.counters.tx_bytes += u64::from(d.len);
-            if let (Some(tap), Some(bytes)) = (&self.pcap, self.umem.get(d.addr, d.len)) {
-                tap.copy(bytes);
+        let Worker { port, pending, counters, latency, arrivals, pcap, .. } = self;
+        let room = port.tx_room(pending.len() as u32) as usize;
+        let mut sent = 0u32;
+        for (i, p) in pending.drain(..).enumerate() {
+            if i >= room {
+                counters.drop(DropReason::TxRingFull);
+                port.recycle(p.frame);
+                continue;
+            }
+            if let Some(tap) = pcap {
+                tap.copy(&port.umem().bytes(&p.frame)[p.offset as usize..][..p.len as usize]);
+            }
+            match port.tx_push(p.frame, p.offset, p.len) {
+                Ok(()) => {
+                    sent += 1;
+                    counters.tx_frames += 1;
+                    counters.tx_bytes += u64::from(p.len);
+                }
+                // Not reached: the room was checked and the rewrite keeps the bytes in the chunk.
+                Err(frame) => {
+                    counters.drop(DropReason::TxRingFull);
+                    port.recycle(frame);
+                }
             }
         }
-        tx.submit();
-        if let Some(l) = self.latency.as_mut() {
+        port.tx_submit();
+        if let Some(l) = latency.as_mut() {
             // One clock read per batch: XDP arrival -> TX submission of each frame.
             let now = crate::xsk::sys::monotonic_ns();
-            for &arrival in self.arrivals[..room].iter().filter(|a| **a != 0) {
+            for &arrival in arrivals[..sent as usize].iter().filter(|a| **a != 0) {
                 l.record(Metric::Dataplane, now.saturating_sub(arrival));
             }
         }
-        for d in &batch[room..] {
-            self.counters.drop(DropReason::TxRingFull);
-            self.free.push(d.addr);
-        }
-        self.in_flight += room as u32;
-        room as u32
+        sent
     }
 
     /// Session mode: headers from the control thread, a burst of captured frames, due timers.
     /// Returns (did anything, frames put on the TX ring).
     fn session_round(&mut self) -> (bool, u32) {
         let now = Instant::now();
-        let Worker { umem, rx, tx, mode, free, counters, scratch, in_flight, latency, arrivals, pcap, .. } = self;
+        let Worker { port, mode, counters, scratch, latency, arrivals, pcap, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
-        // The RX ring and the TX ring are separate fields even when one socket does both.
-        let rx_ring = rx.rx.as_mut().expect("the RX socket has an RX ring");
-        let tx_ring = match tx {
-            Some(t) => t.tx.as_mut(),
-            None => rx.tx.as_mut(),
-        }
-        .expect("the TX socket has a TX ring");
         let mut sent = 0u32;
         let mut out = UmemOut {
-            umem,
-            free,
-            tx: tx_ring,
+            port,
             link: &s.link,
             wake_control: &*s.wake_control,
             counters,
@@ -525,7 +512,6 @@ impl Worker {
             }
         }
         let got = session_rx(
-            rx_ring,
             &mut s.engine,
             &s.matches,
             s.production.as_deref(),
@@ -537,30 +523,15 @@ impl Worker {
             &mut out,
         );
         s.engine.on_timers(now, &mut out);
-        out.tx.submit();
-        *in_flight += sent;
+        out.port.tx_submit();
         (headers > 0 || got > 0 || sent > 0, sent)
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode sends inside `sendto`, a
     /// budget at a time: EAGAIN means "call again").
     fn kick(&mut self, sent: u32) {
-        let sock = self.tx.as_ref().unwrap_or(&self.rx);
-        let Some(tx) = sock.tx.as_ref() else { return };
-        if sent == 0 && tx.outstanding() == 0 {
-            return;
-        }
-        if sock.zero_copy() && !tx.needs_wakeup() {
-            return;
-        }
-        for _ in 0..8 {
-            if let Kick::Failed(_) = sock.kick_tx() {
-                self.counters.tx_kick_errors += 1;
-                break;
-            }
-            if tx.outstanding() == 0 {
-                break;
-            }
+        if let Kick::Failed(_) = self.port.flush_tx(sent) {
+            self.counters.tx_kick_errors += 1;
         }
     }
 }
@@ -570,7 +541,6 @@ impl Worker {
 /// online server its egress mirror carried).
 #[allow(clippy::too_many_arguments)]
 fn session_rx(
-    ring: &mut Consumer<Desc>,
     engine: &mut session::Engine,
     matches: &[(Option<IpAddr>, u16)],
     production: Option<&ProductionTable>,
@@ -581,24 +551,35 @@ fn session_rx(
     now: Instant,
     out: &mut UmemOut<'_>,
 ) -> u32 {
-    let n = ring.available(BATCH);
+    let n = out.port.rx_acquire(BATCH);
     let stamp = out.latency.is_some() || production.is_some();
-    for i in 0..n {
-        let d = ring.get(i);
-        if stamp {
-            arrivals[i as usize] = out.umem.before::<{ meta::LEN }>(d.addr).and_then(meta::arrival_ns).unwrap_or(0);
-        }
+    let mut i = 0;
+    while let Some(rx) = out.port.rx_next() {
+        let idx = i;
+        i += 1;
         out.counters.rx_frames += 1;
-        out.counters.rx_bytes += u64::from(d.len);
-        let len = d.len as usize;
-        let copied = match out.umem.get(d.addr, d.len) {
-            Some(bytes) if 2 * len <= scratch.len() => {
-                scratch[..len].copy_from_slice(bytes);
-                true
+        let rx = match rx {
+            Ok(rx) => rx,
+            Err(bad) => {
+                arrivals[idx] = 0;
+                out.counters.rx_bytes += u64::from(bad.len);
+                out.counters.drop(DropReason::BadDescriptor);
+                if let Some(frame) = bad.frame {
+                    out.port.recycle(frame);
+                }
+                continue;
             }
-            _ => false,
         };
-        out.free.push(d.addr);
+        if stamp {
+            arrivals[idx] = out.port.umem().meta::<{ meta::LEN }>(&rx).and_then(meta::arrival_ns).unwrap_or(0);
+        }
+        out.counters.rx_bytes += u64::from(rx.len);
+        let len = rx.len as usize;
+        let copied = 2 * len <= scratch.len();
+        if copied {
+            scratch[..len].copy_from_slice(out.port.umem().data(&rx));
+        }
+        out.port.recycle(rx.frame);
         if !copied {
             out.counters.drop(DropReason::BadDescriptor);
             continue;
@@ -617,8 +598,7 @@ fn session_rx(
         let from = |ip: IpAddr, port: u16| matches.iter().position(|(i, p)| *p == port && i.is_none_or(|i| i == ip));
         if let (Some(table), IpAddr::V4(dst), IpAddr::V4(src)) = (production, parsed.dst_ip, parsed.src_ip) {
             // XDP arrival stamps order the two directions whatever order the workers run in.
-            let arrival =
-                if arrivals[i as usize] != 0 { arrivals[i as usize] } else { crate::xsk::sys::monotonic_ns() };
+            let arrival = if arrivals[idx] != 0 { arrivals[idx] } else { crate::xsk::sys::monotonic_ns() };
             let sample = if from(parsed.src_ip, parsed.src_port).is_some() {
                 // The online server's response, seen because its egress is mirrored too.
                 let sample = (parsed.payload_len > 0)
@@ -672,9 +652,7 @@ fn session_rx(
             engine.on_client(now, target, &p, copy, out);
         }
     }
-    if n > 0 {
-        ring.release(n);
-    }
+    out.port.rx_release();
     if let Some(l) = out.latency.as_mut() {
         // XDP arrival -> handled by the engine, one clock read per burst.
         let t = crate::xsk::sys::monotonic_ns();
@@ -685,11 +663,10 @@ fn session_rx(
     n
 }
 
-/// The engine's [`session::Output`] over this worker's UMEM, TX ring and control link.
+/// The engine's [`session::Output`] over this worker's port (free frames, UMEM, TX ring) and
+/// control link.
 struct UmemOut<'a> {
-    umem: &'a mut Umem,
-    free: &'a mut Vec<u64>,
-    tx: &'a mut Producer<Desc>,
+    port: &'a mut Port,
     link: &'a WorkerLink,
     wake_control: &'a (dyn Fn() + Send + Sync),
     counters: &'a mut Counters,
@@ -700,30 +677,31 @@ struct UmemOut<'a> {
 
 impl session::Output for UmemOut<'_> {
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
-        if self.tx.free(1) == 0 {
+        if self.port.tx_room(1) == 0 {
             self.counters.drop(DropReason::TxRingFull);
             return false;
         }
-        let Some(addr) = self.free.pop() else {
+        let Some(mut frame) = self.port.take_free() else {
             self.counters.no_free_frame += 1;
             return false;
         };
-        let (base, _) = self.umem.chunk_bounds(addr);
-        let Some(chunk) = self.umem.from_addr_mut(base) else {
-            self.free.push(addr);
-            return false;
-        };
+        let chunk = self.port.umem_mut().bytes_mut(&mut frame);
         let room = chunk.len().min(MAX_BUILD);
         let len = build(&mut chunk[..room]);
         if len == 0 || len > room {
             // Too small a buffer: recycled unsent; the engine counts it (tx_buffer_too_small).
-            self.free.push(base);
+            self.port.recycle(frame);
             return true;
         }
         if let Some(tap) = self.pcap {
             tap.copy(&chunk[..len]);
         }
-        self.tx.push(Desc { addr: base, len: len as u32, options: 0 });
+        if let Err(frame) = self.port.tx_push(frame, 0, len as u32) {
+            // Not reached: the room was checked above and `len` fits the chunk.
+            self.port.recycle(frame);
+            self.counters.drop(DropReason::TxRingFull);
+            return false;
+        }
         *self.sent += 1;
         self.counters.tx_frames += 1;
         self.counters.tx_bytes += len as u64;
@@ -746,3 +724,6 @@ impl session::Output for UmemOut<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

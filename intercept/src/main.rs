@@ -33,9 +33,9 @@ use control::{
 use dataplane::{
     bpf::{Entry, Program, XdpCounters, XdpMode},
     netdev,
-    xsk::{self, Socket, Umem},
+    wire::{self, parse::Family},
+    xsk::{self, Port, PortConfig, TxSide},
 };
-use wire::parse::Family;
 
 /// Returns the test server's response headers to the copiers (TCPCopy intercept, protocol 6).
 #[derive(Debug, Parser)]
@@ -149,80 +149,81 @@ control::counters! {
 }
 
 struct Queue {
-    umem: Umem,
-    sock: Socket,
+    port: Port,
 }
 
 impl Queue {
     fn open(ifname: &str, queue: u32) -> Result<Self> {
-        let mut umem = Umem::new(FRAMES, 4096)?;
-        let cfg = xsk::Config {
+        let port = Port::open(&PortConfig {
             ifname: ifname.to_owned(),
             queue,
-            rx_size: RING,
-            tx_size: 0,
-            fill_size: RING,
-            comp_size: 64,
+            frames: FRAMES,
+            frame_size: 4096,
+            ring_size: RING,
+            rx: true,
+            tx: TxSide::Off,
+            fill_reserve: 0,
             copy_mode: xsk::CopyMode::Auto,
-        };
-        let mut sock = Socket::create(&mut umem, &cfg)?;
-        let n = sock.fill.free(RING).min(FRAMES);
-        for i in 0..n {
-            sock.fill.push(umem.frame_addr(i));
-        }
-        sock.fill.submit();
-        Ok(Self { umem, sock })
+        })?;
+        Ok(Self { port })
     }
 
     /// Takes one burst; each response becomes a header message for the server. Frames go back to
     /// the fill ring at once (the header is copied out).
     fn burst(&mut self, now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) -> u32 {
-        let rx = self.sock.rx.as_mut().expect("RX ring");
-        let n = rx.available(BATCH);
+        let port = &mut self.port;
+        let n = port.rx_acquire(BATCH);
         if n == 0 {
             return 0;
         }
-        for i in 0..n {
-            let d = rx.get(i);
+        while let Some(rx) = port.rx_next() {
             c.captured += 1;
-            let Some(frame) = self.umem.get(d.addr, d.len) else {
-                c.malformed += 1;
-                continue;
-            };
-            match wire::parse::parse(frame) {
-                Ok(Some(p)) if p.family == Family::V4 => {
-                    let from = match p.src_ip {
-                        IpAddr::V4(ip) => SocketAddrV4::new(ip, p.src_port),
-                        IpAddr::V6(_) => unreachable!("family checked"),
-                    };
-                    if !targets.contains(&from) {
-                        c.not_target += 1;
-                        continue;
-                    }
-                    match HeaderMsg::from_packet(&frame[p.l3_offset..p.ip_end]) {
-                        Ok(msg) => {
-                            c.headers += 1;
-                            if msg.is_fin() || msg.is_rst() {
-                                server.route_fin_rst(now, RouteKey::of_response(&msg));
-                            }
-                            server.deliver(now, msg);
-                        }
-                        Err(_) => c.malformed += 1,
+            match rx {
+                Ok(rx) => {
+                    capture(port.umem().data(&rx), now, targets, server, c);
+                    port.recycle(rx.frame);
+                }
+                Err(bad) => {
+                    c.malformed += 1;
+                    if let Some(frame) = bad.frame {
+                        port.recycle(frame);
                     }
                 }
-                Ok(_) => c.not_target += 1,
+            }
+        }
+        port.rx_release();
+        // The headers are copied out: every chunk of the burst goes straight back to the kernel
+        // (FRAMES == fill ring size, so it always has room).
+        let _ = port.refill();
+        n
+    }
+}
+
+/// Turns one captured frame into a header message for the server, or counts why not.
+fn capture(frame: &[u8], now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) {
+    match wire::parse::parse(frame) {
+        Ok(Some(p)) if p.family == Family::V4 => {
+            let from = match p.src_ip {
+                IpAddr::V4(ip) => SocketAddrV4::new(ip, p.src_port),
+                IpAddr::V6(_) => unreachable!("family checked"),
+            };
+            if !targets.contains(&from) {
+                c.not_target += 1;
+                return;
+            }
+            match HeaderMsg::from_packet(&frame[p.l3_offset..p.ip_end]) {
+                Ok(msg) => {
+                    c.headers += 1;
+                    if msg.is_fin() || msg.is_rst() {
+                        server.route_fin_rst(now, RouteKey::of_response(&msg));
+                    }
+                    server.deliver(now, msg);
+                }
                 Err(_) => c.malformed += 1,
             }
         }
-        // The headers are copied out: every chunk of the burst goes straight back to the kernel.
-        let room = self.sock.fill.free(n);
-        debug_assert!(room >= n, "FRAMES == fill ring size");
-        for i in 0..n.min(room) {
-            self.sock.fill.push(rx.get(i).addr);
-        }
-        rx.release(n);
-        self.sock.fill.submit();
-        n
+        Ok(_) => c.not_target += 1,
+        Err(_) => c.malformed += 1,
     }
 }
 
@@ -255,9 +256,9 @@ fn run(args: Args) -> Result<()> {
     let mut qs = Vec::new();
     for q in 0..queues {
         let queue = Queue::open(&args.input, q)?;
-        program.set_socket(q, queue.sock.fd())?;
+        program.set_socket(q, queue.port.fd())?;
         server
-            .watch_readable(std::os::fd::AsRawFd::as_raw_fd(&queue.sock.fd()))
+            .watch_readable(std::os::fd::AsRawFd::as_raw_fd(&queue.port.fd()))
             .context("watching the AF_XDP socket")?;
         qs.push(queue);
     }

@@ -1,4 +1,5 @@
 //! `xdpcopy-lab`: bring the network-namespace lab up and down, send test frames, verify pcaps.
+#![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;

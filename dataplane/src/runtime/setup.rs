@@ -26,7 +26,7 @@ use crate::{
     stats::Published,
     tuples::Tuples,
     worker::{self, Route, Stateless, Worker, WorkerLatency},
-    xsk::{self, Doorbell, Socket, StatsHandle, Umem},
+    xsk::{Doorbell, Port, PortConfig, StatsHandle, TxSide},
 };
 
 /// Frame size of the UMEM chunks.
@@ -200,8 +200,8 @@ pub(super) struct Workers {
     pub zero_copy: bool,
 }
 
-/// Creates one port (UMEM, RX socket on the capture interface's queue, TX socket on the output
-/// interface sharing the UMEM) and one worker per queue, and registers the RX sockets with the
+/// Opens one port (UMEM, RX socket on the capture interface's queue, TX on the same socket or on
+/// the output interface sharing the UMEM) and creates one worker per queue, and registers the RX sockets with the
 /// program. Nothing is captured until the program is attached.
 ///
 /// # Errors
@@ -218,13 +218,25 @@ pub(super) fn workers(
     let stateless = Stateless::new(links.routes.clone(), config.checksum, links.mtu as usize + 14, sampler.clone());
     let mut out = Workers { workers: Vec::new(), published: Vec::new(), sockets: Vec::new(), zero_copy: false };
     for q in 0..config.queues {
-        let (umem, rx, tx) = open_port(config, q)?;
-        out.zero_copy |= rx.zero_copy();
-        program.set_socket(q, rx.fd())?;
-        out.sockets.push(rx.stats_handle()?);
-        if let Some(t) = &tx {
-            out.sockets.push(t.stats_handle()?);
-        }
+        let port = Port::open(&PortConfig {
+            ifname: config.input.clone(),
+            queue: q,
+            frames: config.frames,
+            frame_size: FRAME_SIZE,
+            ring_size: config.ring_size,
+            rx: true,
+            tx: if config.input == config.output {
+                TxSide::SameSocket
+            } else {
+                TxSide::SharedUmem(config.output.clone())
+            },
+            // Session mode keeps half the UMEM out of the fill ring for the frames it builds.
+            fill_reserve: if channel.is_some() { config.frames / 2 } else { 0 },
+            copy_mode: config.copy_mode,
+        })?;
+        out.zero_copy |= port.zero_copy();
+        program.set_socket(q, port.fd())?;
+        out.sockets.extend(port.stats_handles()?);
         let mode = match (&config.mode, channel) {
             (Mode::Session(opts), Some(ch)) => {
                 let mut engine = opts.session.clone();
@@ -246,40 +258,8 @@ pub(super) fn workers(
         let latency = taps.exchange.as_ref().map(|x| WorkerLatency::new(x.clone(), q as usize));
         let published = Arc::new(Published::default());
         out.published.push(published.clone());
-        let worker = Worker::new(q, umem, rx, tx, mode, published, stop.clone(), latency);
+        let worker = Worker::new(q, port, mode, published, stop.clone(), latency);
         out.workers.push(worker.with_pcap(taps.pcap_out.as_ref().map(|p| p.tap.clone())));
     }
     Ok(out)
-}
-
-/// Opens queue `q`: the UMEM, its owner socket on the capture interface, and (when the output
-/// interface differs) a TX socket on the output interface sharing the UMEM.
-fn open_port(config: &Config, q: u32) -> Result<(Umem, Socket, Option<Socket>)> {
-    let mut umem = Umem::new(config.frames, FRAME_SIZE)?;
-    let same = config.input == config.output;
-    let rx_cfg = xsk::Config {
-        ifname: config.input.clone(),
-        queue: q,
-        rx_size: config.ring_size,
-        tx_size: if same { config.ring_size } else { 0 },
-        fill_size: config.ring_size,
-        comp_size: if same { config.ring_size } else { 64 },
-        copy_mode: config.copy_mode,
-    };
-    let rx = Socket::create(&mut umem, &rx_cfg)?;
-    let tx = if same {
-        None
-    } else {
-        let tx_cfg = xsk::Config {
-            ifname: config.output.clone(),
-            queue: q,
-            rx_size: 0,
-            tx_size: config.ring_size,
-            fill_size: 64,
-            comp_size: config.ring_size,
-            copy_mode: config.copy_mode,
-        };
-        Some(Socket::create_shared(&rx, &tx_cfg)?)
-    };
-    Ok((umem, rx, tx))
 }

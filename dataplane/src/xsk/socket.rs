@@ -4,12 +4,15 @@
 //! interface shares it with `XDP_SHARED_UMEM` ([`Socket::create_shared`]) and then needs its own
 //! fill and completion rings, and bind flags of exactly `XDP_SHARED_UMEM` (it inherits copy/zero-
 //! copy and need-wakeup from the owner).
+//!
+//! Sockets are private to the layer: [`Port`](super::Port) takes the rings it uses out of them,
+//! so nothing outside can put a raw address on a ring the kernel reads.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use super::{
     ring::{Consumer, Layout, Producer},
-    sys::{self, Kick, SyscallError},
+    sys::{self, SyscallError},
     umem::Umem,
 };
 
@@ -26,7 +29,7 @@ pub enum CopyMode {
 
 /// Ring sizes and bind options for one socket.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Interface name.
     pub ifname: String,
     /// Queue id on that interface.
@@ -101,20 +104,19 @@ impl StatsHandle {
     }
 }
 
-/// A bound AF_XDP socket and its rings.
-pub struct Socket {
+/// A bound AF_XDP socket and its rings (each `None` once a port has taken it, or when not
+/// configured; the rings a port does not use stay here, mapped, until the socket closes).
+pub(crate) struct Socket {
     fd: OwnedFd,
     /// RX ring (kernel → us), if configured.
     pub rx: Option<Consumer<libc::xdp_desc>>,
     /// TX ring (us → kernel), if configured.
     pub tx: Option<Producer<libc::xdp_desc>>,
     /// Fill ring (free frames us → kernel).
-    pub fill: Producer<u64>,
+    pub fill: Option<Producer<u64>>,
     /// Completion ring (sent frames kernel → us).
-    pub comp: Consumer<u64>,
+    pub comp: Option<Consumer<u64>>,
     zero_copy: bool,
-    ifname: String,
-    queue: u32,
 }
 
 /// Binds retried on EBUSY (50 ms apart): up to 3 s for the previous owner's release.
@@ -128,7 +130,7 @@ impl Socket {
     ///
     /// # Errors
     /// When the interface is missing or a setup call fails (the error names it).
-    pub fn create(umem: &mut Umem, cfg: &Config) -> Result<Self, Error> {
+    pub fn create(umem: &Umem, cfg: &Config) -> Result<Self, Error> {
         let ifindex = ifindex(&cfg.ifname)?;
         let attempts: &[u16] = match cfg.copy_mode {
             CopyMode::Auto => &[libc::XDP_ZEROCOPY, libc::XDP_COPY],
@@ -194,7 +196,7 @@ impl Socket {
         let tx = (cfg.tx_size > 0)
             .then(|| Producer::map(b, libc::XDP_PGOFF_TX_RING as u64, &Layout::from(off.tx), cfg.tx_size))
             .transpose()?;
-        Ok(Self { fd, rx, tx, fill, comp, zero_copy: false, ifname: cfg.ifname.clone(), queue: cfg.queue })
+        Ok(Self { fd, rx, tx, fill: Some(fill), comp: Some(comp), zero_copy: false })
     }
 
     fn query_zero_copy(&self) -> bool {
@@ -217,16 +219,6 @@ impl Socket {
         self.zero_copy
     }
 
-    /// Interface name.
-    pub fn ifname(&self) -> &str {
-        &self.ifname
-    }
-
-    /// Queue id.
-    pub fn queue(&self) -> u32 {
-        self.queue
-    }
-
     /// The socket's fd (for the XSKMAP and for `poll`).
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -238,22 +230,6 @@ impl Socket {
     /// When the fd cannot be duplicated.
     pub fn stats_handle(&self) -> std::io::Result<StatsHandle> {
         Ok(StatsHandle(self.fd.try_clone()?))
-    }
-
-    /// Starts transmission of what was submitted to the TX ring (copy mode transmits inside this
-    /// call).
-    pub fn kick_tx(&self) -> Kick {
-        sys::kick_tx(self.fd.as_fd())
-    }
-
-    /// Tells the kernel the fill ring has frames again.
-    pub fn kick_rx(&self) -> Kick {
-        sys::kick_rx(self.fd.as_fd())
-    }
-
-    /// Waits up to `timeout_ms` for received frames.
-    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
-        sys::poll_readable(self.fd.as_fd(), timeout_ms)
     }
 }
 

@@ -1,6 +1,12 @@
 //! Every system call of the AF_XDP layer goes through this file (aya's choke-point pattern): each
 //! wrapper turns `-1`/`errno` into a [`SyscallError`] naming the call, and owns the one `unsafe`
-//! block that call needs.
+//! block that call needs. The lab's few calls (`setns`, `kill`, an `AF_PACKET` sender) live here
+//! too, so the `bench` crate has no `unsafe` of its own.
+//!
+//! The calls the poll loop makes — the TX kick (`sendto`), the fill-ring kick (`recvfrom`) and
+//! `poll` — go through one dispatch function, [`loop_call`]. In tests (and with the `testing`
+//! feature) a thread-local handler can take them over ([`seam::replace`]): a port over in-memory
+//! rings counts its kicks instead of calling the kernel.
 
 use std::{
     ffi::CString,
@@ -129,62 +135,149 @@ pub fn map_ring(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<MmapMut> 
         .map_err(|source| SyscallError { call: "mmap(XDP ring)", source })
 }
 
-/// Allocates the UMEM area: anonymous, page-aligned, populated.
-pub fn map_umem(len: usize) -> Result<MmapMut> {
-    MmapOptions::new().len(len).populate().map_anon().map_err(|source| SyscallError { call: "mmap(UMEM)", source })
+/// Allocates anonymous, page-aligned, populated, zeroed memory (the UMEM area; in tests, rings).
+pub fn map_anonymous(len: usize, call: &'static str) -> Result<MmapMut> {
+    MmapOptions::new().len(len).populate().map_anon().map_err(|source| SyscallError { call, source })
+}
+
+/// One system call of the poll loop; every such call goes through [`loop_call`].
+#[derive(Debug)]
+pub enum LoopCall<'a> {
+    /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: the TX wakeup (copy mode transmits inside it).
+    KickTx(BorrowedFd<'a>),
+    /// `recvfrom(fd, NULL, 0, MSG_DONTWAIT)`: the fill-ring wakeup.
+    KickRx(BorrowedFd<'a>),
+    /// `poll(fds, timeout_ms)`, waiting for `POLLIN`.
+    Poll(&'a mut [libc::pollfd], i32),
+}
+
+/// What a system call returned: its non-negative result, or the errno.
+pub type RawResult = std::result::Result<isize, i32>;
+
+/// Makes one loop call, or hands it to the test handler ([`seam`]) when one is installed.
+fn loop_call(call: LoopCall<'_>) -> RawResult {
+    #[cfg(any(test, feature = "testing"))]
+    let mut call = call;
+    #[cfg(any(test, feature = "testing"))]
+    if let Some(r) = seam::handle(&mut call) {
+        return r;
+    }
+    let rc = match call {
+        // SAFETY: a zero-length send with a null buffer and no address: the kernel reads nothing.
+        LoopCall::KickTx(fd) => unsafe {
+            libc::sendto(fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+        },
+        // SAFETY: a zero-length receive into a null buffer: the kernel writes nothing.
+        LoopCall::KickRx(fd) => unsafe {
+            libc::recvfrom(
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        },
+        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
+        LoopCall::Poll(fds, timeout_ms) => unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) as isize
+        },
+    };
+    if rc < 0 {
+        return Err(errno());
+    }
+    Ok(rc)
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The test seam: a thread-local handler that takes over [`loop_call`] (aya's `TEST_SYSCALL`).
+#[cfg(any(test, feature = "testing"))]
+pub mod seam {
+    use std::cell::RefCell;
+
+    use super::{LoopCall, RawResult};
+
+    type Handler = Box<dyn FnMut(&mut LoopCall<'_>) -> Option<RawResult>>;
+
+    thread_local! {
+        static HANDLER: RefCell<Option<Handler>> = const { RefCell::new(None) };
+    }
+
+    /// Routes this thread's loop calls to `handler` until the returned guard drops (then the
+    /// previous handler, if any, is back). `None` from the handler lets the call through to the
+    /// kernel. The handler must not make loop calls itself.
+    pub fn replace(handler: impl FnMut(&mut LoopCall<'_>) -> Option<RawResult> + 'static) -> Guard {
+        let previous = HANDLER.with(|h| h.borrow_mut().replace(Box::new(handler)));
+        Guard { previous }
+    }
+
+    /// Puts the previous handler back when dropped.
+    #[must_use = "the handler is removed when the guard drops"]
+    pub struct Guard {
+        previous: Option<Handler>,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            HANDLER.with(|h| *h.borrow_mut() = previous);
+        }
+    }
+
+    pub(super) fn handle(call: &mut LoopCall<'_>) -> Option<RawResult> {
+        HANDLER.with(|h| h.borrow_mut().as_mut().and_then(|f| f(call)))
+    }
 }
 
 /// Outcome of a non-blocking kick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kick {
-    /// The kernel took the call.
+    /// The kernel took the call (or none was needed).
     Done,
-    /// The kernel is busy or out of budget (EAGAIN, EBUSY, ENOBUFS): call again later.
+    /// The kernel is busy or out of budget (EAGAIN, EBUSY, ENOBUFS, EINTR, ENETDOWN): call again
+    /// later.
     Again,
     /// Another error (errno); the caller counts it.
     Failed(i32),
 }
 
+impl Kick {
+    fn of(r: RawResult) -> Kick {
+        match r {
+            Ok(_) => Kick::Done,
+            Err(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR | libc::ENETDOWN) => Kick::Again,
+            Err(e) => Kick::Failed(e),
+        }
+    }
+}
+
 /// `sendto(fd, NULL, 0, MSG_DONTWAIT)`: the copy-mode transmit engine / TX wakeup.
 pub fn kick_tx(fd: BorrowedFd<'_>) -> Kick {
-    // SAFETY: a zero-length send with a null buffer and no address: the kernel reads nothing.
-    let rc = unsafe { libc::sendto(fd.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0) };
-    classify_kick(rc)
+    Kick::of(loop_call(LoopCall::KickTx(fd)))
 }
 
 /// `recvfrom(fd, NULL, 0, MSG_DONTWAIT)`: the fill-ring wakeup.
 pub fn kick_rx(fd: BorrowedFd<'_>) -> Kick {
-    // SAFETY: a zero-length receive into a null buffer: the kernel writes nothing.
-    let rc = unsafe {
-        libc::recvfrom(
-            fd.as_raw_fd(),
-            std::ptr::null_mut(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    };
-    classify_kick(rc)
-}
-
-fn classify_kick(rc: isize) -> Kick {
-    if rc >= 0 {
-        return Kick::Done;
-    }
-    match io::Error::last_os_error().raw_os_error().unwrap_or(0) {
-        libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR => Kick::Again,
-        libc::ENETDOWN => Kick::Again,
-        e => Kick::Failed(e),
-    }
+    Kick::of(loop_call(LoopCall::KickRx(fd)))
 }
 
 /// Blocks until `fd` is readable or `timeout_ms` passes; returns whether it is readable.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
-    let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd, count 1.
-    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-    rc > 0 && pfd.revents & libc::POLLIN != 0
+    let mut pfd = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+    let rc = loop_call(LoopCall::Poll(&mut pfd, timeout_ms));
+    matches!(rc, Ok(n) if n > 0) && pfd[0].revents & libc::POLLIN != 0
+}
+
+/// Blocks until `a` or `b` is readable or `timeout_ms` passes.
+pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) {
+    let mut pfds = [
+        libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+    ];
+    let _ = loop_call(LoopCall::Poll(&mut pfds, timeout_ms));
 }
 
 /// Looks up an interface index by name.
@@ -219,6 +312,17 @@ pub fn xdp_link_create(prog_fd: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Res
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A non-blocking eventfd (the doorbell; the stand-in socket of an in-memory port).
+pub fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; on success the fd is new and owned by nobody else.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(SyscallError::last("eventfd"));
+    }
+    // SAFETY: fresh fd from eventfd(), owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// An eventfd another thread rings to wake a worker blocked in [`poll_readable2`].
 #[derive(Debug)]
 pub struct Doorbell(OwnedFd);
@@ -229,13 +333,7 @@ impl Doorbell {
     /// # Errors
     /// When `eventfd` fails.
     pub fn new() -> Result<Self> {
-        // SAFETY: plain syscall; on success the fd is new and owned by nobody else.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(SyscallError::last("eventfd"));
-        }
-        // SAFETY: fresh fd from eventfd().
-        Ok(Self(unsafe { OwnedFd::from_raw_fd(fd) }))
+        eventfd().map(Self)
     }
 
     /// Wakes the waiter (any thread).
@@ -259,16 +357,6 @@ impl Doorbell {
     }
 }
 
-/// Blocks until `a` or `b` is readable or `timeout_ms` passes.
-pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) {
-    let mut pfds = [
-        libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-    ];
-    // SAFETY: two valid pollfds, count 2.
-    let _ = unsafe { libc::poll(pfds.as_mut_ptr(), 2, timeout_ms) };
-}
-
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so it can be compared with
 /// the XDP program's arrival stamps.
 pub fn monotonic_ns() -> u64 {
@@ -279,17 +367,30 @@ pub fn monotonic_ns() -> u64 {
 }
 
 /// An `AF_PACKET` raw socket bound to one interface, for injecting whole Ethernet frames (the
-/// offline feed writes a capture file's frames into a veth the copier captures from).
+/// offline feed writes a capture file's frames into a veth the copier captures from; the lab's
+/// frame sender uses [`PacketSocket::sender`]).
 #[derive(Debug)]
 pub struct PacketSocket(OwnedFd);
 
 impl PacketSocket {
-    /// Opens a raw packet socket bound to `ifindex`.
+    /// Opens a raw packet socket bound to `ifindex` for every protocol (`ETH_P_ALL`).
     ///
     /// # Errors
     /// When `socket` or `bind` fails (not root, no such interface).
     pub fn bind(ifindex: u32) -> Result<Self> {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
+        Self::open(ifindex, (libc::ETH_P_ALL as u16).to_be())
+    }
+
+    /// Opens a raw packet socket bound to `ifindex` with protocol 0: it sends, and receives
+    /// nothing.
+    ///
+    /// # Errors
+    /// When `socket` or `bind` fails (not root, no such interface).
+    pub fn sender(ifindex: u32) -> Result<Self> {
+        Self::open(ifindex, 0)
+    }
+
+    fn open(ifindex: u32, proto: u16) -> Result<Self> {
         // SAFETY: plain syscall; a fresh fd on success.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
         if fd < 0 {
@@ -316,10 +417,42 @@ impl PacketSocket {
         Ok(Self(fd))
     }
 
-    /// Sends one frame; `Kick::Again` when the device queue is full (ENOBUFS/EAGAIN).
+    /// Sends one frame; `Kick::Again` when the device queue is full (ENOBUFS, EAGAIN) or the
+    /// call should be repeated (EBUSY, EINTR, ENETDOWN).
     pub fn send(&self, frame: &[u8]) -> Kick {
         // SAFETY: `frame` is valid for reads of its length for the duration of the call.
         let rc = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
-        classify_kick(rc)
+        Kick::of(if rc < 0 { Err(errno()) } else { Ok(rc) })
     }
+}
+
+/// Moves the calling thread into the network namespace open at `ns` (`/run/netns/NAME`):
+/// `setns(fd, CLONE_NEWNET)`. Only this thread changes namespace.
+///
+/// # Errors
+/// When `setns` fails (not root, not a network namespace file).
+pub fn enter_netns(ns: BorrowedFd<'_>) -> Result<()> {
+    // SAFETY: plain syscall on a borrowed, open fd; no memory is passed.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(SyscallError::last("setns(CLONE_NEWNET)"));
+    }
+    Ok(())
+}
+
+/// Sends signal `sig` to process `pid` (`kill`). Pid 0 and pids that are not a positive `pid_t`
+/// are refused (`kill` would address a process group or every process).
+///
+/// # Errors
+/// `InvalidInput` for such a pid; otherwise when `kill` fails (no such process, not permitted).
+pub fn kill(pid: u32, sig: i32) -> Result<()> {
+    let Some(pid) = libc::pid_t::try_from(pid).ok().filter(|p| *p > 0) else {
+        return Err(SyscallError { call: "kill", source: io::ErrorKind::InvalidInput.into() });
+    };
+    // SAFETY: kill(2) takes no pointers; `pid` is one specific positive pid.
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc != 0 {
+        return Err(SyscallError::last("kill"));
+    }
+    Ok(())
 }

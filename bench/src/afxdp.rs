@@ -109,17 +109,7 @@ pub fn afxdp_rx_drop(
     prog.select_port(port, bpf::port_flags::DST)?;
     let mut ports = Vec::new();
     for q in 0..queues {
-        let port = Port::open(&PortConfig {
-            ifname: iface.to_owned(),
-            queue: q,
-            frames: FRAMES,
-            frame_size: FRAME_SIZE,
-            ring_size: RING,
-            rx: true,
-            tx: TxSide::Off,
-            fill_reserve: 0,
-            copy_mode: xsk::CopyMode::Auto,
-        })?;
+        let port = Port::open(&PortConfig::rx_only(iface, q, FRAMES, RING))?;
         prog.set_socket(q, port.fd())?;
         ports.push(port);
     }

@@ -450,10 +450,9 @@ impl<C: CounterSet> CounterSet for Option<C> {
     }
 }
 
+/// A small counter set for the tests of the model and of its outputs.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) mod fixtures {
     crate::labels! {
         /// Test reasons.
         pub enum Reason: "reason" {
@@ -475,6 +474,12 @@ mod tests {
             counter drop[Reason],
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{Reason, Set};
+    use super::*;
 
     #[test]
     fn every_value_is_visited_in_order_with_its_name_kind_and_help() {

@@ -5,8 +5,8 @@
 //! output interface sharing that UMEM. Per iteration ([`Worker::round`]): recycle completions
 //! into the free list, top up the fill ring, take a batch from the RX ring, give each frame a
 //! verdict (rewrite and transmit, or drop with a named reason), push the batch to the TX ring and
-//! kick the kernel. Frames move as owned tokens ([`Frame`]); no frame is ever copied in
-//! userspace. Tests run rounds on a port over in-memory rings (`worker/tests.rs`).
+//! kick the kernel. Frames move as owned tokens ([`Frame`]); in stateless mode no frame is ever
+//! copied in userspace (session mode copies each captured frame once, below). Tests run rounds on a port over in-memory rings (`worker/tests.rs`).
 //!
 //! In session mode the worker owns a shard of the sessions (those whose client packets arrive on
 //! its queue): each captured frame is copied out and handed to the session engine, which buffers

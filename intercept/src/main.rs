@@ -34,7 +34,7 @@ use dataplane::{
     bpf::{Entry, Program, XdpCounters, XdpMode},
     netdev,
     wire::{self, parse::Family},
-    xsk::{self, Port, PortConfig, TxSide},
+    xsk::{Port, PortConfig},
 };
 
 /// Returns the test server's response headers to the copiers (TCPCopy intercept, protocol 6).
@@ -154,17 +154,7 @@ struct Queue {
 
 impl Queue {
     fn open(ifname: &str, queue: u32) -> Result<Self> {
-        let port = Port::open(&PortConfig {
-            ifname: ifname.to_owned(),
-            queue,
-            frames: FRAMES,
-            frame_size: 4096,
-            ring_size: RING,
-            rx: true,
-            tx: TxSide::Off,
-            fill_reserve: 0,
-            copy_mode: xsk::CopyMode::Auto,
-        })?;
+        let port = Port::open(&PortConfig::rx_only(ifname, queue, FRAMES, RING))?;
         Ok(Self { port })
     }
 

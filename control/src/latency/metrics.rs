@@ -311,39 +311,19 @@ xdpcopy_latency_seconds_count{metric=\"test_response\"} 7
         assert_eq!(snap.render(), expected);
     }
 
-    crate::labels! {
-        /// Reasons.
-        pub enum Why: "reason" {
-            /// A.
-            A = "a",
-            /// B.
-            B = "b",
-        }
-    }
-
-    crate::counters! {
-        /// A set.
-        pub struct Set {
-            /// Seen.
-            counter seen,
-            /// Now.
-            gauge now,
-            /// Dropped by reason.
-            counter drop[Why],
-        }
-    }
+    use crate::counters::fixtures::{Reason, Set};
 
     #[test]
     fn counter_sets_become_typed_labelled_families() {
         let mut set = Set { seen: 3, now: 2, ..Set::default() };
-        set.drop[Why::B] = 5;
+        set.drop[Reason::Two] = 5;
         let text = MetricsSnapshot::default().with_counters("p", &set).render();
         assert_eq!(
             text,
-            "# HELP p_seen_total Seen.\n# TYPE p_seen_total counter\np_seen_total 3\n\
-             # HELP p_now Now.\n# TYPE p_now gauge\np_now 2\n\
-             # HELP p_drop_total Dropped by reason.\n# TYPE p_drop_total counter\n\
-             p_drop_total{reason=\"a\"} 0\np_drop_total{reason=\"b\"} 5\n"
+            "# HELP p_seen_total Things seen.\n# TYPE p_seen_total counter\np_seen_total 3\n\
+             # HELP p_now Things now.\n# TYPE p_now gauge\np_now 2\n\
+             # HELP p_drop_total Dropped, by reason.\n# TYPE p_drop_total counter\n\
+             p_drop_total{reason=\"one\"} 0\np_drop_total{reason=\"two\"} 5\n"
         );
     }
 

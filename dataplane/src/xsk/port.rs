@@ -79,6 +79,24 @@ pub struct PortConfig {
     pub copy_mode: CopyMode,
 }
 
+impl PortConfig {
+    /// A receive-only port (the intercept's capture, the benchmark's sink): every frame on the
+    /// fill ring, 4 KiB chunks, zero-copy when the driver has it.
+    pub fn rx_only(ifname: &str, queue: u32, frames: u32, ring_size: u32) -> Self {
+        PortConfig {
+            ifname: ifname.to_owned(),
+            queue,
+            frames,
+            frame_size: 4096,
+            ring_size,
+            rx: true,
+            tx: TxSide::Off,
+            fill_reserve: 0,
+            copy_mode: CopyMode::Auto,
+        }
+    }
+}
+
 /// The RX ring and the fill ring, with the current RX burst.
 struct RxRings {
     ring: Consumer<Desc>,

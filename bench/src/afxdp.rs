@@ -138,7 +138,7 @@ pub fn afxdp_rx_drop(
         if got == 0 {
             idle += 1;
             if idle > 1024 {
-                ports[0].wait_readable(10);
+                ports[0].wait_readable(Duration::from_millis(10));
                 idle = 0;
             }
         }

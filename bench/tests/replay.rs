@@ -188,11 +188,27 @@ fn server_speaks_first_and_requests_larger_than_the_mss() {
     if !bench::lab_test("greeter") {
         return;
     }
-    let lab = lab("greet");
+    greeter_and_large_requests("greet", &[]);
+}
+
+/// The same with every session catching up as soon as anything waits (`--catch-up` forced
+/// with the lowest thresholds): the greeting and the handshake still wait, large requests and
+/// pipelined commands still arrive whole and in order.
+#[test]
+fn server_speaks_first_and_requests_larger_than_the_mss_while_catching_up() {
+    if !bench::lab_test("greeter_catch_up") {
+        return;
+    }
+    let summary = greeter_and_large_requests("greetcu", &["--catch-up-kb", "1", "--catch-up-lag", "1"]);
+    assert!(summary.get("catch_up_entered") > 0, "the catch-up was forced");
+}
+
+fn greeter_and_large_requests(name: &str, copier_args: &[&str]) -> Summary {
+    let lab = lab(name);
     let online_lines = greeter(&lab.ns(Role::Online), addr::ONLINE);
     let test_lines = greeter(&lab.ns(Role::Test), addr::TEST);
     let intercept = start_intercept(&lab, "intercept.log");
-    let copier = start_copier(&lab, &[]);
+    let copier = start_copier(&lab, copier_args);
 
     in_netns(&lab.ns(Role::Client), || {
         for s in 0..5 {
@@ -249,6 +265,7 @@ fn server_speaks_first_and_requests_larger_than_the_mss() {
     assert_eq!(posts, expected_posts, "large POSTs");
     assert_eq!(expected_posts.len(), 5);
     assert_eq!(summary.get("conns"), 6);
+    summary
 }
 
 #[test]

@@ -225,6 +225,8 @@ pub struct Config {
     pub queues: u32,
     /// CPUs to pin workers to (worker i on cores[i % len]); `None` = round robin over all.
     pub cores: Option<Vec<usize>>,
+    /// Workers never sleep (`--busy-poll`).
+    pub busy_poll: bool,
     /// XDP attach mode.
     pub xdp_mode: XdpMode,
     /// Zero-copy policy.

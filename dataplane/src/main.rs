@@ -51,6 +51,14 @@ enum FramingArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum CatchUpArg {
+    /// Catch up when a session falls behind (see --catch-up-kb, --catch-up-lag).
+    Auto,
+    /// Strict request/response order, whatever the backlog.
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum ChecksumArg {
     /// Recompute the TCP checksum over the segment: correct even for captures that carry a
     /// partial (offloaded) checksum.
@@ -156,6 +164,20 @@ struct Args {
     #[arg(short = 'W', long)]
     no_wait: bool,
 
+    /// A session that falls behind its capture sends what is waiting without waiting for each
+    /// response until it has caught up (auto), or always keeps strict request/response order and
+    /// grows its backlog (off).
+    #[arg(long, value_enum, default_value = "auto")]
+    catch_up: CatchUpArg,
+
+    /// Catch-up starts when a session buffers this many KiB...
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    catch_up_kb: u64,
+
+    /// ...or when a captured segment has waited this many ms to be sent.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    catch_up_lag: u64,
+
     /// Replay only sessions whose SYN was captured (no synthesized SYNs).
     #[arg(short = 'O', long)]
     only_syn: bool,
@@ -193,9 +215,11 @@ struct Args {
     #[arg(long)]
     production_latency: bool,
 
-    /// Cap of buffered client bytes per session, KiB (a session over it ends, counted).
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
-    session_buffer_kb: u64,
+    /// Cap of buffered client bytes per session, KiB (a session over it ends, counted) [default:
+    /// none: sessions share the worker's pool, and only a full pool ends sessions, largest
+    /// backlog first].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
+    session_buffer_kb: Option<u64>,
 
     /// RX queues to capture (one worker each) [default: all RX queues of the capture interface].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -204,6 +228,11 @@ struct Args {
     /// CPUs to pin workers to, e.g. 0,1 or 2-5 [default: all, round robin].
     #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
     cores: Option<CoreList>,
+
+    /// Workers spin between rounds instead of sleeping when idle: lowest latency, one full core
+    /// per worker (for dedicated, isolated cores; by default a worker sleeps when work is sparse).
+    #[arg(long)]
+    busy_poll: bool,
 
     /// XDP attach mode.
     #[arg(long, value_enum, default_value = "auto")]
@@ -304,7 +333,14 @@ fn session_options(args: &Args) -> Result<Mode> {
         mss: args.mss,
         mtu: args.mtu,
         max_sessions: args.max_sessions as usize,
-        max_buffered_bytes: args.session_buffer_kb as usize * 1024,
+        max_buffered_bytes: args.session_buffer_kb.map_or(usize::MAX, |kb| kb as usize * 1024),
+        catch_up: match args.catch_up {
+            CatchUpArg::Auto => Some(session::CatchUp {
+                bytes: args.catch_up_kb as usize * 1024,
+                lag: Duration::from_millis(args.catch_up_lag),
+            }),
+            CatchUpArg::Off => None,
+        },
         pool_bytes: args.pool_mb as usize * 1024 * 1024,
         ..session::Config::default()
     };
@@ -367,6 +403,7 @@ fn config(args: Args, input: String) -> Result<Config> {
         output: args.output.expect("clap requires --output"),
         queues,
         cores: args.cores.map(|c| c.0),
+        busy_poll: args.busy_poll,
         xdp_mode: match args.xdp_mode {
             XdpModeArg::Auto => XdpMode::Auto,
             XdpModeArg::Native => XdpMode::Native,

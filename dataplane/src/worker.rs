@@ -46,12 +46,20 @@ use crate::{
     xsk::{Doorbell, Frame, Kick, Port},
 };
 
+pub mod idle;
+
+use idle::Idle;
+
 /// Frames taken from the RX ring per iteration.
 pub const BATCH: u32 = 64;
-/// Empty iterations before the worker blocks in `poll()`.
-const SPIN_BEFORE_SLEEP: u32 = 256;
-/// How long one `poll()` blocks, so the stop flag is seen promptly.
-const SLEEP_MS: i32 = 50;
+/// The longest a worker blocks, so the stop flag is seen promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+/// A timer due sooner than this is spun for, not slept for.
+const MIN_SLEEP: Duration = Duration::from_micros(5);
+/// The timer slack the workers ask for (the default 50 µs would make every short sleep late).
+const TIMER_SLACK_NS: u64 = 1_000;
+/// Frames the session engine may build per round (a catch-up burst is spread over rounds).
+const TX_BUDGET: u32 = 256;
 /// Publish counters at least every this many iterations.
 const PUBLISH_EVERY: u32 = 1024;
 
@@ -229,6 +237,8 @@ pub struct Worker {
     coarse_now: Instant,
     /// `--pcap-out`: a copy of every transmitted frame.
     pcap: Option<Arc<PcapTap>>,
+    /// When to spin and when to sleep between rounds without work.
+    idle: idle::Policy,
 }
 
 /// The largest frame the engine may build in one UMEM chunk.
@@ -260,7 +270,14 @@ impl Worker {
             arrivals: [0; BATCH as usize],
             coarse_now: Instant::now(),
             pcap: None,
+            idle: idle::Policy::new(false),
         }
+    }
+
+    /// Spins between rounds instead of ever sleeping (`--busy-poll`, for dedicated cores).
+    pub fn with_busy_poll(mut self, busy_poll: bool) -> Self {
+        self.idle = idle::Policy::new(busy_poll);
+        self
     }
 
     /// Copies every transmitted frame to `tap` (`--pcap-out`).
@@ -279,26 +296,24 @@ impl Worker {
         &self.counters
     }
 
-    /// Runs the poll loop until the stop flag is set; returns the final counters.
+    /// Runs the poll loop until the stop flag is set; returns the final counters. Between rounds
+    /// without work it spins or sleeps as [`idle::Policy`] says.
     pub fn run(mut self) -> Counters {
-        let mut idle = 0u32;
+        crate::xsk::sys::set_timer_slack(TIMER_SLACK_NS);
         let mut since_publish = 0u32;
         self.refill();
         self.published.ready.store(true, Ordering::Release);
         while !self.stop.load(Ordering::Relaxed) {
             let busy = self.round();
             since_publish += 1;
-            if !busy && self.port.in_flight() == 0 {
-                idle += 1;
-                if idle >= SPIN_BEFORE_SLEEP {
-                    self.publish();
-                    since_publish = 0;
-                    self.counters.idle_waits += 1;
-                    self.sleep();
-                    idle = 0;
-                }
-            } else {
-                idle = 0;
+            let now = Instant::now();
+            if busy || self.port.in_flight() > 0 {
+                self.idle.work(now);
+            } else if self.idle.idle(now) == Idle::Sleep {
+                self.publish();
+                since_publish = 0;
+                self.counters.idle_waits += 1;
+                self.sleep(now);
             }
             if since_publish >= PUBLISH_EVERY {
                 self.publish();
@@ -361,19 +376,17 @@ impl Worker {
         }
     }
 
-    /// Blocks until a frame or (session mode) a header arrives, a timer is due, or 50 ms pass.
-    fn sleep(&mut self) {
+    /// Blocks until a frame or (session mode) a header arrives, a timer is due, or
+    /// [`MAX_SLEEP`] passes.
+    fn sleep(&mut self, now: Instant) {
         match &self.mode {
             Mode::Stateless(_) => {
-                self.port.wait_readable(SLEEP_MS);
+                self.port.wait_readable(MAX_SLEEP);
             }
             Mode::Session(s) => {
-                let timeout = s
-                    .engine
-                    .next_deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()).as_millis().min(SLEEP_MS as u128) as i32)
-                    .unwrap_or(SLEEP_MS);
-                if timeout == 0 {
+                let timeout =
+                    s.engine.next_deadline().map_or(MAX_SLEEP, |d| d.saturating_duration_since(now).min(MAX_SLEEP));
+                if timeout < MIN_SLEEP {
                     return;
                 }
                 s.link.sleeping.store(true, Ordering::SeqCst);
@@ -495,6 +508,7 @@ impl Worker {
         let mut sent = 0u32;
         let mut out = UmemOut {
             port,
+            budget: TX_BUDGET,
             link: &s.link,
             wake_control: &*s.wake_control,
             counters,
@@ -524,7 +538,7 @@ impl Worker {
         );
         s.engine.on_timers(now, &mut out);
         out.port.tx_submit();
-        (headers > 0 || got > 0 || sent > 0, sent)
+        (headers > 0 || got > 0 || sent > 0 || s.engine.tx_pending(), sent)
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode sends inside `sendto`, a
@@ -667,6 +681,9 @@ fn session_rx(
 /// control link.
 struct UmemOut<'a> {
     port: &'a mut Port,
+    /// Frames the engine may still send this round (so a catch-up burst leaves room for the
+    /// RX ring; the rest goes out next round).
+    budget: u32,
     link: &'a WorkerLink,
     wake_control: &'a (dyn Fn() + Send + Sync),
     counters: &'a mut Counters,
@@ -676,7 +693,12 @@ struct UmemOut<'a> {
 }
 
 impl session::Output for UmemOut<'_> {
+    fn ready(&mut self) -> bool {
+        self.budget > 0 && self.port.free_frames() > 0 && self.port.tx_room(1) > 0
+    }
+
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
+        self.budget = self.budget.saturating_sub(1);
         if self.port.tx_room(1) == 0 {
             self.counters.drop(DropReason::TxRingFull);
             return false;
@@ -719,6 +741,7 @@ impl session::Output for UmemOut<'_> {
             let m = match what {
                 session::Latency::Handshake => Metric::Handshake,
                 session::Latency::Response => Metric::TestResponse,
+                session::Latency::ReplayRtt => Metric::ReplayRtt,
             };
             l.record(m, nanos);
         }

@@ -70,11 +70,15 @@ pub enum Metric {
     Production,
     /// `dataplane`: XDP arrival → TX submission, per frame (sampled).
     Dataplane,
+    /// `replay_rtt`: a request segment sent to the test server → its ack back in the worker
+    /// (test server → assist → intercept → channel → control thread → worker).
+    ReplayRtt,
 }
 
 impl Metric {
     /// Every metric, in index order.
-    pub const ALL: [Metric; 4] = [Metric::TestResponse, Metric::Handshake, Metric::Production, Metric::Dataplane];
+    pub const ALL: [Metric; 5] =
+        [Metric::TestResponse, Metric::Handshake, Metric::Production, Metric::Dataplane, Metric::ReplayRtt];
     /// The number of metrics.
     pub const COUNT: usize = Self::ALL.len();
 
@@ -85,6 +89,7 @@ impl Metric {
             Metric::Handshake => "handshake",
             Metric::Production => "production",
             Metric::Dataplane => "dataplane",
+            Metric::ReplayRtt => "replay_rtt",
         }
     }
 
@@ -95,6 +100,9 @@ impl Metric {
             Metric::Handshake => "test server: SYN sent -> SYN-ACK received",
             Metric::Production => "online server: first request segment -> first response segment, seen on the mirror",
             Metric::Dataplane => "xdpcopy: XDP arrival -> TX submission per frame (sampled)",
+            Metric::ReplayRtt => {
+                "replay round trip: request segment sent -> the test server's ack of it back in the worker"
+            }
         }
     }
 

@@ -85,7 +85,7 @@ struct Series {
 pub fn render_report(prefix: &Path) -> Result<Vec<PathBuf>, ReportError> {
     let prefix = &resolve_prefix(prefix);
     let mut series = Vec::new();
-    for m in [Metric::TestResponse, Metric::Production, Metric::Handshake, Metric::Dataplane] {
+    for m in [Metric::TestResponse, Metric::Production, Metric::Handshake, Metric::ReplayRtt, Metric::Dataplane] {
         let path = file(prefix, &format!("_{m}.percentiles.csv"));
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
@@ -156,6 +156,7 @@ fn color(m: Metric) -> RGBColor {
         Metric::Production => RGBColor(255, 127, 14),
         Metric::Handshake => RGBColor(44, 160, 44),
         Metric::Dataplane => RGBColor(214, 39, 40),
+        Metric::ReplayRtt => RGBColor(148, 103, 189),
     }
 }
 

@@ -259,7 +259,8 @@ pub(super) fn workers(
         let published = Arc::new(Published::default());
         out.published.push(published.clone());
         let worker = Worker::new(q, port, mode, published, stop.clone(), latency);
-        out.workers.push(worker.with_pcap(taps.pcap_out.as_ref().map(|p| p.tap.clone())));
+        out.workers
+            .push(worker.with_pcap(taps.pcap_out.as_ref().map(|p| p.tap.clone())).with_busy_poll(config.busy_poll));
     }
     Ok(out)
 }

@@ -6,6 +6,7 @@
 //! it back and then removes it (if it died), reorders the LRU and reschedules its timer. That
 //! keeps the borrows simple and makes every removal happen in one place.
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,21 @@ const GUARD: Duration = Duration::from_secs(600);
 const HOP: u32 = 1 << 24;
 /// Above this many buffered segments the delayed-ACK path halves the rtt (§3.8).
 const MANY_SEGS: u32 = 64;
+/// How far an out-of-order client segment may be walked to its place in the unsent list.
+const MAX_REORDER_WALK: u32 = 256;
+
+/// What [`Core::insert`] did with a captured segment.
+enum Insert {
+    /// Buffered.
+    Stored,
+    /// Not buffered (a duplicate, or the session ended); counted.
+    Dropped,
+    /// The pool has no room: nothing changed.
+    PoolFull,
+}
+
+/// The worker's pool has no room for a segment.
+struct PoolFull;
 
 /// Return `now + d`, at least [`MIN_DELAY`] later.
 fn at(now: Instant, d: Duration) -> Instant {
@@ -100,6 +116,9 @@ pub struct Engine {
     table: Table,
     timers: Timers,
     next_gen: u32,
+    /// Sessions waiting for TX room, in order: `(slot, generation)`; at most one entry per
+    /// session (`tx_queued`), so its capacity never grows past the table's.
+    blocked: VecDeque<(u32, u32)>,
 }
 
 /// Everything session logic needs besides the session.
@@ -120,6 +139,7 @@ impl Engine {
             table: Table::new(cap),
             timers: Timers::new(2 * cap + 64),
             next_gen: 0,
+            blocked: VecDeque::with_capacity(cap),
             core: Core { pool: Pool::new(config.pool_bytes), cfg: config, targets, c: Counters::default() },
         }
     }
@@ -137,6 +157,34 @@ impl Engine {
     /// Return the number of sessions in the table (time-wait included).
     pub fn active_sessions(&self) -> usize {
         self.table.len()
+    }
+
+    /// Check every session's list bookkeeping against a walk of its list: the segment count,
+    /// the buffered and waiting bytes, `unsent` reachable from `head` with `last_sent` right
+    /// before it, `tail` last.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        for s in self.sessions.iter().flatten() {
+            let (mut n, mut stored, mut waiting, mut in_unsent) = (0u32, 0usize, 0usize, false);
+            let (mut prev, mut i) = (NIL, s.head);
+            while i != NIL {
+                if i == s.unsent {
+                    in_unsent = true;
+                    assert_eq!(prev, s.last_sent, "last_sent is unsent's predecessor");
+                }
+                let seg = self.core.pool.seg(i);
+                n += 1;
+                stored += seg.stored();
+                if in_unsent {
+                    waiting += seg.stored();
+                }
+                prev = i;
+                i = seg.next;
+            }
+            assert_eq!(prev, s.tail, "tail is the last segment");
+            assert!(in_unsent || s.unsent == NIL, "unsent is in the list");
+            assert_eq!((n, stored, waiting), (s.segs, s.buffered, s.waiting), "list bookkeeping");
+        }
     }
 
     /// Return the free chunks of the segment pool.
@@ -246,7 +294,34 @@ impl Engine {
             self.sessions[slot as usize] = Some(s);
             self.settle(slot, false);
         }
+        self.resume_blocked(now, out);
         self.prune_timers();
+    }
+
+    /// Return whether sessions wait for TX room (the worker keeps polling while they do).
+    pub fn tx_pending(&self) -> bool {
+        !self.blocked.is_empty()
+    }
+
+    /// Let the sessions that waited for TX room send, in the order they blocked, while the output
+    /// is ready.
+    fn resume_blocked(&mut self, now: Instant, out: &mut dyn Output) {
+        while let Some(&(slot, gen)) = self.blocked.front() {
+            if !out.ready() {
+                return;
+            }
+            self.blocked.pop_front();
+            let Some(mut s) = self.sessions[slot as usize].take() else { continue };
+            if s.gen == gen {
+                s.tx_queued = false;
+                if s.tx_blocked {
+                    s.tx_blocked = false;
+                    self.core.drain(now, &mut s, out);
+                }
+            }
+            self.sessions[slot as usize] = Some(s);
+            self.settle(slot, false);
+        }
     }
 
     /// Return whether a heap entry is the live one of its session.
@@ -318,9 +393,35 @@ impl Engine {
         let Some(mut s) = self.sessions[slot as usize].take() else {
             return;
         };
-        self.core.client_segment(now, &mut s, &inc, out);
+        while self.core.client_segment(now, &mut s, &inc, out).is_err() {
+            // The pool is full: end the session with the largest backlog (this one, if no
+            // other has more) and try again.
+            self.core.c.pool_exhausted += 1;
+            match self.largest_backlog(s.buffered) {
+                Some(victim) => {
+                    self.abort(victim, out);
+                    self.core.c.obsolete += 1;
+                }
+                None => {
+                    self.core.obsolete(now, &mut s, out);
+                    break;
+                }
+            }
+        }
         self.sessions[slot as usize] = Some(s);
         self.settle(slot, true);
+    }
+
+    /// The slot of the session with the most buffered bytes, if it has more than `than` (the
+    /// session being handled is out of its slot, so never a candidate). A scan of the table: it
+    /// runs only when the pool is full, and frees the most memory per scan.
+    fn largest_backlog(&self, than: usize) -> Option<u32> {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().filter(|s| !s.over && s.buffered > than).map(|s| (s.buffered, i as u32)))
+            .max()
+            .map(|(_, i)| i)
     }
 
     /// Create a session for `inc` (evicting the least recently active one if the table is
@@ -386,6 +487,16 @@ impl Engine {
             self.remove(slot);
             return;
         }
+        if s.tx_blocked && !s.tx_queued {
+            let gen = s.gen;
+            if let Some(s) = self.sessions[slot as usize].as_mut() {
+                s.tx_queued = true;
+            }
+            self.blocked.push_back((slot, gen));
+        }
+        let Some(s) = self.sessions[slot as usize].as_ref() else {
+            return;
+        };
         if s.over {
             self.table.demote(slot);
         } else if active {
@@ -560,6 +671,9 @@ impl Core {
         if seg.len() > 0 && s.req_at.is_none() {
             s.req_at = Some(now);
         }
+        if seg.len() > 0 && s.rtt_probe.is_none() {
+            s.rtt_probe = Some((seg.end(), now));
+        }
         if after(seg.end(), s.nxt) {
             s.nxt = seg.end();
         }
@@ -570,6 +684,7 @@ impl Core {
             // Kept for retransmission until acked.
             s.last_sent = d;
             s.unsent = seg.next;
+            s.waiting -= seg.stored();
         } else {
             self.unlink(s, s.last_sent, d);
         }
@@ -584,6 +699,8 @@ impl Core {
                 self.send_seg(s, i, None, false, out);
                 self.c.retransmit += 1;
                 s.retransmitted = true;
+                // Karn's rule: an ack after a retransmission says nothing of the round trip.
+                s.rtt_probe = None;
                 return true;
             }
             i = seg.next;
@@ -627,6 +744,7 @@ impl Core {
         }
         if s.unsent == d {
             s.unsent = seg.next;
+            s.waiting -= seg.stored();
         }
         if s.last_sent == d {
             s.last_sent = prev;
@@ -656,6 +774,7 @@ impl Core {
         s.last_sent = NIL;
         s.segs = 0;
         s.buffered = 0;
+        s.waiting = 0;
     }
 
     /// Free the sent segments the target has fully acked (§3.4 rule 7).
@@ -678,9 +797,8 @@ impl Core {
         false
     }
 
-    /// Buffer a captured segment in processing order; false if it was dropped (the session
-    /// may have ended).
-    fn insert(&mut self, now: Instant, s: &mut Session, inc: &Incoming, out: &mut dyn Output) -> bool {
+    /// Buffer a captured segment in processing order.
+    fn insert(&mut self, now: Instant, s: &mut Session, inc: &Incoming, out: &mut dyn Output) -> Insert {
         let stored = inc.ip_hdr.len() + inc.tcp_hdr.len() + inc.payload.len();
         let plen = inc.payload.len() as u32;
         let same = |seg: &Seg| seg.seq == inc.seq && seg.payload_len == plen && seg.flags == inc.flags;
@@ -688,15 +806,24 @@ impl Core {
         let (prev, next) = if s.unsent == NIL || s.tail == NIL || !before(inc.seq, self.pool.seg(s.tail).seq) {
             if s.tail != NIL && same(self.pool.seg(s.tail)) {
                 self.c.clt_retrans += 1;
-                return false;
+                return Insert::Dropped;
             }
             (s.tail, NIL)
         } else {
-            let (mut prev, mut cur) = (s.last_sent, s.unsent);
+            // Out of order: walk the unsent segments to its place, but never far (a client
+            // sending segments in reverse order would otherwise cost a walk of the whole list per
+            // segment). A segment dropped here is missing from the replay; a hole stalls the
+            // session until `lost_wait`, as lost capture does.
+            let (mut prev, mut cur, mut steps) = (s.last_sent, s.unsent, 0);
             while cur != NIL && !before(inc.seq, self.pool.seg(cur).seq) {
                 if same(self.pool.seg(cur)) {
                     self.c.clt_retrans += 1;
-                    return false;
+                    return Insert::Dropped;
+                }
+                steps += 1;
+                if steps > MAX_REORDER_WALK {
+                    self.c.clt_reorder_dropped += 1;
+                    return Insert::Dropped;
                 }
                 prev = cur;
                 cur = self.pool.seg(cur).next;
@@ -707,7 +834,7 @@ impl Core {
             self.c.buffer_overflow += 1;
             self.c.obsolete += 1;
             self.end(now, s, out, true);
-            return false;
+            return Insert::Dropped;
         }
         let mut ip = [0u8; 60];
         let mut th = [0u8; 60];
@@ -731,9 +858,7 @@ impl Core {
             tcp_hlen: th.len() as u8,
         };
         let Some(d) = self.pool.alloc(meta, [ip, th, inc.payload]) else {
-            self.c.pool_exhausted += 1;
-            self.end(now, s, out, true);
-            return false;
+            return Insert::PoolFull;
         };
         self.pool.seg_mut(d).next = next;
         if prev == NIL {
@@ -749,16 +874,25 @@ impl Core {
         }
         s.segs += 1;
         s.buffered += stored;
+        // A new segment is always in the unsent part of the list.
+        s.waiting += stored;
         if after(inc.end(), s.max_end) {
             s.max_end = inc.end();
         }
-        true
+        Insert::Stored
     }
 
     // ---------------------------------------------------------------- client side
 
-    /// Buffer a client segment and release what the rules allow.
-    fn client_segment(&mut self, now: Instant, s: &mut Session, inc: &Incoming, out: &mut dyn Output) {
+    /// Buffer a client segment and release what the rules allow. `Err(PoolFull)`: nothing was
+    /// changed; the caller frees pool memory and calls again.
+    fn client_segment(
+        &mut self,
+        now: Instant,
+        s: &mut Session,
+        inc: &Incoming,
+        out: &mut dyn Output,
+    ) -> Result<(), PoolFull> {
         if let Some(t0) = s.rtt_start {
             if !inc.has(SYN) {
                 // §3.8: the clock runs from the SYN to the next client packet.
@@ -769,7 +903,7 @@ impl Core {
         if s.syn_seen && !inc.has(SYN) && now.saturating_duration_since(s.created) < GUARD && before(inc.seq, s.syn_seq)
         {
             self.c.clt_stale += 1;
-            return;
+            return Ok(());
         }
         if s.phase != Phase::Closed
             && !inc.has(SYN | RST)
@@ -777,19 +911,45 @@ impl Core {
             && !after(inc.end(), s.nxt)
         {
             self.c.clt_retrans += 1;
-            return;
+            return Ok(());
         }
-        if self.insert(now, s, inc, out) {
-            self.drain(now, s, out);
+        match self.insert(now, s, inc, out) {
+            Insert::Stored => self.drain(now, s, out),
+            Insert::Dropped => {}
+            Insert::PoolFull => return Err(PoolFull),
         }
+        Ok(())
     }
 
     /// Release buffered segments in order while the rules allow (§3.7).
     fn drain(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        self.maybe_catch_up(now, s);
         while !s.over && !s.dead && s.unsent != NIL {
             if !self.step(now, s, s.unsent, out) {
                 break;
             }
+        }
+        if s.unsent == NIL {
+            // Caught up: wait for each response again.
+            s.backlog_since = None;
+            s.catching_up = false;
+        } else {
+            s.backlog_since.get_or_insert(now);
+        }
+    }
+
+    /// Start a catch-up when the session has fallen behind its capture (see
+    /// [`CatchUp`](super::CatchUp)): once a request went out and the handshake is done, unsent
+    /// bytes over the byte threshold or a segment waiting longer than the lag threshold.
+    fn maybe_catch_up(&mut self, now: Instant, s: &mut Session) {
+        let Some(cu) = self.cfg.catch_up else { return };
+        if s.catching_up || !s.sent_request || s.phase != Phase::Confirmed || s.unsent == NIL {
+            return;
+        }
+        let waited = s.backlog_since.is_some_and(|t| now.saturating_duration_since(t) >= cu.lag);
+        if s.waiting >= cu.bytes || waited {
+            s.catching_up = true;
+            self.c.catch_up_entered += 1;
         }
     }
 
@@ -807,6 +967,12 @@ impl Core {
         let seg = *self.pool.seg(d);
         // Rule 1: handshake pending, zero window, or rebuilding.
         if s.phase == Phase::SynSent || s.window_full || s.t_reconstruct.is_some() {
+            return false;
+        }
+        // No TX room this round: wait for it (the engine resumes the session), so a captured
+        // segment is never consumed without leaving.
+        if !out.ready() {
+            s.tx_blocked = true;
             return false;
         }
         // Rule 2: RST, held while a response is awaited.
@@ -939,7 +1105,13 @@ impl Core {
                 if !self.cfg.wait_response {
                     s.awaiting = false;
                 } else if s.last_ack_sent != Some(seg.ack) {
-                    return false;
+                    // A new request while the previous response is awaited: it waits, unless
+                    // the session is catching up.
+                    if !s.catching_up {
+                        return false;
+                    }
+                    self.c.catch_up_requests += 1;
+                    s.awaiting = false;
                 }
             }
             if !s.awaiting {
@@ -1041,6 +1213,11 @@ impl Core {
         }
         s.peer_window = u32::from(h.window) << s.wscale;
         if h.has(ACK) {
+            if let Some((end, sent)) = s.rtt_probe.filter(|(end, _)| !before(h.ack, *end)) {
+                let _ = end;
+                s.rtt_probe = None;
+                out.latency(Latency::ReplayRtt, now.saturating_duration_since(sent).as_nanos() as u64);
+            }
             if after(h.ack, s.rep_ack) {
                 s.rep_ack = h.ack;
                 self.remove_acked(s);

@@ -116,8 +116,12 @@ pub struct Config {
     pub lost_wait: Duration,
     /// Session table capacity; a new session when it is full evicts the least recently active.
     pub max_sessions: usize,
-    /// Per-session cap of buffered captured bytes (headers + payload).
+    /// Per-session cap of buffered captured bytes (headers + payload); `usize::MAX` (the
+    /// default) leaves a session bounded only by the worker's pool.
     pub max_buffered_bytes: usize,
+    /// Catch up instead of falling behind (`--catch-up auto`): `None` keeps strict
+    /// request/response order whatever the backlog (`--catch-up off`).
+    pub catch_up: Option<CatchUp>,
     /// Per-worker preallocated store for captured segments, in bytes.
     pub pool_bytes: usize,
 }
@@ -138,9 +142,32 @@ impl Default for Config {
             time_wait: Duration::from_secs(6),
             lost_wait: Duration::from_secs(10),
             max_sessions: 65_536,
-            max_buffered_bytes: 4 << 20,
+            max_buffered_bytes: usize::MAX,
+            catch_up: Some(CatchUp::default()),
             pool_bytes: 256 << 20,
         }
+    }
+}
+
+/// When a session that fell behind its capture stops waiting for each response.
+///
+/// A session falls behind when the test server (through the replay round trip) answers more
+/// slowly than the client sent: captured requests pile up. Once its buffered bytes reach `bytes`,
+/// or a captured segment has waited `lag` to be sent, the session sends what is waiting without
+/// waiting for each response (as `-W` does, within the test server's window) until nothing is
+/// left unsent, then waits for responses again. The handshake and a server-speaks-first greeting
+/// still wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CatchUp {
+    /// Buffered bytes (headers and payload) that start a catch-up.
+    pub bytes: usize,
+    /// How long a captured segment may wait unsent before a catch-up starts.
+    pub lag: Duration,
+}
+
+impl Default for CatchUp {
+    fn default() -> Self {
+        CatchUp { bytes: 1 << 20, lag: Duration::from_secs(1) }
     }
 }
 
@@ -176,6 +203,14 @@ pub trait Output {
     /// loops). Frames are at most 14 + `mtu` bytes.
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool;
 
+    /// Whether a frame can be transmitted now (a TX slot, a free buffer, and the worker's
+    /// per-round budget). The engine sends captured segments only when this holds; otherwise the
+    /// session waits its turn (see [`Engine::on_timers`]) instead of losing the segment to
+    /// retransmission. The default says yes.
+    fn ready(&mut self) -> bool {
+        true
+    }
+
     /// Ask the control thread to send CLIENT_ADD(client, target) to the intercepts; false if it
     /// could not be queued.
     fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool;
@@ -195,6 +230,9 @@ pub enum Latency {
     /// the return path: test server → assist server → intercept (≤ its flush delay) → channel →
     /// control thread → worker.
     Response,
+    /// The replay round trip: a request segment sent → the test server's ack of it handled by
+    /// the worker (test server → assist → intercept → channel → control thread → worker).
+    ReplayRtt,
 }
 
 control::counters! {
@@ -255,10 +293,16 @@ control::counters! {
         counter split,
         /// Sessions evicted because the table was full.
         counter evicted,
-        /// Sessions ended because their buffered bytes hit `max_buffered_bytes`.
+        /// Sessions ended because their buffered bytes hit `max_buffered_bytes` (`--session-buffer-kb`).
         counter buffer_overflow,
-        /// Captured segments dropped (and their session ended) because the pool was full.
+        /// Sessions ended because the worker's pool was full (the largest backlog first).
         counter pool_exhausted,
+        /// Times a session fell behind its capture and started catching up (`--catch-up`).
+        counter catch_up_entered,
+        /// Requests sent during a catch-up without waiting for the previous response.
+        counter catch_up_requests,
+        /// Out-of-order client segments dropped because placing them would walk too far.
+        counter clt_reorder_dropped,
         /// Frames not sent because no TX buffer was free.
         counter tx_no_buffer,
         /// Frames not sent because the TX buffer was too small for them.

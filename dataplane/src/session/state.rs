@@ -45,6 +45,8 @@ pub(crate) struct Session {
     pub segs: u32,
     /// Stored bytes of the segments in the list.
     pub buffered: usize,
+    /// Stored bytes of the unsent segments (`unsent` to the tail): the backlog.
+    pub waiting: usize,
 
     pub phase: Phase,
     pub established: bool,
@@ -119,6 +121,19 @@ pub(crate) struct Session {
     /// When a hole in the captured stream was first hit.
     pub lost_since: Option<Instant>,
 
+    /// Sending without waiting for responses until nothing captured is left unsent (the session
+    /// fell behind its capture: [`super::CatchUp`]).
+    pub catching_up: bool,
+    /// Since when captured segments have been waiting unsent (cleared when none is left).
+    pub backlog_since: Option<Instant>,
+    /// The replay round-trip probe: (end of a request segment sent, when), until the target
+    /// acks it; cleared by a retransmission (Karn's rule).
+    pub rtt_probe: Option<(u32, Instant)>,
+    /// Segments wait for TX room (the output was not ready); the engine resumes the session.
+    pub tx_blocked: bool,
+    /// The session is in the engine's queue of blocked sessions.
+    pub tx_queued: bool,
+
     // Deadlines.
     pub t_rto: Option<Instant>,
     pub t_delay: Option<Instant>,
@@ -156,6 +171,7 @@ impl Session {
             last_sent: NIL,
             segs: 0,
             buffered: 0,
+            waiting: 0,
             phase: Phase::Closed,
             established: false,
             sent_request: false,
@@ -197,6 +213,11 @@ impl Session {
             req_at: None,
 
             lost_since: None,
+            catching_up: false,
+            backlog_since: None,
+            rtt_probe: None,
+            tx_blocked: false,
+            tx_queued: false,
             t_rto: None,
             t_delay: None,
             t_reconstruct: None,
@@ -224,6 +245,7 @@ impl Session {
             tail: self.tail,
             segs: self.segs,
             buffered: self.buffered,
+            waiting: self.buffered,
             max_end: self.max_end,
             syn_seen: self.syn_seen,
             syn_seq: self.syn_seq,
@@ -242,6 +264,8 @@ impl Session {
             syn_backoff: self.syn_backoff,
             t_time_wait: self.t_time_wait,
             scheduled: self.scheduled,
+            backlog_since: self.backlog_since,
+            tx_queued: self.tx_queued,
             ..fresh
         }
     }
@@ -312,7 +336,11 @@ mod tests {
         s.ack = 0;
         s.rep_ack = 0;
         s.unsent = s.head;
+        s.waiting = s.buffered;
         s.last_sent = NIL;
+        s.catching_up = false;
+        s.rtt_probe = None;
+        s.tx_blocked = false;
         s.cancel_timers();
     }
 
@@ -332,6 +360,7 @@ mod tests {
             last_sent: 8,
             segs: 9,
             buffered: 10,
+            waiting: 3,
             phase: Phase::Confirmed,
             established: true,
             sent_request: true,
@@ -372,6 +401,11 @@ mod tests {
             syn_at: later(30),
             req_at: later(31),
             lost_since: later(32),
+            catching_up: true,
+            backlog_since: later(42),
+            rtt_probe: Some((43, t)),
+            tx_blocked: true,
+            tx_queued: true,
             t_rto: later(33),
             t_delay: later(34),
             t_reconstruct: later(35),

@@ -3,9 +3,14 @@
 //!
 //! Everything is sized in [`Table::new`]. The index has a power-of-two number of buckets, at
 //! least twice the capacity, probed linearly; removal shifts later entries back (no
-//! tombstones), so lookups stay short however long the table runs. The LRU is an intrusive
+//! tombstones), so lookups stay short however long the table runs. Keys are hashed with SipHash
+//! under a key drawn from the OS per table (std's `RandomState`): client addresses and ports
+//! come from the network, and with a fixed public hash a client choosing its source ports could
+//! make every probe run the whole table. The LRU is an intrusive
 //! doubly linked list over slot numbers: the front is the most recently active session, the
 //! back the first to be evicted (sessions entering time-wait are moved there).
+
+use std::hash::{BuildHasher, RandomState};
 
 use super::pool::NIL;
 
@@ -16,6 +21,7 @@ pub(crate) fn key(ip: std::net::Ipv4Addr, port: u16) -> u64 {
 
 /// Key → slot index, slot free list and LRU order.
 pub(crate) struct Table {
+    hasher: RandomState,
     buckets: Vec<(u64, u32)>,
     mask: usize,
     free: Vec<u32>,
@@ -32,6 +38,7 @@ impl Table {
         let capacity = capacity.clamp(1, NIL as usize - 1);
         let buckets = (capacity * 2).next_power_of_two();
         Table {
+            hasher: RandomState::new(),
             buckets: vec![(0, NIL); buckets],
             mask: buckets - 1,
             free: (0..capacity as u32).rev().collect(),
@@ -54,8 +61,7 @@ impl Table {
     }
 
     fn home(&self, key: u64) -> usize {
-        // Fibonacci hashing: the high bits of a multiplicative hash.
-        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & self.mask
+        self.hasher.hash_one(key) as usize & self.mask
     }
 
     /// Return the slot of `key`.
@@ -208,6 +214,30 @@ mod tests {
         for (k, slot) in &m {
             assert_eq!(t.get(*k), Some(*slot));
         }
+    }
+
+    #[test]
+    fn the_hash_is_keyed_per_table() {
+        // With a fixed hash, keys a client can choose (its source ports) could be picked to
+        // collide in every copier; keyed per table, the same keys land elsewhere each time.
+        let (a, b) = (Table::new(65_536), Table::new(65_536));
+        let keys = (0..1000u64).map(|p| (0x0a00_0001 << 16) | p);
+        let same = keys.filter(|k| a.home(*k) == b.home(*k)).count();
+        assert!(same < 50, "{same} of 1000 keys have the same home in two tables");
+    }
+
+    #[test]
+    fn every_port_of_one_client_is_cheap() {
+        let mut t = Table::new(65_536);
+        let start = std::time::Instant::now();
+        for p in 0..65_536u64 {
+            t.insert((0x0a00_0001 << 16) | p).unwrap();
+        }
+        for p in 0..65_536u64 {
+            assert!(t.get((0x0a00_0001 << 16) | p).is_some());
+        }
+        // A debug build takes a few tens of milliseconds; colliding probe runs would take seconds.
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
     #[test]

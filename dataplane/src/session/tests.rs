@@ -150,9 +150,14 @@ struct Rec {
     add_ok: bool,
     buf: usize,
     lat: Vec<(Latency, u64)>,
+    /// What `ready` answers (TX room).
+    ready: bool,
 }
 
 impl Output for Rec {
+    fn ready(&mut self) -> bool {
+        self.ready
+    }
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {
         if !self.tx_ok {
             return false;
@@ -184,7 +189,15 @@ impl Harness {
     fn new(cfg: Config) -> Harness {
         Harness {
             e: Engine::new(cfg, vec![TARGET]),
-            out: Rec { frames: Vec::new(), adds: Vec::new(), tx_ok: true, add_ok: true, buf: 2048, lat: Vec::new() },
+            out: Rec {
+                frames: Vec::new(),
+                adds: Vec::new(),
+                tx_ok: true,
+                add_ok: true,
+                buf: 2048,
+                lat: Vec::new(),
+                ready: true,
+            },
             t0: Instant::now(),
         }
     }
@@ -871,6 +884,25 @@ fn tx_failures_are_counted_and_recovered_by_retransmission() {
 }
 
 #[test]
+fn without_tx_room_a_session_waits_its_turn_and_loses_nothing() {
+    let mut h = Harness::new(Config { wait_response: false, ..cfg() });
+    h.open();
+    h.out.ready = false;
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"one"));
+    h.client(20, &c(1004, 5001, PSH | ACK).data(b"two"));
+    assert!(h.take().is_empty());
+    assert!(h.e.tx_pending());
+    assert_eq!((h.n().tx_no_buffer, h.n().retransmit), (0, 0), "nothing was consumed");
+    // Room again: the next round resumes the session, in order, no retransmission needed.
+    h.out.ready = true;
+    h.tick(21);
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.payload.clone()).collect::<Vec<_>>(), [b"one".to_vec(), b"two".to_vec()]);
+    assert!(!h.e.tx_pending());
+    assert_eq!(h.n().retransmit, 0);
+}
+
+#[test]
 fn unknown_and_misrouted_responses_are_counted() {
     let mut h = Harness::new(cfg());
     h.resp(0, r(1, 2, ACK, 0));
@@ -908,13 +940,15 @@ fn every_counter_has_a_unique_name() {
 #[test]
 fn random_inputs_never_panic() {
     for seed in [0x5eed_1234_5678_9abc, 0x0dd_ba11, 0xfeed_f00d_dead_beef] {
-        random_run(seed);
+        random_run(seed, CatchUp::default());
     }
+    // Sessions catching up all the time.
+    random_run(0xca7c_4u64, CatchUp { bytes: 200, lag: Duration::from_millis(5) });
 }
 
-fn random_run(seed: u64) {
+fn random_run(seed: u64, catch_up: CatchUp) {
     let mut rng = XorShift(seed);
-    let mut h = Harness::new(Config { max_sessions: 8, pool_bytes: 64 << 10, ..cfg() });
+    let mut h = Harness::new(Config { max_sessions: 8, pool_bytes: 64 << 10, catch_up: Some(catch_up), ..cfg() });
     let ports = [1u16, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
     let mut ms = 0u64;
     for round in 0..60_000 {
@@ -989,10 +1023,12 @@ fn random_run(seed: u64) {
             _ => {
                 h.out.tx_ok = rng.below(20) != 0;
                 h.out.add_ok = rng.below(20) != 0;
+                h.out.ready = rng.below(10) != 0;
                 h.tick(ms);
             }
         }
         assert!(h.e.active_sessions() <= 8);
+        h.e.check_invariants();
         if round % 1000 == 0 {
             for f in h.out.frames.drain(..) {
                 check(&f);
@@ -1065,9 +1101,152 @@ fn handshake_and_response_latencies_are_measured() {
     // SYN out at 0, SYN-ACK at 12: the handshake took 12 ms; the held request goes out at 12.
     h.resp(12, syn_ack(9000, 1001));
     assert_eq!(h.out.lat, vec![(Latency::Handshake, 12 * MS)]);
-    // A pure ACK from the target is no response yet; its data at 20 ms is: 8 ms.
+    // A pure ACK from the target is no response yet, but it acks the request: the replay round
+    // trip (request sent at 12, acked at 15) is 3 ms. Its data at 20 ms is the response: 8 ms.
     h.resp(15, r(9001, 1101, ACK, 0));
     h.resp(20, r(9001, 1101, PSH | ACK, 500));
     h.resp(21, r(9501, 1101, PSH | ACK, 500));
-    assert_eq!(h.out.lat, vec![(Latency::Handshake, 12 * MS), (Latency::Response, 8 * MS)]);
+    assert_eq!(
+        h.out.lat,
+        vec![(Latency::Handshake, 12 * MS), (Latency::ReplayRtt, 3 * MS), (Latency::Response, 8 * MS)]
+    );
+}
+
+/// Request `i` (20 bytes at seq 1001 + 20 i) of a keep-alive session opened with `h.open()`,
+/// captured at `ms`; the client's ack moves by 10 (a 10-byte response) per request.
+fn request(h: &mut Harness, ms: u64, i: u32) {
+    h.client(ms, &c(1001 + 20 * i, 5001 + 10 * i, PSH | ACK).data(&body(20, i as u8)));
+}
+
+#[test]
+fn a_session_behind_its_capture_catches_up_then_waits_again() {
+    // Each request is stored as 60 bytes (IP, TCP, 20 bytes of payload).
+    let catch_up = Some(CatchUp { bytes: 240, lag: Duration::from_secs(60) });
+    let mut h = Harness::new(Config { catch_up, ..cfg() });
+    h.open();
+    // Request 0 goes out; 1.. wait for its response while they pile up.
+    for i in 0..4 {
+        request(&mut h, 20, i);
+    }
+    assert_eq!(h.take().len(), 1);
+    assert_eq!(h.n().catch_up_entered, 0);
+    // The fifth makes 240 bytes wait: everything waiting goes out, no response awaited
+    // between them, each with the ack translated.
+    request(&mut h, 21, 4);
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.seq).collect::<Vec<_>>(), [1021, 1041, 1061, 1081]);
+    assert!(v.iter().all(|s| s.ack == 9001 && s.flags == PSH | ACK));
+    assert_eq!((h.n().catch_up_entered, h.n().catch_up_requests), (1, 4));
+    // Caught up: the next request waits for the response again.
+    request(&mut h, 22, 5);
+    assert!(h.take().is_empty(), "caught up: strict order again");
+    assert_eq!(h.n().catch_up_requests, 4);
+}
+
+#[test]
+fn a_request_waiting_longer_than_the_lag_starts_a_catch_up() {
+    let catch_up = Some(CatchUp { bytes: usize::MAX, lag: Duration::from_millis(100) });
+    let mut h = Harness::new(Config { catch_up, ..cfg() });
+    h.open();
+    request(&mut h, 20, 0);
+    request(&mut h, 20, 1);
+    assert_eq!(h.take().len(), 1, "request 1 waits for response 0");
+    // A slow test server: nothing for 150 ms. The next capture finds request 2 waited too long.
+    h.client(170, &c(1041, 5021, PSH | ACK).data(&body(20, 3)));
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.seq).collect::<Vec<_>>(), [1021, 1041]);
+    assert_eq!(h.n().catch_up_entered, 1);
+}
+
+#[test]
+fn catch_up_off_keeps_strict_order() {
+    let mut h = Harness::new(Config { catch_up: None, ..cfg() });
+    h.open();
+    for i in 0..50 {
+        request(&mut h, 20, i);
+    }
+    assert_eq!(h.take().len(), 1);
+    assert_eq!(h.n().catch_up_entered, 0);
+}
+
+#[test]
+fn catch_up_still_waits_for_the_greeting_and_the_handshake() {
+    let catch_up = Some(CatchUp { bytes: 1, lag: Duration::ZERO });
+    let mut h = Harness::new(Config { catch_up, ..cfg() });
+    // Before the SYN-ACK nothing goes, however much is buffered.
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS[..4]));
+    h.client(10, &c(1001, 5001, ACK));
+    h.take();
+    h.client(10, &c(1001, 5021, PSH | ACK).data(b"LOGIN"));
+    h.client(11, &c(1006, 5031, PSH | ACK).data(b"QUERY"));
+    assert!(h.take().is_empty());
+    // A server-speaks-first session: the client had a 20-byte greeting before LOGIN.
+    h.resp(12, syn_ack(9000, 1001));
+    assert!(h.take().iter().all(|s| s.payload.is_empty()), "held until the target's greeting");
+    h.resp(30, r(9001, 1001, PSH | ACK, 20));
+    h.tick(40);
+    h.tick(45);
+    let data: Vec<Sent> = h.take().into_iter().filter(|s| !s.payload.is_empty()).collect();
+    assert_eq!(data.first().map(|s| (s.seq, s.payload.clone())), Some((1001, b"LOGIN".to_vec())));
+}
+
+#[test]
+fn a_full_pool_ends_the_session_with_the_largest_backlog() {
+    // 16 chunks of 256 bytes; no SYN-ACKs, so everything stays buffered.
+    let mut h = Harness::new(Config { pool_bytes: 4096, ..cfg() });
+    h.client(0, &c(1000, 0, SYN).port(1));
+    h.client(0, &c(2000, 0, SYN).port(2));
+    // Port 1 buffers 3 segments of 3 chunks, port 2 one.
+    for i in 0..3u32 {
+        h.client(1, &c(1001 + i * 500, 5001, ACK).data(&body(500, 0)).port(1));
+    }
+    h.client(1, &c(2001, 5001, ACK).data(&body(500, 0)).port(2));
+    assert_eq!(h.n().pool_exhausted, 0);
+    h.take();
+    // Port 2's next segments need room: port 1, the largest backlog, is ended, not port 2.
+    h.client(2, &c(2501, 5001, ACK).data(&body(500, 0)).port(2));
+    h.client(2, &c(3001, 5001, ACK).data(&body(500, 0)).port(2));
+    assert_eq!(h.n().pool_exhausted, 1);
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| (s.sport, s.flags)).collect::<Vec<_>>(), [(1, RST | ACK)]);
+    assert_eq!(h.e.active_sessions(), 1, "port 2 lives on");
+}
+
+#[test]
+fn the_replay_round_trip_is_measured_and_not_after_a_retransmission() {
+    const MS: u64 = 1_000_000;
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET /1"));
+    h.resp(24, r(9001, 1007, ACK, 0));
+    assert_eq!(h.out.lat.iter().filter(|l| l.0 == Latency::ReplayRtt).count(), 1);
+    assert!(h.out.lat.contains(&(Latency::ReplayRtt, 4 * MS)));
+    // The next request is lost: retransmitted on the RTO, then acked. No sample (Karn).
+    h.resp(25, r(9001, 1007, PSH | ACK, 5));
+    h.tick(35);
+    h.tick(40);
+    h.client(41, &c(1007, 5006, PSH | ACK).data(b"GET /2"));
+    h.tick(141);
+    assert_eq!(h.n().retransmit, 1);
+    h.resp(142, r(9006, 1013, ACK, 0));
+    assert_eq!(h.out.lat.iter().filter(|l| l.0 == Latency::ReplayRtt).count(), 1);
+}
+
+#[test]
+fn out_of_order_segments_cost_a_bounded_walk() {
+    let mut h = Harness::new(Config { pool_bytes: 64 << 20, ..cfg() });
+    h.open();
+    // A hole at 1001 and a segment far ahead, then 20,000 one-byte segments in order: each
+    // belongs before the far one, after all the others — a walk of the whole list per segment.
+    h.client(20, &c(1_000_000, 5001, PSH | ACK).data(b"x"));
+    let start = std::time::Instant::now();
+    for i in 1..=20_000u32 {
+        h.client(20, &c(1001 + i, 5001, PSH | ACK).data(b"x"));
+    }
+    let took = start.elapsed();
+    // Segment i walks past the i - 1 before it: from the 258th on, more than 256 steps.
+    assert_eq!(h.n().clt_reorder_dropped, 20_000 - 257);
+    // Debug build: the unbounded walk took seconds here.
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    h.e.check_invariants();
 }

@@ -242,7 +242,7 @@ fn session_worker(frames: u32, ring: u32, fill_reserve: u32) -> (Worker, Kernel,
 }
 
 #[test]
-fn session_mode_builds_in_free_frames_and_counts_none_free() {
+fn session_mode_builds_in_free_frames_and_waits_for_one() {
     // Two frames, no reserve: both start in the fill ring.
     let (mut w, mut k, link) = session_worker(2, 2, 0);
     assert!(k.deliver(&SYN_V4) && k.deliver(&DATA_V4));
@@ -252,7 +252,8 @@ fn session_mode_builds_in_free_frames_and_counts_none_free() {
     assert_eq!(link.adds.pop(), Some(SessionAdd { client: CLIENT, target: SocketAddrV4::new(TARGET, 8080) }));
     assert_eq!((w.counters().tx_frames, k.tx_pending()), (1, 1));
     // The test server's SYN-ACK arrives. Its handling wants to send the held request, but the
-    // only other frame went back to the fill ring at the start of the round.
+    // only other frame went back to the fill ring at the start of the round: the request waits
+    // for a free frame (it is not consumed and left to retransmission).
     let syn_ack = ResponseHeader {
         src: SocketAddrV4::new(TARGET, 8080),
         dst: CLIENT,
@@ -268,8 +269,10 @@ fn session_mode_builds_in_free_frames_and_counts_none_free() {
     };
     assert!(link.headers.push(HeaderMsg::from_bytes(syn_ack.to_bytes())).is_ok());
     assert!(w.round());
-    assert_eq!(w.counters().no_free_frame, 1);
+    assert_eq!(w.counters().no_free_frame, 0);
     assert_eq!(w.counters().tx_frames, 1);
+    let Mode::Session(s) = &w.mode else { unreachable!() };
+    assert!(s.engine.tx_pending(), "the request waits its turn");
     assert_no_leak(&w, &mut k, 2);
     // What went out is a SYN to the target, with valid checksums.
     let sent = k.transmit();

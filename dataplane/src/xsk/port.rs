@@ -22,7 +22,7 @@
 //! waits go through [`sys`](super::sys)'s loop-call dispatch, so a port over in-memory rings
 //! (`xsk::testing`) runs the same code with its kicks counted.
 
-use std::os::fd::BorrowedFd;
+use std::{os::fd::BorrowedFd, time::Duration};
 
 #[cfg(any(test, feature = "testing"))]
 use std::os::fd::{AsFd, OwnedFd};
@@ -410,14 +410,14 @@ impl Port {
         last
     }
 
-    /// Waits up to `timeout_ms` for received frames; returns whether some arrived.
-    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
-        sys::poll_readable(self.fds.rx(), timeout_ms)
+    /// Waits up to `timeout` for received frames; returns whether some arrived.
+    pub fn wait_readable(&self, timeout: Duration) -> bool {
+        sys::poll_readable(self.fds.rx(), timeout)
     }
 
-    /// Waits up to `timeout_ms` for received frames or for `other` to become readable.
-    pub fn wait_readable_or(&self, other: BorrowedFd<'_>, timeout_ms: i32) {
-        sys::poll_readable2(self.fds.rx(), other, timeout_ms);
+    /// Waits up to `timeout` for received frames or for `other` to become readable.
+    pub fn wait_readable_or(&self, other: BorrowedFd<'_>, timeout: Duration) {
+        sys::poll_readable2(self.fds.rx(), other, timeout);
     }
 
     /// The socket that owns the UMEM (for the XSKMAP and for epoll).

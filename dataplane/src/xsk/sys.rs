@@ -13,6 +13,7 @@ use std::{
     io,
     mem::{size_of, MaybeUninit},
     os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
+    time::Duration,
 };
 
 use memmap2::{MmapMut, MmapOptions};
@@ -147,8 +148,9 @@ pub enum LoopCall<'a> {
     KickTx(BorrowedFd<'a>),
     /// `recvfrom(fd, NULL, 0, MSG_DONTWAIT)`: the fill-ring wakeup.
     KickRx(BorrowedFd<'a>),
-    /// `poll(fds, timeout_ms)`, waiting for `POLLIN`.
-    Poll(&'a mut [libc::pollfd], i32),
+    /// `ppoll(fds, timeout)`, waiting for `POLLIN` (nanosecond timeout: the worker sleeps until
+    /// its next timer, which may be microseconds away).
+    Poll(&'a mut [libc::pollfd], Duration),
 }
 
 /// What a system call returned: its non-negative result, or the errno.
@@ -178,10 +180,15 @@ fn loop_call(call: LoopCall<'_>) -> RawResult {
                 std::ptr::null_mut(),
             )
         },
-        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds.
-        LoopCall::Poll(fds, timeout_ms) => unsafe {
-            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) as isize
-        },
+        LoopCall::Poll(fds, timeout) => {
+            let ts = libc::timespec {
+                tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+                tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+            };
+            // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfds; `ts`
+            // lives across the call; a null signal mask leaves the mask unchanged.
+            unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) as isize }
+        }
     };
     if rc < 0 {
         return Err(errno());
@@ -264,20 +271,20 @@ pub fn kick_rx(fd: BorrowedFd<'_>) -> Kick {
     Kick::of(loop_call(LoopCall::KickRx(fd)))
 }
 
-/// Blocks until `fd` is readable or `timeout_ms` passes; returns whether it is readable.
-pub fn poll_readable(fd: BorrowedFd<'_>, timeout_ms: i32) -> bool {
+/// Blocks until `fd` is readable or `timeout` passes; returns whether it is readable.
+pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     let mut pfd = [libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-    let rc = loop_call(LoopCall::Poll(&mut pfd, timeout_ms));
+    let rc = loop_call(LoopCall::Poll(&mut pfd, timeout));
     matches!(rc, Ok(n) if n > 0) && pfd[0].revents & libc::POLLIN != 0
 }
 
-/// Blocks until `a` or `b` is readable or `timeout_ms` passes.
-pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) {
+/// Blocks until `a` or `b` is readable or `timeout` passes.
+pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout: Duration) {
     let mut pfds = [
         libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
-    let _ = loop_call(LoopCall::Poll(&mut pfds, timeout_ms));
+    let _ = loop_call(LoopCall::Poll(&mut pfds, timeout));
 }
 
 /// Looks up an interface index by name.
@@ -364,6 +371,14 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid timespec for the kernel (vDSO) to fill.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sets the calling thread's timer slack (`PR_SET_TIMERSLACK`): how late the kernel may wake a
+/// sleep to batch wake-ups (50 µs by default). The workers sleep until timers microseconds away;
+/// best effort.
+pub fn set_timer_slack(ns: u64) {
+    // SAFETY: prctl with an integer argument; no pointers.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
 }
 
 /// An `AF_PACKET` raw socket bound to one interface, for injecting whole Ethernet frames (the

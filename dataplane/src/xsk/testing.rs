@@ -313,7 +313,7 @@ mod tests {
         assert_eq!(kernel.calls().kick_rx, 1);
         kernel.fail_kicks(Some(libc::EAGAIN));
         assert_eq!(port.flush_tx(0), Kick::Done, "nothing to send: no kick");
-        assert!(!port.wait_readable(50), "the poll is answered at once");
+        assert!(!port.wait_readable(std::time::Duration::from_millis(50)), "the poll is answered at once");
         assert_eq!(kernel.calls(), Calls { kick_tx: 0, kick_rx: 1, polls: 1 });
     }
 

@@ -500,6 +500,23 @@ impl Lab {
         Ok(())
     }
 
+    /// Removes (`false`) or restores (`true`) the lab's mirror of o0's ingress (the benchmark's
+    /// baseline runs the online server with no mirror at all).
+    pub fn set_mirror(&self, on: bool) -> Result<()> {
+        if on {
+            self.run(
+                Role::Online,
+                &[
+                    "tc", "filter", "add", "dev", "o0", "ingress", "protocol", "all", "prio", "10", "u32", "match",
+                    "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "mir0",
+                ],
+            )?;
+        } else {
+            self.run(Role::Online, &["tc", "filter", "del", "dev", "o0", "ingress", "prio", "10"])?;
+        }
+        Ok(())
+    }
+
     fn start_nginx(&self, role: Role) -> Result<u32> {
         let (name, listen) = match role {
             Role::Online => ("online", SocketAddrV4::new(addr::ONLINE, addr::ONLINE_PORT)),

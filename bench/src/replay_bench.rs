@@ -1,7 +1,11 @@
 //! The session-replay benchmark (`xdpcopy-lab bench-replay`): increasing client load against
 //! the online nginx, with xdpcopy replaying to the test nginx through xdpcopy-intercept. For each
-//! level: the online req/s, the test req/s, the copy ratio (requests in the test log ÷ requests in
-//! the online log, counted after the test log stops growing) and the copier's CPU.
+//! level: the online req/s, the copy ratio (requests in the test log ÷ requests in the online log,
+//! counted after the test log stops growing), the copier's CPU during the load and per 1000
+//! replayed requests (until the replay finished), the replay round trip and the test server's
+//! response time as the copier measured them, the catch-up counters, and — unpaced levels — the
+//! footprint: the online server's rate with the copier (and the mirror) ÷ its rate in the same lab
+//! without either. The test nginx's own round trip from the copier's namespace is measured once.
 //!
 //! Two kinds of load:
 //! - **paced**: 8 keep-alive connections, each sending at rate/8 with a distinct URL per request
@@ -40,8 +44,13 @@ pub struct LevelResult {
     pub online_requests: u64,
     pub test_requests: u64,
     pub seconds: f64,
+    /// Copier CPU during the load, in cores.
     pub copier_cpu: f64,
+    /// Copier CPU seconds from the start of the load until the replay finished.
+    pub copier_cpu_seconds: f64,
     pub settle_seconds: f64,
+    /// Unpaced levels: online req/s in the same lab with no copier and no mirror.
+    pub baseline_rps: Option<f64>,
     pub summary: crate::proc::Summary,
 }
 
@@ -56,21 +65,16 @@ fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Clock ticks per second of /proc/PID/stat.
+const TICKS_PER_S: f64 = 100.0;
+
 fn count(log: &std::path::Path, prefix: &str) -> u64 {
     access_log(log, prefix).map(|m| m.values().map(|v| u64::from(*v)).sum()).unwrap_or(0)
 }
 
-fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
-    let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
-    let intercept = crate::proc::start_intercept(&lab, &[], "intercept.log")?;
-    let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
-    let mut args: Vec<&str> = vec!["-x", &transfer];
-    args.extend(extra.iter().map(String::as_str));
-    let copier = crate::proc::start_session_copier(&lab, &args, "xdpcopy.log")?;
-    let pid = copier.pid();
+/// Drives `load` against the online nginx for `seconds` (paths under `/PREFIX/`).
+fn drive(lab: &Lab, load: Load, seconds: u64, prefix: &str) -> Result<()> {
     let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
-    let cpu0 = cpu_ticks(pid);
-    let started = Instant::now();
     match load {
         Load::Paced(rate) => {
             let conns = 8u32;
@@ -86,7 +90,7 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
                             let mut next = Instant::now();
                             let mut i = 0u64;
                             while Instant::now() < end {
-                                k.get(&addr::ONLINE.to_string(), &format!("/bench/{c}/{i}"), false)?;
+                                k.get(&addr::ONLINE.to_string(), &format!("/{prefix}/{c}/{i}"), false)?;
                                 i += 1;
                                 next += gap;
                                 if let Some(d) = next.checked_duration_since(Instant::now()) {
@@ -105,10 +109,53 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
         Load::Unpaced(conns) => {
             let c = conns.to_string();
             let d = format!("{seconds}s");
-            let url = format!("http://{}/bench/wrk", addr::ONLINE);
+            let url = format!("http://{}/{prefix}/wrk", addr::ONLINE);
             lab.run(Role::Client, &["wrk", "-t1", "-c", &c, "-d", &d, &url]).context("running wrk")?;
         }
     }
+    Ok(())
+}
+
+/// The test nginx's own round trip from the copier's namespace: `n` requests on one keep-alive
+/// connection; returns (p50, p99) in µs.
+fn direct_round_trip(lab: &Lab, n: usize) -> Result<(f64, f64)> {
+    let test: SocketAddr = (addr::TEST, addr::TEST_PORT).into();
+    let mut samples = in_netns(&lab.ns(Role::Copier), || {
+        let mut k = Conn::open(test)?;
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            let t = Instant::now();
+            k.get(&addr::TEST.to_string(), &format!("/direct/{i}"), false)?;
+            v.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        Ok(v)
+    })?;
+    samples.sort_by(f64::total_cmp);
+    let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+    Ok((q(0.5), q(0.99)))
+}
+
+fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
+    let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
+    // Unpaced: the online server's own rate in this lab, with no mirror and no copier, first.
+    let baseline_rps = match load {
+        Load::Unpaced(_) => {
+            lab.set_mirror(false)?;
+            drive(&lab, load, seconds, "base")?;
+            lab.set_mirror(true)?;
+            Some(count(&lab.online_access_log(), "/base/") as f64 / seconds as f64)
+        }
+        Load::Paced(_) => None,
+    };
+    let intercept = crate::proc::start_intercept(&lab, &[], "intercept.log")?;
+    let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
+    let mut args: Vec<&str> = vec!["-x", &transfer];
+    args.extend(extra.iter().map(String::as_str));
+    let copier = crate::proc::start_session_copier(&lab, &args, "xdpcopy.log")?;
+    let pid = copier.pid();
+    let cpu0 = cpu_ticks(pid);
+    let started = Instant::now();
+    drive(&lab, load, seconds, "bench")?;
     let seconds_run = started.elapsed().as_secs_f64();
     let cpu1 = cpu_ticks(pid);
     let online_requests = count(&lab.online_access_log(), "/bench/");
@@ -124,36 +171,51 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
             break;
         }
     }
+    let cpu2 = cpu_ticks(pid);
     let test_requests = count(&lab.test_access_log(), "/bench/");
     let summary = copier.stop()?;
     intercept.stop()?;
     lab.shutdown()?;
-    let ticks_per_s = 100.0;
     Ok(LevelResult {
         load,
         online_requests,
         test_requests,
         seconds: seconds_run,
-        copier_cpu: (cpu1 - cpu0) as f64 / ticks_per_s / seconds_run,
+        copier_cpu: (cpu1 - cpu0) as f64 / TICKS_PER_S / seconds_run,
+        copier_cpu_seconds: (cpu2 - cpu0) as f64 / TICKS_PER_S,
         settle_seconds: last.1.duration_since(settle_start).as_secs_f64().max(0.0),
+        baseline_rps,
         summary,
     })
 }
 
 /// Runs every level and returns the Markdown report.
 pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
+    let direct = {
+        let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
+        let d = direct_round_trip(&lab, 2000)?;
+        lab.shutdown()?;
+        d
+    };
+    eprintln!("bench-replay: the test nginx from the copier's namespace: p50 {:.0} µs, p99 {:.0} µs", direct.0, direct.1);
     let mut rows = Vec::new();
     for &load in levels {
         let r = run_level(load, seconds, extra)?;
+        let g = |k: &str| r.summary.0.get(k).copied().unwrap_or(0);
         eprintln!(
-            "bench-replay: {:?}: online {} req ({:.0}/s), test {} ({:.1} %), copier CPU {:.0} %, buffer_overflow {}",
+            "bench-replay: {:?}: online {} req ({:.0}/s), test {} ({:.1} %), copier CPU {:.0} % ({:.2} ms per 1000 replayed), \
+             replay_rtt p50 {} µs, catch-up {}/{}, pool_exhausted {}",
             r.load,
             r.online_requests,
             r.online_requests as f64 / r.seconds,
             r.test_requests,
             100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
             100.0 * r.copier_cpu,
-            r.summary.0.get("buffer_overflow").copied().unwrap_or(0),
+            1e6 * r.copier_cpu_seconds / r.test_requests.max(1) as f64,
+            g("latency_replay_rtt_p50_us"),
+            g("catch_up_entered"),
+            g("catch_up_requests"),
+            g("pool_exhausted"),
         );
         rows.push(r);
     }
@@ -165,24 +227,43 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
          Reproduce: `sudo target/release/xdpcopy-lab bench-replay`.\n",
         if extra.is_empty() { String::new() } else { format!(" plus `{}`", extra.join(" ")) }
     );
-    let _ = writeln!(md, "| load | online req/s | test req/s (during + catch-up) | copy ratio | copier CPU (one core = 100 %) | retransmit | buffer_overflow | evicted |");
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "The test nginx answered a request from the copier's namespace in p50 {:.0} µs, p99 {:.0} µs (2000 requests \
+         on one keep-alive connection): compare with replay_rtt, the same request's round trip through the replay \
+         path (copier → test → assist → intercept → channel → copier).\n",
+        direct.0, direct.1
+    );
+    let _ = writeln!(
+        md,
+        "| load | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | retransmit | pool_exhausted |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let load = match r.load {
             Load::Paced(rate) => format!("paced {rate}/s, 8 conns"),
             Load::Unpaced(c) => format!("wrk, {c} conns"),
         };
         let g = |k: &str| r.summary.0.get(k).copied().unwrap_or(0);
+        let online_rps = r.online_requests as f64 / r.seconds;
+        let footprint = match r.baseline_rps {
+            Some(b) => format!("{:.0} %", 100.0 * online_rps / b.max(1.0)),
+            None => "(paced)".into(),
+        };
         let _ = writeln!(
             md,
-            "| {load} | {:.0} | {:.0} | {:.2} % | {:.0} % | {} | {} | {} |",
-            r.online_requests as f64 / r.seconds,
-            r.test_requests as f64 / (r.seconds + r.settle_seconds),
+            "| {load} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} | {} |",
             100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
             100.0 * r.copier_cpu,
+            1e3 * r.copier_cpu_seconds / (r.test_requests.max(1) as f64 / 1000.0),
+            g("latency_replay_rtt_p50_us"),
+            g("latency_replay_rtt_p99_us"),
+            g("latency_test_response_p50_us"),
+            g("latency_test_response_p99_us"),
+            g("catch_up_entered"),
+            g("catch_up_requests"),
             g("retransmit"),
-            g("buffer_overflow"),
-            g("evicted"),
+            g("pool_exhausted"),
         );
     }
     Ok(md)

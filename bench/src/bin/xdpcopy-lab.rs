@@ -159,14 +159,15 @@ enum Cmd {
         #[arg(long)]
         loss: f64,
     },
-    /// Session replay under increasing load: online req/s, test req/s, copy ratio, copier CPU;
-    /// writes the table into a Markdown file.
+    /// Session replay under increasing load: online req/s, copy ratio, copier CPU (during the
+    /// load and per 1000 replayed requests), replay round trip, catch-up, and the online server's
+    /// rate with ÷ without the copier; writes the table into a Markdown file.
     BenchReplay {
         /// Paced levels, requests per second over 8 keep-alive connections.
         #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000")]
         paced: Vec<u32>,
         /// Unpaced levels: wrk connection counts.
-        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,16")]
         unpaced: Vec<u32>,
         /// Seconds of load per level.
         #[arg(long, default_value_t = 5)]

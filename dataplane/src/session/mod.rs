@@ -34,8 +34,12 @@
 //! - #7: SYNs are retransmitted at `syn_rto` (doubling) until `establish_timeout`.
 //! - #8: RTO, delayed ACK, reconstruct, SYN retransmit, time-wait and timeouts are separate
 //!   deadlines per session (one heap entry per session), with the original's timing.
-//! - #11: buffering is bounded in bytes per session and by the worker's preallocated pool; a
-//!   session that falls behind is kept (reference §10) until it hits a cap, which is counted.
+//! - #11: a session that falls behind its capture is kept and catches up (reference §10): once
+//!   its unsent backlog or the wait of its oldest unsent segment passes a threshold
+//!   ([`CatchUp`]), it sends what waits without waiting for each response, within the target's
+//!   window, until nothing is left unsent, then waits for responses again. Memory is bounded by
+//!   the worker's preallocated pool, not per session: a full pool ends the session with the
+//!   largest backlog first (`pool_exhausted`); a per-session cap exists as an option.
 //! - #12: captured packets larger than `mtu` are split before anything else.
 //!
 //! # Deliberate differences from the original
@@ -54,9 +58,15 @@
 //! - SACK blocks in captured packets are overwritten with NOPs (they name the online server's
 //!   sequence numbers); the payload of a captured SYN or RST is not replayed.
 //! - A fast retransmit re-arms the RTO to max(rtt, `rto`), not rtt.
-//! - The per-session buffer cap counts stored bytes (headers + payload), so pure ACKs and FINs
-//!   buffered before the handshake count too. Hitting it, or running out of pool, ends the
-//!   session (a hole would stall it anyway) and frees its memory.
+//! - The optional per-session buffer cap counts stored bytes (headers + payload), so pure ACKs
+//!   and FINs buffered before the handshake count too. Hitting it ends the session (a hole would
+//!   stall it anyway) and frees its memory.
+//! - A captured segment is sent only when the output is ready ([`Output::ready`]); otherwise the
+//!   session waits in a queue and resumes when there is room (the original's raw socket blocks
+//!   or fails; here nothing is consumed without leaving).
+//! - An out-of-order segment is walked at most 256 segments to its place; further, it is dropped
+//!   and counted (`clt_reorder_dropped`): the session's stall at the hole is bounded by
+//!   `lost_wait`, the worker's cost by the walk.
 //! - No zero-window probes and no hop-point bookkeeping (§3.11) beyond the 2^24 jump rule;
 //!   `lost_wait` bounds both stalls.
 //!

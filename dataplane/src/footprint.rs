@@ -21,6 +21,10 @@
 //! (`/proc/PID/stat` field 22, clock ticks after boot) tells a live copier from a process that
 //! reused a dead one's pid.
 //!
+//! Liveness is judged in this process's pid namespace: a copier in another pid namespace that
+//! shares this network namespace would look dead. Marks are per network namespace, like the
+//! interfaces that carry them.
+//!
 //! Promiscuous mode needs no mark: it is the membership of a packet socket
 //! ([`crate::netdev::Promisc`]), which the kernel drops when the socket closes, however the
 //! process ends.

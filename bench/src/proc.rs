@@ -104,6 +104,28 @@ impl Running {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
+    /// Sends `sig` (it keeps running: see [`Running::wait_exit`]). Dropping the value sends
+    /// SIGKILL.
+    pub fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let child = self.child.as_ref().context("already stopped")?;
+        signal(child.id(), sig).with_context(|| format!("signal {sig} to {}", self.name))
+    }
+
+    /// Waits up to `timeout` for it to exit; its exit status, or `None` while it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let child = self.child.as_mut().context("already stopped")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits for a log line containing `needle`.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<String> {
         wait_for_line(&self.log, needle, timeout)

@@ -12,7 +12,6 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -24,6 +23,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use crate::{
+    footprint::{Owner, Veth, VethMark},
     offline::{PaceOptions, Pacer, PcapSource, Position, Progress},
     xsk::{sys::PacketSocket, Kick},
 };
@@ -93,40 +93,34 @@ pub struct Feed {
     host: String,
     /// The interface the copier captures from.
     pub capture: String,
+    /// The pair, marked; deleted on drop.
+    _veth: Veth,
     source: Option<PcapSource>,
     opts: FeedOptions,
     thread: Option<JoinHandle<Result<FeedStats>>>,
     done: Arc<AtomicBool>,
 }
 
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip").args(args).output().context("running `ip` (install iproute2)")?;
-    if !out.status.success() {
-        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
 impl Feed {
     /// Opens the file (so a bad file is refused before anything starts) and creates the veth
-    /// pair with `queues` queues.
+    /// pair with `queues` queues, marked as the copier's ([`crate::footprint`]).
     ///
     /// # Errors
     /// The file's problem (named with its path), or a failed `ip link` command.
     pub fn setup(opts: FeedOptions, queues: u32) -> Result<Self> {
         let source = PcapSource::open(&opts.path)?;
-        let tag = std::process::id() % 100_000;
-        let host = format!("xdpcf{tag}");
-        let capture = format!("xdpcf{tag}c");
-        let q = queues.max(1).to_string();
-        #[rustfmt::skip]
-        ip(&["link", "add", &host, "numtxqueues", &q, "numrxqueues", &q, "type", "veth",
-             "peer", "name", &capture, "numtxqueues", &q, "numrxqueues", &q])?;
-        let feed =
-            Self { host, capture, source: Some(source), opts, thread: None, done: Arc::new(AtomicBool::new(false)) };
-        ip(&["link", "set", &feed.host, "up"])?;
-        ip(&["link", "set", &feed.capture, "up"])?;
-        Ok(feed)
+        let mark = VethMark { owner: Owner::current(), role: "feed".into(), of: None, qdisc_added: false };
+        let veth = Veth::create("xdpcf", queues, &mark)?;
+        let (host, capture) = (veth.host.clone(), veth.capture.clone());
+        Ok(Self {
+            host,
+            capture,
+            _veth: veth,
+            source: Some(source),
+            opts,
+            thread: None,
+            done: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Starts feeding (call once the copier captures from [`Feed::capture`]).
@@ -181,12 +175,6 @@ impl Feed {
             Some(t) => t.join().map_err(|_| anyhow::anyhow!("the feed thread panicked"))?,
             None => Ok(FeedStats::default()),
         }
-    }
-}
-
-impl Drop for Feed {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host]).output();
     }
 }
 

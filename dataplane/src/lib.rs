@@ -29,8 +29,10 @@
 pub mod config;
 /// Set-up, threads, the stats loop, shutdown.
 pub mod runtime;
-/// Interfaces, routes, neighbours, the tc mirror (`--mirror`).
+/// Interfaces, routes, neighbours, the tc mirror (`--mirror`), promiscuous mode.
 pub mod netdev;
+/// What the copier changes on the host, marked with its pid and taken back however it ends.
+pub mod footprint;
 /// Offline replay: a capture file fed into a veth the copier captures from (`-i FILE`).
 pub mod feed;
 /// The offline capture source: pcap / pcapng files as Ethernet frames, paced.

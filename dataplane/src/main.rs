@@ -15,7 +15,7 @@ use dataplane::{
     bpf::XdpMode,
     config::{self, Config, Mode, SessionOptions, Transfer},
     feed::{Feed, FeedOptions},
-    netdev,
+    footprint, netdev,
     offline::{PaceOptions, Speed},
     rewrite::ChecksumMode,
     runtime, session,
@@ -135,10 +135,21 @@ struct Args {
     #[arg(short = 'o', long, value_name = "IFACE", required = true)]
     output: Option<String>,
 
-    /// Mirror IFACE's ingress with tc into a veth and capture from that (removed at exit), so
-    /// production traffic is never taken from the kernel.
+    /// Mirror IFACE's TCP to the -x ports with tc into a veth and capture from that (removed at
+    /// exit, or by the next start after a crash), so production traffic is never taken from the
+    /// kernel.
     #[arg(long, value_name = "IFACE", conflicts_with = "input")]
     mirror: Option<String>,
+
+    /// Capture with -i on an interface that carries addresses (refused without it: the
+    /// matching traffic would no longer reach this host's kernel; see --mirror).
+    #[arg(long, conflicts_with = "mirror")]
+    force_capture: bool,
+
+    /// Leave the -i interface's promiscuous mode alone (by default it is turned on for an
+    /// interface without addresses, a SPAN port, until exit).
+    #[arg(long, conflicts_with = "mirror")]
+    no_promisc: bool,
 
     /// Rewrite and forward every matching frame; no sessions, no intercept.
     #[arg(long, conflicts_with = "intercepts")]
@@ -424,23 +435,66 @@ fn config(args: Args, input: String) -> Result<Config> {
     })
 }
 
+/// `-i IFACE` (a live interface): refuses one that carries addresses unless `--force-capture`;
+/// turns promiscuous mode on for one without (a SPAN port on a real NIC drops mirrored frames
+/// not addressed to it before XDP sees them) unless `--no-promisc`.
+fn capture_interface(iface: &str, args: &Args) -> Result<Option<netdev::Promisc>> {
+    let addrs = netdev::addresses(iface)?;
+    if !addrs.is_empty() {
+        if !args.force_capture {
+            bail!(
+                "-i {iface} carries addresses ({}): capturing there takes its TCP to the -x ports away from this \
+                 host's kernel, i.e. from the service running here. To copy a production host's traffic use \
+                 --mirror {iface} (a tc mirror: the kernel keeps every packet); if {iface} really is a capture \
+                 port, pass --force-capture",
+                addrs.join(", ")
+            );
+        }
+        eprintln!(
+            "xdpcopy: warning: capturing on {iface}, which carries addresses (--force-capture): its TCP to the -x \
+             ports no longer reaches this host's kernel"
+        );
+        return Ok(None);
+    }
+    if args.no_promisc {
+        return Ok(None);
+    }
+    let promisc = netdev::Promisc::on(iface)?;
+    eprintln!("xdpcopy: promiscuous mode on {iface} until exit (--no-promisc leaves it alone)");
+    Ok(Some(promisc))
+}
+
 fn run(args: Args) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    footprint::handle_signals(stop.clone(), "xdpcopy")?;
+    footprint::install_panic_hook("xdpcopy");
+    footprint::sweep("xdpcopy");
+    // An interface of that name wins over a file of that name.
+    let live_input = args.input.as_deref().filter(|i| netdev::mtu(i).is_ok());
+    let promisc = match live_input {
+        Some(i) => capture_interface(i, &args)?,
+        None => None,
+    };
     let mirror = match &args.mirror {
         Some(prod) => {
-            let m = netdev::Mirror::setup(prod, args.queues.unwrap_or(1), args.production_latency)?;
-            eprintln!("xdpcopy: mirroring {prod} ingress into {} (removed at exit)", m.capture);
+            let mut ports: Vec<u16> = args.transfers.iter().flatten().map(|t| t.online_port).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            let m = netdev::Mirror::setup(prod, args.queues.unwrap_or(1), &ports, args.production_latency)?;
+            let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+            eprintln!(
+                "xdpcopy: mirroring {prod}'s TCP to port(s) {}{} into {} (removed at exit)",
+                list.join(","),
+                if args.production_latency { " and its responses from them" } else { "" },
+                m.capture
+            );
             Some(m)
         }
         None => None,
     };
     // `-i FILE`: offline replay, the file fed into a veth the copier captures from.
     let mut feed = match &args.input {
-        // An interface of that name wins; otherwise an existing file is replayed.
-        Some(i) if netdev::mtu(i).is_err() && std::path::Path::new(i).is_file() => {
+        Some(i) if live_input.is_none() && std::path::Path::new(i).is_file() => {
             let opts = feed_options(&args, i)?;
             let queues = args.queues.unwrap_or(1);
             Some(Feed::setup(opts, queues)?)
@@ -459,6 +513,7 @@ fn run(args: Args) -> Result<()> {
     let summary = runtime::run(&cfg, stop, feed.as_mut())?;
     drop(feed);
     drop(mirror);
+    drop(promisc);
     eprintln!("xdpcopy: summary after {:.1} s:", summary.elapsed.as_secs_f64());
     for (name, value) in summary.named() {
         eprintln!("  {name:<28} {value}");

@@ -92,6 +92,11 @@ struct Args {
     /// Write every counter as JSON at exit.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<std::path::PathBuf>,
+
+    /// Start even though the capture interface forwards (IPv4 or IPv6): responses the
+    /// intercept does not capture are then routed on to the real clients.
+    #[arg(long)]
+    allow_forwarding: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -217,7 +222,33 @@ fn capture(frame: &[u8], now: Instant, targets: &[SocketAddrV4], server: &mut Ch
     }
 }
 
+/// Refuses a capture interface that forwards, unless `--allow-forwarding`: the test server's
+/// responses are addressed to real clients, and whatever the XDP program does not take (while
+/// the intercept is not running, from a test server not in `--target`) would be routed to them.
+fn check_forwarding(args: &Args) -> Result<()> {
+    let on = netdev::forwarding(&args.input);
+    if on.is_empty() {
+        return Ok(());
+    }
+    let settings = on.iter().map(|k| format!("{k} = 1")).collect::<Vec<_>>().join(", ");
+    if !args.allow_forwarding {
+        anyhow::bail!(
+            "{} forwards ({settings}): test responses it does not capture (any, once the intercept stops) would be \
+             routed on to the real clients. Turn forwarding off on this assist server (sysctl -w \
+             net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0), or pass --allow-forwarding if it must route",
+            args.input
+        );
+    }
+    eprintln!(
+        "xdpcopy-intercept: warning: {} forwards ({settings}) and --allow-forwarding is given: test responses \
+         the intercept does not capture are routed on to the real clients",
+        args.input
+    );
+    Ok(())
+}
+
 fn run(args: Args) -> Result<()> {
+    check_forwarding(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;

@@ -405,6 +405,37 @@ impl PacketSocket {
         Self::open(ifindex, 0)
     }
 
+    /// Opens a packet socket on `ifindex` that receives nothing and holds the interface in
+    /// promiscuous mode (`PACKET_ADD_MEMBERSHIP`, `PACKET_MR_PROMISC`) until it is closed: the
+    /// kernel counts memberships and drops this one when the socket closes, however the
+    /// process ends.
+    ///
+    /// # Errors
+    /// When `socket`, `bind` or `setsockopt` fails (not root, no such interface).
+    pub fn promiscuous(ifindex: u32) -> Result<Self> {
+        let sock = Self::open(ifindex, 0)?;
+        let mreq = libc::packet_mreq {
+            mr_ifindex: ifindex as i32,
+            mr_type: libc::PACKET_MR_PROMISC as u16,
+            mr_alen: 0,
+            mr_address: [0; 8],
+        };
+        // SAFETY: `mreq` is a valid packet_mreq and the length passed is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.0.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_ADD_MEMBERSHIP,
+                (&mreq as *const libc::packet_mreq).cast(),
+                size_of::<libc::packet_mreq>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(SyscallError::last("setsockopt(PACKET_ADD_MEMBERSHIP)"));
+        }
+        Ok(sock)
+    }
+
     fn open(ifindex: u32, proto: u16) -> Result<Self> {
         // SAFETY: plain syscall; a fresh fd on success.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };

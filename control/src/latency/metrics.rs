@@ -148,7 +148,12 @@ impl MetricsSnapshot {
 
     /// Adds every value of `set` with `labels` on each sample (e.g. `worker="0"`). A family
     /// already in the snapshot (the same set of another worker) takes the samples.
-    pub fn with_labelled_counters(mut self, program: &str, set: &impl CounterSet, labels: &[(&'static str, String)]) -> Self {
+    pub fn with_labelled_counters(
+        mut self,
+        program: &str,
+        set: &impl CounterSet,
+        labels: &[(&'static str, String)],
+    ) -> Self {
         let mut index: HashMap<String, usize> =
             self.families.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         set.visit("", &mut |f| {
@@ -208,7 +213,8 @@ impl MetricsSnapshot {
             }
             for w in 0..export.workers() {
                 let h = export.worker_histogram(w, m).unwrap_or(&empty);
-                fam.samples.push((vec![("metric", m.name().to_string()), ("worker", w.to_string())], latency_buckets(h)));
+                fam.samples
+                    .push((vec![("metric", m.name().to_string()), ("worker", w.to_string())], latency_buckets(h)));
             }
         }
         if !fam.samples.is_empty() {

@@ -439,7 +439,7 @@ fn prometheus_endpoint_over_http() {
         assert_eq!(buckets.len(), control::latency::LATENCY_BUCKETS_NS.len() + 1);
         assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "cumulative: {buckets:?}");
         total += buckets.last().unwrap().1;
-        le_le_p99 += buckets.iter().filter(|(le, _)| *le <= p99).map(|b| b.1).last().unwrap_or(0);
+        le_le_p99 += buckets.iter().filter(|(le, _)| *le <= p99).map(|b| b.1).next_back().unwrap_or(0);
     }
     assert_eq!(total, 3000);
     assert!(le_le_p99 <= 2970 + 30, "at most 99 % (+ one HdrHistogram bucket) at or below p99");

@@ -192,12 +192,16 @@ mod tests {
         let summary = Summary { totals: totals.clone(), ..Summary::default() };
         let named = summary.named();
         // Prometheus: the worker-owned families come per worker (label `worker`), the others once.
-        let worker = WorkerTotals { workers: totals.workers, session: totals.session.clone() };
+        let worker = WorkerTotals { workers: totals.workers, session: totals.session };
         let text = metrics_snapshot(&totals, &[worker], Duration::from_secs(1), None).render();
         let worker_families: std::collections::HashSet<String> = {
             let mut names = std::collections::HashSet::new();
-            WorkerTotals { session: Some(session::Counters::default()), ..WorkerTotals::default() }
-                .visit("", &mut |f| drop(names.insert(f.family_name("xdpcopy"))));
+            WorkerTotals { session: Some(session::Counters::default()), ..WorkerTotals::default() }.visit(
+                "",
+                &mut |f| {
+                    names.insert(f.family_name("xdpcopy"));
+                },
+            );
             names
         };
         let path = std::env::temp_dir().join(format!("xdpcopy-summary-test-{}.json", std::process::id()));

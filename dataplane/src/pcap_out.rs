@@ -173,3 +173,26 @@ impl PcapOut {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_cap_stops_writing_and_says_so() {
+        let path = std::env::temp_dir().join(format!("xdpcopy-pcap-cap-{}.pcap", std::process::id()));
+        // The file header (24) and two 100-byte frames with their record headers (2 × 116).
+        let mut out = PcapOut::create(&path, Some(24 + 2 * 116)).unwrap();
+        for _ in 0..2 {
+            out.tap.copy(&[0xab; 100]);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        for _ in 0..3 {
+            out.tap.copy(&[0xcd; 100]);
+        }
+        let c = out.finish().unwrap();
+        assert_eq!((c.written, c.capped, c.dropped), (2, 1, 0));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 2 * 116);
+        let _ = std::fs::remove_file(&path);
+    }
+}

@@ -39,8 +39,8 @@ for bin in xdpcopy xdpcopy-intercept; do
 done
 gzip -9n "$assets"/man/*.1
 
-args=(-p dataplane --no-build --no-strip)
-[ "$profile" = debug ] && args+=(--profile dev)
+args=(-p dataplane --no-build)
+[ "$profile" = debug ] && args+=(--profile dev --no-strip)
 deb=$(cargo deb "${args[@]}" | tail -n 1)
 echo "package: built $deb"
 

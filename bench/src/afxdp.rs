@@ -62,7 +62,7 @@ pub fn generate(iface: &str, queue: u32, spec: &FrameSpec, size: usize, flows: u
     loop {
         iter = iter.wrapping_add(1);
         completed += u64::from(port.reclaim(RING));
-        if iter % 64 == 0 && Instant::now() >= deadline {
+        if iter.is_multiple_of(64) && Instant::now() >= deadline {
             break;
         }
         let n = port.tx_room(BATCH).min(port.free_frames() as u32);

@@ -197,7 +197,10 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
         lab.shutdown()?;
         d
     };
-    eprintln!("bench-replay: the test nginx from the copier's namespace: p50 {:.0} µs, p99 {:.0} µs", direct.0, direct.1);
+    eprintln!(
+        "bench-replay: the test nginx from the copier's namespace: p50 {:.0} µs, p99 {:.0} µs",
+        direct.0, direct.1
+    );
     let mut rows = Vec::new();
     for &load in levels {
         let r = run_level(load, seconds, extra)?;

@@ -95,10 +95,15 @@ fn scrape(lab: &Lab, role: Role) -> String {
     .unwrap()
 }
 
+/// The value of `name`, summed over its labels (the copier's worker-owned families carry a
+/// `worker` label since issue 14); `None` when absent.
 fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(name) && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 #[test]

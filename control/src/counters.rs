@@ -144,10 +144,16 @@ impl Field<'_> {
         }
     }
 
-    /// Return the Prometheus family name: `PROGRAM_` + prefix + name, `_total` for counters.
+    /// Return the Prometheus family name: `PROGRAM_` + prefix + name (no `_total`).
+    pub fn family_name(&self, program: &str) -> String {
+        format!("{program}_{}{}", self.prefix, self.name)
+    }
+
+    /// Return the name of the family's samples in the text format: the family name, with
+    /// `_total` for counters.
     pub fn prometheus_name(&self, program: &str) -> String {
         let suffix = if self.kind == Kind::Counter { "_total" } else { "" };
-        format!("{program}_{}{}{suffix}", self.prefix, self.name)
+        format!("{}{suffix}", self.family_name(program))
     }
 
     /// Return the help text, trimmed, on one line.

@@ -399,35 +399,50 @@ fn prometheus_endpoint_over_http() {
     assert!(head.starts_with("HTTP/1.1 200 OK"));
     assert_eq!(body, "");
 
-    server.update(MetricsSnapshot {
-        counters: vec![
-            ("xdpcopy_frames_in_total".into(), "Frames received.".into(), 123_456),
-            ("xdpcopy_sessions_total".into(), "Sessions started.".into(), 42),
-        ],
-        gauges: vec![("xdpcopy_sessions_active".into(), "Sessions alive.".into(), 7.0)],
-        summaries: export.prometheus_summaries(),
-        ..MetricsSnapshot::default()
-    });
+    // The prometheus endpoint changed from hand-written summaries to prometheus-client with
+    // histograms (issue 14): the same update, checked as histograms.
+    server.update(
+        MetricsSnapshot::default()
+            .with_gauge("xdpcopy_sessions_active", "Sessions alive.", Vec::new(), 7.0)
+            .with_latency(&export),
+    );
     let (head, body) = http_get(addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
     assert!(head.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8"));
     assert!(head.contains(&format!("Content-Length: {}", body.len())));
-    assert!(body.contains("# TYPE xdpcopy_frames_in_total counter\nxdpcopy_frames_in_total 123456\n"));
-    assert!(body.contains("\nxdpcopy_sessions_total 42\n"));
-    assert!(body.contains("# TYPE xdpcopy_sessions_active gauge\nxdpcopy_sessions_active 7\n"));
-    assert!(body.contains("# TYPE xdpcopy_latency_seconds summary\n"));
-    assert!(body.contains("xdpcopy_latency_seconds_count{metric=\"test_response\"} 3000\n"));
-    assert!(body.contains("xdpcopy_latency_seconds{metric=\"dataplane\",quantile=\"0.5\"} NaN\n"));
-    let p99: f64 = body
-        .lines()
-        .find(|l| l.starts_with("xdpcopy_latency_seconds{metric=\"test_response\",quantile=\"0.99\"}"))
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((p99 - export.p(Metric::TestResponse, 0.99).unwrap() as f64 / 1e9).abs() < 1e-12);
+    assert!(body.contains("# TYPE xdpcopy_sessions_active gauge\nxdpcopy_sessions_active 7"), "{body}");
+    assert!(body.contains("# TYPE xdpcopy_latency_seconds histogram\n"), "{body}");
+    let count = |labels: &str| -> u64 {
+        let line = format!("xdpcopy_latency_seconds_count{{{labels}}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .unwrap_or_else(|| panic!("{line}: {body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("metric=\"test_response\",worker=\"0\"") + count("metric=\"test_response\",worker=\"1\""), 3000);
+    assert!(!body.contains("metric=\"dataplane\""), "a metric without samples shows nothing: {body}");
+    // Every worker's buckets end in +Inf = count; the buckets around the true p99 bracket it.
+    let p99 = export.p(Metric::TestResponse, 0.99).unwrap() as f64 / 1e9;
+    let mut le_le_p99 = 0;
+    let mut total = 0;
+    for w in ["0", "1"] {
+        let prefix = format!("xdpcopy_latency_seconds_bucket{{metric=\"test_response\",worker=\"{w}\",le=\"");
+        let buckets: Vec<(f64, u64)> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(|l| {
+                let (le, n) = l.split_once("\"} ").unwrap();
+                (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, n.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(buckets.len(), control::latency::LATENCY_BUCKETS_NS.len() + 1);
+        assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "cumulative: {buckets:?}");
+        total += buckets.last().unwrap().1;
+        le_le_p99 += buckets.iter().filter(|(le, _)| *le <= p99).map(|b| b.1).next_back().unwrap_or(0);
+    }
+    assert_eq!(total, 3000);
+    assert!(le_le_p99 <= 2970 + 30, "at most 99 % (+ one HdrHistogram bucket) at or below p99");
 
     let (head, _) = http_get(addr, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"));

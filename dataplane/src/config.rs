@@ -144,18 +144,23 @@ pub fn parse_cores(value: &str) -> Result<Vec<usize>, String> {
 
 /// Parses `-s IP[:PORT],...` (the intercepts); a missing port is `default_port`.
 pub fn parse_intercepts(value: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    let bad =
-        |v: &str| format!("-s/--intercepts {v:?}: expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3 or 10.0.0.3:36524");
+    const FORM: &str = "expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3 or 10.0.0.3:36524";
+    let bad = |v: &str, why: String| format!("-s/--intercepts {v:?}: {why}; {FORM}");
     let mut out = Vec::new();
     for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let addr = match part.parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => SocketAddr::new(part.parse::<IpAddr>().map_err(|_| bad(part))?, default_port),
+        let addr = if let Ok(a) = part.parse::<SocketAddr>() {
+            a
+        } else if let Ok(ip) = part.parse::<IpAddr>() {
+            SocketAddr::new(ip, default_port)
+        } else {
+            let (host, port) = split_host_port(part).ok_or_else(|| bad(part, "not an IP address".into()))?;
+            let ip = parse_ip(host, "address").map_err(|e| bad(part, e))?;
+            SocketAddr::new(ip, parse_port(port, "port").map_err(|e| bad(part, e))?)
         };
         out.push(addr);
     }
     if out.is_empty() || out.len() > 32 {
-        return Err(format!("-s/--intercepts: give 1 to 32 intercepts, got {}", out.len()));
+        return Err(format!("-s/--intercepts: give 1 to 32 intercepts, got {}; {FORM}", out.len()));
     }
     Ok(out)
 }
@@ -199,6 +204,18 @@ pub struct Observe {
     pub summary_json: Option<std::path::PathBuf>,
     /// `--pcap-out FILE`: every transmitted frame.
     pub pcap_out: Option<std::path::PathBuf>,
+    /// `--pcap-out-max-mb`: stop writing the pcap at this size, bytes.
+    pub pcap_out_max_bytes: Option<u64>,
+}
+
+/// How the per-interval statistics are printed (`--stats-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// A text line (two in session mode) on stderr.
+    #[default]
+    Text,
+    /// One JSON object per interval on stdout: every counter by its model name, rates, p99s.
+    Json,
 }
 
 /// Everything the runtime needs.
@@ -239,6 +256,10 @@ pub struct Config {
     pub ring_size: u32,
     /// Statistics line interval (`None` = quiet).
     pub stats_interval: Option<Duration>,
+    /// Text lines or JSON objects.
+    pub stats_format: StatsFormat,
+    /// Stop after this long (`--duration`; `None` = until SIGINT/SIGTERM or the replay's end).
+    pub duration: Option<Duration>,
 }
 
 impl Config {
@@ -292,5 +313,10 @@ mod tests {
         assert_eq!(i[0].port(), 36524);
         assert_eq!(i[1].port(), 4000);
         assert!(parse_intercepts("nope", 1).unwrap_err().contains("--intercepts"));
+        let e = parse_intercepts("10.0.0.3:99999", 1).unwrap_err();
+        assert!(e.contains("-s/--intercepts") && e.contains("port \"99999\" is not a port in 1..=65535"), "{e}");
+        assert!(e.contains("IP[:PORT]"), "{e}");
+        let e = parse_intercepts("10.0.0:80", 1).unwrap_err();
+        assert!(e.contains("address \"10.0.0\" is not an IPv4 or IPv6 address"), "{e}");
     }
 }

@@ -25,6 +25,9 @@
 //! summary. Modules in flow order:
 #![deny(unsafe_code)]
 
+/// What both programs' command lines share: exit codes, help headings, TCPCopy hints, checks
+/// before set-up, man pages and completions (`main.rs` only; the engine never sees clap).
+pub mod cli;
 /// Validated configuration (the CLI builds it; nothing below sees clap).
 pub mod config;
 /// Set-up, threads, the stats loop, shutdown.

@@ -13,7 +13,8 @@ use clap::{Parser, ValueEnum};
 use control::channel::proto::Framing;
 use dataplane::{
     bpf::XdpMode,
-    config::{self, Config, Mode, SessionOptions, Transfer},
+    cli::{self, exit, heading, UsageError},
+    config::{self, Config, Mode, SessionOptions, StatsFormat, Transfer},
     feed::{Feed, FeedOptions},
     footprint, netdev,
     offline::{PaceOptions, Speed},
@@ -69,230 +70,303 @@ enum ChecksumArg {
 
 /// Copies live TCP traffic from a production server to a test server, on AF_XDP.
 ///
-/// Session replay (the default) needs xdpcopy-intercept (or TCPCopy's intercept) on an assist
-/// server that the test server routes its responses to: `-s` names it. `--stateless` instead
-/// rewrites and forwards every captured frame, with no sessions and no intercept.
+/// xdpcopy reads a mirror of the production traffic (a SPAN port with -i, or a tc mirror of an
+/// interface it sets up itself with --mirror), picks the TCP connections to the ports named in
+/// -x, and replays them against a test server out of -o, at line rate, with pinned poll-mode
+/// workers.
+///
+/// Session replay (the default) replays each client's TCP session as that client: it needs
+/// xdpcopy-intercept (or TCPCopy's intercept) on an assist server that the test server routes
+/// its responses to; -s names it. --stateless instead rewrites and forwards every captured
+/// frame, with no sessions and no intercept. -i FILE replays a pcap/pcapng capture instead of
+/// live traffic.
+///
+/// Runs as root (or with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON; see the systemd unit
+/// xdpcopy@.service). A stats line every second on stderr, a summary of every counter at
+/// SIGINT/SIGTERM.
 #[derive(Debug, Parser)]
-#[command(name = "xdpcopy", version, about, long_about = None, args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[command(
+    name = "xdpcopy",
+    version = cli::VERSION,
+    after_help = "Examples: see `xdpcopy --help`. Exit status: 0 ok, 1 runtime failure, 2 usage error.",
+    after_long_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Option<Cmd>,
 
-    /// What to copy where: [ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]; repeat or
-    /// separate with commas.
-    #[arg(short = 'x', long = "transfer", value_name = "TRANSFER", required = true, value_parser = config::parse_transfers)]
-    transfers: Vec<Vec<Transfer>>,
-
+    // ---- Capture ----
     /// Capture interface (a mirror port), or a pcap/pcapng file to replay offline (Ethernet,
-    /// VLAN, Linux cooked, raw IP); offline replay needs the same intercept (-s) as live.
-    #[arg(short = 'i', long, value_name = "IFACE|FILE", required_unless_present = "mirror")]
+    /// VLAN, Linux cooked, raw IP); an interface of that name wins over a file.
+    #[arg(short = 'i', long, value_name = "IFACE|FILE", required_unless_present = "mirror", help_heading = heading::CAPTURE)]
     input: Option<String>,
-
-    /// Replay each captured session N times as independent sessions, each copy from a client
-    /// (address, port) no live session uses.
-    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    copies: u16,
-
-    /// Client addresses to send from instead of the captured ones: addresses, ranges, CIDRs,
-    /// e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24 (route them to the assist server on the test server).
-    #[arg(short = 'c', long = "client-addresses", value_name = "LIST", value_parser = parse_address_list)]
-    client_addresses: Option<AddressList>,
-
-    /// Several copiers feeding one test server: give each a different F (0..=31); their client
-    /// ports never overlap.
-    #[arg(short = 'f', long = "port-slot", value_name = "F", value_parser = clap::value_parser!(u16).range(0..32))]
-    port_slot: Option<u16>,
-
-    /// Replay this percentage of the sessions (1..=100), chosen by a hash of the 4-tuple.
-    #[arg(short = 'r', long = "sample", value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
-    sample: u8,
-
-    /// Ramp the replayed share up by 1 % per second from the first packet (to -r, or 100 %).
-    #[arg(short = 'g', long)]
-    ramp: bool,
-
-    /// Offline: replay N times faster than captured.
-    #[arg(short = 'a', long, value_name = "N", default_value_t = 1.0)]
-    speed: f64,
-
-    /// Offline: cut every idle gap in the capture longer than MS to MS.
-    #[arg(short = 'I', long, value_name = "MS")]
-    max_gap: Option<u64>,
-
-    /// Offline: replay the file N times.
-    #[arg(short = 'T', long, value_name = "N", default_value_t = 1)]
-    loops: u32,
-
-    /// Offline: as fast as the feed can go, ignoring the capture's timing.
-    #[arg(long)]
-    topspeed: bool,
-
-    /// Offline: after the last packet, wait at most SECS for the sessions to finish.
-    #[arg(long, value_name = "SECS", default_value_t = 60)]
-    offline_tail: u64,
-
-    /// Output interface towards the test server.
-    #[arg(short = 'o', long, value_name = "IFACE", required = true)]
-    output: Option<String>,
 
     /// Mirror IFACE's TCP to the -x ports with tc into a veth and capture from that (removed at
     /// exit, or by the next start after a crash), so production traffic is never taken from the
     /// kernel.
-    #[arg(long, value_name = "IFACE", conflicts_with = "input")]
+    #[arg(long, value_name = "IFACE", conflicts_with = "input", help_heading = heading::CAPTURE)]
     mirror: Option<String>,
 
     /// Capture with -i on an interface that carries addresses (refused without it: the
     /// matching traffic would no longer reach this host's kernel; see --mirror).
-    #[arg(long, conflicts_with = "mirror")]
+    #[arg(long, conflicts_with = "mirror", help_heading = heading::CAPTURE)]
     force_capture: bool,
 
     /// Leave the -i interface's promiscuous mode alone (by default it is turned on for an
     /// interface without addresses, a SPAN port, until exit).
-    #[arg(long, conflicts_with = "mirror")]
+    #[arg(long, conflicts_with = "mirror", help_heading = heading::CAPTURE)]
     no_promisc: bool,
 
+    /// Stop after SECS (a clean stop, like SIGINT).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = heading::CAPTURE)]
+    duration: Option<u64>,
+
+    // ---- Targets ----
+    /// What to copy where: [ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]; repeat or
+    /// separate with commas.
+    #[arg(short = 'x', long = "transfer", value_name = "TRANSFER", required = true, value_parser = config::parse_transfers, help_heading = heading::TARGETS)]
+    transfers: Vec<Vec<Transfer>>,
+
+    /// Output interface towards the test server.
+    #[arg(short = 'o', long, value_name = "IFACE", required = true, help_heading = heading::TARGETS)]
+    output: Option<String>,
+
     /// Rewrite and forward every matching frame; no sessions, no intercept.
-    #[arg(long, conflicts_with = "intercepts")]
+    #[arg(long, conflicts_with = "intercepts", help_heading = heading::TARGETS)]
     stateless: bool,
 
+    // ---- Session replay ----
     /// Intercepts to register sessions with: IP[:PORT][,...] (session mode; up to 32).
-    #[arg(short = 's', long, value_name = "LIST", required_unless_present = "stateless")]
+    #[arg(short = 's', long, value_name = "LIST", required_unless_present = "stateless", help_heading = heading::SESSION)]
     intercepts: Option<String>,
 
     /// Default channel port of the -s entries (TCPCopy's -p).
-    #[arg(short = 'p', long, value_name = "PORT", default_value_t = control::channel::proto::DEFAULT_PORT)]
+    #[arg(short = 'p', long, value_name = "PORT", default_value_t = control::channel::proto::DEFAULT_PORT, help_heading = heading::SESSION)]
     intercept_port: u16,
 
     /// Channel connections per intercept (1..=11).
-    #[arg(short = 'C', long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=11))]
+    #[arg(short = 'C', long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=11), help_heading = heading::SESSION)]
     conns: u8,
 
     /// Channel framing; must match the intercept's (TCPCopy's --disable-combined = bare).
-    #[arg(long, value_enum, default_value = "combined")]
+    #[arg(long, value_enum, default_value = "combined", help_heading = heading::SESSION)]
     framing: FramingArg,
 
     /// Don't wait for a response before sending the next request (pipelining, streaming).
-    #[arg(short = 'W', long)]
+    #[arg(short = 'W', long, help_heading = heading::SESSION)]
     no_wait: bool,
 
     /// A session that falls behind its capture sends what is waiting without waiting for each
     /// response until it has caught up (auto), or always keeps strict request/response order and
     /// grows its backlog (off).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", help_heading = heading::SESSION)]
     catch_up: CatchUpArg,
 
-    /// Catch-up starts when a session buffers this many KiB...
-    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    /// Catch-up starts when a session's unsent captured bytes reach KIB...
+    #[arg(long, value_name = "KIB", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576), help_heading = heading::SESSION)]
     catch_up_kb: u64,
 
-    /// ...or when a captured segment has waited this many ms to be sent.
-    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    /// ...or when a captured segment has waited MS to be sent.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), help_heading = heading::SESSION)]
     catch_up_lag: u64,
 
     /// Replay only sessions whose SYN was captured (no synthesized SYNs).
-    #[arg(short = 'O', long)]
+    #[arg(short = 'O', long, help_heading = heading::SESSION)]
     only_syn: bool,
 
     /// End a session that got no response for SECS.
-    #[arg(short = 't', long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 't', long, value_name = "SECS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..), help_heading = heading::SESSION)]
     session_timeout: u64,
 
     /// End an idle session after SECS without a response [default: -t + 120].
-    #[arg(short = 'k', long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short = 'k', long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..), help_heading = heading::SESSION)]
     keepalive_timeout: Option<u64>,
 
     /// RTT in ms for every session (pacing and delayed ACKs) [default: measured per session].
-    #[arg(short = 'R', long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60000))]
+    #[arg(short = 'R', long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=60000), help_heading = heading::SESSION)]
     rtt: Option<u64>,
 
     /// Split captured IP packets larger than this (GRO super-segments); capped by the output MTU.
-    #[arg(short = 'M', long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000))]
+    #[arg(short = 'M', long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000), help_heading = heading::SESSION)]
     mtu: u16,
 
     /// MSS option of synthesized SYNs.
-    #[arg(short = 'D', long, value_name = "BYTES", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(536..=8960))]
+    #[arg(short = 'D', long, value_name = "BYTES", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(536..=8960), help_heading = heading::SESSION)]
     mss: u16,
 
     /// Session table capacity per worker (the least recently active is evicted when full).
-    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216), help_heading = heading::SESSION)]
     max_sessions: u64,
 
     /// Memory per worker for buffered client segments, MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536), help_heading = heading::SESSION)]
     pool_mb: u64,
+
+    /// Cap of buffered client bytes per session, KiB (a session over it ends, counted) [default:
+    /// none: sessions share the worker's pool, and a full pool ends the largest backlog first].
+    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576), help_heading = heading::SESSION)]
+    session_buffer_kb: Option<u64>,
+
+    // ---- Shaping ----
+    /// Replay this percentage of the sessions (1..=100), chosen by a hash of the 4-tuple.
+    #[arg(short = 'r', long = "sample", value_name = "PERCENT", default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100), help_heading = heading::SHAPING)]
+    sample: u8,
+
+    /// Ramp the replayed share up by 1 % per second from the first packet (to -r, or 100 %).
+    #[arg(short = 'g', long, help_heading = heading::SHAPING)]
+    ramp: bool,
+
+    /// Replay each captured session N times as independent sessions, each copy from a client
+    /// (address, port) no live session uses.
+    #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = heading::SHAPING)]
+    copies: u16,
+
+    /// Client addresses to send from instead of the captured ones: addresses, ranges, CIDRs,
+    /// e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24 (route them to the assist server on the test server).
+    #[arg(short = 'c', long = "client-addresses", value_name = "LIST", value_parser = parse_address_list, help_heading = heading::SHAPING)]
+    client_addresses: Option<AddressList>,
+
+    /// Several copiers feeding one test server: give each a different F (0..=31); their client
+    /// ports never overlap.
+    #[arg(short = 'f', long = "port-slot", value_name = "F", value_parser = clap::value_parser!(u16).range(0..32), help_heading = heading::SHAPING)]
+    port_slot: Option<u16>,
+
+    // ---- Offline replay ----
+    /// Offline: replay N times faster than captured (e.g. 10, 0.5).
+    #[arg(short = 'a', long, value_name = "N", default_value_t = 1.0, value_parser = parse_speed, help_heading = heading::OFFLINE)]
+    speed: f64,
+
+    /// Offline: cut every idle gap in the capture longer than MS to MS.
+    #[arg(short = 'I', long, value_name = "MS", help_heading = heading::OFFLINE)]
+    max_gap: Option<u64>,
+
+    /// Offline: replay the file N times.
+    #[arg(short = 'T', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), help_heading = heading::OFFLINE)]
+    loops: u32,
+
+    /// Offline: as fast as the feed can go, ignoring the capture's timing.
+    #[arg(long, help_heading = heading::OFFLINE)]
+    topspeed: bool,
+
+    /// Offline: after the last packet, wait at most SECS for the sessions to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 60, help_heading = heading::OFFLINE)]
+    offline_tail: u64,
+
+    // ---- Output and latency ----
+    /// Seconds between stats lines.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_stats_interval, help_heading = heading::OUTPUT)]
+    stats_interval: f64,
+
+    /// Stats lines as text on stderr, or one JSON object per interval on stdout.
+    #[arg(long, value_enum, default_value = "text", help_heading = heading::OUTPUT)]
+    stats_format: StatsFormatArg,
+
+    /// No stats lines (the start-up report and the final summary still print).
+    #[arg(short, long, help_heading = heading::OUTPUT)]
+    quiet: bool,
+
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics), e.g. 127.0.0.1:9464 or :9464.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = cli::parse_listen_addr, help_heading = heading::OUTPUT)]
+    metrics: Option<std::net::SocketAddr>,
+
+    /// Write every counter, the latency summary and the run metadata as JSON at exit.
+    #[arg(long, value_name = "FILE", help_heading = heading::OUTPUT)]
+    summary_json: Option<std::path::PathBuf>,
+
+    /// Write every frame the copier transmits to this pcap file (for Wireshark).
+    #[arg(long, value_name = "FILE", help_heading = heading::OUTPUT)]
+    pcap_out: Option<std::path::PathBuf>,
+
+    /// Stop writing --pcap-out before the file exceeds MIB (the run goes on).
+    #[arg(long, value_name = "MIB", requires = "pcap_out", value_parser = clap::value_parser!(u64).range(1..=1_048_576), help_heading = heading::OUTPUT)]
+    pcap_out_max_mb: Option<u64>,
 
     /// The capture carries the online server's responses too (its egress is mirrored): measure
     /// production latency beside the test server's. With --mirror, egress is mirrored as well.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     production_latency: bool,
 
-    /// Cap of buffered client bytes per session, KiB (a session over it ends, counted) [default:
-    /// none: sessions share the worker's pool, and only a full pool ends sessions, largest
-    /// backlog first].
-    #[arg(long, value_name = "KIB", value_parser = clap::value_parser!(u64).range(16..=1_048_576))]
-    session_buffer_kb: Option<u64>,
-
-    /// RX queues to capture (one worker each) [default: all RX queues of the capture interface].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
-    queues: Option<u32>,
-
-    /// CPUs to pin workers to, e.g. 0,1 or 2-5 [default: all, round robin].
-    #[arg(long, value_name = "LIST", value_parser = parse_core_list)]
-    cores: Option<CoreList>,
-
-    /// Workers spin between rounds instead of sleeping when idle: lowest latency, one full core
-    /// per worker (for dedicated, isolated cores; by default a worker sleeps when work is sparse).
-    #[arg(long)]
-    busy_poll: bool,
-
-    /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto")]
-    xdp_mode: XdpModeArg,
-
-    /// AF_XDP zero-copy.
-    #[arg(long, value_enum, default_value = "auto")]
-    zero_copy: ZeroCopyArg,
-
-    /// TCP checksum update.
-    #[arg(long, value_enum, default_value = "full")]
-    checksum: ChecksumArg,
-
-    /// UMEM frames per worker (power of two).
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = power_of_two)]
-    frames: u32,
-
-    /// Entries per ring (power of two).
-    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = power_of_two)]
-    ring_size: u32,
-
-    /// Seconds between stats lines.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
-    stats_interval: f64,
-
-    /// No stats lines (the start-up report and the final summary still print).
-    #[arg(short, long)]
-    quiet: bool,
-
     /// Do not record latency histograms.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::OUTPUT)]
     no_latency: bool,
 
     /// Write latency exports under PREFIX: PREFIX_<metric>.percentiles.csv / .hgrm / .buckets.csv,
     /// PREFIX_summary.csv (per interval), PREFIX.hlog (HdrHistogram interval log), PREFIX_run_meta.json.
-    #[arg(long, value_name = "PREFIX", conflicts_with = "no_latency")]
+    #[arg(long, value_name = "PREFIX", conflicts_with = "no_latency", help_heading = heading::OUTPUT)]
     latency_csv: Option<std::path::PathBuf>,
 
-    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
-    #[arg(long, value_name = "ADDR:PORT")]
-    metrics: Option<std::net::SocketAddr>,
+    // ---- Dataplane tuning ----
+    /// RX queues to capture (one worker each) [default: all RX queues of the capture interface].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), help_heading = heading::TUNING)]
+    queues: Option<u32>,
 
-    /// Write every counter and the latency summary as JSON at exit.
-    #[arg(long, value_name = "FILE")]
-    summary_json: Option<std::path::PathBuf>,
+    /// CPUs to pin workers to, e.g. 0,1 or 2-5 [default: all, round robin].
+    #[arg(long, value_name = "LIST", value_parser = parse_core_list, help_heading = heading::TUNING)]
+    cores: Option<CoreList>,
 
-    /// Write every frame the copier transmits to this pcap file (for Wireshark).
-    #[arg(long, value_name = "FILE")]
-    pcap_out: Option<std::path::PathBuf>,
+    /// Workers spin between rounds instead of sleeping when idle: lowest latency, one full core
+    /// per worker (for dedicated, isolated cores; by default a worker sleeps when work is sparse).
+    #[arg(long, help_heading = heading::TUNING)]
+    busy_poll: bool,
+
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value = "auto", help_heading = heading::TUNING)]
+    xdp_mode: XdpModeArg,
+
+    /// AF_XDP zero-copy.
+    #[arg(long, value_enum, default_value = "auto", help_heading = heading::TUNING)]
+    zero_copy: ZeroCopyArg,
+
+    /// TCP checksum update.
+    #[arg(long, value_enum, default_value = "full", help_heading = heading::TUNING)]
+    checksum: ChecksumArg,
+
+    /// UMEM frames per worker (power of two).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = power_of_two, help_heading = heading::TUNING)]
+    frames: u32,
+
+    /// Entries per ring (power of two).
+    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = power_of_two, help_heading = heading::TUNING)]
+    ring_size: u32,
+}
+
+/// The examples and the exit status at the end of `--help` (and in the man page).
+const EXAMPLES: &str = "\
+Examples:
+  # Session replay: copy the sessions to port 80 seen on the mirror port eth1 to the test
+  # server 10.0.0.2:8080 out of eth2, through xdpcopy-intercept on the assist server 10.0.0.3
+  xdpcopy -x 80-10.0.0.2:8080 -i eth1 -o eth2 -s 10.0.0.3
+
+  # On the production host itself: mirror eth0's ingress with tc (removed at exit)
+  xdpcopy --mirror eth0 -x 80-10.0.0.2:8080 -o eth2 -s 10.0.0.3
+
+  # Twice the traffic, from a pool of client addresses the test server routes to the assist server
+  xdpcopy -x 80-10.0.0.2:8080 -i eth1 -o eth2 -s 10.0.0.3 -n 2 -c 10.1.0.0/24
+
+  # Offline: replay a capture file 10x faster than captured
+  xdpcopy -i capture.pcap -a 10 -x 80-10.0.0.2:8080 -o eth2 -s 10.0.0.3
+
+  # Stateless: rewrite and forward every frame to port 80, no sessions, no intercept
+  xdpcopy --stateless -x 80-10.0.0.2:8080 -i eth1 -o eth2
+
+  # A 10-minute run with Prometheus metrics, latency exports and a JSON summary
+  xdpcopy -x 80-10.0.0.2:8080 -i eth1 -o eth2 -s 10.0.0.3 --duration 600 \\
+      --metrics :9464 --latency-csv run1 --summary-json run1.json
+  xdpcopy report run1            # plot the latency percentiles of that run
+
+Exit status: 0 after a clean stop (SIGINT/SIGTERM, --duration, end of an offline replay),
+1 on a runtime failure, 2 on a usage error (bad option or value; nothing was touched).
+
+Coming from TCPCopy: docs/migrating-from-tcpcopy.md. Every option: docs/cli.md, man xdpcopy.";
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatsFormatArg {
+    /// A text line on stderr.
+    Text,
+    /// One JSON object per interval on stdout.
+    Json,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -321,6 +395,20 @@ fn parse_core_list(s: &str) -> Result<CoreList, String> {
     config::parse_cores(s).map(CoreList)
 }
 
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if Speed::new(v).is_ok() => Ok(v),
+        _ => Err(format!("{s:?} is not a speed factor > 0; expected e.g. 10 (10x faster) or 0.5 (half speed)")),
+    }
+}
+
+fn parse_stats_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number of seconds in (0, 3600]; expected e.g. 1 or 0.5")),
+    }
+}
+
 fn power_of_two(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() && (64..=1 << 20).contains(&n) => Ok(n),
@@ -328,12 +416,12 @@ fn power_of_two(s: &str) -> Result<u32, String> {
     }
 }
 
-fn session_options(args: &Args) -> Result<Mode> {
+fn session_options(args: &Args) -> Result<Mode, UsageError> {
     if args.stateless {
         return Ok(Mode::Stateless);
     }
     let list = args.intercepts.as_deref().unwrap_or_default();
-    let intercepts = config::parse_intercepts(list, args.intercept_port).map_err(anyhow::Error::msg)?;
+    let intercepts = config::parse_intercepts(list, args.intercept_port).map_err(UsageError)?;
     let t = Duration::from_secs(args.session_timeout);
     let session = session::Config {
         wait_response: !args.no_wait,
@@ -376,11 +464,11 @@ fn session_options(args: &Args) -> Result<Mode> {
     })))
 }
 
-fn feed_options(args: &Args, path: &str) -> Result<FeedOptions> {
+fn feed_options(args: &Args, path: &str) -> Result<FeedOptions, UsageError> {
     let speed = Speed::new(args.speed)
-        .map_err(|_| anyhow::anyhow!("-a/--speed {}: expected a factor > 0, e.g. 10", args.speed))?;
+        .map_err(|_| UsageError(format!("-a/--speed {}: expected a factor > 0, e.g. 10", args.speed)))?;
     let loops =
-        std::num::NonZeroU32::new(args.loops).ok_or_else(|| anyhow::anyhow!("-T/--loops 0: expected 1 or more"))?;
+        std::num::NonZeroU32::new(args.loops).ok_or_else(|| UsageError("-T/--loops 0: expected 1 or more".into()))?;
     Ok(FeedOptions {
         path: path.into(),
         pace: PaceOptions { speed, max_gap: args.max_gap.map(Duration::from_millis), topspeed: args.topspeed, loops },
@@ -388,11 +476,7 @@ fn feed_options(args: &Args, path: &str) -> Result<FeedOptions> {
     })
 }
 
-fn config(args: Args, input: String) -> Result<Config> {
-    let mode = session_options(&args)?;
-    if !(args.stats_interval > 0.0 && args.stats_interval <= 3600.0) {
-        bail!("--stats-interval {}: expected seconds in (0, 3600]", args.stats_interval);
-    }
+fn config(args: Args, input: String, mode: Mode) -> Result<Config> {
     let queues = match args.queues {
         Some(q) => q,
         None => netdev::queues(&input, "rx")?.max(1),
@@ -407,6 +491,7 @@ fn config(args: Args, input: String) -> Result<Config> {
             metrics: args.metrics,
             summary_json: args.summary_json,
             pcap_out: args.pcap_out,
+            pcap_out_max_bytes: args.pcap_out_max_mb.map(|m| m * 1024 * 1024),
         },
         mode,
         transfers: args.transfers.into_iter().flatten().collect(),
@@ -432,7 +517,75 @@ fn config(args: Args, input: String) -> Result<Config> {
         frames: args.frames,
         ring_size: args.ring_size,
         stats_interval: (!args.quiet).then(|| Duration::from_secs_f64(args.stats_interval)),
+        stats_format: match args.stats_format {
+            StatsFormatArg::Text => StatsFormat::Text,
+            StatsFormatArg::Json => StatsFormat::Json,
+        },
+        duration: args.duration.map(Duration::from_secs),
     })
+}
+
+/// What `-i` names.
+enum Input {
+    /// A capture interface (or the --mirror veth, decided later).
+    Interface,
+    /// A capture file to replay.
+    File,
+}
+
+/// Checks everything the command line names before anything is set up, so that a typo fails
+/// with [`exit::USAGE`] and touches nothing: the output paths can be written, the interfaces
+/// exist, `-i` is an interface or a file, the intercept list parses.
+fn validate(args: &Args) -> Result<(Input, Mode), UsageError> {
+    if let Some(p) = &args.summary_json {
+        cli::check_output_file("--summary-json", p)?;
+    }
+    if let Some(p) = &args.pcap_out {
+        cli::check_output_file("--pcap-out", p)?;
+    }
+    if let Some(p) = &args.latency_csv {
+        cli::check_output_prefix("--latency-csv", p)?;
+    }
+    let mode = session_options(args)?;
+    let exists = |iface: &str| netdev::mtu(iface).is_ok();
+    let output = args.output.as_deref().unwrap_or_default();
+    if !exists(output) {
+        return Err(UsageError(format!(
+            "-o/--output {output}: no interface of that name; expected the interface towards the test server (list \
+             them with `ip link`)"
+        )));
+    }
+    if let Some(m) = &args.mirror {
+        if !exists(m) {
+            return Err(UsageError(format!(
+                "--mirror {m}: no interface of that name; expected the production interface whose ingress to mirror \
+                 (list them with `ip link`)"
+            )));
+        }
+        return Ok((Input::Interface, mode));
+    }
+    let input = args.input.as_deref().unwrap_or_default();
+    let path = std::path::Path::new(input);
+    if exists(input) {
+        Ok((Input::Interface, mode))
+    } else if path.is_file() {
+        feed_options(args, input)?;
+        Ok((Input::File, mode))
+    } else if path.is_dir() {
+        Err(UsageError(format!(
+            "-i/--input {input}: is a directory; expected a capture interface or a pcap/pcapng file"
+        )))
+    } else if input.contains('/') || input.ends_with(".pcap") || input.ends_with(".pcapng") {
+        Err(UsageError(format!(
+            "-i/--input {input}: no such file (and no interface of that name); expected a pcap/pcapng file to replay \
+             or a capture interface"
+        )))
+    } else {
+        Err(UsageError(format!(
+            "-i/--input {input}: no interface or file of that name; expected a capture interface (list them with `ip \
+             link`) or a pcap/pcapng file"
+        )))
+    }
 }
 
 /// `-i IFACE` (a live interface): refuses one that carries addresses unless `--force-capture`;
@@ -464,16 +617,14 @@ fn capture_interface(iface: &str, args: &Args) -> Result<Option<netdev::Promisc>
     Ok(Some(promisc))
 }
 
-fn run(args: Args) -> Result<()> {
+fn run(args: Args, input: Input, mode: Mode) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     footprint::handle_signals(stop.clone(), "xdpcopy")?;
     footprint::install_panic_hook("xdpcopy");
     footprint::sweep("xdpcopy");
-    // An interface of that name wins over a file of that name.
-    let live_input = args.input.as_deref().filter(|i| netdev::mtu(i).is_ok());
-    let promisc = match live_input {
-        Some(i) => capture_interface(i, &args)?,
-        None => None,
+    let promisc = match (&args.input, &input) {
+        (Some(i), Input::Interface) if args.mirror.is_none() => capture_interface(i, &args)?,
+        _ => None,
     };
     let mirror = match &args.mirror {
         Some(prod) => {
@@ -493,8 +644,9 @@ fn run(args: Args) -> Result<()> {
         None => None,
     };
     // `-i FILE`: offline replay, the file fed into a veth the copier captures from.
-    let mut feed = match &args.input {
-        Some(i) if live_input.is_none() && std::path::Path::new(i).is_file() => {
+    let mut feed = match (&args.input, input) {
+        // An interface of that name wins; otherwise an existing file is replayed.
+        (Some(i), Input::File) => {
             let opts = feed_options(&args, i)?;
             let queues = args.queues.unwrap_or(1);
             Some(Feed::setup(opts, queues)?)
@@ -508,13 +660,13 @@ fn run(args: Args) -> Result<()> {
         (None, None, None) => unreachable!("clap requires --input unless --mirror"),
     };
     let offline = feed.as_ref().and(args.input.clone()).map(std::path::PathBuf::from);
-    let mut cfg = config(args, input)?;
+    let mut cfg = config(args, input, mode)?;
     cfg.offline = offline;
     let summary = runtime::run(&cfg, stop, feed.as_mut())?;
     drop(feed);
     drop(mirror);
     drop(promisc);
-    eprintln!("xdpcopy: summary after {:.1} s:", summary.elapsed.as_secs_f64());
+    eprintln!("xdpcopy: summary after {:.1} s (xdpcopy {}):", summary.elapsed.as_secs_f64(), cli::VERSION);
     for (name, value) in summary.named() {
         eprintln!("  {name:<28} {value}");
     }
@@ -522,7 +674,7 @@ fn run(args: Args) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse(cli::TCPCOPY_HINTS);
     if let Some(Cmd::Report { prefix }) = &args.cmd {
         return match control::latency::render_report(prefix) {
             Ok(files) => {
@@ -533,15 +685,22 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("xdpcopy report: error: {e}");
-                ExitCode::FAILURE
+                ExitCode::from(exit::FAILURE)
             }
         };
     }
-    match run(args) {
+    let (input, mode) = match validate(&args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("xdpcopy: error: {e}\n\nFor more information, try '--help'.");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    match run(args, input, mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xdpcopy: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     }
 }
@@ -622,5 +781,70 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--cores"), "{err}");
+    }
+
+    /// The headings `--help` shows, in order; every option (but help and version) is under one.
+    const HEADINGS: [&str; 7] = [
+        heading::CAPTURE,
+        heading::TARGETS,
+        heading::SESSION,
+        heading::SHAPING,
+        heading::OFFLINE,
+        heading::OUTPUT,
+        heading::TUNING,
+    ];
+
+    #[test]
+    fn help_has_every_heading_in_order_then_the_examples() {
+        let cmd = Args::command();
+        for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+            let id = a.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let h = a.get_help_heading().unwrap_or_else(|| panic!("--{id} has no help heading"));
+            assert!(HEADINGS.contains(&h), "--{id}: unknown heading {h:?}");
+        }
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.starts_with("Copies live TCP traffic"), "the description comes first: {help}");
+        let mut at = 0;
+        for h in HEADINGS.iter().map(|h| format!("\n{h}:\n")).chain(["\nExamples:\n".to_string()]) {
+            let pos = help[at..].find(&h).unwrap_or_else(|| panic!("{h:?} missing or out of order"));
+            at += pos + h.len();
+        }
+        assert!(help[at..].contains("xdpcopy --stateless") && help.contains("Exit status: 0"), "{help}");
+        let short = Args::command().render_help().to_string();
+        assert!(short.contains("Exit status: 0 ok, 1 runtime failure, 2 usage error"), "{short}");
+    }
+
+    #[test]
+    fn every_tcpcopy_letter_gets_its_hint() {
+        for h in cli::TCPCOPY_HINTS {
+            let args = ["xdpcopy", "-x", "80-10.0.0.2:80", "-i", "a", "-o", "b", "-s", "10.0.0.3", h.flag, "1"];
+            let err = cli::parse_from::<Args, _, _>(args, cli::TCPCOPY_HINTS).unwrap_err();
+            assert_eq!(err.exit_code(), i32::from(exit::USAGE));
+            let text = err.to_string();
+            assert!(text.contains(&format!("tip: {} is TCPCopy's {}; ", h.flag, h.was)), "{}: {text}", h.flag);
+        }
+    }
+
+    #[test]
+    fn more_bad_values_name_the_option_and_the_form() {
+        let base = ["xdpcopy", "-x", "80-10.0.0.2:80", "-i", "a", "-o", "b", "-s", "10.0.0.3"];
+        for (extra, needles) in [
+            (["--metrics", "9100"], ["--metrics", "ADDR:PORT"]),
+            (["-a", "0"], ["--speed", "speed factor > 0"]),
+            (["--stats-interval", "0"], ["--stats-interval", "(0, 3600]"]),
+            (["-T", "0"], ["--loops", "1.."]),
+            (["--duration", "0"], ["--duration", "1.."]),
+        ] {
+            let args: Vec<&str> = base.iter().chain(extra.iter()).copied().collect();
+            let err = cli::parse_from::<Args, _, _>(args, cli::TCPCOPY_HINTS).unwrap_err();
+            assert_eq!(err.exit_code(), i32::from(exit::USAGE));
+            let text = err.to_string();
+            for n in needles {
+                assert!(text.contains(n), "{extra:?}: no {n:?} in {text}");
+            }
+        }
     }
 }

@@ -32,65 +32,79 @@ use control::{
 };
 use dataplane::{
     bpf::{Entry, Program, XdpCounters, XdpMode},
+    cli::{self, exit, heading},
     netdev,
     wire::{self, parse::Family},
     xsk::{Port, PortConfig},
 };
 
-/// Returns the test server's response headers to the copiers (TCPCopy intercept, protocol 6).
+/// Returns the test server's response headers to the copiers (TCPCopy's intercept, protocol 6).
+///
+/// Runs on the assist server, which the test server routes its responses to the clients
+/// through. It captures exactly the TCP segments from the --target test servers (everything
+/// else passes to the kernel untouched), turns each into a 64-byte header and sends it to the
+/// xdpcopy (or TCPCopy) copier that registered the session, over the channel (TCP 36524).
+///
+/// Runs as root (or with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON; see the systemd unit
+/// xdpcopy-intercept.service).
 #[derive(Debug, Parser)]
-#[command(name = "xdpcopy-intercept", version, about, long_about = None)]
+#[command(
+    name = "xdpcopy-intercept",
+    version = cli::VERSION,
+    after_help = "Examples: see `xdpcopy-intercept --help`. Exit status: 0 ok, 1 runtime failure, 2 usage error.",
+    after_long_help = EXAMPLES
+)]
 struct Args {
     /// Capture interface: where the test server's responses arrive (routed to this host).
-    #[arg(short = 'i', long, value_name = "IFACE")]
+    #[arg(short = 'i', long, value_name = "IFACE", help_heading = heading::CAPTURE)]
     input: String,
 
     /// A test server whose responses to capture, IP:PORT; repeatable.
-    #[arg(long = "target", value_name = "IP:PORT", required = true, value_parser = parse_target)]
+    #[arg(long = "target", value_name = "IP:PORT", required = true, value_parser = parse_target, help_heading = heading::CAPTURE)]
     targets: Vec<SocketAddrV4>,
 
     /// Channel port the copiers connect to.
-    #[arg(short = 'p', long, default_value_t = control::channel::server::DEFAULT_PORT)]
+    #[arg(short = 'p', long, default_value_t = control::channel::server::DEFAULT_PORT, help_heading = heading::CHANNEL)]
     port: u16,
 
     /// Address to listen on.
-    #[arg(short = 'b', long, value_name = "ADDR", default_value = "0.0.0.0")]
+    #[arg(short = 'b', long, value_name = "ADDR", default_value = "0.0.0.0", help_heading = heading::CHANNEL)]
     bind: IpAddr,
 
     /// RX queues to capture [default: all RX queues of the interface].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), help_heading = heading::TUNING)]
     queues: Option<u32>,
 
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", help_heading = heading::TUNING)]
     xdp_mode: ModeArg,
 
     /// Channel framing; must match the copiers' (TCPCopy's --disable-combined = bare).
-    #[arg(long, value_enum, default_value = "combined")]
+    #[arg(long, value_enum, default_value = "combined", help_heading = heading::CHANNEL)]
     framing: FramingArg,
 
     /// Seconds a session route lives without CLIENT_ADD or response.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    #[arg(long, value_name = "SECS", default_value_t = 120, help_heading = heading::CHANNEL)]
     route_ttl: u64,
 
     /// Seconds a SYN-ACK/RST that beat its CLIENT_ADD is held.
-    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    #[arg(long, value_name = "SECS", default_value_t = 30, help_heading = heading::CHANNEL)]
     delay_ttl: u64,
 
     /// Seconds between stats lines.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    #[arg(long, value_name = "SECS", default_value_t = 5, help_heading = heading::OUTPUT)]
     stats_interval: u64,
 
     /// No stats lines.
-    #[arg(short, long)]
+    #[arg(short, long, help_heading = heading::OUTPUT)]
     quiet: bool,
 
-    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics).
-    #[arg(long, value_name = "ADDR:PORT")]
+    /// Serve Prometheus metrics on ADDR:PORT (GET /metrics), e.g. 127.0.0.1:9465 or :9465.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = cli::parse_listen_addr, help_heading = heading::OUTPUT)]
     metrics: Option<std::net::SocketAddr>,
 
     /// Write every counter as JSON at exit.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", help_heading = heading::OUTPUT)]
     summary_json: Option<std::path::PathBuf>,
 
     /// Start even though the capture interface forwards (IPv4 or IPv6): responses the
@@ -99,10 +113,29 @@ struct Args {
     allow_forwarding: bool,
 }
 
+/// The examples and the exit status at the end of `--help` (and in the man page).
+const EXAMPLES: &str = "\
+Examples:
+  # Assist server: capture the responses of the test server 10.0.0.2:8080 arriving on eth0
+  # (the test server routes the client network to this host; keep ip_forward=0 here)
+  xdpcopy-intercept -i eth0 --target 10.0.0.2:8080
+
+  # Two test servers, metrics for Prometheus, a JSON summary at exit
+  xdpcopy-intercept -i eth0 --target 10.0.0.2:8080 --target 10.0.0.4:8080 \\
+      --metrics :9465 --summary-json /var/lib/xdpcopy-intercept/summary.json
+
+Exit status: 0 after a clean stop (SIGINT/SIGTERM), 1 on a runtime failure, 2 on a usage
+error (bad option or value; nothing was touched).
+
+Coming from TCPCopy's intercept: docs/migrating-from-tcpcopy.md. Every option: docs/cli.md.";
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ModeArg {
+    /// Native (driver) XDP if the driver has it, generic otherwise.
     Auto,
+    /// Native XDP only.
     Native,
+    /// Generic (SKB) XDP only: works everywhere, slower.
     Generic,
 }
 
@@ -348,7 +381,11 @@ fn run(args: Args) -> Result<()> {
     drop(attachment);
     let all = totals(&cap, &server, &program);
     let counters = all.named();
-    eprintln!("xdpcopy-intercept: summary after {:.1} s:", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xdpcopy-intercept: summary after {:.1} s (xdpcopy-intercept {}):",
+        started.elapsed().as_secs_f64(),
+        cli::VERSION
+    );
     for (k, v) in &counters {
         eprintln!("  {k:<24} {v}");
     }
@@ -359,6 +396,8 @@ fn run(args: Args) -> Result<()> {
         let meta = serde_json::json!({
             "program": "xdpcopy-intercept",
             "version": env!("CARGO_PKG_VERSION"),
+            "git_commit": cli::GIT_COMMIT,
+            "argv": std::env::args().collect::<Vec<_>>(),
             "input": args.input,
             "targets": targets,
             "channel": server.local_addr().to_string(),
@@ -383,12 +422,21 @@ fn print_stats(t: &Totals) {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args: Args = cli::parse(cli::INTERCEPT_HINTS);
+    // Checked before anything is touched (a usage error).
+    let checked = match &args.summary_json {
+        Some(p) => cli::check_output_file("--summary-json", p),
+        None => Ok(()),
+    };
+    if let Err(e) = checked {
+        eprintln!("xdpcopy-intercept: error: {e}\n\nFor more information, try '--help'.");
+        return ExitCode::from(exit::USAGE);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xdpcopy-intercept: error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     }
 }

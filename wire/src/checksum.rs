@@ -111,7 +111,7 @@ pub fn update_u32(csum: u16, old: u32, new: u32) -> u16 {
 /// If `old` and `new` differ in length or have an odd length.
 #[inline]
 pub fn update_bytes(csum: u16, old: &[u8], new: &[u8]) -> u16 {
-    assert!(old.len() == new.len() && old.len() % 2 == 0, "update_bytes needs equal even lengths");
+    assert!(old.len() == new.len() && old.len().is_multiple_of(2), "update_bytes needs equal even lengths");
     // RFC 1624 eqn. 3 with m the ones'-complement sum of the old words, m' of the new:
     // HC' = ~(~HC + ~m + m')
     !fold(u32::from(!csum) + u32::from(!fold(sum(old, 0))) + sum(new, 0))

@@ -537,7 +537,7 @@ fn demo(tag: &str, seconds: u64, rate: u64) -> Result<()> {
     while Instant::now() < deadline {
         // Every 5th round: 5 requests on one keep-alive connection; otherwise one short connection.
         let res = bench::in_netns(&lab.ns(Role::Client), || {
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 let mut k = bench::http::Conn::open(online)?;
                 (0..5)
                     .map(|j| k.get(&addr::ONLINE.to_string(), &format!("/demo/{i}/{j}"), false))

@@ -20,7 +20,6 @@ use serde_json::{json, Map, Value};
 use super::{
     file,
     format::{java_fixed, java_mean, java_stddev},
-    metrics::LatencySummary,
     new_histogram, resolve_prefix, write_hgrm, write_percentiles_csv, Metric, Recorder, HIGHEST_NS, LOWEST_NS,
     SIGNIFICANT_DIGITS,
 };
@@ -43,9 +42,6 @@ const SUMMARY_QUANTILES: [(f64, &str); 7] = [
 /// The quantiles of `PREFIX_intervals.csv` (max follows them).
 const INTERVAL_QUANTILES: [(f64, &str); 5] =
     [(0.5, "p50_us"), (0.9, "p90_us"), (0.99, "p99_us"), (0.999, "p99_9_us"), (0.9999, "p99_99_us")];
-
-/// The quantiles of the Prometheus latency summaries.
-const PROMETHEUS_QUANTILES: [f64; 6] = [0.5, 0.9, 0.99, 0.999, 0.9999, 1.0];
 
 /// The interval log's Interval_Max divisor: histograms hold ns, the max column shows ms.
 const HLOG_MAX_DIVISOR: f64 = 1_000_000.0;
@@ -271,21 +267,9 @@ impl LatencyExport {
         self.out.as_ref().map(|o| o.prefix.as_path())
     }
 
-    /// Returns the latency summaries for [`super::MetricsSnapshot::summaries`]: per metric the
-    /// quantiles 0.5 … 0.9999 and 1 (max) in seconds, the count and the sum in seconds (the sum
-    /// is count × mean of the bucket medians).
-    pub fn prometheus_summaries(&self) -> Vec<LatencySummary> {
-        Metric::ALL
-            .into_iter()
-            .map(|m| {
-                let h = &self.all[m.index()];
-                let quantiles = PROMETHEUS_QUANTILES
-                    .into_iter()
-                    .map(|q| (q, if h.is_empty() { f64::NAN } else { h.value_at_quantile(q) as f64 / 1e9 }))
-                    .collect();
-                (m.name().to_string(), quantiles, h.len(), java_mean(h) * h.len() as f64 / 1e9)
-            })
-            .collect()
+    /// Returns the number of workers that handed over at least one interval.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
     }
 
     /// Writes the final files and flushes the others; returns every file of the run.
@@ -659,7 +643,7 @@ mod tests {
     fn intervals_header_has_every_metric() {
         let h = intervals_header();
         assert!(h.starts_with("timestamp_s,interval_s,frames_in,frames_out,"));
-        assert!(h.ends_with(",dataplane_p99_99_us,dataplane_max_us"));
+        assert!(h.ends_with(",replay_rtt_p99_99_us,replay_rtt_max_us"));
         assert_eq!(h.split(',').count(), 12 + Metric::COUNT * 7);
     }
 }

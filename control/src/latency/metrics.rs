@@ -1,14 +1,39 @@
-//! The Prometheus endpoint: a tiny HTTP/1.1 server thread serving `GET /metrics`.
+//! The Prometheus endpoint: `GET /metrics` served by a tiny HTTP/1.1 thread, the body encoded
+//! at scrape time by `prometheus-client` (text exposition format 0.0.4) from the latest
+//! [`MetricsSnapshot`].
 //!
-//! The owner (the control thread of the copier or of xdpcopy-intercept) renders a
-//! [`MetricsSnapshot`] into the text exposition format (version 0.0.4) once per update; the
-//! server thread only copies the latest text out. One connection at a time, `Connection: close`,
-//! 2 s socket timeouts: scrapes are rare and small, so there is no framework and no pool.
+//! # Design
+//!
+//! - The owner (the copier's stats loop, xdpcopy-intercept's poll loop) builds a snapshot about
+//!   once a second and hands it over with [`MetricsServer::update`]; the server thread keeps the
+//!   latest one behind an `Arc` and a `prometheus-client` registry whose one [`Collector`]
+//!   encodes it when a scrape comes. Nothing is rendered that nobody asks for.
+//! - Every counter family is generated from the counter model ([`crate::counters`]): a
+//!   `counter` becomes a Prometheus counter (`_total`), a `gauge` a gauge, a family declared
+//!   with a label (`drop[DropReason]`) one metric family with that label
+//!   (`xdpcopy_drop_total{reason="tx_ring_full"}`). Sets a worker owns are added with a
+//!   `worker` label ([`MetricsSnapshot::with_labelled_counters`]); sum them with
+//!   `sum without (worker)`.
+//! - Every latency is a real histogram (`xdpcopy_latency_seconds_bucket{metric,worker,le}`) on
+//!   one fixed bucket ladder, [`LATENCY_BUCKETS_NS`], the same for every copier, so
+//!   `histogram_quantile(0.99, sum by (le, metric) (rate(xdpcopy_latency_seconds_bucket[5m])))`
+//!   aggregates a fleet. The bucket counts are derived from the HdrHistograms
+//!   ([`latency_buckets`]).
+//! - One connection at a time, `Connection: close`, 2 s socket timeouts: scrapes are rare and
+//!   small, so there is no HTTP framework and no pool.
 
 use crate::counters::{CounterSet, Kind};
 
+use hdrhistogram::Histogram;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{prometheus_text, DescriptorEncoder, MetricEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Registry,
+};
+
 use std::{
-    fmt::Write as _,
+    collections::HashMap,
     io::{self, Read, Write},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
     sync::{
@@ -19,108 +44,272 @@ use std::{
     time::Duration,
 };
 
-/// The family name of the latency summaries (label `metric` names the latency).
-const LATENCY_FAMILY: &str = "xdpcopy_latency_seconds";
+use super::{LatencyExport, Metric};
 
-/// One latency summary: `(metric, [(quantile, seconds)], count, sum seconds)`.
-pub type LatencySummary = (String, Vec<(f64, f64)>, u64, f64);
+/// The family name of the latency histograms (labels `metric` and `worker`).
+pub const LATENCY_FAMILY: &str = "xdpcopy_latency_seconds";
 
-/// One metric family generated from a counter set: `(label, value)` samples under one name.
+/// The upper bounds of the latency histogram buckets, in ns: 1-2-5 steps from 1 µs to 10 s,
+/// then 20 s and 60 s (the HdrHistograms' ceiling). Fixed, so that the buckets of every copier
+/// line up and can be summed.
+pub const LATENCY_BUCKETS_NS: [u64; 24] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    20_000_000_000,
+    60_000_000_000,
+];
+
+/// The `Content-Type` of what `GET /metrics` returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Labels of one sample: `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// One sample's value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    /// An integer (every counter of the model).
+    Int(u64),
+    /// A float (uptime, ratios).
+    Float(f64),
+}
+
+/// One counter or gauge family: samples that differ by their labels, under one name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Family {
-    /// The family name (`xdpcopy_drop_total`).
+    /// The family name without the counter suffix (`xdpcopy_drop`; the text shows
+    /// `xdpcopy_drop_total`).
     pub name: String,
     /// The help text.
     pub help: String,
     /// Counter or gauge.
     pub kind: Kind,
-    /// `(label name, label value)` (none for a plain counter) and the value.
-    pub samples: Vec<(Option<(&'static str, &'static str)>, u64)>,
+    /// The samples.
+    pub samples: Vec<(Labels, Value)>,
 }
 
-/// The values to expose; names are used as given (invalid characters become `_`).
+/// One histogram's buckets, in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// `(upper bound, samples in this bucket only)` in ladder order; the text shows them
+    /// cumulative, with `le="+Inf"` = `count`.
+    pub buckets: Vec<(f64, u64)>,
+    /// Samples.
+    pub count: u64,
+    /// Sum of the samples.
+    pub sum: f64,
+}
+
+/// One histogram family: histograms that differ by their labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramFamily {
+    /// The family name (`xdpcopy_latency_seconds`).
+    pub name: String,
+    /// The help text.
+    pub help: String,
+    /// The histograms.
+    pub samples: Vec<(Labels, Buckets)>,
+}
+
+/// The values `GET /metrics` shows until the next update.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
-    /// Families generated from a counter model ([`MetricsSnapshot::with_counters`]).
+    /// Counter and gauge families, in the order they were added.
     pub families: Vec<Family>,
-    /// `(name, help, value)` of monotonically increasing counters (name them `..._total`).
-    pub counters: Vec<(String, String, u64)>,
-    /// `(name, help, value)` of gauges.
-    pub gauges: Vec<(String, String, f64)>,
-    /// `(metric, [(quantile, seconds)], count, sum seconds)`, exposed as
-    /// `xdpcopy_latency_seconds{metric="…",quantile="…"}` (see
-    /// [`super::LatencyExport::prometheus_summaries`]).
-    pub summaries: Vec<LatencySummary>,
+    /// Histogram families.
+    pub histograms: Vec<HistogramFamily>,
 }
 
 impl MetricsSnapshot {
-    /// Adds every value of `set` as Prometheus families named `PROGRAM_…` (counters end in
-    /// `_total`; a labelled family becomes one family with a label).
-    pub fn with_counters(mut self, program: &str, set: &impl CounterSet) -> Self {
+    /// Adds every value of `set` as families named `PROGRAM_…` (see the module's design).
+    pub fn with_counters(self, program: &str, set: &impl CounterSet) -> Self {
+        self.with_labelled_counters(program, set, &[])
+    }
+
+    /// Adds every value of `set` with `labels` on each sample (e.g. `worker="0"`). A family
+    /// already in the snapshot (the same set of another worker) takes the samples.
+    pub fn with_labelled_counters(
+        mut self,
+        program: &str,
+        set: &impl CounterSet,
+        labels: &[(&'static str, String)],
+    ) -> Self {
+        let mut index: HashMap<String, usize> =
+            self.families.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
         set.visit("", &mut |f| {
-            let name = f.prometheus_name(program);
-            match self.families.last_mut() {
-                Some(last) if last.name == name => last.samples.push((f.label, f.value)),
-                _ => self.families.push(Family {
-                    name,
-                    help: f.help_text(),
-                    kind: f.kind,
-                    samples: vec![(f.label, f.value)],
-                }),
+            let mut sample: Labels = labels.to_vec();
+            if let Some((k, v)) = f.label {
+                sample.push((k, v.to_string()));
             }
+            let name = f.family_name(program);
+            let i = *index.entry(name.clone()).or_insert_with(|| {
+                self.families.push(Family { name, help: f.help_text(), kind: f.kind, samples: Vec::new() });
+                self.families.len() - 1
+            });
+            self.families[i].samples.push((sample, Value::Int(f.value)));
         });
         self
     }
 
-    /// Renders the snapshot in the Prometheus text exposition format.
+    /// Adds the families of `set` that the snapshot does not have yet: a program's totals after
+    /// the per-worker sets were added with their label.
+    pub fn with_remaining_counters(mut self, program: &str, set: &impl CounterSet) -> Self {
+        let present: std::collections::HashSet<String> = self.families.iter().map(|f| f.name.clone()).collect();
+        let rest = MetricsSnapshot::default().with_counters(program, set);
+        self.families.extend(rest.families.into_iter().filter(|f| !present.contains(&f.name)));
+        self
+    }
+
+    /// Adds a gauge sample (its family is created on first use).
+    pub fn with_gauge(mut self, name: &str, help: &str, labels: Labels, value: f64) -> Self {
+        match self.families.iter_mut().find(|f| f.name == name) {
+            Some(f) => f.samples.push((labels, Value::Float(value))),
+            None => self.families.push(Family {
+                name: name.to_string(),
+                help: help.to_string(),
+                kind: Kind::Gauge,
+                samples: vec![(labels, Value::Float(value))],
+            }),
+        }
+        self
+    }
+
+    /// Adds the latency histograms of `export`: one per metric and worker, for every metric that
+    /// has samples in any worker (a metric that is not measured in this mode shows nothing).
+    pub fn with_latency(mut self, export: &LatencyExport) -> Self {
+        let mut fam = HistogramFamily {
+            name: LATENCY_FAMILY.to_string(),
+            help: "Latencies since start, per worker (HdrHistogram, 3 significant digits), by metric: \
+                   test_response, handshake, production, dataplane (see docs/cli.md)."
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            samples: Vec::new(),
+        };
+        let empty = super::new_histogram();
+        for m in Metric::ALL {
+            if export.histogram(m).is_empty() {
+                continue;
+            }
+            for w in 0..export.workers() {
+                let h = export.worker_histogram(w, m).unwrap_or(&empty);
+                fam.samples
+                    .push((vec![("metric", m.name().to_string()), ("worker", w.to_string())], latency_buckets(h)));
+            }
+        }
+        if !fam.samples.is_empty() {
+            self.histograms.push(fam);
+        }
+        self
+    }
+
+    /// Renders the snapshot in the Prometheus text exposition format (0.0.4).
     pub fn render(&self) -> String {
-        let mut s = String::new();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Latest(Arc::new(Mutex::new(Arc::new(self.clone()))))));
+        let mut out = String::new();
+        // Writing into a String cannot fail; an encoding error (an invalid name) leaves what
+        // was written so far.
+        let _ = prometheus_text::encode(&mut out, &registry);
+        out
+    }
+
+    /// Encodes every family through `prometheus-client`.
+    fn encode(&self, enc: &mut DescriptorEncoder<'_>) -> std::fmt::Result {
         for fam in &self.families {
             let name = metric_name(&fam.name);
-            let kind = match fam.kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
+            let ty = match fam.kind {
+                Kind::Counter => MetricType::Counter,
+                Kind::Gauge => MetricType::Gauge,
             };
-            let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} {kind}", escape_help(&fam.help));
-            for (label, v) in &fam.samples {
-                match label {
-                    Some((k, l)) => {
-                        let _ = writeln!(s, "{name}{{{}=\"{}\"}} {v}", metric_name(k), escape_label(l));
-                    }
-                    None => {
-                        let _ = writeln!(s, "{name} {v}");
-                    }
+            let mut m = enc.encode_descriptor(&name, &fam.help, None, ty)?;
+            for (labels, v) in &fam.samples {
+                if labels.is_empty() {
+                    encode_value(&mut m, fam.kind, *v)?;
+                } else {
+                    encode_value(&mut m.encode_family(labels)?, fam.kind, *v)?;
                 }
             }
         }
-        for (name, help, v) in &self.counters {
-            let name = metric_name(name);
-            let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} counter\n{name} {v}", escape_help(help));
-        }
-        for (name, help, v) in &self.gauges {
-            let name = metric_name(name);
-            let _ = writeln!(s, "# HELP {name} {}\n# TYPE {name} gauge\n{name} {}", escape_help(help), float(*v));
-        }
-        if !self.summaries.is_empty() {
-            let _ = writeln!(s, "# HELP {LATENCY_FAMILY} xdpcopy latencies since start, all workers (HdrHistogram).");
-            let _ = writeln!(s, "# TYPE {LATENCY_FAMILY} summary");
-            for (metric, quantiles, count, sum) in &self.summaries {
-                let metric = escape_label(metric);
-                for (q, v) in quantiles {
-                    let _ =
-                        writeln!(s, "{LATENCY_FAMILY}{{metric=\"{metric}\",quantile=\"{}\"}} {}", float(*q), float(*v));
+        for fam in &self.histograms {
+            let name = metric_name(&fam.name);
+            let mut m = enc.encode_descriptor(&name, &fam.help, None, MetricType::Histogram)?;
+            for (labels, b) in &fam.samples {
+                if labels.is_empty() {
+                    m.encode_histogram::<NoLabelSet>(b.sum, b.count, &b.buckets, None)?;
+                } else {
+                    m.encode_family(labels)?.encode_histogram::<NoLabelSet>(b.sum, b.count, &b.buckets, None)?;
                 }
-                let _ = writeln!(s, "{LATENCY_FAMILY}_sum{{metric=\"{metric}\"}} {}", float(*sum));
-                let _ = writeln!(s, "{LATENCY_FAMILY}_count{{metric=\"{metric}\"}} {count}");
             }
         }
-        s
+        Ok(())
+    }
+}
+
+fn encode_value(m: &mut MetricEncoder<'_>, kind: Kind, v: Value) -> std::fmt::Result {
+    match (kind, v) {
+        (Kind::Counter, Value::Int(n)) => m.encode_counter::<NoLabelSet, _, u64>(&n, None),
+        (Kind::Counter, Value::Float(x)) => m.encode_counter::<NoLabelSet, _, f64>(&x, None),
+        (Kind::Gauge, Value::Int(n)) => m.encode_gauge(&n),
+        (Kind::Gauge, Value::Float(x)) => m.encode_gauge(&x),
+    }
+}
+
+/// Returns the buckets of `h` (ns) on [`LATENCY_BUCKETS_NS`], in seconds.
+///
+/// A sample counts in the first bucket whose bound is at or above the bottom of its HdrHistogram
+/// bucket (at most 0.1 % wide at 3 significant digits): a value recorded exactly on a bound
+/// counts below it, one up to 0.1 % above a bound may too. Samples above 60 s were clamped to
+/// 60 s when recorded. The sum is
+/// count × HdrHistogram's mean (bucket medians).
+pub fn latency_buckets(h: &Histogram<u64>) -> Buckets {
+    let mut counts = [0u64; LATENCY_BUCKETS_NS.len()];
+    for v in h.iter_recorded() {
+        let bottom = h.lowest_equivalent(v.value_iterated_to());
+        let i = LATENCY_BUCKETS_NS.iter().position(|&le| bottom <= le).unwrap_or(LATENCY_BUCKETS_NS.len() - 1);
+        counts[i] += v.count_at_value();
+    }
+    Buckets {
+        buckets: LATENCY_BUCKETS_NS.iter().zip(counts).map(|(&le, n)| (le as f64 / 1e9, n)).collect(),
+        count: h.len(),
+        sum: if h.is_empty() { 0.0 } else { h.mean() * h.len() as f64 / 1e9 },
+    }
+}
+
+/// The collector: encodes the latest snapshot at scrape time.
+#[derive(Debug)]
+struct Latest(Arc<Mutex<Arc<MetricsSnapshot>>>);
+
+impl Collector for Latest {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let snapshot = Arc::clone(&self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        snapshot.encode(&mut encoder)
     }
 }
 
 /// State shared with the server thread.
 struct Shared {
-    body: Mutex<Arc<str>>,
+    snapshot: Arc<Mutex<Arc<MetricsSnapshot>>>,
     stop: AtomicBool,
     scrapes: AtomicU64,
 }
@@ -142,13 +331,16 @@ impl MetricsServer {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            body: Mutex::new(Arc::from("")),
+            snapshot: Arc::new(Mutex::new(Arc::new(MetricsSnapshot::default()))),
             stop: AtomicBool::new(false),
             scrapes: AtomicU64::new(0),
         });
         let thread_shared = Arc::clone(&shared);
-        let thread =
-            std::thread::Builder::new().name("metrics-http".into()).spawn(move || serve(&listener, &thread_shared))?;
+        let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(Latest(Arc::clone(&thread_shared.snapshot))));
+            serve(&listener, &thread_shared, &registry)
+        })?;
         Ok(Self { addr, shared, thread: Some(thread) })
     }
 
@@ -159,8 +351,7 @@ impl MetricsServer {
 
     /// Replaces the exposed values.
     pub fn update(&self, snapshot: MetricsSnapshot) {
-        let body: Arc<str> = Arc::from(snapshot.render());
-        *self.shared.body.lock().unwrap_or_else(|e| e.into_inner()) = body;
+        *self.shared.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
     /// Returns the number of `/metrics` requests served.
@@ -188,21 +379,21 @@ impl Drop for MetricsServer {
     }
 }
 
-fn serve(listener: &TcpListener, shared: &Shared) {
+fn serve(listener: &TcpListener, shared: &Shared, registry: &Registry) {
     for conn in listener.incoming() {
         if shared.stop.load(Ordering::Acquire) {
             return;
         }
         match conn {
             // A failed or malformed request concerns one client only.
-            Ok(stream) => drop(handle(stream, shared)),
+            Ok(stream) => drop(handle(stream, shared, registry)),
             // E.g. out of file descriptors: back off instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
 }
 
-fn handle(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn handle(mut stream: TcpStream, shared: &Shared, registry: &Registry) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let mut buf = [0_u8; 4096];
@@ -225,8 +416,11 @@ fn handle(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             shared.scrapes.fetch_add(1, Ordering::Relaxed);
-            let body = Arc::clone(&shared.body.lock().unwrap_or_else(|e| e.into_inner()));
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body.as_bytes(), head_only)
+            let mut body = String::new();
+            if prometheus_text::encode(&mut body, registry).is_err() {
+                return respond(&mut stream, "500 Internal Server Error", "text/plain", b"encoding failed\n", false);
+            }
+            respond(&mut stream, "200 OK", CONTENT_TYPE, body.as_bytes(), head_only)
         }
         ("GET" | "HEAD", "/") => respond(
             &mut stream,
@@ -264,53 +458,9 @@ fn metric_name(name: &str) -> String {
     s
 }
 
-fn escape_help(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\n', "\\n")
-}
-
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// A float as Prometheus parses it (`NaN`, `+Inf`, `-Inf`, else Rust's shortest form).
-fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn render_text_format() {
-        let snap = MetricsSnapshot {
-            families: Vec::new(),
-            counters: vec![("xdpcopy_frames_in_total".into(), "Frames received.".into(), 42)],
-            gauges: vec![("xdpcopy sessions-active".into(), "Sessions\nalive.".into(), 3.5)],
-            summaries: vec![("test_response".into(), vec![(0.5, 0.000125), (1.0, f64::NAN)], 7, 0.001)],
-        };
-        let expected = "# HELP xdpcopy_frames_in_total Frames received.
-# TYPE xdpcopy_frames_in_total counter
-xdpcopy_frames_in_total 42
-# HELP xdpcopy_sessions_active Sessions\\nalive.
-# TYPE xdpcopy_sessions_active gauge
-xdpcopy_sessions_active 3.5
-# HELP xdpcopy_latency_seconds xdpcopy latencies since start, all workers (HdrHistogram).
-# TYPE xdpcopy_latency_seconds summary
-xdpcopy_latency_seconds{metric=\"test_response\",quantile=\"0.5\"} 0.000125
-xdpcopy_latency_seconds{metric=\"test_response\",quantile=\"1\"} NaN
-xdpcopy_latency_seconds_sum{metric=\"test_response\"} 0.001
-xdpcopy_latency_seconds_count{metric=\"test_response\"} 7
-";
-        assert_eq!(snap.render(), expected);
-    }
-
     use crate::counters::fixtures::{Reason, Set};
 
     #[test]
@@ -328,10 +478,56 @@ xdpcopy_latency_seconds_count{metric=\"test_response\"} 7
     }
 
     #[test]
+    fn worker_sets_share_one_family_per_name_and_the_rest_is_added_once() {
+        let a = Set { seen: 1, ..Set::default() };
+        let b = Set { seen: 2, ..Set::default() };
+        let total = Set { seen: 3, ..Set::default() };
+        let snap = MetricsSnapshot::default()
+            .with_labelled_counters("p", &a, &[("worker", "0".into())])
+            .with_labelled_counters("p", &b, &[("worker", "1".into())])
+            .with_remaining_counters("p", &total)
+            .with_gauge("p_uptime_seconds", "Seconds since start.", Vec::new(), 1.5);
+        let text = snap.render();
+        assert_eq!(text.matches("# TYPE p_seen_total counter").count(), 1, "{text}");
+        assert!(text.contains("p_seen_total{worker=\"0\"} 1\np_seen_total{worker=\"1\"} 2\n"), "{text}");
+        assert!(text.contains("p_drop_total{worker=\"1\",reason=\"two\"} 0\n"), "{text}");
+        assert!(!text.contains("p_seen_total 3"), "the per-worker family is not added again: {text}");
+        assert!(text.contains("# TYPE p_uptime_seconds gauge\np_uptime_seconds 1.5\n"), "{text}");
+    }
+
+    #[test]
+    fn latency_buckets_are_cumulative_on_the_fixed_ladder() {
+        let mut h = crate::latency::new_histogram();
+        h.record(1_500).unwrap(); // 1.5 µs -> le 2e-6
+        h.record(1_000_000).unwrap(); // 1 ms -> le 0.001
+        h.record(30_000_000_000).unwrap(); // 30 s -> le 60
+        let b = latency_buckets(&h);
+        assert_eq!(b.count, 3);
+        assert_eq!(b.buckets.len(), LATENCY_BUCKETS_NS.len());
+        assert_eq!(b.buckets.iter().map(|(_, n)| n).sum::<u64>(), 3);
+        assert_eq!(b.buckets[1], (2e-6, 1));
+        assert_eq!(b.buckets[9], (1e-3, 1));
+        assert_eq!(b.buckets.last().unwrap().1, 1);
+        let snap = MetricsSnapshot {
+            histograms: vec![HistogramFamily {
+                name: LATENCY_FAMILY.into(),
+                help: "Latencies.".into(),
+                samples: vec![(vec![("metric", "handshake".into())], b)],
+            }],
+            ..MetricsSnapshot::default()
+        };
+        let text = snap.render();
+        assert!(text.contains("# TYPE xdpcopy_latency_seconds histogram\n"), "{text}");
+        assert!(text.contains("xdpcopy_latency_seconds_bucket{metric=\"handshake\",le=\"1e-06\"} 0\n"), "{text}");
+        assert!(text.contains("xdpcopy_latency_seconds_bucket{metric=\"handshake\",le=\"2e-06\"} 1\n"), "{text}");
+        assert!(text.contains("xdpcopy_latency_seconds_bucket{metric=\"handshake\",le=\"60\"} 3\n"), "{text}");
+        assert!(text.contains("xdpcopy_latency_seconds_bucket{metric=\"handshake\",le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("xdpcopy_latency_seconds_count{metric=\"handshake\"} 3\n"), "{text}");
+    }
+
+    #[test]
     fn names_are_sanitized() {
         assert_eq!(metric_name("9lives"), "_9lives");
         assert_eq!(metric_name("a.b-c:d"), "a_b_c:d");
-        assert_eq!(float(f64::INFINITY), "+Inf");
-        assert_eq!(float(1e-9), "0.000000001");
     }
 }

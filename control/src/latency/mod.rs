@@ -10,7 +10,7 @@
 //!                                      finish() ──────────────────────├─► PREFIX_<metric>.percentiles.csv
 //!                                                                     ├─► PREFIX_<metric>.hgrm / .buckets.csv
 //!                                                                     └─► PREFIX_run_meta.json
-//!  MetricsServer (GET /metrics) ◄── update(MetricsSnapshot)     write_summary_json(FILE)
+//!  MetricsServer (GET /metrics) ◄── update(MetricsSnapshot: counters, histograms)     write_summary_json(FILE)
 //!  `xdpcopy report PREFIX` ── render_report() ──► PREFIX_report.png, PREFIX_report.svg
 //! ```
 //!
@@ -53,7 +53,10 @@ mod report;
 
 pub use export::{intervals_header, write_summary_json, IntervalTotals, LatencyExport, SUMMARY_HEADER};
 pub use format::{write_hgrm, write_percentiles_csv};
-pub use metrics::{Family, LatencySummary, MetricsServer, MetricsSnapshot};
+pub use metrics::{
+    latency_buckets, Buckets, Family, HistogramFamily, Labels, MetricsServer, MetricsSnapshot, Value, CONTENT_TYPE,
+    LATENCY_BUCKETS_NS, LATENCY_FAMILY,
+};
 pub use recorder::{new_histogram, Recorder, RecorderExchange, HIGHEST_NS, LOWEST_NS, SIGNIFICANT_DIGITS};
 pub use report::{render_report, ReportError};
 

@@ -29,7 +29,7 @@ use std::{
 use anyhow::{Context, Result};
 use control::latency::{write_summary_json, LatencyExport, MetricsServer};
 
-pub use summary::{LatencyLine, RuntimeCounters, Summary, Totals};
+pub use summary::{LatencyLine, RuntimeCounters, Summary, Totals, WorkerTotals};
 
 use crate::{
     bpf::Entry,
@@ -95,10 +95,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         export,
         metrics,
         stats_interval: config.stats_interval,
+        stats_format: config.stats_format,
+        duration: config.duration,
         started,
     });
     monitor.run(&stop, feed.as_deref());
-    let (mut totals, mut export, metrics) = monitor.finish()?;
+    let (mut totals, per_worker, mut export, metrics) = monitor.finish()?;
     drop(attachment);
 
     if let Some(p) = taps.pcap_out.as_mut() {
@@ -121,7 +123,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         eprintln!("xdpcopy: wrote {}", path.display());
     }
     if let Some(m) = &metrics {
-        m.update(summary::metrics_snapshot(&summary.totals, summary.elapsed, export.as_ref()));
+        m.update(summary::metrics_snapshot(&summary.totals, &per_worker, summary.elapsed, export.as_ref()));
     }
     Ok(summary)
 }

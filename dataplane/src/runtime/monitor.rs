@@ -1,7 +1,8 @@
 //! The stats loop (DPDK l2fwd's `print_stats`, apart from the workers): every 100 ms it checks
 //! the threads, merges the workers' latency recorders and, offline, whether the replay is over;
 //! every second it closes the latency interval and refreshes the Prometheus snapshot; every
-//! `--stats-interval` it prints the stats line. One function per duty; every counter is read
+//! `--stats-interval` it prints the stats line (or, with `--stats-format json`, a JSON object
+//! on stdout); after `--duration` it stops the run. One function per duty; every counter is read
 //! by its field in [`Totals`].
 
 use std::{
@@ -16,16 +17,17 @@ use std::{
 };
 
 use control::{
-    counters::sum,
+    counters::{sum, CounterSet},
     latency::{IntervalTotals, LatencyExport, Metric, MetricsServer, RecorderExchange},
 };
 
 use super::{
-    summary::{metrics_snapshot, RuntimeCounters, Totals},
+    summary::{metrics_snapshot, RuntimeCounters, Totals, WorkerTotals},
     threads::Threads,
 };
 use crate::{
     bpf::Program,
+    config::StatsFormat,
     feed::Feed,
     stats::{Published, XskCounters},
     xsk::StatsHandle,
@@ -51,6 +53,8 @@ pub(super) struct Monitor<'a> {
     export: Option<LatencyExport>,
     metrics: Option<MetricsServer>,
     stats_interval: Option<Duration>,
+    stats_format: StatsFormat,
+    duration: Option<Duration>,
     started: Instant,
     runtime: RuntimeCounters,
     /// The start of the latency interval being recorded.
@@ -83,6 +87,10 @@ pub(super) struct Watch<'a> {
     pub metrics: Option<MetricsServer>,
     /// `None` with `-q`.
     pub stats_interval: Option<Duration>,
+    /// Text lines on stderr or JSON objects on stdout (`--stats-format`).
+    pub stats_format: StatsFormat,
+    /// Stop after this long (`--duration`).
+    pub duration: Option<Duration>,
     /// When the run started.
     pub started: Instant,
 }
@@ -100,6 +108,8 @@ impl<'a> Monitor<'a> {
             export: w.export,
             metrics: w.metrics,
             stats_interval: w.stats_interval,
+            stats_format: w.stats_format,
+            duration: w.duration,
             started: w.started,
             runtime: RuntimeCounters::default(),
             interval_start: SystemTime::now(),
@@ -123,6 +133,10 @@ impl<'a> Monitor<'a> {
             if feed.is_some_and(|f| self.offline_finished(f)) {
                 break;
             }
+            if let Some(d) = self.duration.filter(|d| self.started.elapsed() >= *d) {
+                eprintln!("xdpcopy: --duration {} s is over, stopping", d.as_secs());
+                break;
+            }
             let now = Instant::now();
             if now >= next_second {
                 next_second += SECOND;
@@ -132,7 +146,10 @@ impl<'a> Monitor<'a> {
             }
             if let Some(interval) = self.stats_interval.filter(|_| now >= next_line) {
                 next_line += interval;
-                self.print_line(&self.totals());
+                match self.stats_format {
+                    StatsFormat::Text => self.print_line(&self.totals()),
+                    StatsFormat::Json => self.print_json(&self.totals()),
+                }
             }
         }
         stop.store(true, Ordering::Relaxed);
@@ -157,6 +174,17 @@ impl<'a> Monitor<'a> {
             pcap_out: None,
             runtime: self.runtime,
         }
+    }
+
+    /// Each worker's counters now (as last published), for the per-worker Prometheus families.
+    pub fn per_worker(&self) -> Vec<WorkerTotals> {
+        self.published
+            .iter()
+            .map(|p| WorkerTotals {
+                workers: p.counters.snapshot(),
+                session: self.session.then(|| p.session.snapshot()),
+            })
+            .collect()
     }
 
     /// Merges the workers' finished latency intervals into the export.
@@ -217,7 +245,7 @@ impl<'a> Monitor<'a> {
     /// Refreshes what `GET /metrics` serves.
     pub fn refresh_metrics(&self, totals: &Totals) {
         if let Some(m) = &self.metrics {
-            m.update(metrics_snapshot(totals, self.started.elapsed(), self.export.as_ref()));
+            m.update(metrics_snapshot(totals, &self.per_worker(), self.started.elapsed(), self.export.as_ref()));
         }
     }
 
@@ -280,13 +308,50 @@ impl<'a> Monitor<'a> {
         self.last_line = (now.clone(), Instant::now());
     }
 
+    /// Prints the interval as one JSON object on stdout (`--stats-format json`): every counter
+    /// by its model name, the rates since the last line, each latency's p99 so far.
+    fn print_json(&mut self, now: &Totals) {
+        let (last, at) = &self.last_line;
+        let secs = at.elapsed().as_secs_f64().max(1e-9);
+        let (w, lw) = (&now.workers, &last.workers);
+        let counters: serde_json::Map<String, serde_json::Value> =
+            now.named().into_iter().map(|(k, v)| (k, serde_json::Value::from(v))).collect();
+        let p99: serde_json::Map<String, serde_json::Value> = self
+            .export
+            .iter()
+            .flat_map(|e| {
+                Metric::ALL
+                    .iter()
+                    .filter_map(|m| e.p(*m, 0.99).map(|v| (m.name().to_string(), (v as f64 / 1e3).into())))
+            })
+            .collect();
+        let time = SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let line = serde_json::json!({
+            "type": "interval",
+            "time_s": time.as_secs_f64(),
+            "elapsed_s": self.started.elapsed().as_secs_f64(),
+            "interval_s": secs,
+            "rx_pps": (w.rx_frames - lw.rx_frames) as f64 / secs,
+            "tx_pps": (w.tx_frames - lw.tx_frames) as f64 / secs,
+            "tx_mbit_per_s": (w.tx_bytes - lw.tx_bytes) as f64 * 8.0 / secs / 1e6,
+            "latency_p99_us": p99,
+            "counters": counters,
+        });
+        // A line that cannot be written (stdout closed) is not worth stopping for.
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+        self.last_line = (now.clone(), Instant::now());
+    }
+
     /// Shuts down (the stop flag is set): joins the threads, takes the last latency intervals
-    /// the workers handed over as they stopped, and returns the final totals, the export and
-    /// the metrics endpoint.
+    /// the workers handed over as they stopped, and returns the final totals (all workers and
+    /// each one), the export and the metrics endpoint.
     ///
     /// # Errors
     /// A thread that panicked or failed.
-    pub fn finish(mut self) -> anyhow::Result<(Totals, Option<LatencyExport>, Option<MetricsServer>)> {
+    #[allow(clippy::type_complexity)]
+    pub fn finish(
+        mut self,
+    ) -> anyhow::Result<(Totals, Vec<WorkerTotals>, Option<LatencyExport>, Option<MetricsServer>)> {
         let threads = std::mem::replace(&mut self.threads, Threads::none());
         let (workers, channel) = threads.join()?;
         let mut totals = self.totals();
@@ -294,7 +359,9 @@ impl<'a> Monitor<'a> {
         totals.channel = channel;
         self.drain_latency();
         totals.runtime = self.runtime;
-        Ok((totals, self.export, self.metrics))
+        // The workers published their last counters before they returned.
+        let workers = self.per_worker();
+        Ok((totals, workers, self.export, self.metrics))
     }
 }
 

@@ -179,7 +179,12 @@ impl Taps {
         let queues = config.queues as usize;
         Ok(Taps {
             exchange: config.observe.latency.then(|| Arc::new(RecorderExchange::new(queues, 2 * queues))),
-            pcap_out: config.observe.pcap_out.as_deref().map(PcapOut::create).transpose()?,
+            pcap_out: config
+                .observe
+                .pcap_out
+                .as_deref()
+                .map(|p| PcapOut::create(p, config.observe.pcap_out_max_bytes))
+                .transpose()?,
             production: match &config.mode {
                 Mode::Session(o) if o.production_latency => Some(Arc::new(ProductionTable::new(16))),
                 _ => None,

@@ -50,6 +50,16 @@ control::counters! {
     }
 }
 
+control::counters! {
+    /// One worker's counters as Prometheus shows them: every family labelled `worker`.
+    pub struct WorkerTotals {
+        /// The worker's own counters.
+        group workers: Counters,
+        /// Its session engine's (session replay).
+        group session: Option<session::Counters>,
+    }
+}
+
 /// One latency's distribution at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LatencyLine {
@@ -105,12 +115,31 @@ pub(super) fn latency_lines(export: &LatencyExport) -> Vec<LatencyLine> {
         .collect()
 }
 
-/// The Prometheus view: every counter of the model, the uptime, the latency summaries.
-pub(super) fn metrics_snapshot(totals: &Totals, elapsed: Duration, export: Option<&LatencyExport>) -> MetricsSnapshot {
-    let mut snap = MetricsSnapshot::default().with_counters("xdpcopy", totals);
-    snap.gauges.push(("xdpcopy_uptime_seconds".into(), "Seconds since start.".into(), elapsed.as_secs_f64()));
-    snap.summaries = export.map(LatencyExport::prometheus_summaries).unwrap_or_default();
-    snap
+/// The Prometheus view: every counter of the model, the worker-owned ones per worker (label
+/// `worker`), the others once; the uptime, the build; every latency as a histogram.
+pub(super) fn metrics_snapshot(
+    totals: &Totals,
+    workers: &[WorkerTotals],
+    elapsed: Duration,
+    export: Option<&LatencyExport>,
+) -> MetricsSnapshot {
+    let mut snap = MetricsSnapshot::default();
+    for (i, w) in workers.iter().enumerate() {
+        snap = snap.with_labelled_counters("xdpcopy", w, &[("worker", i.to_string())]);
+    }
+    snap = snap
+        .with_remaining_counters("xdpcopy", totals)
+        .with_gauge("xdpcopy_uptime_seconds", "Seconds since start.", Vec::new(), elapsed.as_secs_f64())
+        .with_gauge(
+            "xdpcopy_build_info",
+            "The running build: version and git commit (always 1).",
+            vec![("version", env!("CARGO_PKG_VERSION").to_string()), ("commit", crate::cli::GIT_COMMIT.to_string())],
+            1.0,
+        );
+    match export {
+        Some(e) => snap.with_latency(e),
+        None => snap,
+    }
 }
 
 /// The run's metadata for the exports (peers.md §5.6).
@@ -118,6 +147,8 @@ pub(super) fn run_meta(config: &Config, mode: bpf::XdpMode, zero_copy: bool) -> 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     serde_json::json!({
         "xdpcopy_version": env!("CARGO_PKG_VERSION"),
+        "git_commit": crate::cli::GIT_COMMIT,
+        "argv": std::env::args().collect::<Vec<_>>(),
         "kernel": kernel.trim(),
         "input": config.input,
         "output": config.output,
@@ -160,7 +191,19 @@ mod tests {
         });
         let summary = Summary { totals: totals.clone(), ..Summary::default() };
         let named = summary.named();
-        let text = metrics_snapshot(&totals, Duration::from_secs(1), None).render();
+        // Prometheus: the worker-owned families come per worker (label `worker`), the others once.
+        let worker = WorkerTotals { workers: totals.workers, session: totals.session };
+        let text = metrics_snapshot(&totals, &[worker], Duration::from_secs(1), None).render();
+        let worker_families: std::collections::HashSet<String> = {
+            let mut names = std::collections::HashSet::new();
+            WorkerTotals { session: Some(session::Counters::default()), ..WorkerTotals::default() }.visit(
+                "",
+                &mut |f| {
+                    names.insert(f.family_name("xdpcopy"));
+                },
+            );
+            names
+        };
         let path = std::env::temp_dir().join(format!("xdpcopy-summary-test-{}.json", std::process::id()));
         let empty = LatencyExport::new(None, serde_json::Value::Null).unwrap();
         control::latency::write_summary_json(&path, &named, &empty, serde_json::Value::Null).unwrap();
@@ -173,13 +216,22 @@ mod tests {
             assert!(seen.insert(flat.clone()), "{flat} appears twice in the model");
             assert!(named.contains(&(flat.clone(), f.value)), "{flat} missing from the summary");
             assert_eq!(json[&flat], f.value, "{flat} missing from the JSON");
-            let sample = match f.label {
-                Some((k, l)) => format!("{}{{{k}=\"{l}\"}} {}\n", f.prometheus_name("xdpcopy"), f.value),
-                None => format!("{} {}\n", f.prometheus_name("xdpcopy"), f.value),
+            let worker = if worker_families.contains(&f.family_name("xdpcopy")) { "worker=\"0\"" } else { "" };
+            let labels: Vec<String> =
+                [worker.to_string(), f.label.map(|(k, l)| format!("{k}=\"{l}\"")).unwrap_or_default()]
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            let sample = match labels.is_empty() {
+                false => format!("{}{{{}}} {}\n", f.prometheus_name("xdpcopy"), labels.join(","), f.value),
+                true => format!("{} {}\n", f.prometheus_name("xdpcopy"), f.value),
             };
             assert!(text.contains(&sample), "{flat}: no `{sample}` in the Prometheus text");
         });
         assert_eq!(seen.len(), named.len());
+        assert!(text.contains("xdpcopy_build_info{version="), "{text}");
+        assert!(text.contains("# TYPE xdpcopy_drop_total counter\n"), "{text}");
+        assert!(text.contains("# TYPE xdpcopy_active gauge\n"), "{text}");
         // Names the tests and the docs rely on.
         for name in ["rx_frames", "dropped", "drop_tx_ring_full", "malformed_truncated", "conns", "xdp_passed"] {
             assert!(seen.contains(name), "{name}");

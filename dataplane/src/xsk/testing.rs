@@ -240,7 +240,7 @@ impl Kernel {
     /// posted on the RX ring, or on the TX ring and not yet completed.
     fn chunk_mut(&mut self, base: u64) -> &mut [u8] {
         let size = self.geometry.frame_size() as usize;
-        assert!(base as usize + size <= self.memory.len() && base as usize % size == 0, "not a chunk");
+        assert!(base as usize + size <= self.memory.len() && (base as usize).is_multiple_of(size), "not a chunk");
         // SAFETY: here the test plays the kernel. The chunk lies inside the live UMEM mapping
         // (checked above; `memory` keeps it alive). The port gave its token up when it pushed the
         // chunk to the fill or TX ring and mints a new one only when it reads the RX or

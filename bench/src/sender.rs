@@ -108,12 +108,12 @@ pub fn send_frames(spec: &SendSpec) -> Result<SendReport> {
         loop {
             match sock.send(&frame) {
                 Kick::Done => break,
-                Kick::Again if Instant::now() < give_up => {
+                Kick::Again | Kick::Down if Instant::now() < give_up => {
                     report.retries += 1;
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_millis(5));
                 }
-                Kick::Again => bail!("send frame {i} (seq {seq}) on {}: device busy for 5 s", spec.iface),
+                Kick::Again | Kick::Down => bail!("send frame {i} (seq {seq}) on {}: device busy for 5 s", spec.iface),
                 Kick::Failed(e) => {
                     bail!("send frame {i} (seq {seq}) on {}: {}", spec.iface, std::io::Error::from_raw_os_error(e))
                 }

@@ -514,3 +514,35 @@ fn control_side_types_move_between_threads() {
     sync::<RecorderExchange>();
     sync::<MetricsServer>();
 }
+
+/// A client that trickles its request holds the metrics server for at most its request deadline
+/// (2 s), after which the next scrape is served; and dropping the server (the program's exit)
+/// does not wait for such a client.
+#[test]
+fn a_slow_metrics_client_neither_blocks_scrapes_for_long_nor_delays_exit() {
+    let server = MetricsServer::start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr();
+    let trickle = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        // One byte every 300 ms: without a request deadline this holds the server forever.
+        for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\n".iter().take(20) {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    let (head, _) = http_get(addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(t.elapsed() < Duration::from_secs(3), "the scrape waited {:?}", t.elapsed());
+
+    // Another slow client, then the exit.
+    let _slow = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    drop(server);
+    assert!(t.elapsed() < Duration::from_millis(600), "exit waited {:?}", t.elapsed());
+    trickle.join().unwrap();
+}

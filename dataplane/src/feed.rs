@@ -222,7 +222,7 @@ fn run(
             }
             loop {
                 match sock.send(&frame[..pkt.len]) {
-                    Kick::Again => {
+                    Kick::Again | Kick::Down => {
                         stats.retries += 1;
                         thread::sleep(Duration::from_micros(50));
                     }

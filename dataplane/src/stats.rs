@@ -50,6 +50,8 @@ control::counters! {
         counter tx_kick_errors,
         /// Fill-ring `recvfrom` kicks that failed with an unexpected errno.
         counter rx_kick_errors,
+        /// Transmit attempts that found the output link down (the worker retries every 100 ms).
+        counter tx_link_down,
         /// Times the worker blocked in `poll()` for lack of work.
         counter idle_waits,
         /// Response headers from the channel that did not parse.

@@ -58,6 +58,8 @@ const MAX_SLEEP: Duration = Duration::from_millis(50);
 const MIN_SLEEP: Duration = Duration::from_micros(5);
 /// The timer slack the workers ask for (the default 50 µs would make every short sleep late).
 const TIMER_SLACK_NS: u64 = 1_000;
+/// How often a worker whose output link is down tries to transmit again.
+const TX_DOWN_RETRY: Duration = Duration::from_millis(100);
 /// Frames the session engine may build per round (a catch-up burst is spread over rounds).
 const TX_BUDGET: u32 = 256;
 /// Publish counters at least every this many iterations.
@@ -239,6 +241,8 @@ pub struct Worker {
     pcap: Option<Arc<PcapTap>>,
     /// When to spin and when to sleep between rounds without work.
     idle: idle::Policy,
+    /// The output link is down: when to try transmitting again.
+    tx_down: Option<Instant>,
 }
 
 /// The largest frame the engine may build in one UMEM chunk.
@@ -271,6 +275,7 @@ impl Worker {
             coarse_now: Instant::now(),
             pcap: None,
             idle: idle::Policy::new(false),
+            tx_down: None,
         }
     }
 
@@ -307,7 +312,9 @@ impl Worker {
             let busy = self.round();
             since_publish += 1;
             let now = Instant::now();
-            if busy || self.port.in_flight() > 0 {
+            // Frames in flight keep the worker polling for their completions, unless the link
+            // is down: then nothing completes until it is up again.
+            if busy || (self.port.in_flight() > 0 && self.tx_down.is_none()) {
                 self.idle.work(now);
             } else if self.idle.idle(now) == Idle::Sleep {
                 self.publish();
@@ -503,7 +510,7 @@ impl Worker {
     /// Returns (did anything, frames put on the TX ring).
     fn session_round(&mut self) -> (bool, u32) {
         let now = Instant::now();
-        let Worker { port, mode, counters, scratch, latency, arrivals, pcap, .. } = self;
+        let Worker { port, mode, counters, scratch, latency, arrivals, pcap, tx_down, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
         let mut sent = 0u32;
         let mut out = UmemOut {
@@ -538,14 +545,30 @@ impl Worker {
         );
         s.engine.on_timers(now, &mut out);
         out.port.tx_submit();
-        (headers > 0 || got > 0 || sent > 0 || s.engine.tx_pending(), sent)
+        // Sessions waiting for TX room keep the worker polling, unless the link is down.
+        (headers > 0 || got > 0 || sent > 0 || (s.engine.tx_pending() && tx_down.is_none()), sent)
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode sends inside `sendto`, a
     /// budget at a time: EAGAIN means "call again").
     fn kick(&mut self, sent: u32) {
-        if let Kick::Failed(_) = self.port.flush_tx(sent) {
-            self.counters.tx_kick_errors += 1;
+        if let Some(retry) = self.tx_down {
+            // The output link is down: try again only every TX_DOWN_RETRY (frames wait on the
+            // TX ring, sessions in the engine's queue; the worker sleeps meanwhile).
+            if Instant::now() < retry {
+                return;
+            }
+        }
+        match self.port.flush_tx(sent) {
+            Kick::Down => {
+                self.counters.tx_link_down += 1;
+                self.tx_down = Some(Instant::now() + TX_DOWN_RETRY);
+            }
+            Kick::Failed(_) => {
+                self.counters.tx_kick_errors += 1;
+                self.tx_down = None;
+            }
+            Kick::Done | Kick::Again => self.tx_down = None,
         }
     }
 }

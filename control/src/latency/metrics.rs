@@ -369,15 +369,27 @@ impl Drop for MetricsServer {
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let woke = TcpStream::connect_timeout(&SocketAddr::new(ip, self.addr.port()), Duration::from_secs(1)).is_ok();
+        let woke =
+            TcpStream::connect_timeout(&SocketAddr::new(ip, self.addr.port()), Duration::from_millis(100)).is_ok();
         if let Some(t) = self.thread.take() {
-            // Without the wake-up the thread would block until the next scrape: leave it detached.
-            if woke {
+            // Wait briefly for the thread; a scrape in progress (at most REQUEST_DEADLINE) or a
+            // failed wake-up must not delay the program's exit: then it is left detached.
+            let until = std::time::Instant::now() + EXIT_WAIT;
+            while woke && !t.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
                 let _ = t.join();
             }
         }
     }
 }
+
+/// The most one request may take, reading and writing together: a client that trickles its
+/// request (or reads the answer slowly) holds the single serving thread no longer than this.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// How long dropping the server waits for its thread.
+const EXIT_WAIT: Duration = Duration::from_millis(200);
 
 fn serve(listener: &TcpListener, shared: &Shared, registry: &Registry) {
     for conn in listener.incoming() {
@@ -394,20 +406,32 @@ fn serve(listener: &TcpListener, shared: &Shared, registry: &Registry) {
 }
 
 fn handle(mut stream: TcpStream, shared: &Shared, registry: &Registry) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
+    let left = || {
+        deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "request deadline"))
+    };
+    stream.set_write_timeout(Some(REQUEST_DEADLINE))?;
     let mut buf = [0_u8; 4096];
     let mut len = 0;
     while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && !buf[..len].windows(2).any(|w| w == b"\n\n") {
         if len == buf.len() {
             return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"", false);
         }
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Each read waits only for what is left of the request's deadline.
+        stream.set_read_timeout(Some(left()?))?;
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
             break;
         }
         len += n;
     }
+    stream.set_write_timeout(Some(left()?))?;
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));

@@ -210,10 +210,31 @@ fn fill_wakeups_and_kick_failures_are_counted() {
 #[test]
 fn tx_kick_failures_are_counted() {
     let (mut w, mut k) = stateless(80, 4, 4);
-    k.fail_kicks(Some(libc::ENXIO));
+    k.fail_kicks(Some(libc::EINVAL));
     assert!(k.deliver(&SYN_V4));
     w.round();
     assert_eq!((k.calls().kick_tx, w.counters().tx_kick_errors), (1, 1), "one failure ends the flush");
+}
+
+#[test]
+fn a_down_output_link_is_counted_and_retried_only_every_100_ms() {
+    let (mut w, mut k) = stateless(80, 8, 8);
+    k.fail_kicks(Some(libc::ENETDOWN));
+    assert!(k.deliver(&SYN_V4));
+    w.round();
+    assert_eq!((k.calls().kick_tx, w.counters().tx_link_down, w.counters().tx_kick_errors), (1, 1, 0));
+    // More frames while it is down: queued on the TX ring, no kick until the retry time.
+    assert!(k.deliver(&DATA_V4));
+    w.round();
+    w.round();
+    assert_eq!(k.calls().kick_tx, 1, "no kick while waiting to retry");
+    // Up again: the next retry sends everything.
+    k.fail_kicks(None);
+    std::thread::sleep(TX_DOWN_RETRY + Duration::from_millis(10));
+    w.round();
+    assert!(k.calls().kick_tx > 1, "kicked again after the retry time");
+    assert_eq!(k.transmit().len(), 2);
+    assert_eq!(w.counters().tx_link_down, 1);
 }
 
 /// A session-mode worker replaying port 80 to TARGET:8080 on an in-memory port, and its link to

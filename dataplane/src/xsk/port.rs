@@ -403,7 +403,7 @@ impl Port {
         let mut last = Kick::Done;
         for _ in 0..KICKS_PER_FLUSH {
             last = self.kick_tx();
-            if matches!(last, Kick::Failed(_)) || tx.ring.outstanding() == 0 {
+            if matches!(last, Kick::Failed(_) | Kick::Down) || tx.ring.outstanding() == 0 {
                 break;
             }
         }

@@ -244,9 +244,10 @@ pub mod seam {
 pub enum Kick {
     /// The kernel took the call (or none was needed).
     Done,
-    /// The kernel is busy or out of budget (EAGAIN, EBUSY, ENOBUFS, EINTR, ENETDOWN): call again
-    /// later.
+    /// The kernel is busy or out of budget (EAGAIN, EBUSY, ENOBUFS, EINTR): call again later.
     Again,
+    /// The interface is down (ENETDOWN, ENXIO): nothing can be sent until it is up again.
+    Down,
     /// Another error (errno); the caller counts it.
     Failed(i32),
 }
@@ -255,7 +256,8 @@ impl Kick {
     fn of(r: RawResult) -> Kick {
         match r {
             Ok(_) => Kick::Done,
-            Err(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR | libc::ENETDOWN) => Kick::Again,
+            Err(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS | libc::EINTR) => Kick::Again,
+            Err(libc::ENETDOWN | libc::ENXIO) => Kick::Down,
             Err(e) => Kick::Failed(e),
         }
     }
@@ -464,7 +466,7 @@ impl PacketSocket {
     }
 
     /// Sends one frame; `Kick::Again` when the device queue is full (ENOBUFS, EAGAIN) or the
-    /// call should be repeated (EBUSY, EINTR, ENETDOWN).
+    /// call should be repeated (EBUSY, EINTR), `Kick::Down` while the interface is down.
     pub fn send(&self, frame: &[u8]) -> Kick {
         // SAFETY: `frame` is valid for reads of its length for the duration of the call.
         let rc = unsafe { libc::send(self.0.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };

@@ -180,6 +180,11 @@ pub trait Output {
     /// could not be queued.
     fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool;
 
+    /// Tell the control thread a registered session is gone (it forgets the session and sends
+    /// CLIENT_DEL). Called once, when the engine removes a session whose `client_add` succeeded;
+    /// a request that cannot be queued is only counted (the control thread's TTL forgets it).
+    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4);
+
     /// Record a latency sample (nanoseconds, measured with the engine's `now`). The default
     /// ignores it.
     fn latency(&mut self, _what: Latency, _nanos: u64) {}

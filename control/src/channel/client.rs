@@ -136,6 +136,8 @@ struct Conn {
     was_up: bool,
     /// The current streak of failures has been logged.
     down_logged: bool,
+    /// Connects have failed since the connection was last up: its sessions ride on another.
+    failing: bool,
 }
 
 struct Intercept {
@@ -226,6 +228,7 @@ impl ChannelClient {
                         backoff: BACKOFF_MIN,
                         was_up: false,
                         down_logged: false,
+                        failing: false,
                     });
                 }
                 Intercept { addr, first: i * per }
@@ -367,7 +370,10 @@ impl ChannelClient {
         self.stats.sessions_expired += (before - self.sessions.len()) as u64;
     }
 
-    /// Queue, on connection `idx` that just came up, every live session it should carry.
+    /// Queue, on connection `idx` that just came up, every live session it should carry: those
+    /// that prefer it, and those whose preferred connection is failing to connect. (Sessions of
+    /// a connection that is merely reconnecting wait for it: after an intercept restart each
+    /// connection re-registers its own share, once.)
     fn start_resync(&mut self, idx: usize) {
         let i = self.conns[idx].intercept;
         let first = self.intercepts[i].first;
@@ -379,11 +385,27 @@ impl ChannelClient {
             .keys()
             .filter(|key| {
                 let p = preferred(key, per);
-                p == k || !matches!(conns[first + p].state, State::Up { .. })
+                p == k || conns[first + p].failing
             })
             .copied()
             .collect();
         self.conns[idx].resync = keys;
+    }
+
+    /// Connection `idx` started failing: move the sessions that prefer it to the connections
+    /// that carry them meanwhile (none if its intercept has no connection up).
+    fn resync_elsewhere(&mut self, idx: usize) {
+        let i = self.conns[idx].intercept;
+        let k = idx - self.intercepts[i].first;
+        let orphans: Vec<(usize, RouteKey)> = self
+            .sessions
+            .keys()
+            .filter(|key| preferred(key, self.per) == k)
+            .filter_map(|key| Some((self.pick(i, key)?, *key)))
+            .collect();
+        for (c, key) in orphans {
+            self.conns[c].resync.push(key);
+        }
     }
 
     /// Move pending re-registrations into the write buffer, up to half of it.
@@ -554,6 +576,7 @@ impl ChannelClient {
                 }
                 conn.was_up = true;
                 conn.down_logged = false;
+                conn.failing = false;
                 let addr = self.intercepts[conn.intercept].addr;
                 eprintln!("channel: connected to intercept {addr} (connection {} of {})", idx % self.per + 1, self.per);
                 self.start_resync(idx);
@@ -572,6 +595,9 @@ impl ChannelClient {
 
     fn connect_failed(&mut self, now: Instant, idx: usize, e: &io::Error) {
         self.stats.connect_failures += 1;
+        if !std::mem::replace(&mut self.conns[idx].failing, true) {
+            self.resync_elsewhere(idx);
+        }
         let conn = &mut self.conns[idx];
         let delay = conn.backoff;
         conn.backoff = (conn.backoff * 2).min(BACKOFF_MAX);

@@ -288,7 +288,7 @@ impl Display for Close {
                 "message type {t} is neither CLIENT_ADD (1) nor CLIENT_DEL (2): not a copier, or a framing mismatch"
             ),
             Self::NoHello => write!(f, "no version hello received in time"),
-            Self::Idle(d) => write!(f, "idle for {} s (nothing received or sent)", d.as_secs()),
+            Self::Idle(d) => write!(f, "idle for {:.1} s (nothing received or sent)", d.as_secs_f64()),
         }
     }
 }

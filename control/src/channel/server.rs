@@ -368,6 +368,12 @@ fn conn_ref(slots: &[Slot], id: ConnId) -> Option<&Conn> {
     slot.conn.as_deref()
 }
 
+/// Close a refused connection with a reset, so that a flood of refused connections leaves no
+/// TIME_WAIT sockets behind here.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+}
+
 /// The first-owner rule: a connection from `peer` may take over or delete a route of `owner`
 /// only if `owner`'s connection has closed or comes from the same peer address.
 fn may_take_over(slots: &[Slot], owner: ConnId, peer: IpAddr) -> bool {
@@ -581,14 +587,16 @@ impl ChannelServer {
                     return;
                 }
             };
-            // Dropping `stream` on any refusal below closes it at once, unread.
+            // Every refusal below resets the connection at once, unread.
             let peer_ip = peer.ip().to_canonical();
             if !self.cfg.allows(peer_ip) {
+                reset(stream);
                 self.stats.copiers_denied += 1;
                 self.refusals.note(now, || format!("refusing {peer}: not in --allow-copier"));
                 continue;
             }
             if self.open >= self.cfg.max_connections {
+                reset(stream);
                 self.stats.copiers_refused += 1;
                 let open = self.open;
                 self.refusals.note(now, || format!("refusing copier {peer}: {open} connections open (the maximum)"));
@@ -596,6 +604,7 @@ impl ChannelServer {
             }
             let from_peer = self.peers.get(&peer_ip).copied().unwrap_or(0);
             if from_peer >= self.cfg.max_conns_per_peer {
+                reset(stream);
                 self.stats.copiers_peer_limit += 1;
                 self.refusals.note(now, || {
                     format!(

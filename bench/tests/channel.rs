@@ -177,17 +177,22 @@ fn idle_connections_and_a_client_add_flood_leave_the_replay_exact() {
 
     // 2000 connections from a stranger (the assist host's own address), idle after the hello,
     // before the copier connects: more than the intercept's 1024 connections in all.
-    let mut stranger: Vec<TcpStream> = lab
+    let (mut stranger, failed) = lab
         .in_ns(Role::Assist, || {
-            let mut v = Vec::new();
+            let (mut v, mut failed) = (Vec::new(), Vec::new());
             for _ in 0..2000 {
-                let mut s = TcpStream::connect(channel())?;
-                let _ = s.write_all(&HELLO);
-                v.push(s);
+                match TcpStream::connect(channel()) {
+                    Ok(mut s) => {
+                        let _ = s.write_all(&HELLO);
+                        v.push(s);
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
             }
-            Ok(v)
+            Ok((v, failed))
         })
         .unwrap();
+    eprintln!("stranger: {} connections, {} connects failed {:?}", stranger.len(), failed.len(), failed.first());
     std::thread::sleep(Duration::from_millis(500));
     // Keep the ones the intercept kept (the refused ones read EOF at once).
     stranger.retain_mut(|s| !closed_within(s, Duration::from_millis(5)));

@@ -54,6 +54,10 @@
 //! - SACK blocks in captured packets are overwritten with NOPs (they name the online server's
 //!   sequence numbers); the payload of a captured SYN or RST is not replayed.
 //! - A fast retransmit re-arms the RTO to max(rtt, `rto`), not rtt.
+//! - A registered session asks for CLIENT_DEL when it finally leaves the table
+//!   ([`Output::client_del`]; a port reuse's comes before the new session's CLIENT_ADD), so the
+//!   copier's session registry and the intercept's routes hold only live sessions. The original
+//!   never sends CLIENT_DEL (its intercept only logs one).
 //! - The per-session buffer cap counts stored bytes (headers + payload), so pure ACKs and FINs
 //!   buffered before the handshake count too. Hitting it, or running out of pool, ends the
 //!   session (a hole would stall it anyway) and frees its memory.

@@ -181,6 +181,8 @@ pub struct ChannelClient {
     max_sessions: usize,
     session_ttl: Duration,
     next_sweep: Instant,
+    /// Earliest next sweep forced by a full registry (a sweep walks every session).
+    next_full_sweep: Instant,
     stats: ClientStats,
 }
 
@@ -245,6 +247,7 @@ impl ChannelClient {
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_ttl: DEFAULT_SESSION_TTL,
             next_sweep: now + SWEEP_EVERY,
+            next_full_sweep: now,
             stats: ClientStats::default(),
         };
         client.start_due(now);
@@ -312,7 +315,11 @@ impl ChannelClient {
         let key = RouteKey::new(client, target);
         let now = Instant::now();
         if !self.sessions.contains_key(&key) && self.sessions.len() >= self.max_sessions {
-            self.sweep(now);
+            if now >= self.next_full_sweep {
+                // At most a few times per TTL and once a second: a full registry stays cheap.
+                self.next_full_sweep = now + (self.session_ttl / 4).min(Duration::from_secs(1));
+                self.sweep(now);
+            }
             if self.sessions.len() >= self.max_sessions {
                 self.stats.sessions_full += 1;
                 return false;

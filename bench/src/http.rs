@@ -35,6 +35,11 @@ impl Conn {
         self.read_response()
     }
 
+    /// The connection's local address (its client port is what the copier registers).
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.reader.get_ref().local_addr()?)
+    }
+
     /// Sends raw bytes (e.g. several pipelined requests, or one large one).
     pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
         self.reader.get_mut().write_all(bytes)?;

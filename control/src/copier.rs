@@ -1,32 +1,35 @@
 //! The copier's control thread: it owns the header-return channel and links the workers to it.
 //!
 //! ```text
-//!  worker i ── SessionAdd ──► adds_i (SPSC) ──┐                 ┌──► intercept 1..N (CLIENT_ADD)
+//!  worker i ── SessionOp ───► ops_i (SPSC) ───┐                 ┌──► intercept 1..N (CLIENT_ADD/DEL)
 //!                                             ├─► control ──────┤
 //!  worker i ◄── HeaderMsg ◄── headers_i ◄─────┘   thread        └──◄ headers (64-byte messages)
 //! ```
 //!
 //! A session belongs to the worker whose RX queue sees its client's packets, so the worker tells
-//! the control thread (with the CLIENT_ADD request) and the control thread remembers
-//! client → worker to route the returned headers. The queues are bounded lock-free
-//! `ArrayQueue`s; overflow is counted, never blocks. A worker that sleeps in `poll()` is woken
-//! through the `wake` callback it registered (an eventfd in the dataplane) when a header arrives.
+//! the control thread (CLIENT_ADD when the session opens, CLIENT_DEL when the engine finally
+//! removes it, in order on one queue), and the channel client remembers session → worker to
+//! route the returned headers and to re-register live sessions with an intercept that
+//! reconnects. That registry is bounded (sized from the workers' session tables, see
+//! [`ChannelClient::set_session_limits`]); CLIENT_DEL keeps it to the live sessions, a TTL
+//! catches a lost one. The queues are bounded lock-free `ArrayQueue`s; overflow is counted,
+//! never blocks. A worker that sleeps in `poll()` is woken through the `wake` callback it
+//! registered (an eventfd in the dataplane) when a header arrives.
 
 use std::{
-    collections::HashMap,
     net::SocketAddrV4,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crossbeam_queue::ArrayQueue;
 
 use crate::channel::{ChannelClient, ChannelError, ClientStats, HeaderMsg};
 
-/// A worker's request to register a session with the intercepts.
+/// A session as the worker names it to the control thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionAdd {
     /// The client address as sent to the test server.
@@ -35,10 +38,20 @@ pub struct SessionAdd {
     pub target: SocketAddrV4,
 }
 
+/// A worker's request about one of its sessions; both kinds share one queue, so a port reuse's
+/// CLIENT_DEL (old session) and CLIENT_ADD (new one) stay in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOp {
+    /// Register the session with the intercepts (CLIENT_ADD).
+    Add(SessionAdd),
+    /// The session is gone: forget it (CLIENT_DEL).
+    Del(SessionAdd),
+}
+
 /// One worker's two queues and its doorbell.
 pub struct WorkerLink {
-    /// Worker → control: sessions to register.
-    pub adds: ArrayQueue<SessionAdd>,
+    /// Worker → control: sessions to register and to forget.
+    pub ops: ArrayQueue<SessionOp>,
     /// Control → worker: returned headers of the worker's sessions.
     pub headers: ArrayQueue<HeaderMsg>,
     /// Set by the worker before it blocks, cleared when it wakes.
@@ -47,27 +60,40 @@ pub struct WorkerLink {
     wake: Box<dyn Fn() + Send + Sync>,
     /// Headers dropped because `headers` was full.
     pub headers_dropped: AtomicU64,
-    /// Session registrations dropped because `adds` was full (counted by the worker).
+    /// Session registrations dropped because `ops` was full (counted by the worker).
     pub adds_dropped: AtomicU64,
+    /// CLIENT_DEL requests dropped because `ops` was full (the control thread's TTL catches them).
+    pub dels_dropped: AtomicU64,
 }
 
 impl WorkerLink {
     /// Creates a link with queues of `capacity` entries and the worker's wake-up callback.
     pub fn new(capacity: usize, wake: impl Fn() + Send + Sync + 'static) -> Self {
         Self {
-            adds: ArrayQueue::new(capacity),
+            ops: ArrayQueue::new(capacity),
             headers: ArrayQueue::new(capacity),
             sleeping: AtomicBool::new(false),
             wake: Box::new(wake),
             headers_dropped: AtomicU64::new(0),
             adds_dropped: AtomicU64::new(0),
+            dels_dropped: AtomicU64::new(0),
         }
     }
 
     /// Worker side: queues a registration; false (and counted) when the queue is full.
     pub fn push_add(&self, add: SessionAdd) -> bool {
-        if self.adds.push(add).is_err() {
+        if self.ops.push(SessionOp::Add(add)).is_err() {
             self.adds_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Worker side: queues the end of a session; false (and counted) when the queue is full.
+    /// Needs no wake-up: it rides along with the next registration or the control thread's tick.
+    pub fn push_del(&self, del: SessionAdd) -> bool {
+        if self.ops.push(SessionOp::Del(del)).is_err() {
+            self.dels_dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
@@ -89,8 +115,10 @@ crate::counters! {
     pub struct ControlStats {
         /// Sessions registered with at least one intercept.
         counter registered,
-        /// Registrations no intercept took (none connected).
+        /// Registrations no intercept took at once (none connected, or the registry full).
         counter register_failed,
+        /// Sessions ended by their worker (CLIENT_DEL requested).
+        counter deregistered,
         /// Headers handed to a worker.
         counter routed,
         /// Headers for a client no worker registered (late, or another copier's).
@@ -99,6 +127,8 @@ crate::counters! {
         counter headers_dropped,
         /// Registrations dropped because a worker's queue was full.
         counter adds_dropped,
+        /// CLIENT_DEL requests dropped because a worker's queue was full.
+        counter dels_dropped,
         /// Established channel connections now.
         gauge connected,
         /// The channel client's counters.
@@ -106,23 +136,19 @@ crate::counters! {
     }
 }
 
-/// How long a client → worker entry lives after its last registration: well past any session
-/// timeout, so late headers still find their worker; then it is swept.
-const OWNER_TTL: Duration = Duration::from_secs(900);
-
 /// The control thread's state.
 pub struct Control {
     client: ChannelClient,
     links: Vec<Arc<WorkerLink>>,
-    owners: HashMap<SocketAddrV4, (usize, Instant)>,
     stats: ControlStats,
-    last_sweep: Instant,
 }
 
 impl Control {
-    /// Links the channel client to the workers.
+    /// Links the channel client to the workers. The client's session registry routes headers to
+    /// workers (the owner tag is the worker's index): size it with
+    /// [`ChannelClient::set_session_limits`].
     pub fn new(client: ChannelClient, links: Vec<Arc<WorkerLink>>) -> Self {
-        Self { client, links, owners: HashMap::new(), stats: ControlStats::default(), last_sweep: Instant::now() }
+        Self { client, links, stats: ControlStats::default() }
     }
 
     /// One round: forward the workers' registrations, drive the channel for up to `timeout`,
@@ -131,32 +157,34 @@ impl Control {
     /// # Errors
     /// Only when the event loop itself fails; connection trouble is handled by reconnecting.
     pub fn run_once(&mut self, timeout: Duration) -> Result<usize, ChannelError> {
-        let now = Instant::now();
         let mut pending = false;
         for (i, link) in self.links.iter().enumerate() {
-            while let Some(add) = link.adds.pop() {
+            while let Some(op) = link.ops.pop() {
                 pending = true;
-                self.owners.insert(add.client, (i, now));
-                if self.client.client_add(add.client, add.target) {
-                    self.stats.registered += 1;
-                } else {
-                    self.stats.register_failed += 1;
+                match op {
+                    SessionOp::Add(s) => {
+                        if self.client.register(s.client, s.target, i as u32) {
+                            self.stats.registered += 1;
+                        } else {
+                            self.stats.register_failed += 1;
+                        }
+                    }
+                    SessionOp::Del(s) => {
+                        self.stats.deregistered += 1;
+                        self.client.client_del(s.client, s.target);
+                    }
                 }
             }
         }
         let timeout = if pending { Duration::ZERO } else { timeout };
-        let (links, owners, stats) = (&self.links, &self.owners, &mut self.stats);
-        let n = self.client.poll(timeout, |h| match owners.get(&h.client()) {
-            Some(&(w, _)) => {
+        let (links, stats) = (&self.links, &mut self.stats);
+        let n = self.client.poll_owned(timeout, |h, owner| match owner.and_then(|w| links.get(w as usize)) {
+            Some(link) => {
                 stats.routed += 1;
-                links[w].deliver(h);
+                link.deliver(h);
             }
             None => stats.unowned += 1,
         })?;
-        if now.duration_since(self.last_sweep) > Duration::from_secs(10) {
-            self.last_sweep = now;
-            self.owners.retain(|_, (_, at)| now.duration_since(*at) < OWNER_TTL);
-        }
         Ok(n)
     }
 
@@ -176,6 +204,7 @@ impl Control {
         let mut s = self.stats;
         s.headers_dropped = self.links.iter().map(|l| l.headers_dropped.load(Ordering::Relaxed)).sum();
         s.adds_dropped = self.links.iter().map(|l| l.adds_dropped.load(Ordering::Relaxed)).sum();
+        s.dels_dropped = self.links.iter().map(|l| l.dels_dropped.load(Ordering::Relaxed)).sum();
         s.channel = self.client.stats();
         s.connected = self.client.connected() as u64;
         s

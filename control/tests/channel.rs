@@ -575,3 +575,370 @@ fn bulk_headers_arrive_complete_and_in_order() {
     assert_eq!((s.delivered, s.send_dropped), (u64::from(total), 0));
     assert_eq!(client.stats().frames, s.frames_sent);
 }
+
+// ------------------------------------------------------------------ admission (issue 12)
+
+/// A blocking connection to `to` from the local address `src` (127.0.0.2 is a different peer
+/// address than 127.0.0.1 on loopback).
+fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::new(src.parse().unwrap(), 0).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+/// A raw copier from `src` that has said hello.
+fn raw_copier(src: &str, to: SocketAddr) -> TcpStream {
+    let mut s = connect_from(src, to);
+    s.write_all(&CopierMsg::hello().encode()).unwrap();
+    s
+}
+
+fn cidr(s: &str) -> control::channel::Cidr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn a_peer_outside_the_allowlist_is_closed_at_once() {
+    let cfg = ServerConfig { allow: vec![cidr("10.0.0.0/8"), cidr("127.0.0.2")], ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let addr = server.local_addr();
+    let t0 = Instant::now();
+    let mut stranger = TcpStream::connect(addr).unwrap(); // from 127.0.0.1
+    stranger.write_all(&CopierMsg::hello().encode()).unwrap();
+    stranger.write_all(&CopierMsg::client_add(client_addr(1), target_addr()).encode()).unwrap();
+    assert!(closed_by_peer(&mut stranger, &mut server), "a stranger stays connected");
+    assert!(t0.elapsed() < ms(1000), "closed only after {:?}", t0.elapsed());
+    let s = server.stats();
+    assert_eq!((s.copiers_denied, s.copiers_accepted, s.client_add, s.bytes_received), (1, 0, 0, 0));
+
+    // An allowed address gets in and is served.
+    let mut friend = raw_copier("127.0.0.2", addr);
+    friend.write_all(&CopierMsg::client_add(client_addr(2), target_addr()).encode()).unwrap();
+    wait_for("the allowed copier's CLIENT_ADD", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().client_add == 1
+    });
+    assert_eq!((server.stats().copiers_accepted, server.stats().routes_active), (1, 1));
+}
+
+#[test]
+fn idle_connections_of_one_address_cannot_lock_copiers_out() {
+    let cfg = ServerConfig { max_connections: 16, max_conns_per_peer: 4, ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let addr = server.local_addr();
+    // 40 idle connections from one address, more than the server's whole table.
+    let mut idle: Vec<TcpStream> = (0..40).map(|_| raw_copier("127.0.0.2", addr)).collect();
+    wait_for("the flood to be sorted out", || {
+        server.poll(ms(1)).unwrap();
+        let s = server.stats();
+        s.copiers_accepted + s.copiers_peer_limit == 40
+    });
+    let s = server.stats();
+    assert_eq!((s.copiers_accepted, s.copiers_peer_limit, s.copiers_open), (4, 36, 4));
+    // A copier from another address still connects, registers and gets its headers.
+    let mut client = ChannelClient::new(vec![addr], 2, Framing::Combined).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("the copier", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.connected() == 2 && server.stats().hellos_ok == 6
+    });
+    register(&mut server, &mut client, client_addr(9));
+    let h = response(client_addr(9), target_addr(), 1, 0x12);
+    server.deliver(Instant::now(), h);
+    wait_for("the header", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    assert_eq!(got[0], vec![h]);
+    idle.clear();
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_idle_timeout_and_a_copier_comes_back() {
+    let cfg = ServerConfig { idle_timeout: ms(1000), ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let addr = server.local_addr();
+    let mut silent = raw_copier("127.0.0.2", addr);
+    let mut client = ChannelClient::new(vec![addr], 1, Framing::Combined).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("both", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().hellos_ok == 2
+    });
+    register(&mut server, &mut client, client_addr(11));
+    let t0 = Instant::now();
+    assert!(closed_by_peer(&mut silent, &mut server), "the silent connection stays open");
+    let waited = t0.elapsed();
+    assert!(waited >= ms(900) && waited < ms(3500), "closed after {waited:?}");
+    // The copier was idle too: closed, it reconnects at once and registers its session again.
+    wait_for("the copier to come back", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.connected() == 1 && server.stats().routes_taken_over >= 1
+    });
+    assert!(server.stats().copiers_idle >= 2, "{:?}", server.stats());
+    assert!(client.stats().resynced >= 1);
+    // The route moved to the new connection (same address): headers flow.
+    let h = response(client_addr(11), target_addr(), 1, 0x10);
+    server.deliver(Instant::now(), h);
+    wait_for("the header", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    assert_eq!(got[0], vec![h]);
+}
+
+#[test]
+fn a_client_add_flood_is_bounded_by_the_route_quota() {
+    let cfg = ServerConfig { max_routes_per_conn: 100, ..ServerConfig::default() };
+    let (mut server, mut client) = {
+        let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+        let client = ChannelClient::new(vec![server.local_addr()], 1, Framing::Combined).unwrap();
+        server.poll(ms(1)).unwrap();
+        (server, client)
+    };
+    let mut flood = raw_copier("127.0.0.2", server.local_addr());
+    let mut bytes = Vec::new();
+    for port in 0..1000u16 {
+        bytes.extend_from_slice(
+            &CopierMsg::client_add(SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 1), port), target_addr()).encode(),
+        );
+    }
+    flood.write_all(&bytes).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("the flood", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().client_add == 1000 && client.connected() == 1
+    });
+    let s = server.stats();
+    assert_eq!((s.routes_active, s.routes_quota), (100, 900));
+    // The copier has its own quota.
+    register(&mut server, &mut client, client_addr(12));
+    assert_eq!(server.stats().routes_active, 101);
+}
+
+#[test]
+fn first_owner_keeps_a_live_route() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let addr = server.local_addr();
+    let session = client_addr(13);
+    register(&mut server, &mut client, session);
+
+    // A stranger (another address) who knows the 4-tuple cannot divert it, nor delete it.
+    let mut stranger = raw_copier("127.0.0.2", addr);
+    stranger.write_all(&CopierMsg::client_add(session, target_addr()).encode()).unwrap();
+    stranger.write_all(&CopierMsg::client_del(session, target_addr()).encode()).unwrap();
+    wait_for("the stranger's messages", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().client_del == 1
+    });
+    assert_eq!(server.stats().route_conflicts, 2);
+    let h = response(session, target_addr(), 1, 0x18);
+    server.deliver(Instant::now(), h);
+    let mut got = [Vec::new()];
+    wait_for("the header at its owner", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    assert_eq!(got[0], vec![h]);
+    stranger.set_read_timeout(Some(ms(100))).unwrap();
+    let mut buf = [0u8; 128];
+    assert!(matches!(stranger.read(&mut buf), Err(e) if e.kind() == ErrorKind::WouldBlock), "the stranger got data");
+
+    // The same address may move it (a copier's reconnect).
+    let mut again = raw_copier("127.0.0.1", addr);
+    again.write_all(&CopierMsg::client_add(session, target_addr()).encode()).unwrap();
+    wait_for("the takeover", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().routes_taken_over == 1
+    });
+    // Once the owner is gone, anyone may register the 4-tuple.
+    drop(again);
+    wait_for("the owner to close", || {
+        server.poll(ms(1)).unwrap();
+        server.connections() == 2
+    });
+    stranger.write_all(&CopierMsg::client_add(session, target_addr()).encode()).unwrap();
+    wait_for("the new owner", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().routes_taken_over == 2
+    });
+    assert_eq!(server.stats().route_conflicts, 2);
+}
+
+#[test]
+fn the_read_budget_bounds_one_peers_share_of_a_poll() {
+    let cfg = ServerConfig { read_budget: 16 * 1024, ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let mut flood = raw_copier("127.0.0.2", server.local_addr());
+    wait_for("the flooder", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().hellos_ok == 1
+    });
+    let total = 50_000usize;
+    let mut bytes = Vec::with_capacity(total * 14);
+    for i in 0..total {
+        let client = SocketAddrV4::new(Ipv4Addr::from(0x0a63_0000 + (i as u32 >> 16)), i as u16);
+        bytes.extend_from_slice(&CopierMsg::client_add(client, target_addr()).encode());
+    }
+    let writer = thread::spawn(move || flood.write_all(&bytes).map(|()| flood));
+    thread::sleep(ms(200)); // let the kernel buffer a good part of it
+    let before = server.stats().bytes_received;
+    server.poll(Duration::ZERO).unwrap();
+    let read = server.stats().bytes_received - before;
+    assert!(read > 0 && read <= 16 * 1024, "one poll read {read} bytes from one peer");
+    assert!(server.stats().reads_deferred >= 1);
+    // The rest follows on later polls, none lost.
+    let _flood = writer.join().unwrap().unwrap();
+    wait_for("every message", || {
+        server.poll(Duration::ZERO).unwrap();
+        server.stats().client_add == total as u64
+    });
+}
+
+// ------------------------------------------------------------------ copier faults (issue 12)
+
+#[test]
+fn live_sessions_are_registered_again_after_an_intercept_restart() {
+    let (server, mut client) = connected_pair(2, Framing::Combined);
+    let addr = server.local_addr();
+    let mut server = server;
+    for port in 0..50 {
+        register(&mut server, &mut client, client_addr(20_000 + port));
+    }
+    for port in 0..10 {
+        assert!(client.client_del(client_addr(20_000 + port), target_addr()));
+    }
+    let mut got = [Vec::new()];
+    wait_for("the CLIENT_DELs", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().client_del == 10
+    });
+    assert_eq!((server.stats().routes_active, client.sessions()), (40, 40));
+    drop(server);
+    wait_for("the client to notice", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 0
+    });
+    let mut server = ChannelServer::bind(addr).unwrap();
+    wait_for("the re-registration", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.connected() == 2 && server.stats().routes_active == 40
+    });
+    assert_eq!(client.stats().resynced, 40, "each live session once, on its own connection");
+    assert_eq!(server.stats().client_add, 40);
+    // Headers of live sessions flow again without a new CLIENT_ADD; deleted ones stay unrouted.
+    let live = response(client_addr(20_042), target_addr(), 1, 0x18);
+    server.deliver(Instant::now(), live);
+    server.deliver(Instant::now(), response(client_addr(20_003), target_addr(), 1, 0x18));
+    wait_for("the live session's header", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    assert_eq!(got[0], vec![live]);
+    assert_eq!(server.stats().unrouted, 1);
+}
+
+#[test]
+fn re_registration_of_many_sessions_streams_through_the_bounded_buffer() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    let addr = server.local_addr();
+    let n = 20_000u32; // 280 KB of CLIENT_ADDs: several times the write buffer
+    for i in 0..n {
+        let c = SocketAddrV4::new(Ipv4Addr::from(0x0a0a_0000 + (i >> 16)), i as u16);
+        client.client_add(c, target_addr());
+        if i % 1000 == 999 {
+            let mut got = [Vec::new()];
+            pump(&mut server, &mut [&mut client], &mut got);
+        }
+    }
+    drop(server);
+    wait_for("the client to notice", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 0
+    });
+    let cfg = ServerConfig { max_routes_per_conn: 1 << 20, ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(addr, cfg).unwrap();
+    let mut got = [Vec::new()];
+    wait_for("every session registered again", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().routes_active == u64::from(n)
+    });
+    let s = client.stats();
+    assert_eq!((s.resynced, s.write_overflows), (u64::from(n), 0));
+    // New registrations still have room meanwhile.
+    assert!(client.client_add(client_addr(1), target_addr()));
+}
+
+#[test]
+fn the_session_registry_is_bounded_and_forgets_unused_sessions() {
+    let (mut server, mut client) = connected_pair(1, Framing::Combined);
+    client.set_session_limits(3, ms(100));
+    for port in 1..=3 {
+        assert!(client.register(client_addr(port), target_addr(), u32::from(port)));
+    }
+    assert!(!client.register(client_addr(4), target_addr(), 4), "full");
+    assert!(client.register(client_addr(2), target_addr(), 7), "a refresh always fits");
+    assert_eq!((client.stats().sessions_full, client.sessions()), (1, 3));
+
+    // Headers come with their owner tag; unknown sessions with none.
+    let mut got = Vec::new();
+    wait_for("the CLIENT_ADDs", || {
+        server.poll(ms(1)).unwrap();
+        client.poll(ms(1), |_| {}).unwrap();
+        server.stats().routes_active == 3
+    });
+    server.deliver(Instant::now(), response(client_addr(2), target_addr(), 1, 0x10));
+    server.flush();
+    wait_for("a header", || {
+        server.poll(ms(1)).unwrap();
+        client.poll_owned(ms(1), |h, owner| got.push((h.client(), owner))).unwrap();
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![(client_addr(2), Some(7))]);
+
+    // Past the TTL the unused ones are forgotten when room is needed (the used one too, later).
+    thread::sleep(ms(120));
+    assert!(client.register(client_addr(4), target_addr(), 4));
+    assert_eq!((client.stats().sessions_expired, client.sessions()), (3, 1));
+}
+
+#[test]
+fn control_thread_sends_client_del_in_order_with_client_add() {
+    use control::copier::{Control, SessionAdd, WorkerLink};
+    use std::sync::Arc;
+
+    let (mut server, client) = connected_pair(1, Framing::Combined);
+    let links: Vec<Arc<WorkerLink>> = (0..2).map(|_| Arc::new(WorkerLink::new(64, || {}))).collect();
+    let mut control = Control::new(client, links.clone());
+    let a = SessionAdd { client: client_addr(30), target: target_addr() };
+    let b = SessionAdd { client: client_addr(31), target: target_addr() };
+    assert!(links[0].push_add(a) && links[1].push_add(b));
+    // Worker 0 ends session a; port reuse starts it again on worker 1 — as the engine queues it,
+    // the old session's CLIENT_DEL before the new one's CLIENT_ADD.
+    assert!(links[0].push_del(a));
+    assert!(links[1].push_add(a));
+    assert!(links[1].push_del(b));
+    let drive = |server: &mut ChannelServer, control: &mut Control| {
+        server.poll(ms(1)).unwrap();
+        control.run_once(ms(1)).unwrap();
+    };
+    wait_for("two CLIENT_DELs", || {
+        drive(&mut server, &mut control);
+        server.stats().client_del == 2
+    });
+    assert_eq!(server.stats().routes_active, 1, "a is registered, b is gone");
+    let s = control.stats();
+    assert_eq!((s.registered, s.deregistered, s.channel.sessions), (3, 2, 1));
+    // a's header now goes to worker 1, b's to nobody.
+    server.deliver(Instant::now(), response(client_addr(30), target_addr(), 1, 0x10));
+    server.deliver(Instant::now(), response(client_addr(31), target_addr(), 1, 0x10));
+    wait_for("a's header", || {
+        drive(&mut server, &mut control);
+        !links[1].headers.is_empty()
+    });
+    assert_eq!(links[1].headers.pop().map(|h| h.client()), Some(client_addr(30)));
+    assert!(links[0].headers.is_empty());
+    assert_eq!(server.stats().unrouted, 1);
+}

@@ -759,6 +759,10 @@ impl session::Output for UmemOut<'_> {
         ok
     }
 
+    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) {
+        self.link.push_del(SessionAdd { client, target });
+    }
+
     fn latency(&mut self, what: session::Latency, nanos: u64) {
         if let Some(l) = self.latency.as_mut() {
             let m = match what {

@@ -26,7 +26,7 @@ use std::{
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
 use control::{
-    channel::{proto::Framing, route::RouteKey, ChannelServer, HeaderMsg, ServerConfig, ServerStats},
+    channel::{proto::Framing, route::RouteKey, ChannelServer, Cidr, HeaderMsg, ServerConfig, ServerStats},
     counters::CounterSet,
     latency::{write_summary_json, LatencyExport, MetricsServer, MetricsSnapshot},
 };
@@ -90,6 +90,23 @@ struct Args {
     /// Seconds a SYN-ACK/RST that beat its CLIENT_ADD is held.
     #[arg(long, value_name = "SECS", default_value_t = 30, help_heading = heading::CHANNEL)]
     delay_ttl: u64,
+
+    /// Accept copiers only from this prefix (CIDR or a bare address); repeatable. Without it
+    /// any peer may connect, as with TCPCopy's intercept.
+    #[arg(long = "allow-copier", value_name = "CIDR")]
+    allow_copier: Vec<Cidr>,
+
+    /// Most channel connections open at once from one address.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_copier: u32,
+
+    /// Most session routes one channel connection may hold.
+    #[arg(long, value_name = "N", default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..))]
+    max_routes_per_conn: u32,
+
+    /// Seconds a copier connection may go without a byte either way before it is closed; 0: never.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    copier_idle_timeout: u64,
 
     /// Seconds between stats lines.
     #[arg(long, value_name = "SECS", default_value_t = 5, help_heading = heading::OUTPUT)]
@@ -294,14 +311,18 @@ fn run(args: Args) -> Result<()> {
         FramingArg::Combined => Framing::Combined,
         FramingArg::Bare => Framing::Bare,
     };
-    let cfg = ServerConfig {
-        framing,
-        route_idle_ttl: Duration::from_secs(args.route_ttl),
-        delay_ttl: Duration::from_secs(args.delay_ttl),
-        ..ServerConfig::default()
-    };
+    let cfg = server_config(&args, framing);
     let listen = SocketAddr::new(args.bind, args.port);
     let mut server = ChannelServer::bind_with(listen, cfg).with_context(|| format!("listening on {listen}"))?;
+    if args.allow_copier.is_empty() {
+        eprintln!(
+            "xdpcopy-intercept: accepting copiers from any address on {} (restrict with --allow-copier CIDR)",
+            server.local_addr()
+        );
+    } else {
+        let allowed: Vec<String> = args.allow_copier.iter().map(Cidr::to_string).collect();
+        eprintln!("xdpcopy-intercept: accepting copiers from {} only", allowed.join(", "));
+    }
 
     let program = Program::load().context("loading the XDP program (run as root)")?;
     for t in &args.targets {
@@ -409,6 +430,20 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// The channel server's configuration from the options.
+fn server_config(args: &Args, framing: Framing) -> ServerConfig {
+    ServerConfig {
+        framing,
+        route_idle_ttl: Duration::from_secs(args.route_ttl),
+        delay_ttl: Duration::from_secs(args.delay_ttl),
+        allow: args.allow_copier.clone(),
+        max_conns_per_peer: args.max_conns_per_copier as usize,
+        max_routes_per_conn: args.max_routes_per_conn as usize,
+        idle_timeout: Duration::from_secs(args.copier_idle_timeout),
+        ..ServerConfig::default()
+    }
+}
+
 fn totals(c: &Capture, server: &ChannelServer, p: &Program) -> Totals {
     Totals { capture: *c, server: server.stats(), xdp: p.counters() }
 }
@@ -438,5 +473,49 @@ fn main() -> ExitCode {
             eprintln!("xdpcopy-intercept: error: {e:#}");
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["xdpcopy-intercept", "-i", "a0", "--target", "10.0.0.2:8080"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn admission_defaults_are_the_servers() {
+        let got = server_config(&parse(&[]).unwrap(), Framing::Combined);
+        assert_eq!(got, ServerConfig::default(), "the option defaults must match ServerConfig::default()");
+    }
+
+    #[test]
+    fn admission_options_reach_the_server() {
+        let args = parse(&[
+            "--allow-copier",
+            "10.201.4.0/24",
+            "--allow-copier",
+            "192.0.2.7",
+            "--max-conns-per-copier",
+            "4",
+            "--max-routes-per-conn",
+            "100",
+            "--copier-idle-timeout",
+            "0",
+        ])
+        .unwrap();
+        let cfg = server_config(&args, Framing::Combined);
+        let allow: Vec<String> = cfg.allow.iter().map(Cidr::to_string).collect();
+        assert_eq!(allow, ["10.201.4.0/24", "192.0.2.7/32"]);
+        assert_eq!((cfg.max_conns_per_peer, cfg.max_routes_per_conn), (4, 100));
+        assert!(cfg.idle_timeout.is_zero());
+        assert!(cfg.allows("10.201.4.1".parse().unwrap()) && !cfg.allows("10.201.5.1".parse().unwrap()));
+
+        let e = parse(&["--allow-copier", "10.0.0.0/40"]).unwrap_err().to_string();
+        assert!(e.contains("ADDR/LEN"), "{e}");
+        assert!(parse(&["--max-conns-per-copier", "0"]).is_err());
     }
 }

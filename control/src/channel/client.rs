@@ -12,18 +12,35 @@
 //!   give up); the backoff starts over after a connection that stayed up for 5 s. A connect
 //!   that has not completed after 3 s counts as failed. Each
 //!   connection's state is its own, so losing one never disturbs another (defect #17).
-//! - **CLIENT_ADD** goes to every intercept that has an established connection, round robin
-//!   over that intercept's established connections (the intercept returns the session's headers
-//!   on the connection that carried it). It is buffered, never written inline: the next
-//!   [`poll`](ChannelClient::poll) or [`flush`](ChannelClient::flush) writes it, so a burst of
-//!   new sessions costs one `write` per connection. The buffer per connection is bounded; a
-//!   message that does not fit is dropped and counted (`write_overflows`).
+//! - **CLIENT_ADD** goes to every intercept that has an established connection (the intercept
+//!   returns the session's headers on the connection that carried it). Each session has a
+//!   preferred connection per intercept, chosen by a hash of its 4-tuple; while that one is down
+//!   the next established one carries it. So a session's CLIENT_ADD, CLIENT_DEL and a later
+//!   CLIENT_ADD of a reused port travel on one connection, in order, and sessions spread evenly.
+//!   Messages are buffered, never written inline: the next [`poll`](ChannelClient::poll) or
+//!   [`flush`](ChannelClient::flush) writes them, so a burst of new sessions costs one `write`
+//!   per connection. The buffer per connection is bounded; a message that does not fit is
+//!   dropped and counted (`write_overflows`).
+//! - **Live sessions are remembered** (4-tuple → owner tag, bounded by
+//!   [`set_session_limits`](ChannelClient::set_session_limits); registrations beyond are refused
+//!   and counted in `sessions_full`) until [`client_del`](ChannelClient::client_del), or until
+//!   they go unused (no registration, no header) for the session TTL (900 s by default: a lost
+//!   CLIENT_DEL cannot leak). When a connection is established, first or again, every remembered
+//!   session that prefers it, or whose preferred connection is down, is registered on it anew
+//!   (`resynced`): after an intercept restart the live sessions carry on instead of stalling
+//!   until their timeout (the original's issue #139). Re-registration is streamed into the
+//!   write buffer as it drains, filling at most half of it, so new sessions keep their room.
+//! - **Liveness.** Every connection sets TCP keepalive and `TCP_USER_TIMEOUT`
+//!   ([`super::liveness`]): an intercept host that vanishes is noticed within about 11 s, and
+//!   its connections are reconnected (and re-registered) like any lost connection. This works
+//!   with the original intercept too: nothing changes on the wire.
 //! - **Receiving.** A [`FrameDecoder`] per connection buffers partial frames (defect #15: no
 //!   busy loop on `EAGAIN`). A count above 16 is a broken stream: the connection is closed and
 //!   reconnected, and counted in `protocol_errors`.
 //! - **Logging.** One `eprintln!` per transition (connected, lost, first failure of a streak),
 //!   never per message. Everything else is a counter in [`ClientStats`].
 
+use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -32,8 +49,10 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use super::error::ChannelError;
+use super::liveness;
 use super::outbuf::OutBuf;
-use super::proto::{CopierMsg, FrameDecoder, Framing, HeaderMsg};
+use super::proto::{CopierMsg, FrameDecoder, Framing, HeaderMsg, COPIER_MSG_LEN};
+use super::route::RouteKey;
 
 /// First reconnect delay.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -47,6 +66,12 @@ pub const WRITE_BUFFER: usize = 64 * 1024;
 pub const MAX_CONNS_PER_INTERCEPT: u8 = 11;
 /// Most bytes read from one connection per `poll` before the others get their turn.
 const READ_BUDGET: usize = 256 * 1024;
+/// Default bound of remembered sessions.
+pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
+/// Default time a remembered session lives without a registration or a header.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(900);
+/// How often sessions past their TTL are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 crate::counters! {
     /// Counters of the copier side (monotonic).
@@ -66,12 +91,23 @@ crate::counters! {
         counter frames,
         /// Bytes received.
         counter bytes_received,
-        /// Bytes sent (hellos and CLIENT_ADDs).
+        /// Bytes sent (hellos, CLIENT_ADDs, CLIENT_DELs).
         counter bytes_sent,
         /// CLIENT_ADDs taken by at least one intercept.
         counter client_adds,
-        /// CLIENT_ADDs no intercept could take (none connected, or all buffers full).
+        /// CLIENT_ADDs no intercept could take at once (none connected, or all buffers full); the
+        /// session is still remembered and registered when an intercept connects.
         counter client_adds_no_intercept,
+        /// CLIENT_DELs taken by at least one intercept.
+        counter client_dels,
+        /// CLIENT_ADDs sent again to an intercept that (re)connected, for sessions still live.
+        counter resynced,
+        /// Sessions remembered now (to re-register them after a reconnect, and to route headers).
+        gauge sessions,
+        /// Registrations refused because the session registry was full.
+        counter sessions_full,
+        /// Sessions forgotten after the TTL without registration or header (their CLIENT_DEL lost).
+        counter sessions_expired,
         /// Messages dropped because a connection's write buffer was full.
         counter write_overflows,
         /// Connections closed for a broken stream (frame count above 16).
@@ -92,20 +128,43 @@ struct Conn {
     intercept: usize,
     state: State,
     out: OutBuf,
+    /// Sessions still to register again on this connection after it came up (newest last).
+    resync: Vec<RouteKey>,
     decoder: FrameDecoder,
     backoff: Duration,
     /// The connection has been up at least once (for `reconnects`).
     was_up: bool,
     /// The current streak of failures has been logged.
     down_logged: bool,
+    /// Connects have failed since the connection was last up: its sessions ride on another.
+    failing: bool,
 }
 
 struct Intercept {
     addr: SocketAddr,
     /// Index of the first of this intercept's connections in `conns`.
     first: usize,
-    /// Next connection to try for round robin, relative to `first`.
-    rr: usize,
+}
+
+/// A session the copier registered.
+#[derive(Debug, Clone, Copy)]
+struct Registered {
+    /// The caller's tag (the copier: the worker that owns the session).
+    owner: u32,
+    /// Last registration or header.
+    last_used: Instant,
+}
+
+/// Return the connection (`0..per`) a session prefers: a fixed hash of its 4-tuple.
+fn preferred(key: &RouteKey, per: usize) -> usize {
+    // FNV-1a: stable and cheap; the copier chooses among its own connections, nothing to defend.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = [key.client.ip().octets(), key.target.ip().octets()];
+    let ports = [key.client.port().to_be_bytes(), key.target.port().to_be_bytes()];
+    for b in bytes.iter().flatten().chain(ports.iter().flatten()) {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % per as u64) as usize
 }
 
 /// The copier's channel endpoint. See the module docs.
@@ -117,6 +176,13 @@ pub struct ChannelClient {
     conns: Vec<Conn>,
     /// Connections that still had data when their read budget ran out.
     backlog: Vec<usize>,
+    /// The live sessions: re-registered after a reconnect, and the owner of their headers.
+    sessions: HashMap<RouteKey, Registered>,
+    max_sessions: usize,
+    session_ttl: Duration,
+    next_sweep: Instant,
+    /// Earliest next sweep forced by a full registry (a sweep walks every session).
+    next_full_sweep: Instant,
     stats: ClientStats,
 }
 
@@ -159,13 +225,15 @@ impl ChannelClient {
                         intercept: i,
                         state: State::Down { until: now },
                         out: OutBuf::new(WRITE_BUFFER),
+                        resync: Vec::new(),
                         decoder: FrameDecoder::new(framing),
                         backoff: BACKOFF_MIN,
                         was_up: false,
                         down_logged: false,
+                        failing: false,
                     });
                 }
-                Intercept { addr, first: i * per, rr: 0 }
+                Intercept { addr, first: i * per }
             })
             .collect();
         let mut client = Self {
@@ -175,6 +243,11 @@ impl ChannelClient {
             per,
             conns,
             backlog: Vec::new(),
+            sessions: HashMap::new(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            session_ttl: DEFAULT_SESSION_TTL,
+            next_sweep: now + SWEEP_EVERY,
+            next_full_sweep: now,
             stats: ClientStats::default(),
         };
         client.start_due(now);
@@ -191,9 +264,23 @@ impl ChannelClient {
         Ok(std::sync::Arc::new(mio::Waker::new(self.poll.registry(), Token(usize::MAX))?))
     }
 
+    /// Bound the session registry to `max` sessions, each forgotten after `ttl` without a
+    /// registration or a header (defaults: [`DEFAULT_MAX_SESSIONS`], [`DEFAULT_SESSION_TTL`]).
+    pub fn set_session_limits(&mut self, max: usize, ttl: Duration) {
+        self.max_sessions = max;
+        self.session_ttl = ttl;
+    }
+
+    /// Return the number of sessions remembered.
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Return the counters.
     pub fn stats(&self) -> ClientStats {
-        self.stats
+        let mut s = self.stats;
+        s.sessions = self.sessions.len() as u64;
+        s
     }
 
     /// Return the number of established connections, over all intercepts.
@@ -213,42 +300,137 @@ impl ChannelClient {
         self.conns[first..first + self.per].iter()
     }
 
-    /// Register a session with every connected intercept; returns whether at least one took it.
+    /// Register a session with every connected intercept (owner tag 0); returns whether at least
+    /// one took it. See [`register`](Self::register).
+    pub fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+        self.register(client, target, 0)
+    }
+
+    /// Remember a session as `owner`'s and send CLIENT_ADD to every connected intercept; returns
+    /// whether at least one took it now. A session no intercept took is still remembered, and
+    /// registered when one connects. False, and nothing sent, when the registry is full.
     ///
     /// The message is buffered; [`poll`](Self::poll) or [`flush`](Self::flush) sends it.
-    pub fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
-        self.send_to_all(&CopierMsg::client_add(client, target).encode())
-    }
-
-    /// Tell every connected intercept to forget a session (xdpcopy-intercept honours it; the
-    /// original only logs it). Returns whether at least one intercept took it.
-    pub fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
-        self.send_to_all(&CopierMsg::client_del(client, target).encode())
-    }
-
-    fn send_to_all(&mut self, bytes: &[u8]) -> bool {
-        let mut taken = false;
-        for i in 0..self.intercepts.len() {
-            let Intercept { first, rr, .. } = self.intercepts[i];
-            let pick = (0..self.per)
-                .map(|k| (rr + k) % self.per)
-                .find(|&k| matches!(self.conns[first + k].state, State::Up { .. }));
-            let Some(k) = pick else {
-                continue;
-            };
-            self.intercepts[i].rr = (k + 1) % self.per;
-            if self.conns[first + k].out.push(bytes) {
-                taken = true;
-            } else {
-                self.stats.write_overflows += 1;
+    pub fn register(&mut self, client: SocketAddrV4, target: SocketAddrV4, owner: u32) -> bool {
+        let key = RouteKey::new(client, target);
+        let now = Instant::now();
+        if !self.sessions.contains_key(&key) && self.sessions.len() >= self.max_sessions {
+            if now >= self.next_full_sweep {
+                // At most a few times per TTL and once a second: a full registry stays cheap.
+                self.next_full_sweep = now + (self.session_ttl / 4).min(Duration::from_secs(1));
+                self.sweep(now);
+            }
+            if self.sessions.len() >= self.max_sessions {
+                self.stats.sessions_full += 1;
+                return false;
             }
         }
+        self.sessions.insert(key, Registered { owner, last_used: now });
+        let taken = self.send_to_all(&key, &CopierMsg::client_add(client, target).encode());
         if taken {
             self.stats.client_adds += 1;
         } else {
             self.stats.client_adds_no_intercept += 1;
         }
         taken
+    }
+
+    /// Forget a session and tell every connected intercept (xdpcopy-intercept drops the route; the
+    /// original only logs it). Returns whether at least one intercept took the CLIENT_DEL.
+    pub fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+        let key = RouteKey::new(client, target);
+        self.sessions.remove(&key);
+        let taken = self.send_to_all(&key, &CopierMsg::client_del(client, target).encode());
+        self.stats.client_dels += u64::from(taken);
+        taken
+    }
+
+    /// Return the connection of intercept `i` that carries `key` now: its preferred one, else the
+    /// next established one.
+    fn pick(&self, i: usize, key: &RouteKey) -> Option<usize> {
+        let first = self.intercepts[i].first;
+        let p = preferred(key, self.per);
+        (0..self.per).map(|k| first + (p + k) % self.per).find(|&c| matches!(self.conns[c].state, State::Up { .. }))
+    }
+
+    fn send_to_all(&mut self, key: &RouteKey, bytes: &[u8]) -> bool {
+        let mut taken = false;
+        for i in 0..self.intercepts.len() {
+            let Some(c) = self.pick(i, key) else {
+                continue;
+            };
+            if self.conns[c].out.push(bytes) {
+                taken = true;
+            } else {
+                self.stats.write_overflows += 1;
+            }
+        }
+        taken
+    }
+
+    /// Forget the sessions unused for the TTL.
+    fn sweep(&mut self, now: Instant) {
+        self.next_sweep = now + SWEEP_EVERY;
+        let ttl = self.session_ttl;
+        let before = self.sessions.len();
+        self.sessions.retain(|_, r| now.saturating_duration_since(r.last_used) < ttl);
+        self.stats.sessions_expired += (before - self.sessions.len()) as u64;
+    }
+
+    /// Queue, on connection `idx` that just came up, every live session it should carry: those
+    /// that prefer it, and those whose preferred connection is failing to connect. (Sessions of
+    /// a connection that is merely reconnecting wait for it: after an intercept restart each
+    /// connection re-registers its own share, once.)
+    fn start_resync(&mut self, idx: usize) {
+        let i = self.conns[idx].intercept;
+        let first = self.intercepts[i].first;
+        let k = idx - first;
+        let conns = &self.conns;
+        let per = self.per;
+        let keys = self
+            .sessions
+            .keys()
+            .filter(|key| {
+                let p = preferred(key, per);
+                p == k || conns[first + p].failing
+            })
+            .copied()
+            .collect();
+        self.conns[idx].resync = keys;
+    }
+
+    /// Connection `idx` started failing: move the sessions that prefer it to the connections
+    /// that carry them meanwhile (none if its intercept has no connection up).
+    fn resync_elsewhere(&mut self, idx: usize) {
+        let i = self.conns[idx].intercept;
+        let k = idx - self.intercepts[i].first;
+        let orphans: Vec<(usize, RouteKey)> = self
+            .sessions
+            .keys()
+            .filter(|key| preferred(key, self.per) == k)
+            .filter_map(|key| Some((self.pick(i, key)?, *key)))
+            .collect();
+        for (c, key) in orphans {
+            self.conns[c].resync.push(key);
+        }
+    }
+
+    /// Move pending re-registrations into the write buffer, up to half of it.
+    fn refill(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        while conn.out.len() + COPIER_MSG_LEN <= WRITE_BUFFER / 2 {
+            let Some(key) = conn.resync.pop() else {
+                break;
+            };
+            // Deleted meanwhile: its CLIENT_DEL went out already, an ADD now would resurrect it.
+            if self.sessions.contains_key(&key) {
+                conn.out.push(&CopierMsg::client_add(key.client, key.target).encode());
+                self.stats.resynced += 1;
+            }
+        }
+        if conn.resync.is_empty() && conn.resync.capacity() > 0 {
+            conn.resync = Vec::new();
+        }
     }
 
     /// Write every buffered message that the sockets accept now.
@@ -266,7 +448,24 @@ impl ChannelClient {
     /// [`ChannelError::Io`] only if the event loop itself fails; connection errors are handled
     /// (reconnect with backoff, counted).
     pub fn poll(&mut self, timeout: Duration, mut on_header: impl FnMut(HeaderMsg)) -> Result<usize, ChannelError> {
+        self.poll_owned(timeout, |h, _| on_header(h))
+    }
+
+    /// As [`poll`](Self::poll), and hands each header with the owner tag of its session (`None`:
+    /// a session not registered here, or forgotten).
+    ///
+    /// # Errors
+    ///
+    /// As [`poll`](Self::poll).
+    pub fn poll_owned(
+        &mut self,
+        timeout: Duration,
+        mut on_header: impl FnMut(HeaderMsg, Option<u32>),
+    ) -> Result<usize, ChannelError> {
         let now = Instant::now();
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
         self.start_due(now);
         self.flush();
         let timeout = self
@@ -339,6 +538,7 @@ impl ChannelClient {
             let addr = self.intercepts[self.conns[idx].intercept].addr;
             let started = TcpStream::connect(addr).and_then(|mut s| {
                 s.set_nodelay(true)?;
+                liveness::watch(&s)?;
                 self.poll.registry().register(&mut s, Token(idx), Interest::READABLE | Interest::WRITABLE)?;
                 Ok(s)
             });
@@ -383,8 +583,10 @@ impl ChannelClient {
                 }
                 conn.was_up = true;
                 conn.down_logged = false;
+                conn.failing = false;
                 let addr = self.intercepts[conn.intercept].addr;
                 eprintln!("channel: connected to intercept {addr} (connection {} of {})", idx % self.per + 1, self.per);
+                self.start_resync(idx);
                 self.write(now, idx);
             }
             Err(e) => {
@@ -400,6 +602,9 @@ impl ChannelClient {
 
     fn connect_failed(&mut self, now: Instant, idx: usize, e: &io::Error) {
         self.stats.connect_failures += 1;
+        if !std::mem::replace(&mut self.conns[idx].failing, true) {
+            self.resync_elsewhere(idx);
+        }
         let conn = &mut self.conns[idx];
         let delay = conn.backoff;
         conn.backoff = (conn.backoff * 2).min(BACKOFF_MAX);
@@ -431,6 +636,7 @@ impl ChannelClient {
         conn.backoff = (conn.backoff * 2).min(BACKOFF_MAX);
         conn.state = State::Down { until: now + delay };
         conn.out.clear();
+        conn.resync = Vec::new();
         conn.decoder.reset();
         conn.down_logged = true;
         self.stats.disconnects += 1;
@@ -444,7 +650,7 @@ impl ChannelClient {
     }
 
     /// Read until the socket would block or the budget is spent (then queue for the next poll).
-    fn read(&mut self, now: Instant, idx: usize, on_header: &mut impl FnMut(HeaderMsg)) -> usize {
+    fn read(&mut self, now: Instant, idx: usize, on_header: &mut impl FnMut(HeaderMsg, Option<u32>)) -> usize {
         let mut buf = [0u8; 16 * 1024];
         let mut headers = 0;
         let mut budget = READ_BUDGET;
@@ -475,9 +681,14 @@ impl ChannelClient {
             self.stats.bytes_received += n as u64;
             budget = budget.saturating_sub(n);
             let mut delivered = 0usize;
+            let sessions = &mut self.sessions;
             let fed = conn.decoder.feed(&buf[..n], |m| {
                 delivered += 1;
-                on_header(m);
+                let owner = sessions.get_mut(&RouteKey::of_response(&m)).map(|r| {
+                    r.last_used = now;
+                    r.owner
+                });
+                on_header(m, owner);
             });
             headers += delivered;
             self.stats.headers += delivered as u64;
@@ -492,17 +703,29 @@ impl ChannelClient {
         }
     }
 
+    /// Write what the socket takes, topping the buffer up with re-registrations as it drains.
     fn write(&mut self, now: Instant, idx: usize) {
-        let conn = &mut self.conns[idx];
-        let State::Up { stream, .. } = &mut conn.state else {
-            return;
-        };
-        if conn.out.is_empty() {
-            return;
-        }
-        match conn.out.write_to(stream) {
-            Ok(n) => self.stats.bytes_sent += n as u64,
-            Err(e) => self.lose(now, idx, &e),
+        loop {
+            if !matches!(self.conns[idx].state, State::Up { .. }) {
+                return;
+            }
+            self.refill(idx);
+            let conn = &mut self.conns[idx];
+            let State::Up { stream, .. } = &mut conn.state else {
+                return;
+            };
+            if conn.out.is_empty() {
+                return;
+            }
+            match conn.out.write_to(stream) {
+                Ok(n) => {
+                    self.stats.bytes_sent += n as u64;
+                    if !conn.out.is_empty() || conn.resync.is_empty() {
+                        return; // the socket is full (a writable event follows), or all is sent
+                    }
+                }
+                Err(e) => return self.lose(now, idx, &e),
+            }
         }
     }
 }

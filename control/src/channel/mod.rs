@@ -12,20 +12,26 @@
 //!
 //! Modules in flow order:
 //! - [`proto`]: the wire codec, allocation-free, byte-exact with the original;
-//! - [`client`]: the copier side (connect, hello, CLIENT_ADD, decode headers, reconnect);
+//! - [`liveness`]: TCP keepalive and user timeout, set by both ends (protocol 6 has no ping);
+//! - [`client`]: the copier side (connect, hello, CLIENT_ADD/DEL, decode headers, reconnect and
+//!   re-register every live session);
+//! - [`cidr`]: address prefixes for the intercept's copier allowlist;
 //! - [`route`]: the intercept's route table and delay table (pure state, time passed in);
-//! - [`server`]: the intercept side (accept, hello check, routing, batching).
+//! - [`server`]: the intercept side (admission, hello check, routing, batching).
 //!
 //! Both endpoints are single-threaded, non-blocking (mio) and owned by one thread each; per
 //! message failures are counters, only event-loop failures are errors ([`ChannelError`]).
 
+pub mod cidr;
 pub mod client;
 mod error;
+pub mod liveness;
 mod outbuf;
 pub mod proto;
 pub mod route;
 pub mod server;
 
+pub use cidr::Cidr;
 pub use client::{ChannelClient, ClientStats};
 pub use error::ChannelError;
 pub use proto::{

@@ -16,11 +16,24 @@
 //!   CLIENT_ADD arrives or the list's TTL (counted from the list's creation) runs out. It is
 //!   bounded in total messages and per key, so a flood of unregistered responses costs a fixed
 //!   amount of memory.
+//! - **Ownership.** The first connection to register a session owns its route while the route
+//!   lives: a CLIENT_ADD from another connection takes it over only if the caller's policy says
+//!   so (the server allows it when the owner has closed or shares the newcomer's peer address: a
+//!   copier's own reconnect), otherwise it is refused and the route stays where it was. The
+//!   original let the latest CLIENT_ADD win, so anyone who could reach the port and knew a
+//!   4-tuple could divert a session's responses.
+//! - **Quota.** Routes are counted per owner; an owner at its quota cannot add more (refreshing
+//!   its own routes is always fine), so one connection cannot fill the table.
+//! - **Keyed hashing.** Both maps use std's `RandomState`: SipHash-1-3 with a key drawn from the
+//!   OS at start, different per run (and per table). A peer that chooses 4-tuples cannot make them
+//!   collide; lookups stay O(1) whatever it sends.
 //! - Both tables are generic over the owner id, have no I/O and no clock of their own, and are
 //!   unit-tested step by step.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
@@ -68,24 +81,55 @@ impl<C> Route<C> {
     }
 }
 
-/// The route table is at capacity; the CLIENT_ADD was not recorded.
+/// Why a CLIENT_ADD was not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoutesFull;
+pub enum AddRefused<C> {
+    /// The table is at capacity (after expiring what was due).
+    Full,
+    /// The owner already holds its quota of routes.
+    Quota,
+    /// Another owner holds a live route for the key, and the policy did not let it be taken over.
+    Owned(C),
+}
 
-/// Session → owner map with idle-TTL and FIN/RST-grace expiry.
+/// Session → owner map with idle-TTL and FIN/RST-grace expiry, first-owner policy and quotas.
 #[derive(Debug)]
 pub struct RouteTable<C> {
-    map: HashMap<RouteKey, Route<C>>,
+    map: HashMap<RouteKey, Route<C>, RandomState>,
     heap: BinaryHeap<Reverse<(Instant, RouteKey)>>,
+    /// Routes held per owner (owners with none are absent).
+    owned: HashMap<C, usize, RandomState>,
     idle_ttl: Duration,
     capacity: usize,
+    per_owner: usize,
     expired: u64,
 }
 
-impl<C: Copy + Eq> RouteTable<C> {
-    /// Create a table holding at most `capacity` routes, each expiring after `idle_ttl` idle.
+impl<C: Copy + Eq + Hash> RouteTable<C> {
+    /// Create a table holding at most `capacity` routes, each expiring after `idle_ttl` idle; an
+    /// owner may hold them all (see [`with_owner_quota`](Self::with_owner_quota)).
     pub fn new(idle_ttl: Duration, capacity: usize) -> Self {
-        Self { map: HashMap::new(), heap: BinaryHeap::new(), idle_ttl, capacity, expired: 0 }
+        Self {
+            map: HashMap::with_hasher(RandomState::new()),
+            heap: BinaryHeap::new(),
+            owned: HashMap::with_hasher(RandomState::new()),
+            idle_ttl,
+            capacity,
+            per_owner: usize::MAX,
+            expired: 0,
+        }
+    }
+
+    /// Let each owner hold at most `quota` routes.
+    #[must_use]
+    pub fn with_owner_quota(mut self, quota: usize) -> Self {
+        self.per_owner = quota;
+        self
+    }
+
+    /// Return how many routes `owner` holds (expired ones not yet swept included).
+    pub fn owned_by(&self, owner: C) -> usize {
+        self.owned.get(&owner).copied().unwrap_or(0)
     }
 
     /// Return how many routes have expired so far (idle TTL or FIN/RST grace).
@@ -103,35 +147,87 @@ impl<C: Copy + Eq> RouteTable<C> {
         self.map.is_empty()
     }
 
-    /// Register or refresh a session for `owner` (the latest CLIENT_ADD wins; a FIN grace is cleared).
+    /// Register or refresh a session for `owner` (a FIN grace is cleared).
+    ///
+    /// A live route of another owner is taken over only if `take_over(old owner)` returns true.
     ///
     /// # Errors
     ///
-    /// [`RoutesFull`] when the key is new and the table is at capacity after expiring what is due.
-    pub fn add(&mut self, now: Instant, key: RouteKey, owner: C) -> Result<(), RoutesFull> {
-        if let Some(r) = self.map.get_mut(&key) {
-            r.owner = owner;
-            r.last_used = now;
-            r.fin_deadline = None;
-            return Ok(());
+    /// [`AddRefused::Owned`] when another owner keeps the route; [`AddRefused::Quota`] when
+    /// `owner` would exceed its quota; [`AddRefused::Full`] when the key is new and the table is
+    /// at capacity after expiring what is due.
+    pub fn add(
+        &mut self,
+        now: Instant,
+        key: RouteKey,
+        owner: C,
+        take_over: impl FnOnce(C) -> bool,
+    ) -> Result<(), AddRefused<C>> {
+        if let Some(r) = self.map.get(&key) {
+            let old = r.owner;
+            if r.deadline(self.idle_ttl) <= now {
+                // Dead but not swept yet: as good as absent.
+                self.drop_route(&key);
+                self.expired += 1;
+            } else if old == owner {
+                self.refresh(now, &key, owner);
+                return Ok(());
+            } else if !take_over(old) {
+                return Err(AddRefused::Owned(old));
+            } else if self.owned_by(owner) >= self.per_owner {
+                return Err(AddRefused::Quota);
+            } else {
+                self.uncount(old);
+                *self.owned.entry(owner).or_insert(0) += 1;
+                self.refresh(now, &key, owner);
+                return Ok(());
+            }
+        }
+        if self.owned_by(owner) >= self.per_owner {
+            return Err(AddRefused::Quota);
         }
         if self.map.len() >= self.capacity {
             self.expire(now);
             if self.map.len() >= self.capacity {
-                return Err(RoutesFull);
+                return Err(AddRefused::Full);
             }
         }
         let next_check = now + self.idle_ttl;
         self.map.insert(key, Route { owner, last_used: now, fin_deadline: None, next_check });
+        *self.owned.entry(owner).or_insert(0) += 1;
         self.push_check(next_check, key);
         Ok(())
+    }
+
+    fn refresh(&mut self, now: Instant, key: &RouteKey, owner: C) {
+        if let Some(r) = self.map.get_mut(key) {
+            r.owner = owner;
+            r.last_used = now;
+            r.fin_deadline = None;
+        }
+    }
+
+    /// Remove a route from the map and its owner's count.
+    fn drop_route(&mut self, key: &RouteKey) -> Option<Route<C>> {
+        let r = self.map.remove(key)?;
+        self.uncount(r.owner);
+        Some(r)
+    }
+
+    fn uncount(&mut self, owner: C) {
+        if let Some(n) = self.owned.get_mut(&owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.owned.remove(&owner);
+            }
+        }
     }
 
     /// Return the owner of a live route and mark it used; an expired route is removed.
     pub fn lookup(&mut self, now: Instant, key: &RouteKey) -> Option<C> {
         let r = self.map.get_mut(key)?;
         if r.deadline(self.idle_ttl) <= now {
-            self.map.remove(key);
+            self.drop_route(key);
             self.expired += 1;
             return None;
         }
@@ -141,13 +237,18 @@ impl<C: Copy + Eq> RouteTable<C> {
 
     /// Remove a route.
     pub fn remove(&mut self, key: &RouteKey) -> Option<C> {
-        self.map.remove(key).map(|r| r.owner)
+        self.drop_route(key).map(|r| r.owner)
     }
 
     /// Remove a route only if `owner` holds it (CLIENT_DEL); returns whether it was removed.
     pub fn remove_if_owned(&mut self, key: &RouteKey, owner: C) -> bool {
-        if self.map.get(key).is_some_and(|r| r.owner == owner) {
-            self.map.remove(key);
+        self.remove_if(key, |o| o == owner)
+    }
+
+    /// Remove a route if `allowed(its owner)`; returns whether it was removed.
+    pub fn remove_if(&mut self, key: &RouteKey, allowed: impl FnOnce(C) -> bool) -> bool {
+        if self.map.get(key).is_some_and(|r| allowed(r.owner)) {
+            self.drop_route(key);
             true
         } else {
             false
@@ -186,7 +287,7 @@ impl<C: Copy + Eq> RouteTable<C> {
             }
             let deadline = r.deadline(self.idle_ttl);
             if deadline <= now {
-                self.map.remove(&key);
+                self.drop_route(&key);
                 expired += 1;
                 self.expired += 1;
             } else {
@@ -393,8 +494,8 @@ mod tests {
     fn idle_ttl_is_refreshed_by_use() {
         let t0 = Instant::now();
         let mut rt = RouteTable::new(10 * S, 100);
-        rt.add(t0, key(1), 7u32).unwrap();
-        rt.add(t0, key(2), 8u32).unwrap();
+        rt.add(t0, key(1), 7u32, |_| true).unwrap();
+        rt.add(t0, key(2), 8u32, |_| true).unwrap();
         assert_eq!(rt.lookup(t0 + 9 * S, &key(1)), Some(7));
         assert_eq!(rt.expire(t0 + 10 * S), 1, "key 2 idle for 10 s");
         assert_eq!(rt.lookup(t0 + 10 * S, &key(2)), None);
@@ -408,7 +509,7 @@ mod tests {
     fn lookup_sees_expiry_before_the_sweep() {
         let t0 = Instant::now();
         let mut rt = RouteTable::new(10 * S, 100);
-        rt.add(t0, key(1), 1u32).unwrap();
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
         assert_eq!(rt.lookup(t0 + 10 * S, &key(1)), None);
         assert!(rt.is_empty());
     }
@@ -417,15 +518,15 @@ mod tests {
     fn fin_grace_shortens_and_client_add_revives() {
         let t0 = Instant::now();
         let mut rt = RouteTable::new(120 * S, 100);
-        rt.add(t0, key(1), 1u32).unwrap();
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
         rt.fin_rst(t0, &key(1), 10 * S);
         rt.fin_rst(t0 + 5 * S, &key(1), 10 * S); // a retransmitted FIN does not extend it
         assert_eq!(rt.lookup(t0 + 9 * S, &key(1)), Some(1));
         assert_eq!(rt.expire(t0 + 10 * S), 1);
 
-        rt.add(t0, key(2), 2u32).unwrap();
+        rt.add(t0, key(2), 2u32, |_| true).unwrap();
         rt.fin_rst(t0, &key(2), 10 * S);
-        rt.add(t0 + 5 * S, key(2), 3u32).unwrap(); // port reuse: a new session
+        rt.add(t0 + 5 * S, key(2), 3u32, |_| true).unwrap(); // port reuse: a new session
         assert_eq!(rt.expire(t0 + 30 * S), 0);
         assert_eq!(rt.lookup(t0 + 30 * S, &key(2)), Some(3));
         rt.fin_rst(t0, &key(99), S); // unknown: no-op
@@ -435,7 +536,7 @@ mod tests {
     fn client_del_only_by_owner() {
         let t0 = Instant::now();
         let mut rt = RouteTable::new(10 * S, 100);
-        rt.add(t0, key(1), 1u32).unwrap();
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
         assert!(!rt.remove_if_owned(&key(1), 2));
         assert!(rt.remove_if_owned(&key(1), 1));
         assert_eq!(rt.lookup(t0, &key(1)), None);
@@ -446,11 +547,11 @@ mod tests {
     fn capacity_bounds_routes() {
         let t0 = Instant::now();
         let mut rt = RouteTable::new(10 * S, 2);
-        rt.add(t0, key(1), 1u32).unwrap();
-        rt.add(t0 + S, key(2), 1u32).unwrap();
-        assert_eq!(rt.add(t0 + S, key(3), 1u32), Err(RoutesFull));
-        rt.add(t0 + S, key(2), 2u32).unwrap(); // refresh is always fine
-        rt.add(t0 + 10 * S, key(3), 1u32).unwrap(); // key 1 expired to make room
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
+        rt.add(t0 + S, key(2), 1u32, |_| true).unwrap();
+        assert_eq!(rt.add(t0 + S, key(3), 1u32, |_| true), Err(AddRefused::Full));
+        rt.add(t0 + S, key(2), 2u32, |_| true).unwrap(); // refresh is always fine
+        rt.add(t0 + 10 * S, key(3), 1u32, |_| true).unwrap(); // key 1 expired to make room
         assert_eq!(rt.len(), 2);
     }
 
@@ -459,10 +560,77 @@ mod tests {
         let t0 = Instant::now();
         let mut rt = RouteTable::new(120 * S, 10);
         for i in 0..100_000u32 {
-            rt.add(t0, key(1), i).unwrap();
+            rt.add(t0, key(1), i, |_| true).unwrap();
             rt.remove(&key(1));
         }
         assert!(rt.heap.len() <= 1024 + 2);
+    }
+
+    #[test]
+    fn first_owner_keeps_a_live_route() {
+        let t0 = Instant::now();
+        let mut rt = RouteTable::new(10 * S, 100);
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
+        // Another owner the policy refuses: the route stays with the first.
+        assert_eq!(rt.add(t0 + S, key(1), 2u32, |old| old != 1), Err(AddRefused::Owned(1)));
+        assert_eq!(rt.lookup(t0 + S, &key(1)), Some(1));
+        assert_eq!((rt.owned_by(1), rt.owned_by(2)), (1, 0));
+        // The policy allows it (the owner closed, or the same peer): taken over, counts move.
+        rt.add(t0 + S, key(1), 3u32, |old| old == 1).unwrap();
+        assert_eq!(rt.lookup(t0 + S, &key(1)), Some(3));
+        assert_eq!((rt.owned_by(1), rt.owned_by(3)), (0, 1));
+        // Its own refresh never asks the policy.
+        rt.add(t0 + 2 * S, key(1), 3u32, |_| panic!("not asked")).unwrap();
+        // An expired route is free for anyone, swept or not.
+        rt.add(t0 + 12 * S, key(1), 2u32, |_| false).unwrap();
+        assert_eq!(rt.lookup(t0 + 12 * S, &key(1)), Some(2));
+        assert_eq!((rt.owned_by(3), rt.owned_by(2), rt.expired_total()), (0, 1, 1));
+    }
+
+    #[test]
+    fn quota_per_owner() {
+        let t0 = Instant::now();
+        let mut rt = RouteTable::new(10 * S, 100).with_owner_quota(2);
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
+        rt.add(t0, key(2), 1u32, |_| true).unwrap();
+        assert_eq!(rt.add(t0, key(3), 1u32, |_| true), Err(AddRefused::Quota));
+        rt.add(t0, key(2), 1u32, |_| true).unwrap(); // refreshing is not adding
+        rt.add(t0, key(3), 2u32, |_| true).unwrap(); // others have their own quota
+        assert_eq!(rt.add(t0, key(3), 1u32, |_| true), Err(AddRefused::Quota), "no takeover beyond the quota");
+        // Every way out of the table gives quota back.
+        assert!(rt.remove_if_owned(&key(1), 1));
+        rt.add(t0, key(4), 1u32, |_| true).unwrap();
+        assert_eq!(rt.remove(&key(4)), Some(1));
+        assert_eq!(rt.owned_by(1), 1);
+        assert_eq!(rt.expire(t0 + 10 * S), 2);
+        assert_eq!((rt.owned_by(1), rt.owned_by(2), rt.len()), (0, 0, 0));
+        rt.add(t0 + 10 * S, key(5), 1u32, |_| true).unwrap();
+        assert_eq!(rt.lookup(t0 + 20 * S, &key(5)), None);
+        assert_eq!(rt.owned_by(1), 0);
+        assert!(rt.owned.is_empty(), "owners with no route are forgotten");
+    }
+
+    #[test]
+    fn remove_if_asks_the_policy() {
+        let t0 = Instant::now();
+        let mut rt = RouteTable::new(10 * S, 100);
+        rt.add(t0, key(1), 1u32, |_| true).unwrap();
+        assert!(!rt.remove_if(&key(1), |o| o == 2));
+        assert!(rt.remove_if(&key(1), |o| o % 2 == 1));
+        assert!(rt.is_empty());
+    }
+
+    #[test]
+    fn tables_hash_with_a_key_drawn_per_run() {
+        use std::hash::BuildHasher;
+        // The type says it: std's RandomState (SipHash-1-3, key from the OS).
+        let rt: RouteTable<u32> = RouteTable::new(S, 1);
+        let _: &HashMap<RouteKey, Route<u32>, RandomState> = &rt.map;
+        let dt = DelayTable::new(S, 1);
+        let _: &HashMap<RouteKey, DelayList, RandomState> = &dt.map;
+        // Two tables never share a key: the same 4-tuple lands differently.
+        let (a, b) = (RandomState::new(), RandomState::new());
+        assert!((1..=8).any(|p| a.hash_one(key(p)) != b.hash_one(key(p))));
     }
 
     #[test]

@@ -40,24 +40,56 @@
 //!   closed by the message-type rule.
 //! - Errors on one connection never reach the caller: they close that connection and count.
 //!   `poll` fails only if the event loop itself fails.
+//!
+//! # Admission
+//!
+//! The port faces a network, so every resource a peer can take is bounded, and every refusal
+//! is counted (and logged at most once a second):
+//!
+//! - **Allowlist** ([`ServerConfig::allow`]): a peer outside every prefix is closed at once,
+//!   before a byte it sent is read (`copiers_denied`). Empty: any peer, as the original.
+//! - **Connections:** at most [`ServerConfig::max_connections`] in all (`copiers_refused`) and
+//!   [`ServerConfig::max_conns_per_peer`] per peer address (`copiers_peer_limit`), so idle
+//!   sockets of one host cannot lock the copiers out; a connection past its hello with no byte
+//!   in either direction for [`ServerConfig::idle_timeout`] is closed (`copiers_idle`; its
+//!   routes have expired long before, and a copier simply reconnects and re-registers).
+//! - **Liveness:** TCP keepalive and `TCP_USER_TIMEOUT` on every accepted socket
+//!   ([`super::liveness`]): a copier host that vanishes is closed within about 11 s.
+//! - **Routes:** at most [`ServerConfig::max_routes_per_conn`] per connection (`routes_quota`);
+//!   a live route stays with the connection that registered it first: a CLIENT_ADD or CLIENT_DEL
+//!   from another peer address is refused (`route_conflicts`). The same peer address may take a
+//!   route over (`routes_taken_over`): that is a copier re-registering after it reconnected,
+//!   or moving a session between its `-C` connections; so may anyone once the owner's
+//!   connection has closed. After an intercept restart the table is empty and the copiers'
+//!   re-registrations simply add.
+//! - **CPU:** at most [`ServerConfig::read_budget`] bytes are read from one connection per
+//!   [`poll`](ChannelServer::poll) and at most [`ACCEPT_BUDGET`] connections accepted; the rest
+//!   waits for the next call (`reads_deferred`), so a flooding peer cannot starve the AF_XDP side
+//!   or the other copiers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+pub use super::cidr::Cidr;
 use super::error::ChannelError;
+use super::liveness;
 use super::outbuf::OutBuf;
 pub use super::proto::DEFAULT_PORT;
 use super::proto::{CopierDecoder, CopierEvent, FrameBuilder, Framing, HeaderMsg, MsgKind, PROTOCOL_VERSION};
-use super::route::{DelayTable, RouteKey, RouteTable};
+use super::route::{AddRefused, DelayTable, RouteKey, RouteTable};
 
 const LISTENER: Token = Token(usize::MAX);
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+/// Most connections accepted per [`ChannelServer::poll`]; more wait for the next call.
+pub const ACCEPT_BUDGET: usize = 64;
+/// Refusals are logged at most this often (the counters have them all).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 /// Longest duration taken from the configuration (keeps `Instant` arithmetic from overflowing).
 const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -86,6 +118,20 @@ pub struct ServerConfig {
     pub strict_version: bool,
     /// Close a connection that has not sent a complete hello after this long (default 10 s).
     pub hello_timeout: Duration,
+    /// Peers allowed to connect; a peer outside every prefix is closed at once. Empty (the
+    /// default): any peer, as the original intercept.
+    pub allow: Vec<Cidr>,
+    /// Most connections open at once from one peer address (default 16: a copier uses at most
+    /// 11, its `-C`).
+    pub max_conns_per_peer: usize,
+    /// Most routes one connection may hold (default 32 768; with `max_conns_per_peer`, one
+    /// address holds at most half the default table).
+    pub max_routes_per_conn: usize,
+    /// Close a connection past its hello after this long with nothing received or sent; zero:
+    /// never (default 300 s).
+    pub idle_timeout: Duration,
+    /// Most bytes read from one connection per `poll` (default 64 KiB, 4 681 messages).
+    pub read_budget: usize,
 }
 
 impl Default for ServerConfig {
@@ -102,7 +148,19 @@ impl Default for ServerConfig {
             write_buffer: 1 << 20,
             strict_version: false,
             hello_timeout: Duration::from_secs(10),
+            allow: Vec::new(),
+            max_conns_per_peer: 16,
+            max_routes_per_conn: 32_768,
+            idle_timeout: Duration::from_secs(300),
+            read_budget: 64 * 1024,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Return whether `peer` may connect (always, with an empty allowlist).
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        self.allow.is_empty() || self.allow.iter().any(|c| c.contains(peer))
     }
 }
 
@@ -116,6 +174,12 @@ crate::counters! {
         counter copiers_accepted,
         /// Connections refused because `max_connections` were open.
         counter copiers_refused,
+        /// Connections closed at once: the peer is outside the allowlist (`--allow-copier`).
+        counter copiers_denied,
+        /// Connections refused because their peer address had `max_conns_per_peer` open.
+        counter copiers_peer_limit,
+        /// Connections closed after the idle timeout (nothing received or sent).
+        counter copiers_idle,
         /// Copier connections closed, for any reason.
         counter copiers_closed,
         /// Hellos with version 6.
@@ -134,6 +198,13 @@ crate::counters! {
         counter routes_expired,
         /// CLIENT_ADDs not recorded because the route table was full.
         counter routes_full,
+        /// CLIENT_ADDs not recorded because the connection held its route quota.
+        counter routes_quota,
+        /// CLIENT_ADDs and CLIENT_DELs refused: another peer's live connection owns the route.
+        counter route_conflicts,
+        /// Routes moved to another connection of the same peer (a copier's reconnect) or taken
+        /// from a closed one.
+        counter routes_taken_over,
         /// Routes dropped because their connection had closed.
         counter routes_orphaned,
         /// Headers routed to a copier on arrival.
@@ -160,11 +231,13 @@ crate::counters! {
         counter send_dropped,
         /// Connections closed for a protocol violation (too old, bad type, strict version).
         counter protocol_errors,
+        /// Reads stopped by the per-connection read budget (the rest is read on the next poll).
+        counter reads_deferred,
     }
 }
 
 /// A connection's slab index and generation: stale ids never reach a newer connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ConnId {
     index: u32,
     gen: u32,
@@ -173,6 +246,10 @@ struct ConnId {
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// The peer's address, IPv4-mapped addresses as IPv4 (the per-peer accounting key).
+    peer_ip: IpAddr,
+    /// Last byte received or sent (for the idle timeout).
+    last_active: Instant,
     decoder: CopierDecoder,
     batch: FrameBuilder,
     batch_since: Instant,
@@ -193,6 +270,7 @@ enum Close {
     Version(u16),
     BadType(u16),
     NoHello,
+    Idle(Duration),
 }
 
 impl Display for Close {
@@ -210,6 +288,7 @@ impl Display for Close {
                 "message type {t} is neither CLIENT_ADD (1) nor CLIENT_DEL (2): not a copier, or a framing mismatch"
             ),
             Self::NoHello => write!(f, "no version hello received in time"),
+            Self::Idle(d) => write!(f, "idle for {:.1} s (nothing received or sent)", d.as_secs_f64()),
         }
     }
 }
@@ -230,8 +309,37 @@ pub struct ChannelServer {
     delay: DelayTable,
     /// Connections with a partial frame, oldest first; stale entries skipped.
     pending: VecDeque<(ConnId, Instant)>,
+    /// Open connections per peer address.
+    peers: HashMap<IpAddr, usize>,
+    /// Connections whose read budget ran out with data left, to read first on the next poll.
+    backlog: Vec<ConnId>,
+    /// The accept budget ran out with connections possibly left in the listen queue.
+    accept_pending: bool,
     stats: ServerStats,
     next_housekeeping: Instant,
+    refusals: RefusalLog,
+}
+
+/// Logs refusals at most once per [`REFUSAL_LOG_EVERY`], with the count of those left out.
+struct RefusalLog {
+    next: Instant,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, now: Instant, line: impl FnOnce() -> String) {
+        if now < self.next {
+            self.suppressed += 1;
+            return;
+        }
+        let more = std::mem::take(&mut self.suppressed);
+        if more > 0 {
+            eprintln!("channel: {} ({more} more refusals not logged, see the counters)", line());
+        } else {
+            eprintln!("channel: {}", line());
+        }
+        self.next = now + REFUSAL_LOG_EVERY;
+    }
 }
 
 impl std::fmt::Debug for ChannelServer {
@@ -250,6 +358,26 @@ fn conn_in(slots: &mut [Slot], id: ConnId) -> Option<&mut Conn> {
         return None;
     }
     slot.conn.as_deref_mut()
+}
+
+fn conn_ref(slots: &[Slot], id: ConnId) -> Option<&Conn> {
+    let slot = slots.get(id.index as usize)?;
+    if slot.gen != id.gen {
+        return None;
+    }
+    slot.conn.as_deref()
+}
+
+/// Close a refused connection with a reset, so that a flood of refused connections leaves no
+/// TIME_WAIT sockets behind here.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+}
+
+/// The first-owner rule: a connection from `peer` may take over or delete a route of `owner`
+/// only if `owner`'s connection has closed or comes from the same peer address.
+fn may_take_over(slots: &[Slot], owner: ConnId, peer: IpAddr) -> bool {
+    conn_ref(slots, owner).is_none_or(|c| c.peer_ip == peer)
 }
 
 impl ChannelServer {
@@ -275,6 +403,7 @@ impl ChannelServer {
             &mut cfg.delay_ttl,
             &mut cfg.flush_delay,
             &mut cfg.hello_timeout,
+            &mut cfg.idle_timeout,
         ] {
             *d = (*d).min(LONGEST);
         }
@@ -289,15 +418,19 @@ impl ChannelServer {
             watched: 0,
             listener,
             local_addr,
-            routes: RouteTable::new(cfg.route_idle_ttl, cfg.max_routes),
+            routes: RouteTable::new(cfg.route_idle_ttl, cfg.max_routes).with_owner_quota(cfg.max_routes_per_conn),
             delay: DelayTable::new(cfg.delay_ttl, cfg.max_delayed),
             cfg,
             slots: Vec::new(),
             free: Vec::new(),
             open: 0,
             pending: VecDeque::new(),
+            peers: HashMap::new(),
+            backlog: Vec::new(),
+            accept_pending: false,
             stats: ServerStats::default(),
             next_housekeeping: now + HOUSEKEEPING_EVERY,
+            refusals: RefusalLog { next: now, suppressed: 0 },
         })
     }
 
@@ -393,6 +526,9 @@ impl ChannelServer {
         } else {
             self.flush();
         }
+        // Work left over by the last call's budgets: do not wait for an event that, epoll being
+        // edge-triggered, will not come.
+        let timeout = if self.backlog.is_empty() && !self.accept_pending { timeout } else { Duration::ZERO };
 
         let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         let polled = self.poll.poll(&mut events, Some(timeout));
@@ -404,6 +540,12 @@ impl ChannelServer {
             return Err(ChannelError::Io { call: "epoll_wait", source: e });
         }
         let now = Instant::now();
+        for id in std::mem::take(&mut self.backlog) {
+            self.read(now, id);
+        }
+        if std::mem::take(&mut self.accept_pending) {
+            self.accept(now);
+        }
         for ev in events.iter() {
             if ev.token() == LISTENER {
                 self.accept(now);
@@ -427,14 +569,14 @@ impl ChannelServer {
         self.delay.expire(now);
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING_EVERY;
-            self.close_hello_timeouts(now);
+            self.close_stale(now);
         }
         self.flush_due(now);
         Ok(())
     }
 
     fn accept(&mut self, now: Instant) {
-        loop {
+        for _ in 0..ACCEPT_BUDGET {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -445,14 +587,39 @@ impl ChannelServer {
                     return;
                 }
             };
+            // Every refusal below resets the connection at once, unread.
+            let peer_ip = peer.ip().to_canonical();
+            if !self.cfg.allows(peer_ip) {
+                reset(stream);
+                self.stats.copiers_denied += 1;
+                self.refusals.note(now, || format!("refusing {peer}: not in --allow-copier"));
+                continue;
+            }
             if self.open >= self.cfg.max_connections {
+                reset(stream);
                 self.stats.copiers_refused += 1;
-                eprintln!("channel: refusing copier {peer}: {} connections open (the maximum)", self.open);
-                continue; // dropping the stream closes it
+                let open = self.open;
+                self.refusals.note(now, || format!("refusing copier {peer}: {open} connections open (the maximum)"));
+                continue;
+            }
+            let from_peer = self.peers.get(&peer_ip).copied().unwrap_or(0);
+            if from_peer >= self.cfg.max_conns_per_peer {
+                reset(stream);
+                self.stats.copiers_peer_limit += 1;
+                self.refusals.note(now, || {
+                    format!(
+                        "refusing copier {peer}: {from_peer} connections open from {peer_ip} (the maximum per address)"
+                    )
+                });
+                continue;
             }
             if let Err(e) = stream.set_nodelay(true) {
                 eprintln!("channel: refusing copier {peer}: TCP_NODELAY failed: {e}");
                 continue;
+            }
+            if let Err(e) = liveness::watch(&stream) {
+                // Still usable; only a vanished copier host would go unnoticed for longer.
+                eprintln!("channel: copier {peer}: keepalive not set: {e}");
             }
             let index = match self.free.pop() {
                 Some(i) => i,
@@ -474,6 +641,8 @@ impl ChannelServer {
             slot.conn = Some(Box::new(Conn {
                 stream,
                 peer,
+                peer_ip,
+                last_active: now,
                 decoder: CopierDecoder::new(),
                 batch: FrameBuilder::new(self.cfg.framing),
                 batch_since: now,
@@ -481,18 +650,29 @@ impl ChannelServer {
                 accepted_at: now,
             }));
             self.open += 1;
+            *self.peers.entry(peer_ip).or_insert(0) += 1;
             self.stats.copiers_accepted += 1;
             eprintln!("channel: copier {peer} connected");
         }
+        self.accept_pending = true;
     }
 
     fn read(&mut self, now: Instant, id: ConnId) {
         let mut buf = [0u8; 8192];
+        let mut budget = self.cfg.read_budget.max(1);
         loop {
+            if budget == 0 {
+                self.stats.reads_deferred += 1;
+                if !self.backlog.contains(&id) {
+                    self.backlog.push(id);
+                }
+                return;
+            }
             let Some(conn) = conn_in(&mut self.slots, id) else {
                 return;
             };
-            let n = match conn.stream.read(&mut buf) {
+            let want = budget.min(buf.len());
+            let n = match conn.stream.read(&mut buf[..want]) {
                 Ok(0) => return self.close(id, &Close::Peer),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -500,6 +680,8 @@ impl ChannelServer {
                 Err(e) => return self.close(id, &Close::Io(e)),
             };
             self.stats.bytes_received += n as u64;
+            budget -= n;
+            conn.last_active = now;
             let mut decoder = conn.decoder.clone();
             let mut verdict = None;
             let fed = decoder.feed(&buf[..n], |ev| {
@@ -547,12 +729,30 @@ impl ChannelServer {
             }
             CopierEvent::Msg(m) => {
                 let key = RouteKey::of_copier_msg(&m);
+                let peer = conn_ref(&self.slots, id)?.peer_ip;
                 match m.kind {
                     MsgKind::ClientAdd => {
                         self.stats.client_add += 1;
-                        if self.routes.add(now, key, id).is_err() {
-                            self.stats.routes_full += 1;
-                            return None;
+                        let slots = &self.slots;
+                        let mut taken_over = false;
+                        let added = self.routes.add(now, key, id, |owner| {
+                            taken_over = may_take_over(slots, owner, peer);
+                            taken_over
+                        });
+                        match added {
+                            Ok(()) => self.stats.routes_taken_over += u64::from(taken_over),
+                            Err(AddRefused::Full) => {
+                                self.stats.routes_full += 1;
+                                return None;
+                            }
+                            Err(AddRefused::Quota) => {
+                                self.stats.routes_quota += 1;
+                                return None;
+                            }
+                            Err(AddRefused::Owned(_)) => {
+                                self.stats.route_conflicts += 1;
+                                return None;
+                            }
                         }
                         for held in self.delay.take(now, &key) {
                             if held.is_fin() || held.is_rst() {
@@ -565,7 +765,14 @@ impl ChannelServer {
                     }
                     MsgKind::ClientDel => {
                         self.stats.client_del += 1;
-                        self.routes.remove_if_owned(&key, id);
+                        let slots = &self.slots;
+                        let mut conflict = false;
+                        self.routes.remove_if(&key, |owner| {
+                            let ok = owner == id || may_take_over(slots, owner, peer);
+                            conflict = !ok;
+                            ok
+                        });
+                        self.stats.route_conflicts += u64::from(conflict);
                         None
                     }
                     MsgKind::Hello | MsgKind::Other(_) => Some(Close::BadType(m.kind.to_wire())),
@@ -633,21 +840,33 @@ impl ChannelServer {
             return;
         }
         match conn.out.write_to(&mut conn.stream) {
-            Ok(n) => self.stats.bytes_sent += n as u64,
+            Ok(n) => {
+                if n > 0 {
+                    conn.last_active = Instant::now();
+                }
+                self.stats.bytes_sent += n as u64;
+            }
             Err(e) => self.close(id, &Close::Io(e)),
         }
     }
 
-    fn close_hello_timeouts(&mut self, now: Instant) {
+    /// Close connections without a hello in time, and idle ones past it.
+    fn close_stale(&mut self, now: Instant) {
+        let idle = self.cfg.idle_timeout;
         for index in 0..self.slots.len() {
             let slot = &self.slots[index];
             let Some(conn) = slot.conn.as_deref() else {
                 continue;
             };
-            if !conn.decoder.hello_done() && now >= conn.accepted_at + self.cfg.hello_timeout {
-                let id = ConnId { index: index as u32, gen: slot.gen };
-                self.stats.hellos_bad += 1;
-                self.close(id, &Close::NoHello);
+            let id = ConnId { index: index as u32, gen: slot.gen };
+            if !conn.decoder.hello_done() {
+                if now >= conn.accepted_at + self.cfg.hello_timeout {
+                    self.stats.hellos_bad += 1;
+                    self.close(id, &Close::NoHello);
+                }
+            } else if !idle.is_zero() && now >= conn.last_active + idle && conn.batch.is_empty() {
+                self.stats.copiers_idle += 1;
+                self.close(id, &Close::Idle(idle));
             }
         }
     }
@@ -665,6 +884,12 @@ impl ChannelServer {
         slot.gen = slot.gen.wrapping_add(1);
         self.free.push(id.index);
         self.open -= 1;
+        if let Some(n) = self.peers.get_mut(&conn.peer_ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.peers.remove(&conn.peer_ip);
+            }
+        }
         self.stats.copiers_closed += 1;
         self.stats.send_dropped += conn.batch.len() as u64;
         let _ = self.poll.registry().deregister(&mut conn.stream);

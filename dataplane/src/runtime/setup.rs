@@ -111,7 +111,15 @@ impl Channel {
     /// # Errors
     /// When the client's event loop or an eventfd cannot be created.
     pub fn new(opts: &SessionOptions, queues: u32) -> Result<Self> {
-        let client = ChannelClient::new(opts.intercepts.clone(), opts.conns_per_intercept, opts.framing)?;
+        let mut client = ChannelClient::new(opts.intercepts.clone(), opts.conns_per_intercept, opts.framing)?;
+        // The registry holds the live sessions of every worker's table; twice that leaves room
+        // for CLIENT_DELs still queued. A session lost track of (its CLIENT_DEL dropped) is
+        // forgotten after the longest a session can live idle, and then some.
+        let s = &opts.session;
+        let max = s.max_sessions.saturating_mul(queues as usize).saturating_mul(2);
+        let ttl = (s.session_timeout.max(s.keepalive_timeout) + std::time::Duration::from_secs(120))
+            .max(control::channel::client::DEFAULT_SESSION_TTL);
+        client.set_session_limits(max, ttl);
         let waker = client.waker().context("creating the control thread's waker")?;
         let wake_control: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             // A failed wake-up only delays the registration to the control thread's next round.

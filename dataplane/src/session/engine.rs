@@ -276,7 +276,7 @@ impl Engine {
             self.core.c.unknown_response += 1;
         }
         self.sessions[slot as usize] = Some(s);
-        self.settle(slot, true);
+        self.settle(slot, true, out);
         self.prune_timers();
     }
 
@@ -292,7 +292,7 @@ impl Engine {
             s.scheduled = None;
             self.core.timers(now, &mut s, out);
             self.sessions[slot as usize] = Some(s);
-            self.settle(slot, false);
+            self.settle(slot, false, out);
         }
         self.resume_blocked(now, out);
         self.prune_timers();
@@ -320,7 +320,7 @@ impl Engine {
                 }
             }
             self.sessions[slot as usize] = Some(s);
-            self.settle(slot, false);
+            self.settle(slot, false, out);
         }
     }
 
@@ -409,7 +409,7 @@ impl Engine {
             }
         }
         self.sessions[slot as usize] = Some(s);
-        self.settle(slot, true);
+        self.settle(slot, true, out);
     }
 
     /// The slot of the session with the most buffered bytes, if it has more than `than` (the
@@ -465,26 +465,30 @@ impl Engine {
             }
             self.sessions[slot as usize] = Some(s);
         }
-        self.remove(slot);
+        self.remove(slot, out);
     }
 
-    /// Delete the session in `slot` and free its segments.
-    fn remove(&mut self, slot: u32) {
+    /// Delete the session in `slot` and free its segments; a registered session's intercepts
+    /// are told (CLIENT_DEL).
+    fn remove(&mut self, slot: u32, out: &mut dyn Output) {
         if let Some(mut s) = self.sessions[slot as usize].take() {
             self.core.free_all(&mut s);
             self.table.remove(s.key, slot);
             self.core.c.released += 1;
             self.core.c.active = self.table.len() as u64;
+            if s.registered {
+                out.client_del(SocketAddrV4::new(s.client_ip, s.client_port), self.core.targets[s.target].addr());
+            }
         }
     }
 
     /// After an event: remove a dead session, or update its LRU position and wake-up.
-    fn settle(&mut self, slot: u32, active: bool) {
+    fn settle(&mut self, slot: u32, active: bool, out: &mut dyn Output) {
         let Some(s) = self.sessions[slot as usize].as_ref() else {
             return;
         };
         if s.dead {
-            self.remove(slot);
+            self.remove(slot, out);
             return;
         }
         if s.tx_blocked && !s.tx_queued {
@@ -712,6 +716,7 @@ impl Core {
     fn open(&mut self, s: &mut Session, out: &mut dyn Output) -> bool {
         let t = self.targets[s.target].addr();
         if out.client_add(SocketAddrV4::new(s.client_ip, s.client_port), t) {
+            s.registered = true;
             true
         } else {
             self.c.client_add_failed += 1;

@@ -58,6 +58,10 @@
 //! - SACK blocks in captured packets are overwritten with NOPs (they name the online server's
 //!   sequence numbers); the payload of a captured SYN or RST is not replayed.
 //! - A fast retransmit re-arms the RTO to max(rtt, `rto`), not rtt.
+//! - A registered session asks for CLIENT_DEL when it finally leaves the table
+//!   ([`Output::client_del`]; a port reuse's comes before the new session's CLIENT_ADD), so the
+//!   copier's session registry and the intercept's routes hold only live sessions. The original
+//!   never sends CLIENT_DEL (its intercept only logs one).
 //! - The optional per-session buffer cap counts stored bytes (headers + payload), so pure ACKs
 //!   and FINs buffered before the handshake count too. Hitting it ends the session (a hole would
 //!   stall it anyway) and frees its memory.
@@ -224,6 +228,11 @@ pub trait Output {
     /// Ask the control thread to send CLIENT_ADD(client, target) to the intercepts; false if it
     /// could not be queued.
     fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool;
+
+    /// Tell the control thread a registered session is gone (it forgets the session and sends
+    /// CLIENT_DEL). Called once, when the engine removes a session whose `client_add` succeeded;
+    /// a request that cannot be queued is only counted (the control thread's TTL forgets it).
+    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4);
 
     /// Record a latency sample (nanoseconds, measured with the engine's `now`). The default
     /// ignores it.

@@ -57,6 +57,8 @@ pub(crate) struct Session {
     pub over: bool,
     /// Set when the session must leave the table now (the engine removes it).
     pub dead: bool,
+    /// A CLIENT_ADD was queued for it: its removal queues a CLIENT_DEL.
+    pub registered: bool,
     /// In time-wait: the first late response was seen (the next ones get a RST).
     pub tw_resp_seen: bool,
 
@@ -180,6 +182,7 @@ impl Session {
             client_fin: false,
             over: false,
             dead: false,
+            registered: false,
             tw_resp_seen: false,
             syn_seen: false,
             syn_seq: 0,
@@ -254,6 +257,7 @@ impl Session {
             syn_out_id: self.syn_out_id,
             over: self.over,
             dead: self.dead,
+            registered: self.registered,
             tw_resp_seen: self.tw_resp_seen,
             resp_full: self.resp_full,
             rtt_start: self.rtt_start,
@@ -369,6 +373,7 @@ mod tests {
             client_fin: true,
             over: true,
             dead: true,
+            registered: true,
             tw_resp_seen: true,
             syn_seen: true,
             syn_seq: 11,

@@ -142,10 +142,12 @@ impl Sent {
     }
 }
 
-/// The fake Output: records frames and CLIENT_ADDs.
+/// The fake Output: records frames, CLIENT_ADDs and CLIENT_DELs.
 struct Rec {
     frames: Vec<Vec<u8>>,
     adds: Vec<(SocketAddrV4, SocketAddrV4)>,
+    /// Every CLIENT_ADD (true) and CLIENT_DEL (false) request in order, never cleared by helpers.
+    registry: Vec<(bool, SocketAddrV4, SocketAddrV4)>,
     tx_ok: bool,
     add_ok: bool,
     buf: usize,
@@ -172,7 +174,13 @@ impl Output for Rec {
     }
     fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
         self.adds.push((client, target));
+        if self.add_ok {
+            self.registry.push((true, client, target));
+        }
         self.add_ok
+    }
+    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) {
+        self.registry.push((false, client, target));
     }
     fn latency(&mut self, what: Latency, nanos: u64) {
         self.lat.push((what, nanos));
@@ -192,6 +200,7 @@ impl Harness {
             out: Rec {
                 frames: Vec::new(),
                 adds: Vec::new(),
+                registry: Vec::new(),
                 tx_ok: true,
                 add_ok: true,
                 buf: 2048,
@@ -1070,6 +1079,35 @@ fn time_wait_tuple_reuse_starts_a_new_session() {
     h.client(40, &c(60_000, 9, PSH | ACK).data(b"again"));
     assert_eq!((h.n().fake_syn, h.n().released), (1, 2));
     assert_eq!(h.take1().seq, 59_999);
+}
+
+#[test]
+fn client_del_when_a_registered_session_is_removed() {
+    let session = SocketAddrV4::new(CLIENT, CPORT);
+    let (add, del) = ((true, session, TARGET.addr()), (false, session, TARGET.addr()));
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, FIN | ACK));
+    h.resp(21, r(9001, 1002, FIN | ACK, 0));
+    assert_eq!(h.out.registry, vec![add], "in time-wait the session is still there");
+    // Port reuse: the old session's CLIENT_DEL comes before the new one's CLIENT_ADD, so the
+    // intercept ends with the route registered.
+    h.client(30, &c(50_000, 0, SYN));
+    assert_eq!(h.out.registry, vec![add, del, add]);
+    // Timed out and released: CLIENT_DEL once.
+    h.tick(2_000_000);
+    h.tick(3_000_000);
+    assert_eq!(h.e.active_sessions(), 0);
+    assert_eq!(h.out.registry, vec![add, del, add, del]);
+
+    // A session never registered (a bare ACK creates none; data whose CLIENT_ADD failed) sends
+    // no CLIENT_DEL.
+    let mut h = Harness::new(cfg());
+    h.out.add_ok = false;
+    h.client(0, &c(1000, 0, SYN));
+    h.tick(2_000_000);
+    assert_eq!((h.n().client_add_failed, h.e.active_sessions()), (1, 0));
+    assert!(h.out.registry.is_empty(), "{:?}", h.out.registry);
 }
 
 #[test]

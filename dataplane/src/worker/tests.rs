@@ -7,6 +7,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use control::channel::HeaderMsg;
+use control::copier::SessionOp;
 
 use super::*;
 use crate::{
@@ -270,7 +271,10 @@ fn session_mode_builds_in_free_frames_and_waits_for_one() {
     // The SYN's frame is recycled at once and the engine builds its SYN to the target in it; the
     // request is held until the handshake completes, its frame recycled.
     assert!(w.round());
-    assert_eq!(link.adds.pop(), Some(SessionAdd { client: CLIENT, target: SocketAddrV4::new(TARGET, 8080) }));
+    assert_eq!(
+        link.ops.pop(),
+        Some(SessionOp::Add(SessionAdd { client: CLIENT, target: SocketAddrV4::new(TARGET, 8080) }))
+    );
     assert_eq!((w.counters().tx_frames, k.tx_pending()), (1, 1));
     // The test server's SYN-ACK arrives. Its handling wants to send the held request, but the
     // only other frame went back to the fill ring at the start of the round: the request waits

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc iproute2 ethtool tcpdump nginx-light curl wrk tcpreplay)
+PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc iproute2 ethtool tcpdump nginx-light curl wrk tcpreplay redis-server redis-tools bpftool)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -61,7 +61,13 @@ fn count(log: &std::path::Path, prefix: &str) -> u64 {
 }
 
 fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
-    let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
+    let lab = Lab::up(LabSpec {
+        tag: "bench-replay".into(),
+        queues: 2,
+        nginx: true,
+        mirror_egress: false,
+        traditional: false,
+    })?;
     let intercept = crate::proc::start_intercept(&lab, &[], "intercept.log")?;
     let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
     let mut args: Vec<&str> = vec!["-x", &transfer];

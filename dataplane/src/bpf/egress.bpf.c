@@ -15,8 +15,9 @@
  * - the channel itself: the intercept's connections to its copiers have the channel port as
  *   source port (`config.channel_port`; userspace refuses a --target on that port too);
  * - answers to --pass-to networks (people and monitors using the test server directly).
- * If the ring buffer is full the segment is dropped all the same (counted): letting it reach a
- * real client would reset that client's real connection.
+ * If the ring buffer is full the segment is stolen all the same (counted): letting it reach a
+ * real client would reset that client's real connection; for the copier it is a lost segment,
+ * which the test server retransmits.
  *
  * Counters are per CPU (no atomics on the hot path); userspace sums them.
  */
@@ -32,10 +33,10 @@
 /* Keep in sync with `bpf::egress::Counter` in src/bpf/egress.rs. */
 enum counter {
 	CNT_SEEN = 0,       /* every packet the program ran on */
-	CNT_CAPTURED,       /* a target's segment: header queued, segment dropped */
+	CNT_CAPTURED,       /* a target's segment: header queued, segment stolen */
 	CNT_GSO,            /* of those, GSO super-segments (gso_segs > 1) */
-	CNT_RING_FULL,      /* a target's segment dropped without a header: the ring buffer was full */
-	CNT_HEADER_UNREADABLE, /* a target's segment dropped without a header: its headers could not be read */
+	CNT_RING_FULL,      /* a target's segment stolen without a header: the ring buffer was full */
+	CNT_HEADER_UNREADABLE, /* a target's segment stolen without a header: its headers could not be read */
 	CNT_PASSED_ALLOWLIST, /* a target's segment to a --pass-to address: passed */
 	CNT_PASSED_CHANNEL, /* from the channel port: passed */
 	CNT_PASSED,         /* everything else: passed */
@@ -125,6 +126,21 @@ static __always_inline void count(__u32 which)
 		*c += 1;
 }
 
+/*
+ * Takes the segment away as if it had been transmitted. A plain drop (TC_ACT_SHOT / TCX_DROP)
+ * makes dev_queue_xmit() return NET_XMIT_DROP, and the local TCP then takes the segment as never
+ * sent (it backs off and sends it again later), while the copier, which saw its header, acks
+ * data the test server believes unsent: the replay falls apart. NFQUEUE in the original "stole"
+ * the packet. tcx has no "stolen" verdict (unknown codes mean TCX_NEXT), but a redirect is
+ * reported to the sender as NET_XMIT_SUCCESS whatever becomes of it, and a redirect to ifindex
+ * 0, which no device has, frees the skb in skb_do_redirect(). The same holds for a clsact
+ * filter (TC_ACT_REDIRECT).
+ */
+static __always_inline int steal(void)
+{
+	return bpf_redirect(0, 0);
+}
+
 static __always_inline int pass(__u32 why)
 {
 	count(why);
@@ -174,12 +190,12 @@ int xdpcopy_egress(struct __sk_buff *skb)
 	if ((void *)(tcp + 1) > end)
 		return pass(CNT_PASSED);
 
+	if (tcp->source == cfg->channel_port)
+		return pass(CNT_PASSED_CHANNEL);
 	__u32 sport = bpf_ntohs(tcp->source);
 	__u8 *selected = bpf_map_lookup_elem(&target_ports, &sport);
 	if (!selected || !*selected)
 		return pass(CNT_PASSED);
-	if (tcp->source == cfg->channel_port)
-		return pass(CNT_PASSED_CHANNEL);
 	struct target_key key = { .addr = ip->saddr, .port = tcp->source, .pad = 0 };
 	if (!bpf_map_lookup_elem(&targets, &key)) {
 		key.addr = 0; /* any address with this port */
@@ -190,19 +206,20 @@ int xdpcopy_egress(struct __sk_buff *skb)
 	if (bpf_map_lookup_elem(&pass_to, &dst))
 		return pass(CNT_PASSED_ALLOWLIST);
 
-	/* A target's answer to a copied session: its headers go to the intercept, the segment dies. */
+	/* A target's answer to a copied session: its headers go to the intercept, the segment is
+	 * stolen. */
 	__u32 doff = tcp->doff * 4;
 	__u32 n = ihl + doff;
 	if (doff < sizeof(*tcp)) {
 		count(CNT_HEADER_UNREADABLE);
-		return TC_ACT_SHOT;
+		return steal();
 	}
 	if (n > HDR_MAX)
 		n = HDR_MAX;
 	struct record *r = bpf_ringbuf_reserve(&headers, sizeof(*r), 0);
 	if (!r) {
 		count(CNT_RING_FULL);
-		return TC_ACT_SHOT;
+		return steal();
 	}
 	__u32 l3_off = l3 - data;
 	r->len = skb->len - l3_off;
@@ -214,13 +231,13 @@ int xdpcopy_egress(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, l3_off, r->hdr, n) < 0) {
 		bpf_ringbuf_discard(r, 0);
 		count(CNT_HEADER_UNREADABLE);
-		return TC_ACT_SHOT;
+		return steal();
 	}
 	bpf_ringbuf_submit(r, 0);
 	count(CNT_CAPTURED);
 	if (skb->gso_segs > 1)
 		count(CNT_GSO);
-	return TC_ACT_SHOT;
+	return steal();
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -30,6 +30,9 @@ const GUARD: Duration = Duration::from_secs(600);
 const HOP: u32 = 1 << 24;
 /// Above this many buffered segments the delayed-ACK path halves the rtt (§3.8).
 const MANY_SEGS: u32 = 64;
+/// Extra quiet delayed-ACK periods a response whose last data came without PSH gets before it
+/// counts as complete (see `delay_timer`).
+pub(crate) const MORE_WAITS: u8 = 16;
 
 /// Return `now + d`, at least [`MIN_DELAY`] later.
 fn at(now: Instant, d: Duration) -> Instant {
@@ -1099,6 +1102,7 @@ impl Core {
             s.awaiting = true;
             s.resp_data = true;
             s.resp_full = full_size(h.total_len, self.cfg.mtu);
+            s.resp_more = if h.has(PSH) { 0 } else { MORE_WAITS };
             s.t_delay = Some(at(now, s.rtt.max(MS)));
             if s.lan() && self.has_unsent_payload(s) {
                 // LAN mode: release the next request at once.
@@ -1296,6 +1300,15 @@ impl Core {
             let rtt = s.rtt.max(MS);
             let next = if !s.resp_full || self.has_unsent_payload(s) { rtt / 2 } else { rtt };
             s.t_delay = Some(at(now, next));
+        } else if s.resp_more > 0 {
+            // The last response data had no PSH: the target stopped for its congestion window,
+            // not for lack of data, and waits for our ACK (sent on the previous tick). The answer
+            // crosses the channel, which can take longer than a LAN rtt; a GSO super-segment
+            // (one 64 KiB header where the wire has 45 segments) makes every such wait a whole
+            // round trip. Calling the response complete now would release the next request, or
+            // the client's FIN — which makes a server like nginx abort the rest of the answer.
+            s.resp_more -= 1;
+            s.t_delay = Some(at(now, s.rtt.max(MS)));
         } else {
             s.awaiting = false;
             self.drain(now, s, out);

@@ -88,6 +88,9 @@ pub(crate) struct Session {
     pub resp_data: bool,
     /// The last response segment with data was "full" (§3.8).
     pub resp_full: bool,
+    /// Quiet delayed-ACK periods still to wait before the response counts as complete: the last
+    /// response data came without PSH, so the target has more queued (see `delay_timer`).
+    pub resp_more: u8,
     /// A retransmission was sent and no response data followed yet.
     pub retransmitted: bool,
 
@@ -179,6 +182,7 @@ impl Session {
             greeting_received: false,
             resp_data: false,
             resp_full: false,
+            resp_more: 0,
             retransmitted: false,
             rtt,
             rtt_start: None,
@@ -298,6 +302,7 @@ mod tests {
         s.greeting_received = false;
         s.resp_data = false;
         s.retransmitted = false;
+        s.resp_more = 0;
         s.ts_on = false;
         s.ts_value = 0;
         s.ts_ec_r = 0;
@@ -355,6 +360,7 @@ mod tests {
             greeting_received: true,
             resp_data: true,
             resp_full: true,
+            resp_more: 42,
             retransmitted: true,
             rtt: Duration::from_millis(19),
             rtt_start: later(20),

@@ -179,6 +179,21 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// xdpcopy-intercept on an assist server vs `--local` on the test server, side by side:
+    /// headers/s, each BPF program's ns per packet (bpftool, kernel.bpf_stats_enabled), the
+    /// intercept's CPU; writes the table into a Markdown file.
+    BenchIntercept {
+        /// Offered rates in answers per second; 0 = as fast as the sender goes.
+        #[arg(long, value_delimiter = ',', default_value = "50000,200000,0")]
+        rates: Vec<u64>,
+        /// Answers per mode and rate.
+        #[arg(long, default_value_t = 500_000)]
+        count: u64,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long)]
+        no_write: bool,
+    },
     /// A benchmark component (run by `bench` inside a namespace; prints `RESULT count=N seconds=S`).
     #[command(hide = true)]
     Agent {
@@ -330,6 +345,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             if !no_write {
                 bench::benchmark::write_section(&out, "replay", &report)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
+        Cmd::BenchIntercept { rates, count, out, no_write } => {
+            let report = bench::intercept_bench::run(&rates, count)?;
+            println!("{report}");
+            if !no_write {
+                bench::benchmark::write_section(&out, "intercept", &report)?;
                 println!("written to {}", out.display());
             }
             Ok(())

@@ -3,22 +3,22 @@
 //! Two ways to get the responses (a [`Source`]):
 //!
 //! - **Assist server** (the default, TCPCopy's "new architecture"). The test server routes its
-//!   responses to this host. Here the XDP program hands the
-//! AF_XDP sockets exactly the TCP segments *from* the configured test servers (`--target`),
-//! which also makes the black hole explicit: those frames never reach the kernel, so they cannot
-//! be forwarded to real clients whatever `ip_forward` says. Everything else — ssh, the channel
-//!   itself, any other traffic — is passed to the kernel untouched.
+//!   responses to this host. Here the XDP program hands the AF_XDP sockets exactly the TCP
+//!   segments *from* the configured test servers (`--target`), which also makes the black hole
+//!   explicit: those frames never reach the kernel, so they cannot be forwarded to real clients
+//!   whatever `ip_forward` says. Everything else — ssh, the channel itself, any other traffic —
+//!   is passed to the kernel untouched.
 //! - **`--local`** (the traditional architecture). This runs on the test server itself: an
-//!   egress program (tcx, or a clsact filter on older kernels) drops the test application's
-//!   answers to copied sessions before they leave IFACE and puts their headers into a BPF ring
-//!   buffer (see [`local`]); the channel, the application's own outbound connections and answers
-//!   to `--pass-to` networks leave untouched.
+//!   egress program (tcx, or a clsact filter on older kernels) takes the test application's
+//!   answers to copied sessions before they leave IFACE (reported to TCP as sent) and puts their
+//!   headers into a BPF ring buffer (see [`local`]); the channel, the application's own outbound
+//!   connections and answers to `--pass-to` networks leave untouched.
 //!
 //! One thread runs the poll loop: take a burst from the source (every queue's RX ring, or the
 //! ring buffer), turn each segment into a 64-byte header message (IP + TCP header, original
-//! total length), hand it to the channel server (routed to the copier connection that registered the session, held in the delay table
-//! if it raced ahead of its CLIENT_ADD), flush partial frames at the end of a burst, and drive the
-//! channel's sockets.
+//! total length), hand it to the channel server (routed to the copier connection that registered
+//! the session, held in the delay table if it raced ahead of its CLIENT_ADD), flush partial
+//! frames at the end of a burst, and drive the channel's sockets.
 #![deny(unsafe_code)]
 
 mod local;

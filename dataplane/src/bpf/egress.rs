@@ -425,7 +425,7 @@ impl HeaderRing {
             0
         })?;
         let ring = builder.build()?;
-        let fd = program.headers.as_fd().try_clone_to_owned().map_err(|e| libbpf_rs::Error::from(e))?;
+        let fd = program.headers.as_fd().try_clone_to_owned().map_err(libbpf_rs::Error::from)?;
         Ok(Self { ring, batch, fd })
     }
 

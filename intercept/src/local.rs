@@ -16,7 +16,8 @@
 //! longer than a total length can say (IPv4 BIG TCP writes total length 0 and relies on the skb
 //! length) is cut into messages of whole segments of at most 64 KiB each, with consecutive
 //! sequence numbers; FIN and PSH stay on the last. The copier's side of it (a 64 KiB header is a
-//! "full" response segment; the delayed ACK covers it whole) is tested in the session engine.
+//! "full" response segment, the delayed ACK covers it whole, and the response is not taken as
+//! complete while the test server still has data queued) is tested in the session engine.
 
 use control::channel::{proto::HeaderError, HeaderMsg};
 use dataplane::bpf::egress::Record;

@@ -552,6 +552,7 @@ impl Core {
             s.ip_id = seg.ip_id;
             if seg.any(ACK) {
                 s.last_ack_sent = Some(seg.ack);
+                s.resp_start = s.ack;
             }
         }
     }
@@ -900,6 +901,9 @@ impl Core {
             if s.rep_ack != seg.seq {
                 return false;
             }
+            if self.fin_early(now, s, &seg) {
+                return false;
+            }
             self.send_next(now, s, d, out);
             s.client_fin = true;
             if s.server_fin {
@@ -1103,6 +1107,7 @@ impl Core {
             s.resp_data = true;
             s.resp_full = full_size(h.total_len, self.cfg.mtu);
             s.resp_more = if h.has(PSH) { 0 } else { MORE_WAITS };
+            s.fin_hold = MORE_WAITS;
             s.t_delay = Some(at(now, s.rtt.max(MS)));
             if s.lan() && self.has_unsent_payload(s) {
                 // LAN mode: release the next request at once.
@@ -1287,6 +1292,32 @@ impl Core {
         } else if s.head != NIL && self.pool.seg(s.head).any(SYN) {
             self.send_seg(s, s.head, None, false, out);
         }
+    }
+
+    /// Whether to hold the client's bare FIN (not a TCPCopy rule): its ack says how much of the
+    /// last answer the real client had received from the online server; while the test server
+    /// has sent less of its answer (and has not closed), a FIN now would cut it short — nginx
+    /// aborts an answer when the FIN arrives. Held for up to `MORE_WAITS` quiet delayed-ACK
+    /// periods (each answer segment starts the count again), since the two answers may differ.
+    /// This is what keeps a short connection's large answer whole when the test server's next
+    /// burst (a GSO super-segment under `--local`) comes back later than the "response complete"
+    /// rule expects.
+    fn fin_early(&self, now: Instant, s: &mut Session, seg: &Seg) -> bool {
+        let Some(start) = s.last_ack_sent else {
+            return false;
+        };
+        let online = seg.ack.wrapping_sub(start);
+        let test = s.ack.wrapping_sub(s.resp_start);
+        // `online` counts the online server's FIN when it closed first; a wrapped (huge) value
+        // is a session whose acks we cannot relate.
+        if s.server_fin || s.fin_hold == 0 || online >= 1 << 30 || test.wrapping_add(1) >= online {
+            return false;
+        }
+        s.fin_hold -= 1;
+        if s.t_delay.is_none() {
+            s.t_delay = Some(at(now, s.rtt.max(MS)));
+        }
+        true
     }
 
     /// The delayed-ACK timer (§3.8): ACK new response data, or declare the response complete.

@@ -75,11 +75,11 @@ struct Args {
 
     /// With --local: how to attach the egress program (tcx needs kernel 6.6; tc is a clsact
     /// filter, removed at exit, or at the next start after a crash).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", requires = "local")]
     egress_attach: AttachArg,
 
     /// With --local: size of the ring buffer the headers go through, KiB (a power of two).
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib, requires = "local")]
     ring_kib: u32,
 
     /// A test server whose responses to capture, IP:PORT; repeatable.
@@ -95,11 +95,11 @@ struct Args {
     bind: IpAddr,
 
     /// RX queues to capture [default: all RX queues of the interface].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), conflicts_with = "local")]
     queues: Option<u32>,
 
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_enum, default_value = "auto", conflicts_with = "local")]
     xdp_mode: ModeArg,
 
     /// Channel framing; must match the copiers' (TCPCopy's --disable-combined = bare).

@@ -62,8 +62,9 @@ enum Counter {
 }
 
 control::labels! {
-    /// Why the egress program dropped a segment: every one is a --target's answer to a copied
-    /// session, so it is dropped whether or not its header reached the intercept.
+    /// Why the egress program took a segment away: every one is a --target's answer to a copied
+    /// session, so it never leaves, whether or not its header reached the intercept. (It is
+    /// stolen, not dropped: the sender's TCP takes it as sent; see `steal()` in the C source.)
     pub enum EgressDrop: "reason" {
         /// Its header went into the ring buffer (the normal case).
         Captured = "captured",
@@ -92,7 +93,7 @@ control::counters! {
     pub struct EgressCounters {
         /// Packets the program ran on.
         counter seen,
-        /// Segments dropped, by reason.
+        /// Segments taken away (they never leave; TCP takes them as sent), by reason.
         counter dropped[EgressDrop],
         /// Captured segments that were GSO super-segments (several wire segments in one).
         counter gso,

@@ -10,9 +10,10 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-# prometheus: promtool checks the /metrics output in the tests; dpkg-dev: scripts/package.sh.
+# prometheus: promtool checks the /metrics output in the tests; dpkg-dev: scripts/package.sh;
+# redis: the redis replay tests; bpftool: the intercept benchmark.
 PKGS=(clang llvm libelf-dev zlib1g-dev pkg-config m4 make gcc iproute2 ethtool tcpdump nginx-light curl wrk tcpreplay
-  prometheus dpkg-dev)
+  prometheus dpkg-dev redis-server redis-tools bpftool)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

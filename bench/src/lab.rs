@@ -10,6 +10,15 @@
 //!                                 cch 10.201.4.1 ───────────────────── a1 10.201.4.2 assist
 //! ```
 //!
+//! A **traditional** lab ([`LabSpec::traditional`]) is the same network without an assist
+//! server in the return path: `xdpcopy-intercept --local` runs on the test server and drops its
+//! answers at `t1`'s egress. The assist namespace becomes the *outside*: where real clients would
+//! be (the test server still routes the client network there, so a sniffer on `a0` sees any
+//! answer that escapes; the client network is a blackhole route there), an allowlisted host
+//! (`a0` 10.201.3.2, `--pass-to`; a1's 10.201.4.2 is not allowlisted), a host the test server
+//! itself connects to, and a router between the copier (`cch`) and the test server (`t1`), so
+//! the channel crosses the egress the intercept watches.
+//!
 //! Everything lives inside namespaces named `xdpc-TAG-ROLE`; nothing is created in the root
 //! namespace. Dropping a [`Lab`] kills what it spawned and deletes its namespaces.
 
@@ -57,6 +66,10 @@ pub mod addr {
     pub const TEST_PORT: u16 = 8080;
     /// TCPCopy's header-return channel port.
     pub const CHANNEL_PORT: u16 = 36524;
+    /// redis-server on the online and test servers ([`Lab::start_redis`](super::Lab::start_redis)).
+    pub const REDIS_PORT: u16 = 6379;
+    /// Traditional lab: a1's address, outside the allowlist.
+    pub const OUTSIDE_OTHER: Ipv4Addr = ASSIST_CHANNEL;
 }
 
 /// Interface names.
@@ -139,6 +152,9 @@ pub struct LabSpec {
     pub nginx: bool,
     /// Also mirror o0's egress (the online server's responses) to mir0.
     pub mirror_egress: bool,
+    /// The traditional architecture: no assist server in the return path (see the module docs);
+    /// the intercept runs on the test server (`bench::start_intercept` does it right).
+    pub traditional: bool,
 }
 
 impl LabSpec {
@@ -149,7 +165,7 @@ impl LabSpec {
 
 impl Default for LabSpec {
     fn default() -> Self {
-        LabSpec { tag: "demo".into(), queues: 2, nginx: true, mirror_egress: false }
+        LabSpec { tag: "demo".into(), queues: 2, nginx: true, mirror_egress: false, traditional: false }
     }
 }
 
@@ -497,6 +513,9 @@ impl Lab {
         for role in [Role::Assist, Role::Copier] {
             self.run(role, &["sysctl", "-qw", "net.ipv4.ip_forward=0"])?;
         }
+        if self.spec.traditional {
+            self.build_outside()?;
+        }
         Ok(())
     }
 
@@ -517,6 +536,68 @@ impl Lab {
         Ok(())
     }
 
+    /// Traditional lab: the assist namespace becomes the outside (module docs). It routes
+    /// between the copier's channel side and the test server, drops what is sent to the client
+    /// network (after the sniffer saw it), and reaches the test nginx as an ordinary client.
+    fn build_outside(&self) -> Result<()> {
+        let (assist, test, copier) = (self.ns(Role::Assist), self.ns(Role::Test), self.ns(Role::Copier));
+        self.run(Role::Assist, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        for key in ["all", "default", "a0", "a1"] {
+            self.run(Role::Assist, &["sysctl", "-qw", &format!("net.ipv4.conf.{key}.rp_filter=0")])?;
+        }
+        ip(&["-n", &assist, "route", "add", "blackhole", addr::CLIENT_NET])?;
+        ip(&["-n", &assist, "route", "add", "10.201.2.0/24", "via", "10.201.3.1"])?;
+        ip(&["-n", &test, "route", "add", "10.201.4.0/24", "via", "10.201.3.2"])?;
+        ip(&["-n", &copier, "route", "add", "10.201.3.0/24", "via", "10.201.4.2"])?;
+        Ok(())
+    }
+
+    /// Where the copiers reach the intercept: the assist server's channel side, or in a
+    /// traditional lab the test server's `t1` (through the outside router, across `t1`'s egress).
+    pub fn intercept_addr(&self) -> std::net::Ipv4Addr {
+        if self.spec.traditional {
+            addr::TEST_TO_ASSIST
+        } else {
+            addr::ASSIST_CHANNEL
+        }
+    }
+
+    /// Starts `redis-server` on the online or test server (port [`addr::REDIS_PORT`], no
+    /// persistence), stopped at teardown; returns its pid once it accepts connections.
+    pub fn start_redis(&self, role: Role) -> Result<u32> {
+        let ip = match role {
+            Role::Online => addr::ONLINE,
+            Role::Test => addr::TEST,
+            _ => bail!("redis runs on the online and test servers only"),
+        };
+        let dir = self.out_dir.join(format!("redis-{role}"));
+        std::fs::create_dir_all(&dir)?;
+        let (ip_s, port_s, dir_s) = (ip.to_string(), addr::REDIS_PORT.to_string(), dir.to_string_lossy().into_owned());
+        let pid = self.spawn(
+            role,
+            &[
+                "redis-server",
+                "--bind",
+                &ip_s,
+                "--port",
+                &port_s,
+                "--dir",
+                &dir_s,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+        )?;
+        self.wait_tcp(role, SocketAddrV4::new(ip, addr::REDIS_PORT), Duration::from_secs(10), Some(pid))
+            .context("redis-server did not come up (is it installed? scripts/setup.sh installs it)")?;
+        Ok(pid)
+    }
+
     fn start_nginx(&self, role: Role) -> Result<u32> {
         let (name, listen) = match role {
             Role::Online => ("online", SocketAddrV4::new(addr::ONLINE, addr::ONLINE_PORT)),
@@ -527,6 +608,7 @@ impl Lab {
         let www = dir.join("www");
         std::fs::create_dir_all(&www)?;
         std::fs::write(www.join("big"), big_body())?;
+        std::fs::write(www.join("huge"), huge_body())?;
         let conf = dir.join("nginx.conf");
         let access_log = self.out_dir.join(format!("{name}-access.log"));
         std::fs::write(&conf, nginx_conf(&dir, listen, &access_log, role == Role::Test))?;
@@ -599,6 +681,11 @@ fn big_body() -> Vec<u8> {
     (0..64 * 1024).map(|i| if i % 64 == 63 { b'\n' } else { b'a' + (i % 26) as u8 }).collect()
 }
 
+/// Body of `/huge`: 1 MiB of printable text (a response many GSO super-segments long).
+pub fn huge_body() -> Vec<u8> {
+    (0..1 << 20).map(|i| if i % 100 == 99 { b'\n' } else { b'A' + (i % 26) as u8 }).collect()
+}
+
 /// The lab's nginx configuration. On the test server (`slow`), `/slow/...` answers after 20 ms
 /// (the echo module's `echo_sleep`): the latency tests' stand-in for a slower build — this lab's
 /// kernel has no netem to delay the link. Elsewhere `/slow/...` answers at once like every path.
@@ -628,11 +715,12 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
-    log_format xdpc '$request $status $remote_addr:$remote_port';
+    log_format xdpc '$request $status $remote_addr:$remote_port $body_bytes_sent';
     access_log {log} xdpc;
     server {{
         listen {listen};
         location = /big {{ root {d}/www; default_type application/octet-stream; }}
+        location = /huge {{ root {d}/www; default_type application/octet-stream; }}
         location / {{ return 200 "ok\n"; }}
         {slow_location}
     }}
@@ -695,7 +783,7 @@ mod tests {
         );
         assert!(c.contains("listen 10.201.2.2:8080;"));
         assert!(c.contains("access_log /tmp/x/a.log xdpc;"));
-        assert!(c.contains("$request $status $remote_addr:$remote_port"));
+        assert!(c.contains("$request $status $remote_addr:$remote_port $body_bytes_sent"));
         assert_eq!(big_body().len(), 65536);
     }
 }

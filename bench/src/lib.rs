@@ -14,6 +14,7 @@ pub mod benchmark;
 pub mod capture;
 pub mod frames;
 pub mod http;
+pub mod intercept_bench;
 pub mod lab;
 pub mod netns;
 pub mod proc;

@@ -213,21 +213,28 @@ pub fn lab_test(test: &str) -> bool {
     ok
 }
 
-/// Starts `xdpcopy-intercept` on the assist server's `a0` for the lab's test nginx, plus
-/// `extra` arguments (more `--target`s, `--metrics` …); logs to `log`.
+/// Starts `xdpcopy-intercept` for the lab's test nginx, plus `extra` arguments (more
+/// `--target`s, `--metrics` …); logs to `log`. On the assist server's `a0`; in a traditional lab
+/// on the test server with `--local` at `t1`'s egress, the outside's `a0` allowlisted.
 pub fn start_intercept(lab: &Lab, extra: &[&str], log: &str) -> Result<Running> {
     use crate::lab::{addr, iface};
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
-    let mut args = vec!["-i", iface::ASSIST_IN, "--target", &target, "-q"];
+    let allow = format!("{}/32", addr::ASSIST);
+    let (role, mut args) = if lab.spec().traditional {
+        (Role::Test, vec!["--local", "-i", iface::TEST_TO_ASSIST, "--pass-to", &allow])
+    } else {
+        (Role::Assist, vec!["-i", iface::ASSIST_IN])
+    };
+    args.extend_from_slice(&["--target", &target, "-q"]);
     args.extend_from_slice(extra);
-    Running::start(lab, Role::Assist, "xdpcopy-intercept", &args, log, "capturing responses")
+    Running::start(lab, role, "xdpcopy-intercept", &args, log, "capturing responses")
 }
 
 /// Starts `xdpcopy` in session mode on the copier (capture `cin`, output `cout`, the lab's
-/// intercept) with `args` (at least `-x`), and waits until both channel connections are up.
+/// intercept at [`Lab::intercept_addr`]) with `args` (at least `-x`), and waits until both channel connections are up.
 pub fn start_session_copier(lab: &Lab, args: &[&str], log: &str) -> Result<Running> {
-    use crate::lab::{addr, iface};
-    let channel = addr::ASSIST_CHANNEL.to_string();
+    use crate::lab::iface;
+    let channel = lab.intercept_addr().to_string();
     let mut all = vec!["-i", iface::COPIER_IN, "-o", iface::COPIER_OUT, "-s", &channel];
     all.extend_from_slice(args);
     let copier = Running::start(lab, Role::Copier, "xdpcopy", &all, log, "capturing on")?;

@@ -136,7 +136,13 @@ fn direct_round_trip(lab: &Lab, n: usize) -> Result<(f64, f64)> {
 }
 
 fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
-    let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
+    let lab = Lab::up(LabSpec {
+        tag: "bench-replay".into(),
+        queues: 2,
+        nginx: true,
+        mirror_egress: false,
+        traditional: false,
+    })?;
     // Unpaced: the online server's own rate in this lab, with no mirror and no copier, first.
     let baseline_rps = match load {
         Load::Unpaced(_) => {
@@ -192,7 +198,13 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
 /// Runs every level and returns the Markdown report.
 pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
     let direct = {
-        let lab = Lab::up(LabSpec { tag: "bench-replay".into(), queues: 2, nginx: true, mirror_egress: false })?;
+        let lab = Lab::up(LabSpec {
+            tag: "bench-replay".into(),
+            queues: 2,
+            nginx: true,
+            mirror_egress: false,
+            traditional: false,
+        })?;
         let d = direct_round_trip(&lab, 2000)?;
         lab.shutdown()?;
         d

@@ -23,7 +23,7 @@ fn remove_out_dir(tag: &str) {
 }
 
 fn spec(tag: &str, nginx: bool) -> LabSpec {
-    LabSpec { tag: tag.to_owned(), queues: 2, nginx, mirror_egress: false }
+    LabSpec { tag: tag.to_owned(), queues: 2, nginx, mirror_egress: false, traditional: false }
 }
 
 fn lab_namespaces(tag: &str) -> Vec<String> {
@@ -48,7 +48,7 @@ fn nginx_servers_answer_and_log() {
     let line =
         wait_for_line(&lab.online_access_log(), "GET /probe-online-1 HTTP/1.1 200 10.201.1.1:", Duration::from_secs(5))
             .unwrap();
-    let port: u16 = line.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = line.rsplit(':').next().and_then(|p| p.split_whitespace().next()).unwrap().parse().unwrap();
     assert!(port > 1024, "client port in {line:?}");
     assert_eq!(curl(&lab, Role::Client, "http://10.201.1.2/big"), "200 65536");
 

@@ -1,20 +1,31 @@
-//! `xdpcopy-intercept`: the assist-server side of session replay.
+//! `xdpcopy-intercept`: returns the test server's response headers to the copiers.
 //!
-//! The test server routes its responses to the assist server. Here the XDP program hands the
-//! AF_XDP sockets exactly the TCP segments *from* the configured test servers (`--target`),
-//! which also makes the black hole explicit: those frames never reach the kernel, so they cannot
-//! be forwarded to real clients whatever `ip_forward` says. Everything else — ssh, the channel
-//! itself, any other traffic — is passed to the kernel untouched.
+//! Two ways to get the responses (a [`Source`]):
 //!
-//! One thread runs the poll loop: take a burst from every queue's RX ring, turn each segment into
-//! a 64-byte header message (IP + TCP header, original total length), hand it to the channel
-//! server (routed to the copier connection that registered the session, held in the delay table
-//! if it raced ahead of its CLIENT_ADD), flush partial frames at the end of a burst, and drive the
-//! channel's sockets.
+//! - **Assist server** (the default, TCPCopy's "new architecture"). The test server routes its
+//!   responses to this host. Here the XDP program hands the AF_XDP sockets exactly the TCP
+//!   segments *from* the configured test servers (`--target`), which also makes the black hole
+//!   explicit: those frames never reach the kernel, so they cannot be forwarded to real clients
+//!   whatever `ip_forward` says. Everything else — ssh, the channel itself, any other traffic —
+//!   is passed to the kernel untouched.
+//! - **`--local`** (the traditional architecture). This runs on the test server itself: an
+//!   egress program (tcx, or a clsact filter on older kernels) takes the test application's
+//!   answers to copied sessions before they leave IFACE (reported to TCP as sent) and puts their
+//!   headers into a BPF ring buffer (see [`local`]); the channel, the application's own outbound
+//!   connections and answers to `--pass-to` networks leave untouched.
+//!
+//! One thread runs the poll loop: take a burst from the source (every queue's RX ring, or the
+//! ring buffer), turn each segment into a 64-byte header message (IP + TCP header, original
+//! total length), hand it to the channel server (routed to the copier connection that registered
+//! the session, held in the delay table if it raced ahead of its CLIENT_ADD), flush partial
+//! frames at the end of a burst, and drive the channel's sockets.
 #![deny(unsafe_code)]
 
+mod local;
+
 use std::{
-    net::{IpAddr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::AsRawFd,
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -31,7 +42,13 @@ use control::{
     latency::{write_summary_json, LatencyExport, MetricsServer, MetricsSnapshot},
 };
 use dataplane::{
-    bpf::{Entry, Program, XdpCounters, XdpMode},
+    bpf::{
+        egress::{
+            EgressAttach, EgressAttachment, EgressCounters, EgressDrop, EgressPass, EgressProgram, HeaderRing,
+            LinkLayer,
+        },
+        Attachment, Entry, Program, XdpCounters, XdpMode,
+    },
     cli::{self, exit, heading},
     netdev,
     wire::{self, parse::Family},
@@ -55,9 +72,29 @@ use dataplane::{
     after_long_help = EXAMPLES
 )]
 struct Args {
-    /// Capture interface: where the test server's responses arrive (routed to this host).
+    /// Capture interface: where the test server's responses arrive (routed to this host); with
+    /// --local, the test server's interface towards the clients (its egress is watched).
     #[arg(short = 'i', long, value_name = "IFACE", help_heading = heading::CAPTURE)]
     input: String,
+
+    /// Traditional architecture: run on the test server itself and take its answers to copied
+    /// sessions at IFACE's egress (dropped there, headers to the copiers); no assist server.
+    #[arg(long, help_heading = heading::CAPTURE)]
+    local: bool,
+
+    /// With --local: answers to this network leave normally (people using the test server
+    /// directly, health checks); CIDR or address, repeatable.
+    #[arg(long = "pass-to", value_name = "CIDR", requires = "local", value_parser = parse_cidr, help_heading = heading::CAPTURE)]
+    pass_to: Vec<(Ipv4Addr, u8)>,
+
+    /// With --local: how to attach the egress program (tcx needs kernel 6.6; tc is a clsact
+    /// filter, removed at exit, or at the next start after a crash).
+    #[arg(long, value_enum, default_value = "auto", requires = "local", help_heading = heading::CAPTURE)]
+    egress_attach: AttachArg,
+
+    /// With --local: size of the ring buffer the headers go through, KiB (a power of two).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib, requires = "local", help_heading = heading::CAPTURE)]
+    ring_kib: u32,
 
     /// A test server whose responses to capture, IP:PORT; repeatable.
     #[arg(long = "target", value_name = "IP:PORT", required = true, value_parser = parse_target, help_heading = heading::CAPTURE)]
@@ -72,11 +109,11 @@ struct Args {
     bind: IpAddr,
 
     /// RX queues to capture [default: all RX queues of the interface].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), help_heading = heading::TUNING)]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), conflicts_with = "local", help_heading = heading::TUNING)]
     queues: Option<u32>,
 
     /// XDP attach mode.
-    #[arg(long, value_enum, default_value = "auto", help_heading = heading::TUNING)]
+    #[arg(long, value_enum, default_value = "auto", conflicts_with = "local", help_heading = heading::TUNING)]
     xdp_mode: ModeArg,
 
     /// Channel framing; must match the copiers' (TCPCopy's --disable-combined = bare).
@@ -93,19 +130,19 @@ struct Args {
 
     /// Accept copiers only from this prefix (CIDR or a bare address); repeatable. Without it
     /// any peer may connect, as with TCPCopy's intercept.
-    #[arg(long = "allow-copier", value_name = "CIDR")]
+    #[arg(long = "allow-copier", value_name = "CIDR", help_heading = heading::CHANNEL)]
     allow_copier: Vec<Cidr>,
 
     /// Most channel connections open at once from one address.
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..), help_heading = heading::CHANNEL)]
     max_conns_per_copier: u32,
 
     /// Most session routes one channel connection may hold.
-    #[arg(long, value_name = "N", default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 32_768, value_parser = clap::value_parser!(u32).range(1..), help_heading = heading::CHANNEL)]
     max_routes_per_conn: u32,
 
     /// Seconds a copier connection may go without a byte either way before it is closed; 0: never.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 300, help_heading = heading::CHANNEL)]
     copier_idle_timeout: u64,
 
     /// Seconds between stats lines.
@@ -126,7 +163,7 @@ struct Args {
 
     /// Start even though the capture interface forwards (IPv4 or IPv6): responses the
     /// intercept does not capture are then routed on to the real clients.
-    #[arg(long)]
+    #[arg(long, help_heading = heading::CAPTURE)]
     allow_forwarding: bool,
 }
 
@@ -157,6 +194,16 @@ enum ModeArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
+enum AttachArg {
+    /// tcx if the kernel has it, a clsact filter otherwise.
+    Auto,
+    /// A tcx link only.
+    Tcx,
+    /// A clsact direct-action filter only.
+    Tc,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
 enum FramingArg {
     /// Count-prefixed frames of up to 16 messages (TCPCopy's default).
     Combined,
@@ -167,6 +214,26 @@ enum FramingArg {
 fn parse_target(s: &str) -> Result<SocketAddrV4, String> {
     s.parse::<SocketAddrV4>()
         .map_err(|_| format!("{s:?} is not IPV4:PORT (e.g. 10.0.0.2:8080); the channel protocol is IPv4-only"))
+}
+
+fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{s:?} is not an IPv4 network (e.g. 192.0.2.0/24) or address");
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (ip, len.parse::<u8>().map_err(|_| bad())?),
+        None => (s, 32),
+    };
+    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((ip, len))
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(k) if k.is_power_of_two() && (4..=1 << 20).contains(&k) => Ok(k),
+        _ => Err(format!("{s:?}: the ring size is a power of two from 4 to 1048576 KiB")),
+    }
 }
 
 /// UMEM frames per queue, equal to the fill ring's size: every frame is always either in the fill
@@ -187,6 +254,9 @@ control::counters! {
         counter not_target,
         /// Frames whose headers are broken (dropped).
         counter malformed,
+        /// --local: extra header messages made by cutting a GSO super-segment longer than 64 KiB
+        /// (BIG TCP) into whole segments.
+        counter gso_split,
     }
 }
 
@@ -198,8 +268,10 @@ control::counters! {
         group capture: Capture,
         /// The channel server: copiers, routes, the delay table.
         group server: ServerStats,
-        /// The XDP program.
-        prefixed xdp: XdpCounters,
+        /// The XDP program (assist server).
+        prefixed xdp: Option<XdpCounters>,
+        /// The egress program (--local).
+        prefixed egress: Option<EgressCounters>,
     }
 }
 
@@ -257,13 +329,7 @@ fn capture(frame: &[u8], now: Instant, targets: &[SocketAddrV4], server: &mut Ch
                 return;
             }
             match HeaderMsg::from_packet(&frame[p.l3_offset..p.ip_end]) {
-                Ok(msg) => {
-                    c.headers += 1;
-                    if msg.is_fin() || msg.is_rst() {
-                        server.route_fin_rst(now, RouteKey::of_response(&msg));
-                    }
-                    server.deliver(now, msg);
-                }
+                Ok(msg) => deliver(now, msg, server, c),
                 Err(_) => c.malformed += 1,
             }
         }
@@ -297,16 +363,152 @@ fn check_forwarding(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// Hands one header message to the channel server.
+fn deliver(now: Instant, msg: HeaderMsg, server: &mut ChannelServer, c: &mut Capture) {
+    c.headers += 1;
+    if msg.is_fin() || msg.is_rst() {
+        server.route_fin_rst(now, RouteKey::of_response(&msg));
+    }
+    server.deliver(now, msg);
+}
+
+/// Where the test server's responses come from.
+enum Source {
+    /// Assist server: routed here, redirected into AF_XDP sockets by the XDP program.
+    Xsk { program: Program, queues: Vec<Queue>, attachment: Option<Attachment> },
+    /// `--local`: dropped at the test server's egress, their headers through a ring buffer.
+    Egress { program: EgressProgram, ring: HeaderRing, attachment: Option<EgressAttachment> },
+}
+
+impl Source {
+    /// Loads the XDP program, opens a socket per queue (watched by the server's epoll), attaches.
+    fn assist(args: &Args, server: &mut ChannelServer) -> Result<(Self, String)> {
+        let queues = match args.queues {
+            Some(q) => q,
+            None => netdev::queues(&args.input, "rx")?.max(1),
+        };
+        let program = Program::load().context("loading the XDP program (run as root)")?;
+        for t in &args.targets {
+            program.select_source(*t)?;
+        }
+        let mut qs = Vec::new();
+        for q in 0..queues {
+            let queue = Queue::open(&args.input, q)?;
+            program.set_socket(q, queue.port.fd())?;
+            server.watch_readable(queue.port.fd().as_raw_fd()).context("watching the AF_XDP socket")?;
+            qs.push(queue);
+        }
+        let mode = match args.xdp_mode {
+            ModeArg::Auto => XdpMode::Auto,
+            ModeArg::Native => XdpMode::Native,
+            ModeArg::Generic => XdpMode::Generic,
+        };
+        let attachment = program.attach(Entry::Redirect, &args.input, mode)?;
+        let what = format!("on {} (queues 0..{queues}, XDP {} mode)", args.input, attachment.mode);
+        Ok((Self::Xsk { program, queues: qs, attachment: Some(attachment) }, what))
+    }
+
+    /// Loads the egress program (targets, allowlist, channel port), maps its ring buffer (watched
+    /// by the server's epoll), attaches it to the interface's egress.
+    fn local(args: &Args, server: &mut ChannelServer) -> Result<(Self, String)> {
+        let channel_port = server.local_addr().port();
+        if let Some(t) = args.targets.iter().find(|t| t.port() == channel_port) {
+            anyhow::bail!(
+                "--target {t} uses the channel port {channel_port}: the intercept's own connections could not be told from the answers (choose another -p)"
+            );
+        }
+        let link = link_layer(&args.input)?;
+        let program = EgressProgram::load(args.ring_kib * 1024)
+            .context("loading the egress program (run as root; kernel ≥ 5.8)")?;
+        program.configure(channel_port, link)?;
+        for t in &args.targets {
+            program.select_target(*t)?;
+        }
+        for &(net, len) in &args.pass_to {
+            program.pass_to(net, len)?;
+        }
+        let ring = HeaderRing::new(&program, BATCH as usize).context("mapping the ring buffer")?;
+        server.watch_readable(ring.fd().as_raw_fd()).context("watching the ring buffer")?;
+        let how = match args.egress_attach {
+            AttachArg::Auto => EgressAttach::Auto,
+            AttachArg::Tcx => EgressAttach::Tcx,
+            AttachArg::Tc => EgressAttach::Tc,
+        };
+        let attachment = program.attach(&args.input, how)?;
+        if let Some(id) = attachment.stale_removed {
+            eprintln!(
+                "xdpcopy-intercept: removed a stale egress filter on {} (program id {id}) left by an intercept that did not exit cleanly",
+                args.input
+            );
+        }
+        let allow: Vec<String> = args.pass_to.iter().map(|(n, l)| format!("{n}/{l}")).collect();
+        let what = format!(
+            "at {} egress ({}), passing answers to {}",
+            args.input,
+            attachment.kind(),
+            if allow.is_empty() { "nobody".to_owned() } else { allow.join(", ") }
+        );
+        Ok((Self::Egress { program, ring, attachment: Some(attachment) }, what))
+    }
+
+    /// Takes one burst of responses and hands their headers to the server; returns how many
+    /// frames or records it took.
+    fn burst(&mut self, now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) -> u32 {
+        match self {
+            Self::Xsk { queues, .. } => queues.iter_mut().map(|q| q.burst(now, targets, server, c)).sum(),
+            Self::Egress { ring, .. } => {
+                let n = ring.consume(|rec| {
+                    c.captured += 1;
+                    let mut made = 0u64;
+                    match local::headers_of(&rec, |msg| {
+                        made += 1;
+                        deliver(now, msg, server, c);
+                    }) {
+                        Ok(_) => c.gso_split += made.saturating_sub(1),
+                        Err(_) => c.malformed += 1,
+                    }
+                });
+                n as u32
+            }
+        }
+    }
+
+    /// Detaches the program: captured traffic flows normally again.
+    fn detach(&mut self) {
+        match self {
+            Self::Xsk { attachment, .. } => drop(attachment.take()),
+            Self::Egress { attachment, .. } => drop(attachment.take()),
+        }
+    }
+
+    fn counters(&self) -> (Option<XdpCounters>, Option<EgressCounters>) {
+        match self {
+            Self::Xsk { program, .. } => (Some(program.counters()), None),
+            Self::Egress { program, .. } => (None, Some(program.counters())),
+        }
+    }
+}
+
+/// The link layer of `ifname` (`/sys/class/net/IFACE/type`: an ARPHRD_* number).
+fn link_layer(ifname: &str) -> Result<LinkLayer> {
+    let path = format!("/sys/class/net/{ifname}/type");
+    let ty = std::fs::read_to_string(&path)
+        .with_context(|| format!("interface {ifname} not found ({path}); list interfaces with `ip link`"))?;
+    match ty.trim() {
+        // ARPHRD_ETHER, ARPHRD_LOOPBACK (an all-zero Ethernet header).
+        "1" | "772" => Ok(LinkLayer::Ethernet),
+        // ARPHRD_NONE: tun, wireguard.
+        "65534" => Ok(LinkLayer::RawIp),
+        other => anyhow::bail!("--local on {ifname}: link type {other} is neither Ethernet nor raw IP"),
+    }
+}
+
 fn run(args: Args) -> Result<()> {
     check_forwarding(&args)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
-    let queues = match args.queues {
-        Some(q) => q,
-        None => netdev::queues(&args.input, "rx")?.max(1),
-    };
     let framing = match args.framing {
         FramingArg::Combined => Framing::Combined,
         FramingArg::Bare => Framing::Bare,
@@ -324,31 +526,12 @@ fn run(args: Args) -> Result<()> {
         eprintln!("xdpcopy-intercept: accepting copiers from {} only", allowed.join(", "));
     }
 
-    let program = Program::load().context("loading the XDP program (run as root)")?;
-    for t in &args.targets {
-        program.select_source(*t)?;
-    }
-    let mut qs = Vec::new();
-    for q in 0..queues {
-        let queue = Queue::open(&args.input, q)?;
-        program.set_socket(q, queue.port.fd())?;
-        server
-            .watch_readable(std::os::fd::AsRawFd::as_raw_fd(&queue.port.fd()))
-            .context("watching the AF_XDP socket")?;
-        qs.push(queue);
-    }
-    let mode = match args.xdp_mode {
-        ModeArg::Auto => XdpMode::Auto,
-        ModeArg::Native => XdpMode::Native,
-        ModeArg::Generic => XdpMode::Generic,
-    };
-    let attachment = program.attach(Entry::Redirect, &args.input, mode)?;
+    let (mut source, what) =
+        if args.local { Source::local(&args, &mut server)? } else { Source::assist(&args, &mut server)? };
     let targets: Vec<String> = args.targets.iter().map(|t| t.to_string()).collect();
     eprintln!(
-        "xdpcopy-intercept: capturing responses from {} on {} (queues 0..{queues}, XDP {} mode), channel on {} (protocol 6, {:?} framing)",
+        "xdpcopy-intercept: capturing responses from {} {what}, channel on {} (protocol 6, {:?} framing)",
         targets.join(", "),
-        args.input,
-        attachment.mode,
         server.local_addr(),
         framing,
     );
@@ -369,18 +552,16 @@ fn run(args: Args) -> Result<()> {
     let mut next_stats = Instant::now() + interval.unwrap_or(Duration::from_secs(3600));
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        let mut got = 0;
-        for q in &mut qs {
-            got += q.burst(now, &args.targets, &mut server, &mut cap);
-        }
+        let got = source.burst(now, &args.targets, &mut server, &mut cap);
         if got > 0 {
             server.flush();
             server.poll(Duration::ZERO)?;
             idle = 0;
         } else {
             idle += 1;
-            // Spin briefly, then block: the AF_XDP sockets are registered with the channel's
-            // epoll, so a captured response wakes the wait as a channel socket does.
+            // Spin briefly, then block: the AF_XDP sockets (or the ring buffer) are registered
+            // with the channel's epoll, so a captured response wakes the wait as a channel
+            // socket does.
             let wait = if idle < 64 { Duration::ZERO } else { Duration::from_millis(100) };
             server.poll(wait)?;
         }
@@ -388,19 +569,19 @@ fn run(args: Args) -> Result<()> {
             if now >= next_metrics {
                 next_metrics = now + Duration::from_secs(1);
                 m.update(
-                    MetricsSnapshot::default().with_counters("xdpcopy_intercept", &totals(&cap, &server, &program)),
+                    MetricsSnapshot::default().with_counters("xdpcopy_intercept", &totals(&cap, &server, &source)),
                 );
             }
         }
         if let Some(iv) = interval {
             if now >= next_stats {
                 next_stats += iv;
-                print_stats(&totals(&cap, &server, &program));
+                print_stats(&totals(&cap, &server, &source));
             }
         }
     }
-    drop(attachment);
-    let all = totals(&cap, &server, &program);
+    source.detach();
+    let all = totals(&cap, &server, &source);
     let counters = all.named();
     eprintln!(
         "xdpcopy-intercept: summary after {:.1} s (xdpcopy-intercept {}):",
@@ -420,6 +601,7 @@ fn run(args: Args) -> Result<()> {
             "git_commit": cli::GIT_COMMIT,
             "argv": std::env::args().collect::<Vec<_>>(),
             "input": args.input,
+            "mode": if args.local { "local" } else { "assist" },
             "targets": targets,
             "channel": server.local_addr().to_string(),
         });
@@ -444,15 +626,26 @@ fn server_config(args: &Args, framing: Framing) -> ServerConfig {
     }
 }
 
-fn totals(c: &Capture, server: &ChannelServer, p: &Program) -> Totals {
-    Totals { capture: *c, server: server.stats(), xdp: p.counters() }
+fn totals(c: &Capture, server: &ChannelServer, source: &Source) -> Totals {
+    let (xdp, egress) = source.counters();
+    Totals { capture: *c, server: server.stats(), xdp, egress }
 }
 
 fn print_stats(t: &Totals) {
     let (c, s) = (&t.capture, &t.server);
+    let passed = match (&t.xdp, &t.egress) {
+        (Some(x), _) => format!("xdp passed {}", x.passed),
+        (None, Some(e)) => format!(
+            "egress passed {} (allowlist {}) ring_full {}",
+            e.passed.total(),
+            e.passed[EgressPass::Allowlist],
+            e.dropped[EgressDrop::RingFull]
+        ),
+        (None, None) => String::new(),
+    };
     eprintln!(
-        "xdpcopy-intercept: captured {} headers {} | copiers {} client_add {} routes {} | delivered {} delayed {} unrouted {} | xdp passed {}",
-        c.captured, c.headers, s.copiers_open, s.client_add, s.routes_active, s.delivered, s.delayed, s.unrouted, t.xdp.passed
+        "xdpcopy-intercept: captured {} headers {} | copiers {} client_add {} routes {} | delivered {} delayed {} unrouted {} | {passed}",
+        c.captured, c.headers, s.copiers_open, s.client_add, s.routes_active, s.delivered, s.delayed, s.unrouted
     );
 }
 

@@ -180,6 +180,21 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
+    /// xdpcopy-intercept on an assist server vs `--local` on the test server, side by side:
+    /// headers/s, each BPF program's ns per packet (bpftool, kernel.bpf_stats_enabled), the
+    /// intercept's CPU; writes the table into a Markdown file.
+    BenchIntercept {
+        /// Offered rates in answers per second; 0 = as fast as the sender goes.
+        #[arg(long, value_delimiter = ',', default_value = "50000,200000,0")]
+        rates: Vec<u64>,
+        /// Answers per mode and rate.
+        #[arg(long, default_value_t = 500_000)]
+        count: u64,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long)]
+        no_write: bool,
+    },
     /// A benchmark component (run by `bench` inside a namespace; prints `RESULT count=N seconds=S`).
     #[command(hide = true)]
     Agent {
@@ -227,7 +242,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up { tag, queues, no_nginx, mirror_egress } => {
-            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress })
+            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress, traditional: false })
         }
         Cmd::Down { tag } => {
             Lab::down(&tag)?;
@@ -331,6 +346,15 @@ fn run(cli: Cli) -> Result<()> {
             println!("{report}");
             if !no_write {
                 bench::benchmark::write_section(&out, "replay", &report)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
+        Cmd::BenchIntercept { rates, count, out, no_write } => {
+            let report = bench::intercept_bench::run(&rates, count)?;
+            println!("{report}");
+            if !no_write {
+                bench::benchmark::write_section(&out, "intercept", &report)?;
                 println!("written to {}", out.display());
             }
             Ok(())
@@ -506,7 +530,8 @@ fn demo(tag: &str, seconds: u64, rate: u64) -> Result<()> {
     let xdpcopy = bench::bin_path("xdpcopy")?;
     let intercept = bench::bin_path("xdpcopy-intercept")?;
     println!("== bringing the lab up (namespaces xdpc-{tag}-*) ==");
-    let lab = Lab::up(LabSpec { tag: tag.to_owned(), queues: 2, nginx: true, mirror_egress: false })?;
+    let lab =
+        Lab::up(LabSpec { tag: tag.to_owned(), queues: 2, nginx: true, mirror_egress: false, traditional: false })?;
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     println!("== assist server: xdpcopy-intercept -i {} --target {target} ==", iface::ASSIST_IN);
     let mut icpt = lab

@@ -15,6 +15,9 @@ use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 
 use crate::xsk::sys;
 
+/// The egress program of `xdpcopy-intercept --local` (tc/tcx, ring buffer).
+pub mod egress;
+
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdpcopy.bpf.o"));
 
 /// Entry points of the object.
@@ -146,6 +149,15 @@ pub enum Error {
         /// Last failure.
         #[source]
         source: sys::SyscallError,
+    },
+    /// Attaching the egress program (tcx or the clsact filter) failed.
+    #[error("attaching the egress program to {ifname} failed (check `tc filter show dev {ifname} egress` and `bpftool net show dev {ifname}` for another program)")]
+    AttachEgress {
+        /// Interface.
+        ifname: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
     },
     /// No such interface.
     #[error("interface {0} not found; list interfaces with `ip link`")]

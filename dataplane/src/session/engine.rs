@@ -46,6 +46,9 @@ enum Insert {
 
 /// The worker's pool has no room for a segment.
 struct PoolFull;
+/// Extra quiet delayed-ACK periods a response whose last data came without PSH gets before it
+/// counts as complete (see `delay_timer`).
+pub(crate) const MORE_WAITS: u8 = 16;
 
 /// Return `now + d`, at least [`MIN_DELAY`] later.
 fn at(now: Instant, d: Duration) -> Instant {
@@ -664,6 +667,7 @@ impl Core {
             s.ip_id = seg.ip_id;
             if seg.any(ACK) {
                 s.last_ack_sent = Some(seg.ack);
+                s.resp_start = s.ack;
             }
         }
     }
@@ -1068,6 +1072,9 @@ impl Core {
             if s.rep_ack != seg.seq {
                 return false;
             }
+            if self.fin_early(now, s, &seg) {
+                return false;
+            }
             self.send_next(now, s, d, out);
             s.client_fin = true;
             if s.server_fin {
@@ -1281,6 +1288,8 @@ impl Core {
             s.awaiting = true;
             s.resp_data = true;
             s.resp_full = full_size(h.total_len, self.cfg.mtu);
+            s.resp_more = if h.has(PSH) { 0 } else { MORE_WAITS };
+            s.fin_hold = MORE_WAITS;
             s.t_delay = Some(at(now, s.rtt.max(MS)));
             if s.lan() && self.has_unsent_payload(s) {
                 // LAN mode: release the next request at once.
@@ -1467,6 +1476,32 @@ impl Core {
         }
     }
 
+    /// Whether to hold the client's bare FIN (not a TCPCopy rule): its ack says how much of the
+    /// last answer the real client had received from the online server; while the test server
+    /// has sent less of its answer (and has not closed), a FIN now would cut it short — nginx
+    /// aborts an answer when the FIN arrives. Held for up to `MORE_WAITS` quiet delayed-ACK
+    /// periods (each answer segment starts the count again), since the two answers may differ.
+    /// This is what keeps a short connection's large answer whole when the test server's next
+    /// burst (a GSO super-segment under `--local`) comes back later than the "response complete"
+    /// rule expects.
+    fn fin_early(&self, now: Instant, s: &mut Session, seg: &Seg) -> bool {
+        let Some(start) = s.last_ack_sent else {
+            return false;
+        };
+        let online = seg.ack.wrapping_sub(start);
+        let test = s.ack.wrapping_sub(s.resp_start);
+        // `online` counts the online server's FIN when it closed first; a wrapped (huge) value
+        // is a session whose acks we cannot relate.
+        if s.server_fin || s.fin_hold == 0 || online >= 1 << 30 || test.wrapping_add(1) >= online {
+            return false;
+        }
+        s.fin_hold -= 1;
+        if s.t_delay.is_none() {
+            s.t_delay = Some(at(now, s.rtt.max(MS)));
+        }
+        true
+    }
+
     /// The delayed-ACK timer (§3.8): ACK new response data, or declare the response complete.
     fn delay_timer(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
         if s.resp_data {
@@ -1478,6 +1513,15 @@ impl Core {
             let rtt = s.rtt.max(MS);
             let next = if !s.resp_full || self.has_unsent_payload(s) { rtt / 2 } else { rtt };
             s.t_delay = Some(at(now, next));
+        } else if s.resp_more > 0 {
+            // The last response data had no PSH: the target stopped for its congestion window,
+            // not for lack of data, and waits for our ACK (sent on the previous tick). The answer
+            // crosses the channel, which can take longer than a LAN rtt; a GSO super-segment
+            // (one 64 KiB header where the wire has 45 segments) makes every such wait a whole
+            // round trip. Calling the response complete now would release the next request, or
+            // the client's FIN — which makes a server like nginx abort the rest of the answer.
+            s.resp_more -= 1;
+            s.t_delay = Some(at(now, s.rtt.max(MS)));
         } else {
             s.awaiting = false;
             self.drain(now, s, out);

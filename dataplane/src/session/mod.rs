@@ -58,6 +58,13 @@
 //! - SACK blocks in captured packets are overwritten with NOPs (they name the online server's
 //!   sequence numbers); the payload of a captured SYN or RST is not replayed.
 //! - A fast retransmit re-arms the RTO to max(rtt, `rto`), not rtt.
+//! - A response whose last data came without PSH (the target stopped for its window, more is
+//!   queued: typically a GSO super-segment from `xdpcopy-intercept --local`) is not complete after
+//!   one quiet delayed-ACK period; up to `MORE_WAITS` (16) more. And a bare client FIN is held
+//!   while the target has sent less of the last answer than the FIN's ack says the real client
+//!   received (again up to 16 quiet periods): a FIN that arrives early makes nginx abort the
+//!   answer. The original released both after one quiet rtt, which the channel round trip can
+//!   exceed.
 //! - A registered session asks for CLIENT_DEL when it finally leaves the table
 //!   ([`Output::client_del`]; a port reuse's comes before the new session's CLIENT_ADD), so the
 //!   copier's session registry and the intercept's routes hold only live sessions. The original

@@ -92,6 +92,15 @@ pub(crate) struct Session {
     pub resp_data: bool,
     /// The last response segment with data was "full" (§3.8).
     pub resp_full: bool,
+    /// Quiet delayed-ACK periods still to wait before the response counts as complete: the last
+    /// response data came without PSH, so the target has more queued (see `delay_timer`).
+    pub resp_more: u8,
+    /// The target's sequence (our translated ack) when the last client packet went out: the
+    /// start of the answer it gets, measured against the client's own ack in its FIN.
+    pub resp_start: u32,
+    /// Quiet periods a client FIN may still be held while the target has sent less of the last
+    /// answer than the real client had received (Rule 4).
+    pub fin_hold: u8,
     /// A retransmission was sent and no response data followed yet.
     pub retransmitted: bool,
 
@@ -198,6 +207,9 @@ impl Session {
             greeting_received: false,
             resp_data: false,
             resp_full: false,
+            resp_more: 0,
+            resp_start: 0,
+            fin_hold: 0,
             retransmitted: false,
             rtt,
             rtt_start: None,
@@ -326,6 +338,9 @@ mod tests {
         s.greeting_received = false;
         s.resp_data = false;
         s.retransmitted = false;
+        s.resp_more = 0;
+        s.resp_start = 0;
+        s.fin_hold = 0;
         s.ts_on = false;
         s.ts_value = 0;
         s.ts_ec_r = 0;
@@ -389,6 +404,9 @@ mod tests {
             greeting_received: true,
             resp_data: true,
             resp_full: true,
+            resp_more: 42,
+            resp_start: 43,
+            fin_hold: 44,
             retransmitted: true,
             rtt: Duration::from_millis(19),
             rtt_start: later(20),

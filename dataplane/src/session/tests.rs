@@ -733,6 +733,110 @@ fn no_wait_pipelines_requests() {
     assert_eq!((v[1].ack, v[2].seq), (9006, 1015));
 }
 
+/// One GSO super-segment's header (xdpcopy-intercept --local: 44 wire segments of 1448 bytes in
+/// one 64 KiB message) is acked whole, and — no PSH: the target has more queued — the response
+/// is not complete after one quiet rtt: the client's FIN waits for the rest (nginx aborts an
+/// answer when the FIN arrives early).
+#[test]
+fn a_gso_super_segment_is_acked_whole_and_the_client_fin_waits_for_the_rest() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET /huge"));
+    h.take();
+    let big = 44 * 1448;
+    h.resp(21, r(9001, 1010, ACK, big));
+    // rtt = 10 ms: the delayed ACK covers the whole super-segment.
+    h.tick(31);
+    let ack = h.take1();
+    assert_eq!((ack.seq, ack.ack, ack.flags), (1010, 9001 + u32::from(big), ACK));
+    // The real client has its whole answer (and the online server's FIN) and closes; the test
+    // server is still sending.
+    let answer = u32::from(big) + 20_000;
+    h.client(32, &c(1010, 5001 + answer + 1, FIN | ACK));
+    for t in [41, 51, 61] {
+        h.tick(t);
+        assert!(h.take().is_empty(), "at {t} ms: no PSH yet, the response is not complete");
+    }
+    // The rest arrives (its last segment has PSH): acked, then one quiet rtt, then the FIN.
+    let rest = 20_000;
+    h.resp(62, r(9001 + u32::from(big), 1010, PSH | ACK, rest));
+    h.tick(72);
+    assert_eq!(h.take1().ack, 9001 + u32::from(big) + u32::from(rest));
+    h.tick(82);
+    let fin = h.take1();
+    assert_eq!((fin.seq, fin.ack, fin.flags), (1010, 9001 + u32::from(big) + u32::from(rest), FIN | ACK));
+    assert_eq!(h.n().sent_rst, 0);
+}
+
+/// The client's FIN says how much of the answer the real client got: while the test server has
+/// sent less (each burst with PSH: the server waits for its application, not its window), the FIN
+/// is held; a shorter answer releases it after `MORE_WAITS` quiet periods.
+#[test]
+fn a_client_fin_waits_until_the_target_sent_as_much_as_the_client_received() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET /x"));
+    h.take();
+    h.resp(21, r(9001, 1007, PSH | ACK, 10_000));
+    h.client(22, &c(1007, 5001 + 30_000 + 1, FIN | ACK));
+    h.tick(31);
+    assert_eq!(h.take1().ack, 19_001);
+    for t in 32..=50 {
+        h.tick(t);
+        assert!(h.take().is_empty(), "at {t} ms: 10 000 of 30 000 bytes sent, the FIN waits");
+    }
+    h.resp(51, r(19_001, 1007, PSH | ACK, 20_000));
+    h.tick(61);
+    assert_eq!(h.take1().ack, 39_001);
+    h.tick(71);
+    let fin = h.take1();
+    assert_eq!((fin.flags, fin.ack), (FIN | ACK, 39_001));
+
+    // A test answer shorter than the online one: the FIN goes after the bounded wait.
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET /x"));
+    h.take();
+    h.resp(21, r(9001, 1007, PSH | ACK, 10_000));
+    h.client(22, &c(1007, 5001 + 30_000 + 1, FIN | ACK));
+    let mut fin_at = None;
+    for t in 23..1000 {
+        h.tick(t);
+        if h.take().iter().any(|f| f.flags & FIN != 0) {
+            fin_at = Some(t);
+            break;
+        }
+    }
+    let fin_at = fin_at.expect("the FIN goes out in the end");
+    assert!(
+        (41 + 10 * u64::from(engine::MORE_WAITS) - 10..=41 + 10 * u64::from(engine::MORE_WAITS) + 10).contains(&fin_at),
+        "{fin_at}"
+    );
+}
+
+/// Data without PSH holds the next request a bounded number of quiet periods only: a target
+/// that never sets PSH (none known) still gets its next request.
+#[test]
+fn response_data_without_psh_completes_after_the_extra_waits() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET /1"));
+    h.resp(21, r(9001, 1007, ACK, 5000));
+    h.client(22, &c(1007, 10001, PSH | ACK).data(b"GET /2"));
+    h.take();
+    h.tick(31);
+    assert_eq!(h.take1().ack, 14001);
+    // A request waits: the first check rtt/2 later, then MORE_WAITS extra quiet rtts, then
+    // request 2.
+    let done = 31 + 5 + 10 * u64::from(engine::MORE_WAITS);
+    for t in 32..done {
+        h.tick(t);
+        assert!(h.take().is_empty(), "at {t} ms");
+    }
+    h.tick(done);
+    assert_eq!(h.take1().payload, b"GET /2");
+}
+
 #[test]
 fn waiting_holds_the_next_request() {
     let mut h = Harness::new(cfg());

@@ -321,6 +321,31 @@ pub fn xdp_link_create(prog_fd: BorrowedFd<'_>, ifindex: u32, flags: u32) -> Res
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Attaches a `SCHED_CLS` program to an interface's egress through a tcx link
+/// (`bpf_link_create(BPF_TCX_EGRESS)`, kernel ≥ 6.6), ahead of every other tcx program
+/// (`BPF_F_BEFORE` with no anchor). The returned fd *is* the attachment: closing it (or the
+/// process dying) detaches the program.
+pub fn tcx_egress_link_create(prog_fd: BorrowedFd<'_>, ifindex: u32) -> Result<OwnedFd> {
+    use libbpf_rs::libbpf_sys;
+    // SAFETY: bpf_link_create_opts is a plain C struct for which all-zero is the documented
+    // default; `sz` tells libbpf its size.
+    let mut opts: libbpf_sys::bpf_link_create_opts = unsafe { std::mem::zeroed() };
+    opts.sz = size_of::<libbpf_sys::bpf_link_create_opts>() as _;
+    opts.flags = libbpf_sys::BPF_F_BEFORE;
+    // SAFETY: `prog_fd` is a live program fd, `opts` is valid for the call; libbpf returns a new
+    // fd or a negative errno.
+    let fd =
+        unsafe { libbpf_sys::bpf_link_create(prog_fd.as_raw_fd(), ifindex as i32, libbpf_sys::BPF_TCX_EGRESS, &opts) };
+    if fd < 0 {
+        return Err(SyscallError {
+            call: "bpf_link_create(BPF_TCX_EGRESS)",
+            source: io::Error::from_raw_os_error(-fd),
+        });
+    }
+    // SAFETY: a fresh fd returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A non-blocking eventfd (the doorbell; the stand-in socket of an in-memory port).
 pub fn eventfd() -> Result<OwnedFd> {
     // SAFETY: plain syscall; on success the fd is new and owned by nobody else.

@@ -1,0 +1,440 @@
+//! The traditional architecture end to end: a lab with no assist server in the return path,
+//! `xdpcopy-intercept --local` on the test server dropping its answers to copied sessions at
+//! `t1`'s egress (see `bench::lab`'s module docs for the outside namespace). Real clients against
+//! the online nginx and redis, xdpcopy in the copier namespace; the test servers' logs and data
+//! compared with the online ones. Needs root: skipped loudly without it, unless CI is set, where
+//! it fails.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::{Duration, Instant},
+};
+
+use bench::{
+    http::{access_log, get_once, settled_access_log, Conn},
+    in_netns,
+    lab::{addr, iface},
+    netns::signal,
+    Lab, LabSpec, Role, Running,
+};
+
+fn lab(name: &str) -> Lab {
+    let tag = format!("tr{}-{name}", std::process::id() % 100_000);
+    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: true }).expect("lab up")
+}
+
+fn online() -> SocketAddr {
+    SocketAddr::from((addr::ONLINE, addr::ONLINE_PORT))
+}
+
+fn http_transfer() -> String {
+    format!("80-{}:{}", addr::TEST, addr::TEST_PORT)
+}
+
+/// Waits until the test server's log holds `expected` (or the timeout), then a little longer so
+/// late duplicates would show; returns what it holds.
+fn settle_log(
+    lab: &Lab,
+    prefix: &str,
+    expected: &BTreeMap<(String, u16), u32>,
+    timeout: Duration,
+) -> BTreeMap<(String, u16), u32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = access_log(&lab.test_access_log(), prefix).unwrap_or_default();
+        if &got == expected || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            return access_log(&lab.test_access_log(), prefix).unwrap_or_default();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u32>) -> String {
+    let mut out = String::new();
+    for (k, n) in expected {
+        let g = got.get(k).copied().unwrap_or(0);
+        if g != *n {
+            out += &format!("  {} {}: online {n}, test {g}\n", k.0, k.1);
+        }
+    }
+    for (k, g) in got {
+        if !expected.contains_key(k) {
+            out += &format!("  {} {}: online 0, test {g}\n", k.0, k.1);
+        }
+    }
+    out
+}
+
+/// `curl` from the outside with source address `from` to the test nginx; Ok(status) or Err.
+fn curl_test_from(lab: &Lab, from: std::net::Ipv4Addr, path: &str) -> anyhow::Result<String> {
+    let url = format!("http://{}:{}{path}", addr::TEST, addr::TEST_PORT);
+    let from = from.to_string();
+    lab.run(
+        Role::Assist,
+        &["curl", "-s", "-m", "2", "--interface", &from, "-o", "/dev/null", "-w", "%{http_code}", &url],
+    )
+}
+
+#[test]
+fn sessions_replay_exactly_and_no_answer_leaves_the_test_server() {
+    if !bench::lab_test("local_replay") {
+        return;
+    }
+    let lab = lab("http");
+    let client_ns = lab.ns(Role::Client);
+    let host = addr::ONLINE.to_string();
+    // Where real clients would be: any answer of the test nginx to the client network that
+    // escapes the intercept shows up here. Answers to the allowlisted host are the control.
+    let leak_filter =
+        format!("tcp and src host {} and src port {} and dst net {}", addr::TEST, addr::TEST_PORT, addr::CLIENT_NET);
+    let leaks = lab.capture(Role::Assist, iface::ASSIST_IN, "leaks.pcap", &[&leak_filter]).unwrap();
+    let allowed_filter =
+        format!("tcp and src host {} and src port {} and dst host {}", addr::TEST, addr::TEST_PORT, addr::ASSIST);
+    let allowed = lab.capture(Role::Assist, iface::ASSIST_IN, "allowed.pcap", &[&allowed_filter]).unwrap();
+
+    // Connections opened before the copier starts, used after: replayed mid-stream.
+    let mut pre: Vec<Conn> = in_netns(&client_ns, || {
+        (0..3)
+            .map(|c| {
+                let mut k = Conn::open(online())?;
+                assert_eq!(k.get(&host, &format!("/tr/pre/{c}/0"), false)?, 200);
+                Ok(k)
+            })
+            .collect()
+    })
+    .unwrap();
+
+    let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
+    let copier = bench::start_session_copier(&lab, &["-x", &http_transfer()], "xdpcopy.log").unwrap();
+
+    for (c, k) in pre.iter_mut().enumerate() {
+        for i in 1..=5 {
+            assert_eq!(k.get(&host, &format!("/tr/pre/{c}/{i}"), false).unwrap(), 200);
+        }
+    }
+    drop(pre);
+    std::thread::scope(|s| {
+        for t in 0..3 {
+            let ns = client_ns.clone();
+            let host = host.clone();
+            s.spawn(move || {
+                in_netns(&ns, || {
+                    for c in 0..4 {
+                        let mut k = Conn::open(online())?;
+                        for i in 0..40 {
+                            assert_eq!(k.get(&host, &format!("/tr/ka/{t}/{c}/{i}"), false)?, 200);
+                        }
+                        // 64 KiB answers: GSO super-segments at the test server's egress.
+                        assert_eq!(k.get(&host, "/big", false)?, 200);
+                    }
+                    for i in 0..50 {
+                        assert_eq!(get_once(online(), &format!("/tr/short/{t}/{i}"))?, 200);
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            });
+        }
+    });
+
+    // The allowlisted outside host uses the test nginx directly and gets its answers.
+    for i in 0..5 {
+        assert_eq!(curl_test_from(&lab, addr::ASSIST, &format!("/direct/allowed/{i}")).unwrap(), "200");
+    }
+    // Anyone else is treated as a copied client: the answer never leaves.
+    assert!(
+        curl_test_from(&lab, addr::OUTSIDE_OTHER, "/direct/denied").is_err(),
+        "a host outside the allowlist got an answer from the test server"
+    );
+    // The test server's own outbound connection to another host works, even to a port numbered
+    // like the target's.
+    let listener = in_netns(&lab.ns(Role::Assist), || Ok(TcpListener::bind((addr::ASSIST, addr::TEST_PORT))?)).unwrap();
+    let echo = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 100_000];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    in_netns(&lab.ns(Role::Test), || {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((addr::ASSIST, addr::TEST_PORT)), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        s.write_all(&data)?;
+        let mut back = vec![0u8; data.len()];
+        s.read_exact(&mut back)?;
+        assert!(back == data, "the outbound connection's echo differs");
+        Ok(())
+    })
+    .expect("the test server's outbound connection works while the intercept runs");
+    echo.join().unwrap();
+
+    let mut expected = settled_access_log(&lab.online_access_log(), "/tr/", Duration::from_secs(5)).unwrap();
+    for c in 0..3 {
+        assert_eq!(expected.remove(&(format!("/tr/pre/{c}/0"), 200)), Some(1));
+    }
+    assert_eq!(expected.values().sum::<u32>(), 15 + 3 * (4 * 40 + 50));
+    let got = settle_log(&lab, "/tr/", &expected, Duration::from_secs(30));
+    let big = settle_log(&lab, "/big", &BTreeMap::from([(("/big".to_owned(), 200), 12)]), Duration::from_secs(10));
+    let copier_summary = copier.stop().unwrap();
+    let s = intercept.stop().unwrap();
+    let leaks = leaks.stop().unwrap();
+    let allowed = allowed.stop().unwrap();
+    assert!(got == expected, "test server's log differs from the online one:\n{}", diff(&expected, &got));
+    assert_eq!(big.get(&("/big".to_owned(), 200)), Some(&12), "64 KiB answers");
+    assert_eq!(leaks.captured, Some(0), "answers of copied sessions left the test server (see {:?})", leaks.path);
+    assert!(allowed.captured.unwrap_or(0) > 0, "the allowlisted host's answers must leave (control)");
+    assert_eq!(copier_summary.get("fake_syn"), 3);
+    assert_eq!(copier_summary.get("conns"), 3 + 3 * (4 + 50));
+    assert_eq!(s.get("client_add"), 3 + 3 * (4 + 50));
+    assert!(s.get("egress_dropped_captured") > 0);
+    assert!(s.get("egress_gso") > 0, "64 KiB answers should have been GSO super-segments: {s:?}");
+    assert!(s.get("egress_passed_allowlist") > 0, "{s:?}");
+    assert!(s.get("egress_passed_channel") > 0, "the channel crosses t1's egress: {s:?}");
+    assert_eq!(s.get("egress_dropped_ring_full"), 0);
+    assert_eq!(s.get("malformed"), 0);
+}
+
+/// Sends each of `cmds` as an inline command and reads its one-line reply.
+fn redis_session(stream: TcpStream, cmds: &[String], pipelined: bool) -> anyhow::Result<Vec<String>> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut w = stream.try_clone()?;
+    let mut r = BufReader::new(stream);
+    let mut replies = Vec::new();
+    let read = |r: &mut BufReader<TcpStream>| -> anyhow::Result<String> {
+        let mut l = String::new();
+        r.read_line(&mut l)?;
+        anyhow::ensure!(!l.starts_with('-'), "redis error: {l}");
+        Ok(l.trim_end().to_owned())
+    };
+    if pipelined {
+        let all: String = cmds.iter().map(|c| format!("{c}\r\n")).collect();
+        w.write_all(all.as_bytes())?;
+        for _ in cmds {
+            replies.push(read(&mut r)?);
+        }
+    } else {
+        for c in cmds {
+            w.write_all(format!("{c}\r\n").as_bytes())?;
+            replies.push(read(&mut r)?);
+        }
+    }
+    Ok(replies)
+}
+
+fn redis_cli(lab: &Lab, role: Role, ip: std::net::Ipv4Addr, args: &[&str]) -> String {
+    let ip = ip.to_string();
+    let port = addr::REDIS_PORT.to_string();
+    let mut all = vec!["redis-cli", "-h", &ip, "-p", &port];
+    all.extend_from_slice(args);
+    lab.run(role, &all).unwrap()
+}
+
+/// `cmdstat_NAME:calls=N` → NAME → N.
+fn command_calls(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .filter(|(n, _)| {
+            !["info", "command", "keys", "dbsize", "lrange", "hgetall", "type", "scan"].contains(&n.as_str())
+        })
+        .collect()
+}
+
+/// Every key with its type and value, for comparing two servers.
+fn redis_dump(lab: &Lab, role: Role, ip: std::net::Ipv4Addr) -> BTreeMap<String, String> {
+    let keys = redis_cli(lab, role, ip, &["--scan"]);
+    keys.lines()
+        .map(|k| {
+            let ty = redis_cli(lab, role, ip, &["type", k]);
+            let v = match ty.trim() {
+                "string" => redis_cli(lab, role, ip, &["get", k]),
+                "list" => redis_cli(lab, role, ip, &["lrange", k, "0", "-1"]),
+                "hash" => redis_cli(lab, role, ip, &["hgetall", k]),
+                other => other.to_owned(),
+            };
+            (k.to_owned(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn a_redis_workload_replays_exactly() {
+    if !bench::lab_test("local_redis") {
+        return;
+    }
+    let lab = lab("redis");
+    lab.start_redis(Role::Online).unwrap();
+    lab.start_redis(Role::Test).unwrap();
+    let redis_target = format!("{}:{}", addr::TEST, addr::REDIS_PORT);
+    let intercept = bench::start_intercept(&lab, &["--target", &redis_target], "intercept.log").unwrap();
+    let transfers = format!("{},{}-{}", http_transfer(), addr::REDIS_PORT, redis_target);
+    let copier = bench::start_session_copier(&lab, &["-x", &transfers], "xdpcopy.log").unwrap();
+
+    std::thread::scope(|s| {
+        for c in 0..4 {
+            let ns = lab.ns(Role::Client);
+            s.spawn(move || {
+                in_netns(&ns, || {
+                    let online = SocketAddr::from((addr::ONLINE, addr::REDIS_PORT));
+                    // One command at a time, as most clients do.
+                    let cmds: Vec<String> = (0..100)
+                        .flat_map(|i| {
+                            [
+                                format!("SET key:{c}:{i} value-{c}-{i}"),
+                                format!("INCR counter:{c}"),
+                                format!("LPUSH list:{c} {i}"),
+                                format!("HSET hash:{c} f{i} {}", i * i),
+                            ]
+                        })
+                        .collect();
+                    let replies = redis_session(TcpStream::connect(online)?, &cmds, false)?;
+                    assert_eq!(replies.len(), cmds.len());
+                    // Pipelined: 200 commands in one write.
+                    let cmds: Vec<String> = (0..200).map(|i| format!("INCRBY pipe:{c} {i}")).collect();
+                    redis_session(TcpStream::connect(online)?, &cmds, true)?;
+                    // Short sessions.
+                    for i in 0..20 {
+                        redis_session(TcpStream::connect(online)?, &[format!("SET short:{c}:{i} {i}")], false)?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            });
+        }
+    });
+
+    let want = command_calls(&redis_cli(&lab, Role::Online, addr::ONLINE, &["info", "commandstats"]));
+    assert_eq!(want.get("set"), Some(&(4 * 120)));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = BTreeMap::new();
+    while Instant::now() < deadline {
+        got = command_calls(&redis_cli(&lab, Role::Test, addr::TEST, &["info", "commandstats"]));
+        if got == want {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let copier_summary = copier.stop().unwrap();
+    intercept.stop().unwrap();
+    assert_eq!(got, want, "commands executed on the test redis differ from the online one's");
+    let (online_data, test_data) =
+        (redis_dump(&lab, Role::Online, addr::ONLINE), redis_dump(&lab, Role::Test, addr::TEST));
+    assert_eq!(online_data.len(), 4 * (100 + 3 + 1 + 20));
+    assert!(online_data == test_data, "the test redis holds different data");
+    assert_eq!(copier_summary.get("conns"), 4 * 22);
+}
+
+#[test]
+fn tso_on_and_a_1mb_response_replay_exactly() {
+    if !bench::lab_test("local_tso") {
+        return;
+    }
+    let lab = lab("tso");
+    // The lab turns transmit offloads off on t1; the real thing has them on.
+    lab.run(Role::Test, &["ethtool", "-K", iface::TEST_TO_ASSIST, "tx", "on", "tso", "on", "gso", "on"]).unwrap();
+    let k = lab.run(Role::Test, &["ethtool", "-k", iface::TEST_TO_ASSIST]).unwrap();
+    assert!(k.lines().any(|l| l.trim() == "tcp-segmentation-offload: on"), "TSO stays off on t1:\n{k}");
+    let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
+    let copier = bench::start_session_copier(&lab, &["-x", &http_transfer()], "xdpcopy.log").unwrap();
+    let host = addr::ONLINE.to_string();
+    in_netns(&lab.ns(Role::Client), || {
+        let mut k = Conn::open(online())?;
+        for i in 0..5 {
+            assert_eq!(k.get(&host, "/huge", false)?, 200);
+            assert_eq!(k.get(&host, &format!("/tso/after/{i}"), false)?, 200);
+        }
+        for _ in 0..3 {
+            assert_eq!(get_once(online(), "/huge")?, 200);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut expected = settled_access_log(&lab.online_access_log(), "/", Duration::from_secs(5)).unwrap();
+    expected.retain(|(p, _), _| p == "/huge" || p.starts_with("/tso/"));
+    assert_eq!(expected.get(&("/huge".to_owned(), 200)), Some(&8));
+    let got = settle_log(&lab, "/", &expected, Duration::from_secs(30));
+    let got: BTreeMap<_, _> = got.into_iter().filter(|((p, _), _)| p == "/huge" || p.starts_with("/tso/")).collect();
+    let copier_summary = copier.stop().unwrap();
+    let s = intercept.stop().unwrap();
+    assert!(got == expected, "{}", diff(&expected, &got));
+    // Each 1 MiB answer went out whole: nginx logs the bytes it sent.
+    let sent: Vec<String> = bench::read_lines(&lab.test_access_log())
+        .into_iter()
+        .filter(|l| l.starts_with("GET /huge "))
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    assert_eq!(sent, vec![(1u32 << 20).to_string(); 8], "body bytes the test nginx sent");
+    assert!(s.get("egress_gso") > 0, "TSO on: the answers should be super-segments: {s:?}");
+    assert_eq!(copier_summary.get("conns"), 4);
+}
+
+/// The clsact egress filters of `t1` that run our program.
+fn tc_filters(lab: &Lab) -> String {
+    let tc = lab.run(Role::Test, &["tc", "filter", "show", "dev", iface::TEST_TO_ASSIST, "egress"]).unwrap_or_default();
+    tc.lines().filter(|l| l.contains("xdpcopy_egress")).collect::<Vec<_>>().join("\n")
+}
+
+/// Whether the kernel still holds an egress program (attached anywhere, or loaded), waiting up
+/// to 2 s for a released one to be freed.
+fn egress_program_loaded() -> bool {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let out = std::process::Command::new("bpftool")
+            .args(["prog", "show", "name", "xdpcopy_egress"])
+            .output()
+            .expect("bpftool (scripts/setup.sh installs it)");
+        let loaded = !String::from_utf8_lossy(&out.stdout).trim().is_empty();
+        if !loaded || Instant::now() > deadline {
+            return loaded;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill9(mut r: Running) {
+    signal(r.pid(), libc::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while r.is_running() {
+        assert!(Instant::now() < deadline, "SIGKILL did not kill the intercept");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigkill_leaves_no_program_attached_or_the_next_start_removes_it() {
+    if !bench::lab_test("local_sigkill") {
+        return;
+    }
+    let lab = lab("kill");
+    let other = addr::OUTSIDE_OTHER;
+    assert_eq!(curl_test_from(&lab, other, "/before").unwrap(), "200");
+
+    // tcx (this kernel has it): the link dies with the process, and the program with it.
+    let intercept = bench::start_intercept(&lab, &["--egress-attach", "tcx"], "intercept-tcx.log").unwrap();
+    assert!(curl_test_from(&lab, other, "/while-tcx").is_err(), "the intercept drops answers to non-allowlisted hosts");
+    assert!(egress_program_loaded());
+    kill9(intercept);
+    assert!(!egress_program_loaded(), "the egress program outlived its process");
+    assert_eq!(curl_test_from(&lab, other, "/after-tcx").unwrap(), "200", "answers flow once the intercept is gone");
+
+    // The clsact filter (older kernels): SIGKILL leaves it; the next start removes it, says so.
+    let intercept = bench::start_intercept(&lab, &["--egress-attach", "tc"], "intercept-tc.log").unwrap();
+    assert!(curl_test_from(&lab, other, "/while-tc").is_err());
+    kill9(intercept);
+    assert!(!tc_filters(&lab).is_empty(), "the killed intercept's filter should still be there");
+    let intercept = bench::start_intercept(&lab, &[], "intercept-next.log").unwrap();
+    let said = intercept.wait_for("removed a stale egress filter", Duration::from_secs(2)).unwrap();
+    assert!(said.contains(iface::TEST_TO_ASSIST), "{said}");
+    assert_eq!(tc_filters(&lab), "", "the stale filter is gone");
+    intercept.stop().unwrap();
+    assert!(!egress_program_loaded(), "nothing left after a clean exit");
+    assert_eq!(curl_test_from(&lab, other, "/after-all").unwrap(), "200");
+}

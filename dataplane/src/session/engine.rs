@@ -165,8 +165,11 @@ impl Engine {
     /// Check every session's list bookkeeping against a walk of its list: the segment count,
     /// the buffered and waiting bytes, `unsent` reachable from `head` with `last_sent` right
     /// before it, `tail` last.
-    #[cfg(test)]
-    pub(crate) fn check_invariants(&self) {
+    ///
+    /// For tests and the fuzz targets (feature `testing`).
+    #[cfg(any(test, feature = "testing"))]
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
         for s in self.sessions.iter().flatten() {
             let (mut n, mut stored, mut waiting, mut in_unsent) = (0u32, 0usize, 0usize, false);
             let (mut prev, mut i) = (NIL, s.head);

@@ -64,6 +64,8 @@ const TX_DOWN_RETRY: Duration = Duration::from_millis(100);
 const TX_BUDGET: u32 = 256;
 /// Publish counters at least every this many iterations.
 const PUBLISH_EVERY: u32 = 1024;
+/// ... and before sleeping, if this long has passed since the last time.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(1);
 
 /// One transfer as the worker matches and rewrites it.
 #[derive(Debug, Clone)]
@@ -306,6 +308,7 @@ impl Worker {
     pub fn run(mut self) -> Counters {
         crate::xsk::sys::set_timer_slack(TIMER_SLACK_NS);
         let mut since_publish = 0u32;
+        let mut last_publish = Instant::now();
         self.refill();
         self.published.ready.store(true, Ordering::Release);
         while !self.stop.load(Ordering::Relaxed) {
@@ -317,14 +320,20 @@ impl Worker {
             if busy || (self.port.in_flight() > 0 && self.tx_down.is_none()) {
                 self.idle.work(now);
             } else if self.idle.idle(now) == Idle::Sleep {
-                self.publish();
-                since_publish = 0;
+                // Publish before a sleep (the stats thread then sees what happened before it),
+                // but not before every one: sparse traffic sleeps thousands of times a second.
+                if now.saturating_duration_since(last_publish) >= PUBLISH_INTERVAL {
+                    self.publish();
+                    since_publish = 0;
+                    last_publish = now;
+                }
                 self.counters.idle_waits += 1;
                 self.sleep(now);
             }
             if since_publish >= PUBLISH_EVERY {
                 self.publish();
                 since_publish = 0;
+                last_publish = now;
             }
         }
         // Let what is on the TX ring go out before we report.

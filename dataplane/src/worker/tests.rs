@@ -223,7 +223,14 @@ fn session_worker(frames: u32, ring: u32, fill_reserve: u32) -> (Worker, Kernel,
     let link = Arc::new(WorkerLink::new(16, || {}));
     let target = session::Target { ip: TARGET, port: 8080, src_mac: OUT_SRC.0, dst_mac: OUT_DST.0 };
     let tuples =
-        TupleConfig { replicas: 1, addresses: Vec::new(), port_slot: None, idle: Duration::from_secs(90), capacity: 0 };
+        TupleConfig {
+            replicas: 1,
+            addresses: Vec::new(),
+            port_slot: None,
+            idle: Duration::from_secs(90),
+            capacity: 0,
+            fresh_per_loop: false,
+        };
     let s = Session {
         engine: session::Engine::new(
             session::Config { max_sessions: 16, pool_bytes: 1 << 20, ..session::Config::default() },

@@ -348,6 +348,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fed_port_sleeps_until_the_injector_posts() {
+        let (port, mut injector, _kernel) = fed_port(8, 8, 0);
+        // Posted but not submitted: the port does not see it, and a wait times out.
+        assert!(injector.deliver(&[], 3, |b| b.copy_from_slice(b"abc")));
+        assert!(!port.wait_readable(std::time::Duration::from_millis(20)));
+        injector.submit();
+        // Submitted before the wait: it returns at once.
+        let t = std::time::Instant::now();
+        assert!(port.wait_readable(std::time::Duration::from_secs(5)));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+
+        // Submitted from another thread while the port sleeps: it wakes.
+        let (mut port, mut injector, _kernel) = fed_port(8, 8, 0);
+        let feeder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(injector.deliver(&[7; 16], 5, |b| b.copy_from_slice(b"hello")));
+            injector.submit();
+            injector
+        });
+        let t = std::time::Instant::now();
+        assert!(port.wait_readable(std::time::Duration::from_secs(5)), "woken by the injector");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "not by the timeout");
+        let _injector = feeder.join().unwrap();
+        assert_eq!(port.rx_acquire(64), 1);
+        let rx = port.rx_next().unwrap().unwrap();
+        assert_eq!((port.umem().data(&rx), port.umem().meta::<16>(&rx)), (&b"hello"[..], Some(&[7u8; 16])));
+        port.recycle(rx.frame);
+        port.rx_release();
+    }
+
+    #[test]
     fn a_full_tx_ring_gives_the_frame_back() {
         let (mut port, mut kernel) = port(4, 2, 2);
         let frames: Vec<_> = std::iter::from_fn(|| port.take_free()).collect();

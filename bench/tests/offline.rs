@@ -109,7 +109,8 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
     // Stateless, twice over (-T 2), at top speed: every frame of the file out twice, and every
     // one arrives at the test server.
     let frames = PcapSummary::from_file(&file).unwrap().frames;
-    let cap = lab.capture(Role::Test, iface::TEST_IN, "offline-stateless.pcap", &["tcp", "dst", "port", "8080"]).unwrap();
+    let cap =
+        lab.capture(Role::Test, iface::TEST_IN, "offline-stateless.pcap", &["tcp", "dst", "port", "8080"]).unwrap();
     let s = replay(&lab, &file, &["--stateless", "-T", "2", "--topspeed"], "offline-stateless.log");
     assert_eq!(s.get("feed_frames"), 2 * frames);
     assert_eq!(s.get("tx_frames"), 2 * frames);
@@ -206,7 +207,10 @@ fn ip_checksum(h: &[u8]) -> u16 {
 /// A pcap: a frame, a 9000-byte segment (a GRO capture's), a frame, and one more an hour later.
 fn big_frame_and_gap_pcap(path: &Path) {
     let spec = FrameSpec { dst_port: addr::ONLINE_PORT, ..FrameSpec::default() };
-    let small = |seqno: u32| build_frame(&FrameSpec { tcp_seq: 1_000_000 + seqno * 1000, ..spec.clone() }, FrameKind::Good, 64, seqno).unwrap();
+    let small = |seqno: u32| {
+        build_frame(&FrameSpec { tcp_seq: 1_000_000 + seqno * 1000, ..spec.clone() }, FrameKind::Good, 64, seqno)
+            .unwrap()
+    };
     let mut big = build_frame(&FrameSpec { tcp_seq: 1_001_000, ..spec.clone() }, FrameKind::Good, 1514, 1).unwrap();
     big.resize(9000, 0xab);
     big[16..18].copy_from_slice(&(9000u16 - 14).to_be_bytes());

@@ -90,9 +90,7 @@ impl Select {
             return true;
         }
         let IpAddr::V4(src) = p.src_ip else { return false };
-        self.sources
-            .iter()
-            .any(|s| s.port() == p.src_port && (*s.ip() == src || s.ip().is_unspecified()))
+        self.sources.iter().any(|s| s.port() == p.src_port && (*s.ip() == src || s.ip().is_unspecified()))
     }
 }
 

@@ -255,10 +255,10 @@ mod tests {
     /// SACK-permitted, timestamps, NOP, window scale (data offset 10 words).
     fn syn_ack_msg(ihl: u8) -> [u8; HEADER_MSG_LEN] {
         let mut m = [0u8; HEADER_MSG_LEN];
-        m[..20].copy_from_slice(&[
-            0x40 | ihl, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1,
+        m[..20].copy_from_slice(&[0x40 | ihl, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
+        m[20..40].copy_from_slice(&[
+            0x1f, 0x90, 0x9c, 0x40, 0, 0, 0, 1, 0x12, 0x34, 0x56, 0x79, 0xa0, 0x12, 0xfe, 0x88, 0, 0, 0, 0,
         ]);
-        m[20..40].copy_from_slice(&[0x1f, 0x90, 0x9c, 0x40, 0, 0, 0, 1, 0x12, 0x34, 0x56, 0x79, 0xa0, 0x12, 0xfe, 0x88, 0, 0, 0, 0]);
         m[40..60].copy_from_slice(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 9, 0, 1, 0xe2, 0x40, 1, 3, 3, 7]);
         m
     }

@@ -142,7 +142,13 @@ impl Tuples {
     /// The pair replica `replica` of the captured client `from` is sent as in replay loop
     /// `generation` (0 live), allocating one if needed; `None` when the pool is exhausted
     /// (counted).
-    pub fn map(&mut self, now: Instant, from: (Ipv4Addr, u16), generation: u32, replica: u16) -> Option<(Ipv4Addr, u16)> {
+    pub fn map(
+        &mut self,
+        now: Instant,
+        from: (Ipv4Addr, u16),
+        generation: u32,
+        replica: u16,
+    ) -> Option<(Ipv4Addr, u16)> {
         let key = (from.0, from.1, generation, replica);
         if let Some(m) = self.map.get_mut(&key) {
             m.last = now;
@@ -330,7 +336,8 @@ mod tests {
         use crate::wire::testdata;
         let mut frame = testdata::DATA_V4.to_vec();
         let mut p = crate::wire::parse::parse(&frame).unwrap().unwrap();
-        let (seq, (_, tsval, tsecr)) = (p.seq, tcp::Packet::new_checked(&frame[p.l4_offset..]).unwrap().find_timestamps().unwrap());
+        let (seq, (_, tsval, tsecr)) =
+            (p.seq, tcp::Packet::new_checked(&frame[p.l4_offset..]).unwrap().find_timestamps().unwrap());
         shift_loop(&mut frame, &mut p, 0);
         assert_eq!(p.seq, seq, "loop 0 is the capture");
         shift_loop(&mut frame, &mut p, 2);

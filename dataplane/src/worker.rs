@@ -591,8 +591,11 @@ fn session_rx(
             arrivals[idx] = out.port.umem().meta::<{ meta::LEN }>(&rx).and_then(meta::arrival_ns).unwrap_or(0);
         }
         // The replay loop of an offline frame (-T); 0 live. Read only when tuples are mapped.
-        let generation =
-            if tuples.is_identity() { 0 } else { out.port.umem().meta::<{ meta::LEN }>(&rx).map_or(0, meta::generation) };
+        let generation = if tuples.is_identity() {
+            0
+        } else {
+            out.port.umem().meta::<{ meta::LEN }>(&rx).map_or(0, meta::generation)
+        };
         out.counters.rx_bytes += u64::from(rx.len);
         let len = rx.len as usize;
         let copied = 2 * len <= scratch.len();

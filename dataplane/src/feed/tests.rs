@@ -52,7 +52,28 @@ impl Drop for TempPcap {
 fn segment(sport: u16, dport: u16, seq: u32, flags: u8, payload: usize) -> Vec<u8> {
     let total = 20 + 20 + payload;
     let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    f.extend_from_slice(&[
+        0x45,
+        0,
+        (total >> 8) as u8,
+        total as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        6,
+        0,
+        0,
+        10,
+        0,
+        0,
+        1,
+        10,
+        0,
+        0,
+        2,
+    ]);
     f.extend_from_slice(&sport.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
     f.extend_from_slice(&seq.to_be_bytes());
@@ -146,7 +167,8 @@ fn frames_arrive_once_with_their_metadata_and_the_rest_is_counted() {
 fn an_oversize_segment_is_split_in_session_mode_and_counted_in_stateless_mode() {
     let big = segment(40_000, 80, 1000, tcp::flags::ACK | tcp::flags::PSH | tcp::flags::FIN, 8946);
     assert_eq!(big.len(), 9000);
-    let frames = vec![(Duration::ZERO, big.clone()), (Duration::from_millis(1), segment(40_000, 80, 9946, tcp::flags::ACK, 0))];
+    let frames =
+        vec![(Duration::ZERO, big.clone()), (Duration::from_millis(1), segment(40_000, 80, 9946, tcp::flags::ACK, 0))];
     let pcap = TempPcap::new("oversize", &frames);
 
     let (mut port, injector, _kernel) = testing::fed_port(64, 64, 0);
@@ -168,7 +190,9 @@ fn an_oversize_segment_is_split_in_session_mode_and_counted_in_stateless_mode() 
         assert_eq!(p.has_flags(tcp::flags::PSH), last, "PSH on the last piece only");
         let ip = ipv4::Packet::new_checked(&f[p.l3_offset..]).unwrap();
         assert!(ip.verify_checksum());
-        assert!(tcp::Packet::new_checked(&f[p.l4_offset..p.ip_end]).unwrap().verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
+        assert!(tcp::Packet::new_checked(&f[p.l4_offset..p.ip_end])
+            .unwrap()
+            .verify_checksum_v4(ip.src_addr(), ip.dst_addr()));
         payload.extend_from_slice(&f[p.payload_offset..p.ip_end]);
     }
     assert_eq!(payload, big[54..], "the pieces carry the payload, in order");
@@ -184,8 +208,10 @@ fn an_oversize_segment_is_split_in_session_mode_and_counted_in_stateless_mode() 
 #[test]
 fn pacing_follows_the_capture_within_a_millisecond_and_never_early() {
     let gaps = [0u64, 5, 7, 20, 21, 40];
-    let frames: Vec<_> =
-        gaps.iter().map(|ms| (Duration::from_millis(*ms), segment(40_000, 80, *ms as u32, tcp::flags::ACK, 0))).collect();
+    let frames: Vec<_> = gaps
+        .iter()
+        .map(|ms| (Duration::from_millis(*ms), segment(40_000, 80, *ms as u32, tcp::flags::ACK, 0)))
+        .collect();
     let pcap = TempPcap::new("pacing", &frames);
     let (mut port, injector, _kernel) = testing::fed_port(64, 64, 0);
     let mut source = PcapSource::open(&pcap.0).unwrap();

@@ -156,7 +156,8 @@ pub fn map_file(file: &std::fs::File) -> Result<Mmap> {
     // SAFETY: a read-only shared mapping of a regular file opened by the caller; see the contract
     // above: the caller replays a file nobody rewrites while it runs, so the slice does not change
     // under us (and reads of any byte value are sound for the parser, which checks every length).
-    let map = unsafe { MmapOptions::new().map(file) }.map_err(|source| SyscallError { call: "mmap(capture file)", source })?;
+    let map = unsafe { MmapOptions::new().map(file) }
+        .map_err(|source| SyscallError { call: "mmap(capture file)", source })?;
     // Read ahead aggressively: the feed walks the file once, front to back.
     let _ = map.advise(memmap2::Advice::Sequential);
     Ok(map)
@@ -402,21 +403,12 @@ pub fn set_timer_slack(ns: u64) {
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
 }
 
-/// An `AF_PACKET` raw socket bound to one interface, for injecting whole Ethernet frames (the
-/// offline feed writes a capture file's frames into a veth the copier captures from; the lab's
-/// frame sender uses [`PacketSocket::sender`]).
+/// An `AF_PACKET` raw socket bound to one interface: the lab's frame sender
+/// ([`PacketSocket::sender`]) and the promiscuous-mode holder ([`PacketSocket::promiscuous`]).
 #[derive(Debug)]
 pub struct PacketSocket(OwnedFd);
 
 impl PacketSocket {
-    /// Opens a raw packet socket bound to `ifindex` for every protocol (`ETH_P_ALL`).
-    ///
-    /// # Errors
-    /// When `socket` or `bind` fails (not root, no such interface).
-    pub fn bind(ifindex: u32) -> Result<Self> {
-        Self::open(ifindex, (libc::ETH_P_ALL as u16).to_be())
-    }
-
     /// Opens a raw packet socket bound to `ifindex` with protocol 0: it sends, and receives
     /// nothing.
     ///

@@ -134,7 +134,10 @@ fn a_recorded_capture_replayed_three_times_in_session_mode_repeats_every_request
     // Loop 2 starts right after loop 1's last packet, while its connections close; each loop
     // replays from client ports no earlier loop used, so none of them meets the test server's
     // TIME_WAIT of the one before.
-    let s = replay(&lab, &file, &["-T", "3", "-a", "2"], "offline-t3.log");
+    let out = lab.out_dir().join("t3-out.pcap");
+    let out_arg = out.to_string_lossy().into_owned();
+    let s =
+        replay(&lab, &file, &["-T", "3", "-a", "2", "--pcap-out", &out_arg, "--pcap-out-responses"], "offline-t3.log");
     let test = settled_access_log(&lab.test_access_log(), "/rec/", Duration::from_secs(3)).unwrap();
     let thrice: std::collections::BTreeMap<_, _> = online.iter().map(|(k, v)| (k.clone(), 3 * v)).collect();
     assert_eq!(test, thrice, "every request exactly three times");
@@ -143,6 +146,25 @@ fn a_recorded_capture_replayed_three_times_in_session_mode_repeats_every_request
     let frames = PcapSummary::from_file(&file).unwrap().frames;
     assert_eq!(s.get("feed_frames"), 3 * frames);
     intercept.stop().unwrap();
+
+    // --pcap-out-responses: the file holds both directions, every frame sent and every header
+    // the intercept returned (as a frame cut after its TCP header).
+    let (mut to_test, mut from_test) = (0u64, 0u64);
+    let mut reader = PcapReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    while let Some(pkt) = reader.next_packet() {
+        let pkt = pkt.unwrap();
+        let p = parse_frame(&pkt.data);
+        match (p.src_port, p.dst_port) {
+            (_, Some(addr::TEST_PORT)) => to_test += 1,
+            (Some(addr::TEST_PORT), _) => {
+                from_test += 1;
+                assert!(pkt.orig_len as usize >= pkt.data.len(), "a response's original length is kept");
+            }
+            other => panic!("a frame of neither direction: {other:?}"),
+        }
+    }
+    assert_eq!(to_test + from_test + s.get("pcap_out_dropped"), s.get("tx_frames") + s.get("channel_headers"));
+    assert!(to_test > 0 && from_test > 0, "both directions: {to_test} sent, {from_test} returned");
 }
 
 /// A pcap of `flows` flows × `per_flow` frames to port 80, round robin over the flows

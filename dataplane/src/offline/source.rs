@@ -357,10 +357,7 @@ impl<R: Read + Seek> PcapSource<R> {
 
     /// The next packet, and where its frame is: `Some(range)` of the file's bytes (an Ethernet
     /// record, as it lies), or `None` for a frame built in `scratch`.
-    fn next_located(
-        &mut self,
-        scratch: &mut Vec<u8>,
-    ) -> Result<Option<(Packet, Option<std::ops::Range<usize>>)>, OfflineError> {
+    fn next_located(&mut self, scratch: &mut Vec<u8>) -> Result<Option<(Packet, Located)>, OfflineError> {
         loop {
             let Some(rec) = self.next_record()? else {
                 return Ok(None);
@@ -774,6 +771,9 @@ impl<R: Read> PcapSource<R> {
         }
     }
 }
+
+/// Where a packet's frame is: `Some(range)` of the file's bytes, `None` in the scratch buffer.
+type Located = Option<std::ops::Range<usize>>;
 
 /// The bytes a source's `pos` and `end` index: the mapping of a mapped file, else the read
 /// buffer (a free function, so it borrows those two fields only).

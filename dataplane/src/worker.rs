@@ -343,15 +343,10 @@ impl Worker {
         self.refill();
         let (busy, sent) = if matches!(self.mode, Mode::Stateless(_)) {
             let received = self.receive();
-            if received > 0 {
-                self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
-            }
             let sent = self.transmit();
             (received > 0, sent)
         } else {
-            let r = self.session_round();
-            self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
-            r
+            self.session_round()
         };
         self.kick(sent);
         busy

@@ -792,6 +792,15 @@ mod tests {
     }
 
     #[test]
+    fn pcap_out_responses_needs_a_pcap_and_session_mode() {
+        let base = ["xdpcopy", "-x", "80-10.0.0.2:80", "-i", "a", "-o", "b"];
+        let with = |extra: &[&str]| Args::try_parse_from(base.iter().chain(extra)).map(|a| a.pcap_out_responses);
+        assert_eq!(with(&["-s", "10.0.0.3", "--pcap-out", "x.pcap", "--pcap-out-responses"]).ok(), Some(true));
+        assert!(with(&["-s", "10.0.0.3", "--pcap-out-responses"]).is_err(), "without --pcap-out");
+        assert!(with(&["--stateless", "--pcap-out", "x.pcap", "--pcap-out-responses"]).is_err(), "stateless");
+    }
+
+    #[test]
     fn bad_values_name_the_option_and_the_form() {
         let err = Args::try_parse_from(["xdpcopy", "--stateless", "-x", "80-10.0.0.2", "-i", "a", "-o", "b"])
             .unwrap_err()

@@ -689,6 +689,9 @@ pub fn huge_body() -> Vec<u8> {
 /// The lab's nginx configuration. On the test server (`slow`), `/slow/...` answers after 20 ms
 /// (the echo module's `echo_sleep`): the latency tests' stand-in for a slower build — this lab's
 /// kernel has no netem to delay the link. Elsewhere `/slow/...` answers at once like every path.
+/// The listen queue takes a burst of thousands of new connections (an offline `--topspeed`
+/// replay's SYNs; nginx's default backlog of 511 drops the rest, which then wait for a 1 s SYN
+/// retransmission); `net.core.somaxconn` is 4096 in a fresh namespace.
 fn nginx_conf(dir: &Path, listen: SocketAddrV4, access_log: &Path, slow: bool) -> String {
     let d = dir.display();
     let (load, slow_location) = if slow {
@@ -706,7 +709,7 @@ worker_processes 1;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 4096; }}
 http {{
     default_type text/plain;
     client_body_temp_path {d}/client_body;
@@ -718,7 +721,7 @@ http {{
     log_format xdpc '$request $status $remote_addr:$remote_port $body_bytes_sent';
     access_log {log} xdpc;
     server {{
-        listen {listen};
+        listen {listen} backlog=4096;
         location = /big {{ root {d}/www; default_type application/octet-stream; }}
         location = /huge {{ root {d}/www; default_type application/octet-stream; }}
         location / {{ return 200 "ok\n"; }}
@@ -781,7 +784,7 @@ mod tests {
             Path::new("/tmp/x/a.log"),
             true,
         );
-        assert!(c.contains("listen 10.201.2.2:8080;"));
+        assert!(c.contains("listen 10.201.2.2:8080 backlog=4096;"));
         assert!(c.contains("access_log /tmp/x/a.log xdpc;"));
         assert!(c.contains("$request $status $remote_addr:$remote_port $body_bytes_sent"));
         assert_eq!(big_body().len(), 65536);

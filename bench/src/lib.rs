@@ -20,6 +20,7 @@ pub mod netns;
 pub mod proc;
 pub mod replay_bench;
 pub mod sender;
+pub mod sessions_bench;
 pub mod verify;
 
 pub use capture::{Capture, CaptureResult};

@@ -206,6 +206,8 @@ pub struct Observe {
     pub pcap_out: Option<std::path::PathBuf>,
     /// `--pcap-out-max-mb`: stop writing the pcap at this size, bytes.
     pub pcap_out_max_bytes: Option<u64>,
+    /// `--pcap-out-responses`: write the response headers the intercept returned too.
+    pub pcap_out_responses: bool,
 }
 
 /// How the per-interval statistics are printed (`--stats-format`).
@@ -221,8 +223,9 @@ pub enum StatsFormat {
 /// Everything the runtime needs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Offline: the capture file being replayed (shown in messages; the feed itself is passed
-    /// to `runtime::run`).
+    /// Offline: the capture file being replayed (the feed itself is passed to `runtime::run`).
+    /// Then there is no capture interface: `input` names the file too, no XDP program is
+    /// loaded, and each worker's port transmits on `output`'s queue of the same number.
     pub offline: Option<std::path::PathBuf>,
     /// Latency recording and exports.
     pub observe: Observe,

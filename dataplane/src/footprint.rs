@@ -16,7 +16,8 @@
 //! ```
 //!
 //! The marks: a veth's `ifalias` reads `xdpcopy pid=P start=T role=mirror of=eth0 qdisc=added`
-//! (its name, `xdpcmP`/`xdpcfP`, carries the pid too); every tc filter action carries the
+//! (its name, `xdpcmP`, carries the pid too; `xdpcfP` was the offline feed's veth before the
+//! feed wrote into the workers directly, and is still swept); every tc filter action carries the
 //! cookie `78647063` ("xdpc") + pid (8 hex digits) + start time (16 hex digits). The start time
 //! (`/proc/PID/stat` field 22, clock ticks after boot) tells a live copier from a process that
 //! reused a dead one's pid.
@@ -112,7 +113,7 @@ impl Owner {
 pub struct VethMark {
     /// Who created it.
     pub owner: Owner,
-    /// `mirror` or `feed`.
+    /// `mirror`, or `feed` (a veth of the offline feed of earlier versions, left by a crash).
     pub role: String,
     /// The production interface it mirrors (`--mirror`).
     pub of: Option<String>,
@@ -481,7 +482,7 @@ pub fn marked_filters(text: &str) -> Vec<(u32, Owner)> {
 
 /// A veth pair the copier created and marked; dropping it deletes the pair.
 pub struct Veth {
-    /// The end the copier writes to (`--mirror`'s tc target, the offline feed's socket).
+    /// The end the copier writes to (`--mirror`'s tc target).
     pub host: String,
     /// The end the copier captures from.
     pub capture: String,

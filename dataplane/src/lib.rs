@@ -8,6 +8,10 @@
 //!                                             └──── fill ring ◄── free frames ◄── completion ring ◄────┘
 //! ```
 //!
+//! Offline (`-i FILE`) a feed thread plays the capture interface, XDP program and kernel: it
+//! copies each frame of the file into a free UMEM frame of the worker its flow hashes to and
+//! posts it on that worker's (in-memory) RX ring; the rest of the path is the same.
+//!
 //! Session replay (the default): each captured frame is copied out of its UMEM frame (which goes
 //! straight back to the fill ring) and handed to the worker's session engine, which builds the
 //! frames it sends in free UMEM frames; the test server's responses come back as headers from
@@ -36,10 +40,12 @@ pub mod runtime;
 pub mod netdev;
 /// What the copier changes on the host, marked with its pid and taken back however it ends.
 pub mod footprint;
-/// Offline replay: a capture file fed into a veth the copier captures from (`-i FILE`).
+/// Offline replay (`-i FILE`): the capture file straight into the workers' RX rings.
 pub mod feed;
 /// The offline capture source: pcap / pcapng files as Ethernet frames, paced.
 pub mod offline;
+/// Receive-side scaling in software: which worker the offline feed gives a flow to.
+pub mod rss;
 /// The XDP program and its loader: selects the frames a worker must see.
 pub mod bpf;
 /// AF_XDP ports (UMEM and frame tokens, rings, sockets) and every system call: the only module

@@ -15,7 +15,7 @@ use dataplane::{
     bpf::XdpMode,
     cli::{self, exit, heading, UsageError},
     config::{self, Config, Mode, SessionOptions, StatsFormat, Transfer},
-    feed::{Feed, FeedOptions},
+    feed::{self, Feed, FeedOptions, Oversize, Select},
     footprint, netdev,
     offline::{PaceOptions, Speed},
     rewrite::ChecksumMode,
@@ -279,6 +279,11 @@ struct Args {
     #[arg(long, value_name = "FILE", help_heading = heading::OUTPUT)]
     pcap_out: Option<std::path::PathBuf>,
 
+    /// Session mode: write the response headers the intercept returned into --pcap-out too (IP and
+    /// TCP headers, no payload), so the file shows both directions of every session.
+    #[arg(long, requires = "pcap_out", conflicts_with = "stateless", help_heading = heading::OUTPUT)]
+    pcap_out_responses: bool,
+
     /// Stop writing --pcap-out before the file exceeds MIB (the run goes on).
     #[arg(long, value_name = "MIB", requires = "pcap_out", value_parser = clap::value_parser!(u64).range(1..=1_048_576), help_heading = heading::OUTPUT)]
     pcap_out_max_mb: Option<u64>,
@@ -459,7 +464,12 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
             // Longer than the engine's time-wait, so a pair is never reused while the test
             // server may still hold the old connection.
             idle: Duration::from_secs(90),
-            capacity: (args.max_sessions as usize).saturating_mul(usize::from(args.copies)).min(1 << 20),
+            capacity: (args.max_sessions as usize)
+                .saturating_mul(usize::from(args.copies))
+                .saturating_mul(args.loops.clamp(1, 16) as usize)
+                .min(1 << 20),
+            // -T in session mode: each loop replays from client pairs no earlier loop used.
+            fresh_per_loop: args.loops > 1,
         },
     })))
 }
@@ -469,16 +479,34 @@ fn feed_options(args: &Args, path: &str) -> Result<FeedOptions, UsageError> {
         .map_err(|_| UsageError(format!("-a/--speed {}: expected a factor > 0, e.g. 10", args.speed)))?;
     let loops =
         std::num::NonZeroU32::new(args.loops).ok_or_else(|| UsageError("-T/--loops 0: expected 1 or more".into()))?;
+    // The frames the XDP program would hand to a worker live: TCP to the -x ports, and with
+    // --production-latency the online servers' responses.
+    let transfers: Vec<&Transfer> = args.transfers.iter().flatten().collect();
+    let mut select = Select { dst_ports: transfers.iter().map(|t| t.online_port).collect(), sources: Vec::new() };
+    if args.production_latency && !args.stateless {
+        select.sources = transfers
+            .iter()
+            .map(|t| match t.online_ip {
+                Some(std::net::IpAddr::V4(ip)) => std::net::SocketAddrV4::new(ip, t.online_port),
+                _ => feed::any_source(t.online_port),
+            })
+            .collect();
+    }
     Ok(FeedOptions {
         path: path.into(),
         pace: PaceOptions { speed, max_gap: args.max_gap.map(Duration::from_millis), topspeed: args.topspeed, loops },
         tail: Duration::from_secs(args.offline_tail),
+        select,
+        // Session mode splits GRO super-segments to -M anyway; stateless replays frames as they are.
+        oversize: if args.stateless { Oversize::Count } else { Oversize::Split },
     })
 }
 
-fn config(args: Args, input: String, mode: Mode) -> Result<Config> {
+fn config(args: Args, input: String, offline: bool, mode: Mode) -> Result<Config> {
     let queues = match args.queues {
         Some(q) => q,
+        // Offline: one worker unless told otherwise (--queues N: N workers share the file).
+        None if offline => 1,
         None => netdev::queues(&input, "rx")?.max(1),
     };
     Ok(Config {
@@ -492,6 +520,7 @@ fn config(args: Args, input: String, mode: Mode) -> Result<Config> {
             summary_json: args.summary_json,
             pcap_out: args.pcap_out,
             pcap_out_max_bytes: args.pcap_out_max_mb.map(|m| m * 1024 * 1024),
+            pcap_out_responses: args.pcap_out_responses,
         },
         mode,
         transfers: args.transfers.into_iter().flatten().collect(),
@@ -643,24 +672,19 @@ fn run(args: Args, input: Input, mode: Mode) -> Result<()> {
         }
         None => None,
     };
-    // `-i FILE`: offline replay, the file fed into a veth the copier captures from.
+    // `-i FILE`: offline replay, the file fed straight into the workers.
     let mut feed = match (&args.input, input) {
         // An interface of that name wins; otherwise an existing file is replayed.
-        (Some(i), Input::File) => {
-            let opts = feed_options(&args, i)?;
-            let queues = args.queues.unwrap_or(1);
-            Some(Feed::setup(opts, queues)?)
-        }
+        (Some(i), Input::File) => Some(Feed::open(feed_options(&args, i)?)?),
         _ => None,
     };
-    let input = match (&mirror, &feed, &args.input) {
-        (Some(m), _, _) => m.capture.clone(),
-        (None, Some(f), _) => f.capture.clone(),
-        (None, None, Some(i)) => i.clone(),
-        (None, None, None) => unreachable!("clap requires --input unless --mirror"),
+    let input = match (&mirror, &args.input) {
+        (Some(m), _) => m.capture.clone(),
+        (None, Some(i)) => i.clone(),
+        (None, None) => unreachable!("clap requires --input unless --mirror"),
     };
     let offline = feed.as_ref().and(args.input.clone()).map(std::path::PathBuf::from);
-    let mut cfg = config(args, input, mode)?;
+    let mut cfg = config(args, input, offline.is_some(), mode)?;
     cfg.offline = offline;
     let summary = runtime::run(&cfg, stop, feed.as_mut())?;
     drop(feed);
@@ -765,6 +789,15 @@ mod tests {
         assert!(a.quiet && a.stateless);
         assert_eq!((a.sample, a.ramp, a.copies, a.port_slot, a.loops, a.max_gap), (50, true, 3, Some(7), 2, Some(100)));
         assert_eq!(a.client_addresses.unwrap().0.len(), 3);
+    }
+
+    #[test]
+    fn pcap_out_responses_needs_a_pcap_and_session_mode() {
+        let base = ["xdpcopy", "-x", "80-10.0.0.2:80", "-i", "a", "-o", "b"];
+        let with = |extra: &[&str]| Args::try_parse_from(base.iter().chain(extra)).map(|a| a.pcap_out_responses);
+        assert_eq!(with(&["-s", "10.0.0.3", "--pcap-out", "x.pcap", "--pcap-out-responses"]).ok(), Some(true));
+        assert!(with(&["-s", "10.0.0.3", "--pcap-out-responses"]).is_err(), "without --pcap-out");
+        assert!(with(&["--stateless", "--pcap-out", "x.pcap", "--pcap-out-responses"]).is_err(), "stateless");
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! The offline capture source: `--offline`, replaying a pcap or pcapng file (reference §2,
-//! "capture: offline file", and §3.20) instead of capturing from an AF_XDP RX ring.
+//! The offline capture source: `-i FILE`, replaying a pcap or pcapng file (reference §2,
+//! "capture: offline file", and §3.20) instead of capturing live; the feed
+//! ([`crate::feed`]) puts its frames into the workers' RX rings.
 //!
 //! ```text
-//!  capture.pcap ─► PcapSource::next_into ─► Ethernet frame + capture time ─► Pacer::due ─► worker
-//!                  (pcap / pcapng, any      (SLL, SLL2, raw IP, loopback      (-a, -I, -T,      (same path as
-//!                   supported link type)     get a synthesized header)        topspeed)         an RX frame)
+//!  capture.pcap ─► PcapSource::next_frame ─► Ethernet frame + capture time ─► Pacer::due ─► feed ─► worker
+//!   (mmap)         (pcap / pcapng, any       (Ethernet: where it lies;        (-a, -I, -T,       (same path as
+//!                   supported link type)      SLL, SLL2, raw IP, loopback:     topspeed)          an RX frame)
+//!                                             a synthesized header)
 //!                                                         └──► Progress::line (stderr, `\r` on a tty)
 //! ```
 //!
@@ -17,9 +19,13 @@
 //! packets get a 14-byte header with zero MACs and the ethertype of their payload. The original
 //! C tcpcopy rejects raw-IP pcaps (its L2 header must be ≥ 14 bytes); we accept them.
 //!
-//! The API does not allocate per packet: [`PcapSource::next_into`] writes the frame into a
-//! buffer the caller reuses, and the file is read through one 1 MiB buffer (it grows only for a
-//! record larger than that). We use `pcap-file`'s parsers ([`pcap_file::pcap::PcapParser`],
+//! The API does not allocate per packet. [`PcapSource::open`] maps the file
+//! ([`crate::xsk::sys::map_file`]: it must not be rewritten while it is replayed), and
+//! [`PcapSource::next_frame`] returns an Ethernet record as a slice of the mapping — parsed
+//! where it lies, copied once, by the feed, into a UMEM frame — and builds other links' frames
+//! in a scratch buffer the caller reuses. A file that cannot be mapped, and any reader given to
+//! [`PcapSource::from_reader`], is read through one 1 MiB buffer (it grows only for a record
+//! larger than that). [`PcapSource::next_into`] copies every frame into the caller's buffer. We use `pcap-file`'s parsers ([`pcap_file::pcap::PcapParser`],
 //! [`pcap_file::pcapng::PcapNgParser`]) for headers, record framing and interface descriptions,
 //! but not its readers: those cannot say at which byte a file is cut, their pcapng packet
 //! block allocates its options per packet, and they take the raw timestamp of a pcapng packet

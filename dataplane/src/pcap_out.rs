@@ -7,6 +7,13 @@
 //! (the transmission itself is never held up). With a size cap (`--pcap-out-max-mb`) the writer
 //! stops before the file would grow past it and raises a flag the workers read before copying,
 //! so a capped capture costs them one relaxed load per frame.
+//!
+//! With `--pcap-out-responses` (session mode) the file also holds the test server's side: each
+//! response header the intercept returned becomes a frame — an Ethernet header (from the next
+//! hop to the output interface), the IPv4 header with the response's original total length and
+//! the TCP header with the options the message carries (up to 24 bytes), no payload. The record's
+//! original length is the response's, so Wireshark reads both directions of every session and
+//! marks the responses as cut by the snap length.
 
 use std::{
     fs::File,
@@ -21,6 +28,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use control::channel::proto::HEADER_MSG_LEN;
 use crossbeam_queue::ArrayQueue;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
@@ -39,6 +47,8 @@ struct Slot {
 pub struct PcapTap {
     /// Set by the writer when the size cap is reached: nothing more is copied.
     capped: AtomicBool,
+    /// `--pcap-out-responses`: the Ethernet header the response frames get.
+    responses: Option<[u8; 14]>,
     free: ArrayQueue<Box<Slot>>,
     full: ArrayQueue<Box<Slot>>,
     /// Frames not written because the writer was behind.
@@ -49,6 +59,20 @@ pub struct PcapTap {
 impl PcapTap {
     /// Copies `frame` for the writer; never blocks.
     pub fn copy(&self, frame: &[u8]) {
+        self.copy_cut(frame, frame.len() as u32);
+    }
+
+    /// `--pcap-out-responses`: writes a response header the intercept returned (a channel
+    /// message) as a frame cut after its TCP header; does nothing without the option.
+    pub fn copy_response(&self, msg: &[u8; HEADER_MSG_LEN]) {
+        let Some(eth) = self.responses else { return };
+        let mut frame = [0u8; 14 + HEADER_MSG_LEN];
+        let (len, orig_len) = response_frame(&eth, msg, &mut frame);
+        self.copy_cut(&frame[..len], orig_len);
+    }
+
+    /// Copies `frame`, which was `orig_len` bytes long before it was cut.
+    fn copy_cut(&self, frame: &[u8], orig_len: u32) {
         if self.capped.load(Ordering::Relaxed) {
             return;
         }
@@ -59,7 +83,7 @@ impl PcapTap {
         let n = frame.len().min(SNAP);
         slot.data[..n].copy_from_slice(&frame[..n]);
         slot.len = n as u32;
-        slot.orig_len = frame.len() as u32;
+        slot.orig_len = orig_len.max(n as u32);
         slot.ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         if let Err(s) = self.full.push(slot) {
             let _ = self.free.push(s);
@@ -71,6 +95,28 @@ impl PcapTap {
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Relaxed)
     }
+}
+
+/// Builds the frame of a response header in `out` (see the module docs): returns its length and
+/// the response's original frame length. The message's IP header is 20 bytes (IP options are
+/// not carried): a header that said more is rewritten to say 20, its lengths and checksum too.
+fn response_frame(eth: &[u8; 14], msg: &[u8; HEADER_MSG_LEN], out: &mut [u8; 14 + HEADER_MSG_LEN]) -> (usize, u32) {
+    use crate::wire::ipv4;
+    const IP_LEN: usize = 20;
+    out[..14].copy_from_slice(eth);
+    let ihl = usize::from(msg[0] & 0x0f) * 4;
+    let doff = usize::from(msg[IP_LEN + 12] >> 4) * 4;
+    let tcp_len = doff.clamp(20, HEADER_MSG_LEN - IP_LEN);
+    out[14..14 + IP_LEN + tcp_len].copy_from_slice(&msg[..IP_LEN + tcp_len]);
+    let mut ip = ipv4::Packet::new_unchecked(&mut out[14..14 + IP_LEN]);
+    let mut total = ip.total_len();
+    if ihl > IP_LEN {
+        total = total.saturating_sub((ihl - IP_LEN) as u16);
+        ip.set_header_len(IP_LEN as u8);
+        ip.set_total_len(total);
+        ip.fill_checksum();
+    }
+    (14 + IP_LEN + tcp_len, 14 + u32::from(total).max((IP_LEN + tcp_len) as u32))
 }
 
 control::counters! {
@@ -97,11 +143,12 @@ pub struct PcapOut {
 
 impl PcapOut {
     /// Creates `path` (Ethernet link type, µs timestamps) and starts the writer, which stops
-    /// before the file would exceed `max_bytes`.
+    /// before the file would exceed `max_bytes`. With `responses` — (the output interface's
+    /// MAC, the next hop's) — response headers are written too ([`PcapTap::copy_response`]).
     ///
     /// # Errors
     /// When the file cannot be created.
-    pub fn create(path: &Path, max_bytes: Option<u64>) -> Result<Self> {
+    pub fn create(path: &Path, max_bytes: Option<u64>, responses: Option<([u8; 6], [u8; 6])>) -> Result<Self> {
         let file = File::create(path).with_context(|| format!("--pcap-out {}: cannot create", path.display()))?;
         let mut writer =
             PcapWriter::new(BufWriter::new(file)).with_context(|| format!("--pcap-out {}", path.display()))?;
@@ -109,8 +156,16 @@ impl PcapOut {
         for _ in 0..SLOTS {
             let _ = free.push(Box::new(Slot { len: 0, orig_len: 0, ts: Duration::ZERO, data: [0; SNAP] }));
         }
+        let responses = responses.map(|(ours, next_hop)| {
+            let mut eth = [0u8; 14];
+            eth[..6].copy_from_slice(&ours);
+            eth[6..12].copy_from_slice(&next_hop);
+            eth[12..].copy_from_slice(&crate::wire::ethernet::ETHERTYPE_IPV4.to_be_bytes());
+            eth
+        });
         let tap = Arc::new(PcapTap {
             capped: AtomicBool::new(false),
+            responses,
             free,
             full: ArrayQueue::new(SLOTS),
             dropped: AtomicU64::new(0),
@@ -182,7 +237,7 @@ mod tests {
     fn the_size_cap_stops_writing_and_says_so() {
         let path = std::env::temp_dir().join(format!("xdpcopy-pcap-cap-{}.pcap", std::process::id()));
         // The file header (24) and two 100-byte frames with their record headers (2 × 116).
-        let mut out = PcapOut::create(&path, Some(24 + 2 * 116)).unwrap();
+        let mut out = PcapOut::create(&path, Some(24 + 2 * 116), None).unwrap();
         for _ in 0..2 {
             out.tap.copy(&[0xab; 100]);
         }
@@ -194,5 +249,44 @@ mod tests {
         assert_eq!((c.written, c.capped, c.dropped), (2, 1, 0));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 24 + 2 * 116);
         let _ = std::fs::remove_file(&path);
+    }
+
+    /// A SYN-ACK header message as the intercept sends it: IP (total length 60), TCP with MSS,
+    /// SACK-permitted, timestamps, NOP, window scale (data offset 10 words).
+    fn syn_ack_msg(ihl: u8) -> [u8; HEADER_MSG_LEN] {
+        let mut m = [0u8; HEADER_MSG_LEN];
+        m[..20].copy_from_slice(&[0x40 | ihl, 0, 0, 60, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1]);
+        m[20..40].copy_from_slice(&[
+            0x1f, 0x90, 0x9c, 0x40, 0, 0, 0, 1, 0x12, 0x34, 0x56, 0x79, 0xa0, 0x12, 0xfe, 0x88, 0, 0, 0, 0,
+        ]);
+        m[40..60].copy_from_slice(&[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 9, 0, 1, 0xe2, 0x40, 1, 3, 3, 7]);
+        m
+    }
+
+    #[test]
+    fn a_response_header_becomes_a_cut_frame() {
+        let eth = [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x08, 0x00];
+        let mut out = [0u8; 14 + HEADER_MSG_LEN];
+        let msg = syn_ack_msg(5);
+        let (len, orig) = response_frame(&eth, &msg, &mut out);
+        // Ethernet, IP, the 40-byte TCP header: all of the original headers; no payload.
+        assert_eq!((len, orig), (14 + 60, 14 + 60));
+        assert_eq!(&out[..14], &eth);
+        assert_eq!(&out[14..74], &msg[..60]);
+        let p = crate::wire::parse::parse(&out[..len]).unwrap().unwrap();
+        assert_eq!((p.src_port, p.dst_port, p.payload_len), (8080, 40000, 0));
+
+        // A data segment: the frame is cut, its original length says how long it was.
+        let mut msg = syn_ack_msg(5);
+        msg[2..4].copy_from_slice(&1500u16.to_be_bytes());
+        let (len, orig) = response_frame(&eth, &msg, &mut out);
+        assert_eq!((len, orig), (74, 1514));
+
+        // IP options are not carried: the header is made a 20-byte one.
+        let mut msg = syn_ack_msg(6);
+        msg[2..4].copy_from_slice(&64u16.to_be_bytes());
+        let (len, orig) = response_frame(&eth, &msg, &mut out);
+        assert_eq!((len, orig), (74, 74));
+        assert!(crate::wire::ipv4::Packet::new_checked(&out[14..74]).unwrap().verify_checksum());
     }
 }

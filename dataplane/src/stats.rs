@@ -4,7 +4,7 @@
 //! program's, the control thread's) are the copier's counter model: every name in the stats
 //! line, the summary, the JSON and Prometheus comes from them (see [`control::counters`]).
 
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicBool;
 
 use crate::{wire, xsk};
 
@@ -92,9 +92,6 @@ pub struct Published {
     pub counters: control::counters::Published<Counters>,
     /// The session engine's counters (session mode).
     pub session: control::counters::Published<crate::session::Counters>,
-    /// Frames taken from the RX ring, stored after every batch (not only at publish): the
-    /// offline feed's backpressure reads it.
-    pub rx_live: AtomicU64,
     /// Set once the worker has posted its first frames to the fill ring (the offline feed
     /// starts only then, or its first burst would find the fill ring empty).
     pub ready: AtomicBool,

@@ -10,12 +10,27 @@
 //! (longer than the session engine's time-wait). Exhaustion is counted, never a collision.
 //!
 //! Memory is reserved up front (`capacity` mappings); the tables never grow in steady state.
+//!
+//! # Replay loops (`-T`)
+//!
+//! An offline replay in session mode replays the file's sessions once per loop. With
+//! `fresh_per_loop`, loop *k* > 0 of a captured client is a mapping of its own, keyed by the
+//! loop (the feed writes it into each frame's metadata), so it gets a pair no live mapping uses
+//! — in practice one no earlier loop used: the pool is walked from a cursor, and a pair comes
+//! back only after its mapping idled out, longer than the test server's TIME_WAIT. On top of
+//! that, [`shift_loop`] moves loop *k*'s sequence numbers and TCP timestamps ahead by
+//! *k* × 2^30, so that even a pair the test server still remembered (TIME_WAIT: a SYN must be
+//! above the old connection's last sequence number; PAWS: its timestamp above the last one)
+//! would be accepted. A loop's session therefore never races the previous loop's close of the
+//! same tuple: the tuple is not the same.
 
 use std::{
     collections::{HashMap, HashSet},
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
+
+use crate::wire::{parse::Parsed, tcp};
 
 /// Number of port residues `-f` can choose from (cooperating copiers: `-f 0` .. `-f 31`).
 pub const F_SLOTS: u16 = 32;
@@ -33,12 +48,35 @@ pub struct TupleConfig {
     pub idle: Duration,
     /// Mappings reserved per worker.
     pub capacity: usize,
+    /// Offline `-T` in session mode: each replay loop after the first gets pairs of its own.
+    pub fresh_per_loop: bool,
 }
 
 impl TupleConfig {
     /// Whether every session keeps its captured tuple (no work per packet).
     pub fn is_identity(&self) -> bool {
-        self.replicas <= 1 && self.addresses.is_empty() && self.port_slot.is_none()
+        self.replicas <= 1 && self.addresses.is_empty() && self.port_slot.is_none() && !self.fresh_per_loop
+    }
+}
+
+/// How far each replay loop moves sequence numbers and timestamps ahead of the previous one.
+pub const LOOP_SHIFT: u32 = 1 << 30;
+
+/// Moves a copy of loop `generation` ahead of the earlier loops: its sequence number and its
+/// TCP timestamp value by `generation` × [`LOOP_SHIFT`] (mod 2^32), in `frame` and in `parsed`.
+/// Checksums are left as they are: the session engine builds every frame it sends with full
+/// checksums. Loops more than 2^31 apart compare the wrong way round, which matters only if a
+/// pair came back that soon: it does not (see the module docs).
+pub fn shift_loop(frame: &mut [u8], parsed: &mut Parsed, generation: u32) {
+    let shift = generation.wrapping_mul(LOOP_SHIFT);
+    if shift == 0 {
+        return;
+    }
+    parsed.seq = parsed.seq.wrapping_add(shift);
+    let mut t = tcp::Packet::new_unchecked(&mut frame[parsed.l4_offset..parsed.payload_offset]);
+    t.set_seq_number(parsed.seq);
+    if let Some((at, tsval, tsecr)) = t.find_timestamps() {
+        t.set_timestamps(at, tsval.wrapping_add(shift), tsecr);
     }
 }
 
@@ -53,7 +91,8 @@ pub struct Tuples {
     cfg: TupleConfig,
     worker: u16,
     workers: u16,
-    map: HashMap<(Ipv4Addr, u16, u16), Mapping>,
+    /// (captured address, captured port, loop, replica) → pair.
+    map: HashMap<(Ipv4Addr, u16, u32, u16), Mapping>,
     used: HashSet<(Ipv4Addr, u16)>,
     cursor: u32,
     /// Allocations refused because the pool had no free pair.
@@ -100,10 +139,17 @@ impl Tuples {
         slot_ok && rest % self.workers == self.worker
     }
 
-    /// The pair replica `replica` of the captured client `from` is sent as, allocating one if
-    /// needed; `None` when the pool is exhausted (counted).
-    pub fn map(&mut self, now: Instant, from: (Ipv4Addr, u16), replica: u16) -> Option<(Ipv4Addr, u16)> {
-        let key = (from.0, from.1, replica);
+    /// The pair replica `replica` of the captured client `from` is sent as in replay loop
+    /// `generation` (0 live), allocating one if needed; `None` when the pool is exhausted
+    /// (counted).
+    pub fn map(
+        &mut self,
+        now: Instant,
+        from: (Ipv4Addr, u16),
+        generation: u32,
+        replica: u16,
+    ) -> Option<(Ipv4Addr, u16)> {
+        let key = (from.0, from.1, generation, replica);
         if let Some(m) = self.map.get_mut(&key) {
             m.last = now;
             return Some(m.to);
@@ -112,8 +158,13 @@ impl Tuples {
             self.exhausted += 1;
             return None;
         }
-        // The captured tuple itself when it is ours to use and free (replica 0, no -c).
-        let own = self.cfg.addresses.is_empty() && replica == 0 && self.port_ok(from.1) && !self.used.contains(&from);
+        // The captured tuple itself when it is ours to use and free (replica 0 of the first
+        // loop, no -c).
+        let own = self.cfg.addresses.is_empty()
+            && replica == 0
+            && generation == 0
+            && self.port_ok(from.1)
+            && !self.used.contains(&from);
         let to = if own { Some(from) } else { self.next_free(from.0) };
         let Some(to) = to else {
             self.exhausted += 1;
@@ -199,7 +250,14 @@ mod tests {
     use super::*;
 
     fn cfg(replicas: u16, addresses: Vec<Ipv4Addr>) -> TupleConfig {
-        TupleConfig { replicas, addresses, port_slot: None, idle: Duration::from_secs(60), capacity: 1 << 16 }
+        TupleConfig {
+            replicas,
+            addresses,
+            port_slot: None,
+            idle: Duration::from_secs(60),
+            capacity: 1 << 16,
+            fresh_per_loop: false,
+        }
     }
 
     const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -208,13 +266,13 @@ mod tests {
     fn replicas_get_distinct_pairs_and_keep_them() {
         let mut t = Tuples::new(cfg(3, vec![]), 0, 1);
         let now = Instant::now();
-        let pairs: Vec<_> = (0..3).map(|r| t.map(now, (C, 40000), r).unwrap()).collect();
+        let pairs: Vec<_> = (0..3).map(|r| t.map(now, (C, 40000), 0, r).unwrap()).collect();
         assert_eq!(pairs[0], (C, 40000), "replica 0 keeps its own tuple");
         assert!(pairs[1] != pairs[0] && pairs[2] != pairs[0] && pairs[1] != pairs[2]);
-        assert_eq!(t.map(now, (C, 40000), 2), Some(pairs[2]), "stable");
+        assert_eq!(t.map(now, (C, 40000), 0, 2), Some(pairs[2]), "stable");
         // Another client whose own port was handed out to a replica gets another pair.
         let clash = pairs[1];
-        let other = t.map(now, (clash.0, clash.1), 0).unwrap();
+        let other = t.map(now, (clash.0, clash.1), 0, 0).unwrap();
         assert_ne!(other, clash);
     }
 
@@ -228,7 +286,7 @@ mod tests {
         for p in 0..500u16 {
             for r in 0..2 {
                 for t in [&mut w0, &mut w1] {
-                    let to = t.map(now, (C, 30000 + p), r).unwrap();
+                    let to = t.map(now, (C, 30000 + p), 0, r).unwrap();
                     assert!(addrs.contains(&to.0) && to.1 % F_SLOTS == 5 && to.1 >= 1024);
                     assert!(all.insert(to), "pair {to:?} handed out twice");
                 }
@@ -240,13 +298,53 @@ mod tests {
     fn exhaustion_is_counted_and_idle_mappings_are_released() {
         let mut t = Tuples::new(TupleConfig { capacity: 2, ..cfg(1, vec![C]) }, 0, 1);
         let now = Instant::now();
-        assert!(t.map(now, (C, 1), 0).is_some());
-        assert!(t.map(now, (C, 2), 0).is_some());
-        assert_eq!(t.map(now, (C, 3), 0), None);
+        assert!(t.map(now, (C, 1), 0, 0).is_some());
+        assert!(t.map(now, (C, 2), 0, 0).is_some());
+        assert_eq!(t.map(now, (C, 3), 0, 0), None);
         assert_eq!(t.exhausted, 1);
         t.sweep(now + Duration::from_secs(61));
         assert_eq!(t.released, 2);
-        assert!(t.map(now + Duration::from_secs(61), (C, 3), 0).is_some());
+        assert!(t.map(now + Duration::from_secs(61), (C, 3), 0, 0).is_some());
+    }
+
+    #[test]
+    fn each_loop_gets_pairs_no_earlier_loop_used() {
+        let mut t = Tuples::new(TupleConfig { fresh_per_loop: true, ..cfg(2, vec![]) }, 0, 1);
+        assert!(!t.is_identity());
+        let now = Instant::now();
+        let mut seen = HashSet::new();
+        for generation in 0..3 {
+            for port in [40_000u16, 40_001, 50_000] {
+                for r in 0..2 {
+                    let to = t.map(now, (C, port), generation, r).unwrap();
+                    assert!(seen.insert(to), "loop {generation} reuses {to:?}");
+                    assert_eq!(t.map(now, (C, port), generation, r), Some(to), "stable within a loop");
+                }
+            }
+        }
+        // Loop 0, replica 0 keeps the captured tuple; no later loop gets it.
+        assert_eq!(t.map(now, (C, 40_000), 0, 0), Some((C, 40_000)));
+        // Idle mappings go back to the pool only after `idle`; the cursor moves on meanwhile.
+        t.sweep(now + Duration::from_secs(61));
+        assert_eq!(t.released, 18);
+        let later = t.map(now + Duration::from_secs(61), (C, 40_000), 3, 0).unwrap();
+        assert!(!seen.contains(&later), "a fresh pair after the sweep too: {later:?}");
+    }
+
+    #[test]
+    fn a_loop_is_shifted_ahead_in_sequence_and_time() {
+        use crate::wire::testdata;
+        let mut frame = testdata::DATA_V4.to_vec();
+        let mut p = crate::wire::parse::parse(&frame).unwrap().unwrap();
+        let (seq, (_, tsval, tsecr)) =
+            (p.seq, tcp::Packet::new_checked(&frame[p.l4_offset..]).unwrap().find_timestamps().unwrap());
+        shift_loop(&mut frame, &mut p, 0);
+        assert_eq!(p.seq, seq, "loop 0 is the capture");
+        shift_loop(&mut frame, &mut p, 2);
+        let t = tcp::Packet::new_checked(&frame[p.l4_offset..]).unwrap();
+        assert_eq!((p.seq, t.seq_number()), (seq.wrapping_add(2 << 30), seq.wrapping_add(2 << 30)));
+        let (_, v, e) = t.find_timestamps().unwrap();
+        assert_eq!((v, e), (tsval.wrapping_add(2 << 30), tsecr));
     }
 
     #[test]

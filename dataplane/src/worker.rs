@@ -359,15 +359,10 @@ impl Worker {
         self.refill();
         let (busy, sent) = if matches!(self.mode, Mode::Stateless(_)) {
             let received = self.receive();
-            if received > 0 {
-                self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
-            }
             let sent = self.transmit();
             (received > 0, sent)
         } else {
-            let r = self.session_round();
-            self.published.rx_live.store(self.counters.rx_frames, Ordering::Relaxed);
-            r
+            self.session_round()
         };
         self.kick(sent);
         busy
@@ -536,6 +531,9 @@ impl Worker {
         while headers < BATCH {
             let Some(h) = s.link.headers.pop() else { break };
             headers += 1;
+            if let Some(tap) = out.pcap {
+                tap.copy_response(h.as_bytes());
+            }
             match ResponseHeader::parse(h.as_bytes()) {
                 Ok(hdr) => s.engine.on_response(now, &hdr, &mut out),
                 Err(_) => out.counters.bad_headers += 1,
@@ -619,6 +617,12 @@ fn session_rx(
         if stamp {
             arrivals[idx] = out.port.umem().meta::<{ meta::LEN }>(&rx).and_then(meta::arrival_ns).unwrap_or(0);
         }
+        // The replay loop of an offline frame (-T); 0 live. Read only when tuples are mapped.
+        let generation = if tuples.is_identity() {
+            0
+        } else {
+            out.port.umem().meta::<{ meta::LEN }>(&rx).map_or(0, meta::generation)
+        };
         out.counters.rx_bytes += u64::from(rx.len);
         let len = rx.len as usize;
         let copied = 2 * len <= scratch.len();
@@ -681,11 +685,12 @@ fn session_rx(
             engine.on_client(now, target, &parsed, &scratch[..len], out);
             continue;
         }
-        // -n / -c / -f: each copy goes to the engine as the client its allocated pair makes it.
+        // -n / -c / -f, -T offline: each copy goes to the engine as the client its allocated pair
+        // makes it (and a later replay loop's, moved ahead in sequence and time).
         let (head, copy) = scratch.split_at_mut(len);
         let copy = &mut copy[..len];
         for r in 0..tuples.replicas() {
-            let Some((ip, port)) = tuples.map(now, (client_ip, parsed.src_port), r) else {
+            let Some((ip, port)) = tuples.map(now, (client_ip, parsed.src_port), generation, r) else {
                 out.counters.tuple_exhausted += 1;
                 continue;
             };
@@ -695,6 +700,7 @@ fn session_rx(
             let mut p = parsed;
             p.src_ip = IpAddr::V4(ip);
             p.src_port = port;
+            crate::tuples::shift_loop(copy, &mut p, generation);
             engine.on_client(now, target, &p, copy, out);
         }
     }

@@ -643,3 +643,75 @@ fn damaged_files_never_panic() {
         }
     }
 }
+
+/// Every packet with `next_frame`: the frame where it lies (or its synthesized copy).
+fn read_all_frames(source: &mut PcapSource) -> Vec<(Packet, Vec<u8>)> {
+    let mut scratch = Vec::new();
+    let mut out = Vec::new();
+    while let Some((p, frame)) = source.next_frame(&mut scratch).unwrap() {
+        assert_eq!(p.len, frame.len());
+        out.push((p, frame.to_vec()));
+    }
+    out
+}
+
+/// `open` maps a file, `from_reader` reads it through the buffer: both return the same packets,
+/// counters and truncation, and `next_frame` (no copy where the link allows) the same frames as
+/// `next_into`, in every loop.
+#[test]
+fn mapped_and_read_files_agree() {
+    let dir = TempDir::new("mapped");
+    let eth = dir.path("eth.pcap");
+    let recs = vec![
+        (ts(1, 0), ethernet(&ipv4_syn(1))),
+        (ts(1, 5), ethernet_vlan(&ipv4_syn(2))),
+        (ts(2, 0), ethernet(&ipv6_ack(3))),
+    ];
+    write_pcap(&eth, 1, TsResolution::NanoSecond, Endianness::Little, &recs);
+    let cooked = dir.path("sll.pcap");
+    let recs: Vec<_> = [ipv4_syn(4), ipv6_ack(5)].iter().map(|ip| (ts(3, 0), sll(ip))).collect();
+    write_pcap(&cooked, 113, TsResolution::MicroSecond, Endianness::Big, &recs);
+    let huge = dir.path("huge.pcapng");
+    let mut w = PcapNgWriter::new(File::create(&huge).unwrap()).unwrap();
+    w.write_pcapng_block(InterfaceDescriptionBlock::new(DataLink::ETHERNET, 0)).unwrap();
+    for (i, f) in [ethernet(&ipv4_syn(6)), ethernet(&[ipv4_syn(7), vec![0xab; 1_100_000]].concat())].iter().enumerate()
+    {
+        w.write_pcapng_block(EnhancedPacketBlock {
+            interface_id: 0,
+            timestamp: Duration::from_nanos(i as u64),
+            original_len: f.len() as u32,
+            data: Cow::Borrowed(f),
+            options: vec![],
+        })
+        .unwrap();
+    }
+    drop(w);
+    // A file cut inside its last record.
+    let cut = dir.path("cut.pcap");
+    let bytes = fs::read(&eth).unwrap();
+    fs::write(&cut, &bytes[..bytes.len() - 7]).unwrap();
+
+    for path in [&eth, &cooked, &huge, &cut] {
+        let mut mapped = PcapSource::open(path).unwrap();
+        let mut read = PcapSource::from_reader(path.clone(), File::open(path).unwrap()).unwrap();
+        let mut borrowed = PcapSource::open(path).unwrap();
+        assert!(mapped.is_mapped() && !read.is_mapped());
+        for _loop in 0..2 {
+            let (m, r) = (read_all(&mut mapped), read_all(&mut read));
+            assert_eq!(m, r, "{}", path.display());
+            assert_eq!(mapped.stats(), read.stats(), "{}", path.display());
+            assert_eq!(mapped.position(), read.position(), "{}", path.display());
+            assert_eq!(read_all_frames(&mut borrowed), m, "{}: next_frame", path.display());
+            assert_eq!(borrowed.stats(), mapped.stats(), "{}: next_frame", path.display());
+            for s in [&mut mapped, &mut read, &mut borrowed] {
+                s.rewind().unwrap();
+            }
+        }
+        assert_eq!(
+            mapped.truncation().map(|e| e.to_string()),
+            read.truncation().map(|e| e.to_string()),
+            "{}",
+            path.display()
+        );
+    }
+}

@@ -136,7 +136,31 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
-    /// Offline replay at top speed: tcpreplay vs xdpcopy -i FILE on the same output veth.
+    /// Sessions per second from a file: `xdpcopy -i FILE --topspeed` through xdpcopy-intercept,
+    /// beside the test nginx's own ceiling for new connections (wrk, Connection: close) measured
+    /// in the same run; writes the table into a Markdown file.
+    BenchSessions {
+        /// One-request sessions recorded in the file.
+        #[arg(long, default_value_t = 1000)]
+        sessions: u32,
+        /// Replays of the file per run (-T).
+        #[arg(long, default_value_t = 3)]
+        loops: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds of wrk per ceiling measurement.
+        #[arg(long, default_value_t = 3)]
+        ceiling_seconds: u64,
+        /// wrk connections for the ceiling.
+        #[arg(long, default_value_t = 16)]
+        wrk_conns: u32,
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        #[arg(long)]
+        no_write: bool,
+    },
+    /// Offline replay at top speed: tcpreplay vs xdpcopy -i FILE on the same output veth, and
+    /// the same run's AF_XDP TX ceiling.
     BenchOffline {
         #[arg(long, value_delimiter = ',', default_value = "64,1500")]
         sizes: Vec<usize>,
@@ -327,6 +351,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Agent { kind, iface, size, seconds, core } => agent(kind, &iface, size, seconds, core),
         Cmd::Impair { iface, loss } => impair(&iface, loss),
+        Cmd::BenchSessions { sessions, loops, runs, ceiling_seconds, wrk_conns, out, no_write } => {
+            let spec = bench::sessions_bench::SessionsSpec { sessions, loops, runs, ceiling_seconds, wrk_conns };
+            let report = bench::sessions_bench::run(&spec)?;
+            println!("{report}");
+            if !no_write {
+                bench::benchmark::write_section(&out, "sessions", &report)?;
+                println!("written to {}", out.display());
+            }
+            Ok(())
+        }
         Cmd::BenchOffline { sizes, frames, runs, out, no_write } => {
             let report = bench::benchmark::run_offline(&sizes, frames, runs)?;
             println!("{report}");

@@ -62,17 +62,50 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// The metadata the redirect program puts in front of each frame it hands to a socket.
+/// The metadata the redirect program puts in front of each frame it hands to a socket (and the
+/// offline feed in front of each frame it delivers): magic, generation, arrival time.
 pub mod meta {
     /// Bytes of metadata right before the frame's data.
     pub const LEN: usize = 16;
     const MAGIC: u32 = 0x7864_7063;
+
+    /// The block for a frame that arrived at `arrival_ns` (CLOCK_MONOTONIC) in replay loop
+    /// `generation` (the offline feed's `-T` loop; the XDP program writes 0).
+    pub fn stamp(arrival_ns: u64, generation: u32) -> [u8; LEN] {
+        let mut m = [0u8; LEN];
+        m[..4].copy_from_slice(&MAGIC.to_ne_bytes());
+        m[4..8].copy_from_slice(&generation.to_ne_bytes());
+        m[8..].copy_from_slice(&arrival_ns.to_ne_bytes());
+        m
+    }
 
     /// Returns the frame's arrival time (CLOCK_MONOTONIC ns) from the `LEN` bytes before it, if
     /// the program stamped it.
     pub fn arrival_ns(before: &[u8; LEN]) -> Option<u64> {
         let magic = u32::from_ne_bytes(before[..4].try_into().expect("4 bytes"));
         (magic == MAGIC).then(|| u64::from_ne_bytes(before[8..16].try_into().expect("8 bytes")))
+    }
+
+    /// Returns the replay loop the frame belongs to (0 for live capture or no stamp).
+    pub fn generation(before: &[u8; LEN]) -> u32 {
+        let magic = u32::from_ne_bytes(before[..4].try_into().expect("4 bytes"));
+        if magic == MAGIC {
+            u32::from_ne_bytes(before[4..8].try_into().expect("4 bytes"))
+        } else {
+            0
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_stamp_reads_back() {
+            let m = stamp(123_456_789, 2);
+            assert_eq!((arrival_ns(&m), generation(&m)), (Some(123_456_789), 2));
+            assert_eq!((arrival_ns(&[0; LEN]), generation(&[0xff; LEN])), (None, 0));
+        }
     }
 }
 

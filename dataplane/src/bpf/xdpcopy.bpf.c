@@ -168,12 +168,12 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 /*
  * Metadata in front of every redirected frame (AF_XDP copies it into the UMEM, right before the
  * frame's data): the arrival time, so the worker can measure its own latency. Keep in sync with
- * `bpf::Meta` in mod.rs.
+ * `bpf::meta` in mod.rs.
  */
 #define META_MAGIC 0x78647063u /* "xdpc" */
 struct meta {
 	__u32 magic;
-	__u32 reserved;
+	__u32 generation; /* 0 here; the offline feed writes its -T loop */
 	__u64 arrival_ns; /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 };
 
@@ -186,7 +186,7 @@ static __always_inline void stamp(struct xdp_md *ctx)
 	if ((void *)(m + 1) > data)
 		return;
 	m->magic = META_MAGIC;
-	m->reserved = 0;
+	m->generation = 0;
 	m->arrival_ns = bpf_ktime_get_ns();
 }
 

@@ -5,6 +5,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use memmap2::Mmap;
 use pcap_file::pcap::PcapParser;
 use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::PcapNgParser;
@@ -199,6 +200,9 @@ pub struct PcapSource<R = File> {
     reader: R,
     file_size: u64,
     format: Format,
+    /// The whole file, mapped ([`PcapSource::open`]); then `pos`/`end` index it and `buf` is
+    /// unused.
+    map: Option<Mmap>,
     /// Bytes read from the file; `buf[pos..end]` is not yet consumed.
     buf: Vec<u8>,
     pos: usize,
@@ -221,10 +225,43 @@ impl PcapSource<File> {
     ///
     /// The file cannot be opened or read, is empty, is no pcap / pcapng file, is cut inside its
     /// header, or its link type is unsupported (see [`OfflineError`]).
+    ///
+    /// The file is memory-mapped (read through the page cache, no copy into a buffer; see
+    /// [`crate::xsk::sys::map_file`] for why it must not be rewritten while it is replayed); a
+    /// file that cannot be mapped is read instead.
     pub fn open(path: impl AsRef<Path>) -> Result<PcapSource<File>, OfflineError> {
         let path = path.as_ref();
         let file = File::open(path).map_err(|source| OfflineError::Open { path: path.to_path_buf(), source })?;
-        PcapSource::from_reader(path, file)
+        let map = match file.metadata() {
+            Ok(m) if m.is_file() && m.len() > 0 => crate::xsk::sys::map_file(&file).ok(),
+            _ => None,
+        };
+        let Some(map) = map else {
+            return PcapSource::from_reader(path, file);
+        };
+        let len = map.len();
+        let mut source = PcapSource {
+            path: path.to_path_buf(),
+            reader: file,
+            file_size: len as u64,
+            format: Format::Unstarted,
+            map: Some(map),
+            buf: Vec::new(),
+            pos: 0,
+            end: len,
+            buf_offset: 0,
+            eof: true,
+            finished: false,
+            tail_inside: IN_RECORD,
+            stats: SourceStats::default(),
+        };
+        source.start()?;
+        Ok(source)
+    }
+
+    /// Whether the file is read through a memory mapping.
+    pub fn is_mapped(&self) -> bool {
+        self.map.is_some()
     }
 }
 
@@ -245,6 +282,7 @@ impl<R: Read + Seek> PcapSource<R> {
             reader,
             file_size,
             format: Format::Unstarted,
+            map: None,
             buf: vec![0; READ_BUFFER],
             pos: 0,
             end: 0,
@@ -264,11 +302,15 @@ impl<R: Read + Seek> PcapSource<R> {
     ///
     /// Seeking or re-reading the header fails.
     pub fn rewind(&mut self) -> Result<(), OfflineError> {
-        self.reader.seek(SeekFrom::Start(0)).map_err(|source| self.read_error(0, source))?;
+        if let Some(map) = &self.map {
+            self.end = map.len();
+        } else {
+            self.reader.seek(SeekFrom::Start(0)).map_err(|source| self.read_error(0, source))?;
+            self.end = 0;
+            self.eof = false;
+        }
         self.pos = 0;
-        self.end = 0;
         self.buf_offset = 0;
-        self.eof = false;
         self.finished = false;
         self.format = Format::Unstarted;
         self.start()
@@ -284,9 +326,40 @@ impl<R: Read + Seek> PcapSource<R> {
     /// A read error or a corrupt record (the packets before it were returned). A file that
     /// ends inside a record is not an error: see [`PcapSource::truncation`].
     pub fn next_into(&mut self, frame: &mut Vec<u8>) -> Result<Option<Packet>, OfflineError> {
+        let Some((packet, at)) = self.next_located(frame)? else {
+            frame.clear();
+            return Ok(None);
+        };
+        if let Some(range) = at {
+            frame.clear();
+            frame.extend_from_slice(&bytes(&self.map, &self.buf)[range]);
+        }
+        Ok(Some(packet))
+    }
+
+    /// Read the next packet's Ethernet frame without copying it where the link allows: an
+    /// Ethernet record is returned where it lies (in the mapping of a mapped file, else in the
+    /// read buffer); any other link's frame is built in `scratch` (its header is synthesized).
+    /// `None` at the end.
+    ///
+    /// # Errors
+    ///
+    /// As [`PcapSource::next_into`].
+    pub fn next_frame<'a>(&'a mut self, scratch: &'a mut Vec<u8>) -> Result<Option<(Packet, &'a [u8])>, OfflineError> {
+        Ok(self.next_located(scratch)?.map(|(packet, at)| {
+            let frame: &[u8] = match at {
+                Some(range) => &bytes(&self.map, &self.buf)[range],
+                None => scratch,
+            };
+            (packet, frame)
+        }))
+    }
+
+    /// The next packet, and where its frame is: `Some(range)` of the file's bytes (an Ethernet
+    /// record, as it lies), or `None` for a frame built in `scratch`.
+    fn next_located(&mut self, scratch: &mut Vec<u8>) -> Result<Option<(Packet, Located)>, OfflineError> {
         loop {
             let Some(rec) = self.next_record()? else {
-                frame.clear();
                 return Ok(None);
             };
             if rec.caplen < rec.orig_len as usize {
@@ -297,8 +370,18 @@ impl<R: Read + Seek> PcapSource<R> {
                 self.stats.foreign_link += 1;
                 continue;
             };
-            match link.to_ethernet(&self.buf[rec.start..rec.start + rec.caplen], frame) {
-                Ok(()) => {}
+            let range = rec.start..rec.start + rec.caplen;
+            let at = if link == Link::Ethernet {
+                if rec.caplen < crate::wire::ethernet::HEADER_LEN {
+                    Err(Skip::Short)
+                } else {
+                    Ok(Some(range))
+                }
+            } else {
+                link.to_ethernet(&bytes(&self.map, &self.buf)[range], scratch).map(|()| None)
+            };
+            let at = match at {
+                Ok(at) => at,
                 Err(Skip::Short) => {
                     self.stats.short += 1;
                     continue;
@@ -307,10 +390,11 @@ impl<R: Read + Seek> PcapSource<R> {
                     self.stats.not_ip += 1;
                     continue;
                 }
-            }
+            };
+            let len = at.as_ref().map_or(scratch.len(), ExactSizeIterator::len);
             self.stats.packets += 1;
-            self.stats.frame_bytes += frame.len() as u64;
-            return Ok(Some(Packet { ts: rec.ts, len: frame.len(), orig_len: rec.orig_len }));
+            self.stats.frame_bytes += len as u64;
+            return Ok(Some((Packet { ts: rec.ts, len, orig_len: rec.orig_len }, at)));
         }
     }
 
@@ -385,7 +469,13 @@ impl<R> PcapSource<R> {
 }
 
 impl<R: Read> PcapSource<R> {
-    /// Make `buf[pos..end]` hold at least `need` bytes; `false` if the file ends first.
+    /// The bytes `pos` and `end` index: the mapping, or the read buffer.
+    fn bytes(&self) -> &[u8] {
+        bytes(&self.map, &self.buf)
+    }
+
+    /// Make `buf[pos..end]` hold at least `need` bytes; `false` if the file ends first. A mapped
+    /// file holds every byte already (`eof` is set from the start).
     fn fill(&mut self, need: usize) -> Result<bool, OfflineError> {
         if self.end - self.pos >= need {
             return Ok(true);
@@ -447,7 +537,8 @@ impl<R: Read> PcapSource<R> {
                 self.truncated_header()
             });
         }
-        let magic = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let b = self.bytes();
+        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         match magic {
             0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => self.start_pcap(),
             SHB => self.start_pcapng(),
@@ -471,7 +562,7 @@ impl<R: Read> PcapSource<R> {
         if !self.fill(PCAP_HEADER_LEN)? {
             return Err(self.truncated_header());
         }
-        let (rem, parser) = PcapParser::new(&self.buf[..self.end]).map_err(|e| self.corrupt(0, pcap_error(&e)))?;
+        let (rem, parser) = PcapParser::new(&self.bytes()[..self.end]).map_err(|e| self.corrupt(0, pcap_error(&e)))?;
         self.pos = self.end - rem.len();
         let header = parser.header();
         let linktype = u32::from(header.datalink);
@@ -489,7 +580,7 @@ impl<R: Read> PcapSource<R> {
         if !self.fill(len)? {
             return Err(self.truncated_header());
         }
-        let (rem, parser) = PcapNgParser::new(&self.buf[..len]).map_err(|e| self.corrupt(0, pcap_error(&e)))?;
+        let (rem, parser) = PcapNgParser::new(&self.bytes()[..len]).map_err(|e| self.corrupt(0, pcap_error(&e)))?;
         debug_assert!(rem.is_empty());
         self.pos = len;
         self.format = Format::PcapNg { parser, ifaces: Vec::new(), last_ts: Duration::ZERO };
@@ -529,7 +620,7 @@ impl<R: Read> PcapSource<R> {
             self.mark_tail(IN_RECORD);
             return Ok(None);
         }
-        let caplen = read_u32(&self.buf[self.pos + 8..], big) as usize;
+        let caplen = read_u32(&self.bytes()[self.pos + 8..], big) as usize;
         if caplen > MAX_PCAP_RECORD {
             let detail = format!(
                 "a packet record claims {caplen} captured bytes (the limit is {MAX_PCAP_RECORD}); \
@@ -542,7 +633,7 @@ impl<R: Read> PcapSource<R> {
             return Ok(None);
         }
         let Format::Pcap { parser, link, nanos } = &self.format else { unreachable!("a pcap file") };
-        let slice = &self.buf[self.pos..self.end];
+        let slice = &bytes(&self.map, &self.buf)[self.pos..self.end];
         let (rem, raw) = parser.next_raw_packet(slice).map_err(|e| self.corrupt(self.position(), pcap_error(&e)))?;
         let frac_nanos = if *nanos { u64::from(raw.ts_frac) } else { u64::from(raw.ts_frac) * 1000 };
         let record = Record {
@@ -561,13 +652,13 @@ impl<R: Read> PcapSource<R> {
     fn block_header(&mut self, header: bool) -> Result<Option<(u32, usize)>, OfflineError> {
         if !self.fill(BLOCK_OVERHEAD)? {
             if !header {
-                let rest = &self.buf[self.pos..self.end];
+                let rest = &self.bytes()[self.pos..self.end];
                 let packet = rest.len() >= 4 && is_packet_block(read_u32(rest, self.section_is_big()));
                 self.mark_tail(if packet { IN_RECORD } else { IN_BLOCK });
             }
             return Ok(None);
         }
-        let head = &self.buf[self.pos..self.pos + BLOCK_OVERHEAD];
+        let head = &self.bytes()[self.pos..self.pos + BLOCK_OVERHEAD];
         let big = header || self.section_is_big();
         let block_type = read_u32(head, big);
         let big = if block_type == SHB {
@@ -605,7 +696,7 @@ impl<R: Read> PcapSource<R> {
         }
         let offset = self.position();
         let Format::PcapNg { parser, ifaces, .. } = &mut self.format else { unreachable!("a pcapng file") };
-        let block = &self.buf[self.pos..self.pos + len];
+        let block = &bytes(&self.map, &self.buf)[self.pos..self.pos + len];
         if let Err(e) = parser.next_raw_block(block) {
             let detail = format!("a pcapng block (type 0x{block_type:08x}): {}", pcap_error(&e));
             return Err(OfflineError::Corrupt { path: self.path.clone(), offset, detail });
@@ -638,7 +729,7 @@ impl<R: Read> PcapSource<R> {
             }
             let Format::PcapNg { parser, ifaces, last_ts } = &mut self.format else { unreachable!("a pcapng file") };
             let big = parser.section().endianness == Endianness::Big;
-            let b = &self.buf[body..body + body_len];
+            let b = &bytes(&self.map, &self.buf)[body..body + body_len];
             let corrupt = |detail: String| OfflineError::Corrupt { path: self.path.clone(), offset, detail };
             let (id, ts, caplen, orig_len, data) = if block_type == SPB {
                 // A simple packet block: interface 0, no timestamp (we keep the previous one).
@@ -678,6 +769,18 @@ impl<R: Read> PcapSource<R> {
             *last_ts = ts;
             return Ok(Some(Record { ts, start: data, caplen, orig_len, link: iface.link }));
         }
+    }
+}
+
+/// Where a packet's frame is: `Some(range)` of the file's bytes, `None` in the scratch buffer.
+type Located = Option<std::ops::Range<usize>>;
+
+/// The bytes a source's `pos` and `end` index: the mapping of a mapped file, else the read
+/// buffer (a free function, so it borrows those two fields only).
+fn bytes<'a>(map: &'a Option<Mmap>, buf: &'a [u8]) -> &'a [u8] {
+    match map {
+        Some(m) => m,
+        None => buf,
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  run ─► setup: Links::resolve ─► Channel::new ─► program ─► Taps::new ─► workers (one port per queue)
-//!     ─► attach the XDP program (capture starts)
+//!     ─► attach the XDP program (capture starts; offline there is no program: the feed is the RX)
 //!     ─► start: Threads::start (pinned workers, control thread) ─► offline feed
 //!     ─► watch: Monitor::run (the stats loop) until stopped, a thread ends, or the replay is over
 //!     ─► shut down: Monitor::finish (join, last latency intervals) ─► exports ─► Summary
@@ -32,7 +32,7 @@ use control::latency::{write_summary_json, LatencyExport, MetricsServer};
 pub use summary::{LatencyLine, RuntimeCounters, Summary, Totals, WorkerTotals};
 
 use crate::{
-    bpf::Entry,
+    bpf::{self, Entry},
     config::{Config, Mode},
     feed::{Feed, FeedCounters},
     rewrite::ChecksumMode,
@@ -55,13 +55,21 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
         Mode::Session(opts) => Some(Channel::new(opts, config.queues)?),
         Mode::Stateless => None,
     };
-    let program = setup::program(config)?;
-    let mut taps = Taps::new(config)?;
-    let workers = setup::workers(config, &links, &program, channel.as_ref(), &taps, &stop)?;
+    // Offline, nothing is captured: no program, the feed fills the workers' RX rings.
+    let program = match config.offline {
+        Some(_) => None,
+        None => Some(setup::program(config)?),
+    };
+    let mut taps = Taps::new(config, &links)?;
+    let mut workers = setup::workers(config, &links, program.as_ref(), channel.as_ref(), &taps, &stop)?;
     // Attach last: from here on frames for the selected ports go to the sockets.
-    let attachment = program.attach(Entry::Redirect, &config.input, config.xdp_mode)?;
-    report_start(config, &attachment.mode.to_string(), workers.zero_copy, links.mtu);
-    let run_meta = summary::run_meta(config, attachment.mode, workers.zero_copy);
+    let attachment = match &program {
+        Some(p) => Some(p.attach(Entry::Redirect, &config.input, config.xdp_mode)?),
+        None => None,
+    };
+    let xdp_mode = attachment.as_ref().map(|a| a.mode);
+    report_start(config, xdp_mode, workers.zero_copy, links.mtu);
+    let run_meta = summary::run_meta(config, xdp_mode, workers.zero_copy);
     let export = match &taps.exchange {
         Some(_) => Some(LatencyExport::new(config.observe.latency_csv.clone(), run_meta.clone())?),
         None => None,
@@ -79,14 +87,12 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
     if let Some(f) = feed.as_deref_mut() {
         let published = workers.published.clone();
         let ready = || published.iter().all(|p| p.ready.load(Ordering::Acquire));
-        let live = workers.published.clone();
-        let received = Box::new(move || live.iter().map(|p| p.rx_live.load(Ordering::Relaxed)).sum::<u64>());
-        threads.start_feed(f, &ready, received, &stop)?;
+        threads.start_feed(f, std::mem::take(&mut workers.injectors), &ready, &stop)?;
         eprintln!("xdpcopy: replaying {}", config.input_label());
     }
 
     let mut monitor = Monitor::new(Watch {
-        program: &program,
+        program: program.as_ref(),
         published: workers.published,
         sockets: workers.sockets,
         threads,
@@ -128,15 +134,27 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>, mut feed: Option<&mut Feed>) 
     Ok(summary)
 }
 
-/// The start-up line: where it captures, how, and where it sends.
-fn report_start(config: &Config, xdp_mode: &str, zero_copy: bool, mtu: u32) {
+/// The start-up line: where it captures (offline: what it replays, with no XDP program), how,
+/// and where it sends.
+fn report_start(config: &Config, xdp_mode: Option<bpf::XdpMode>, zero_copy: bool, mtu: u32) {
+    let from = match (&config.offline, xdp_mode) {
+        (Some(file), _) => format!(
+            "replaying {} into {} worker(s) directly (no capture interface, no XDP program attached)",
+            file.display(),
+            config.queues
+        ),
+        (None, mode) => format!(
+            "capturing on {} (queues 0..{}, XDP {} mode)",
+            config.input,
+            config.queues,
+            mode.map_or_else(|| "no".to_string(), |m| m.to_string())
+        ),
+    };
     eprintln!(
-        "xdpcopy: capturing on {} (queues 0..{}, XDP {xdp_mode} mode, AF_XDP {}), sending on {} (MTU {mtu}), {}, \
-         checksums {}",
-        config.input,
+        "xdpcopy: {from}, sending on {} (queues 0..{}, AF_XDP {}, MTU {mtu}), {}, checksums {}",
+        config.output,
         config.queues,
         if zero_copy { "zero-copy" } else { "copy mode" },
-        config.output,
         match config.mode {
             Mode::Stateless => "stateless",
             Mode::Session(_) => "session replay",

@@ -43,7 +43,8 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// What the stats loop reads and writes.
 pub(super) struct Monitor<'a> {
-    program: &'a Program,
+    /// The attached program (`None` offline).
+    program: Option<&'a Program>,
     published: Vec<Arc<Published>>,
     sockets: Vec<StatsHandle>,
     threads: Threads,
@@ -69,8 +70,8 @@ pub(super) struct Monitor<'a> {
 
 /// What the monitor watches and where it reports.
 pub(super) struct Watch<'a> {
-    /// The attached program (its counters).
-    pub program: &'a Program,
+    /// The attached program (its counters); `None` offline (no program).
+    pub program: Option<&'a Program>,
     /// Each worker's published counters.
     pub published: Vec<Arc<Published>>,
     /// Every socket's statistics handle.
@@ -167,7 +168,7 @@ impl<'a> Monitor<'a> {
         Totals {
             workers: sum(self.published.iter().map(|p| &p.counters)),
             session: self.session.then(|| sum(self.published.iter().map(|p| &p.session))),
-            xdp: self.program.counters(),
+            xdp: self.program.map(Program::counters).unwrap_or_default(),
             xsk,
             channel: self.threads.control_stats(),
             feed: None,

@@ -1,6 +1,7 @@
 //! Set-up: everything resolved and created before the first frame is captured — the output
-//! link and the routes to each target, the channel to the intercepts, the XDP program, and one
-//! port and worker per queue. Nothing here runs once the copier is copying.
+//! link and the routes to each target, the channel to the intercepts, the XDP program (live
+//! capture only), and one port and worker per queue (offline: a port whose RX side the feed
+//! fills, and its injector). Nothing here runs once the copier is copying.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddrV4},
@@ -26,7 +27,7 @@ use crate::{
     stats::Published,
     tuples::Tuples,
     worker::{self, Route, Stateless, Worker, WorkerLatency},
-    xsk::{Doorbell, Port, PortConfig, StatsHandle, TxSide},
+    xsk::{Doorbell, Injector, Port, PortConfig, StatsHandle, TxSide},
 };
 
 /// Frame size of the UMEM chunks.
@@ -56,7 +57,7 @@ impl Links {
         let src_mac = netdev::mac(&config.output)?;
         let mtu = netdev::mtu(&config.output)?;
         let tx_queues = netdev::queues(&config.output, "tx")?;
-        if config.input != config.output && tx_queues < config.queues {
+        if (config.offline.is_some() || config.input != config.output) && tx_queues < config.queues {
             bail!(
                 "--output {} has {tx_queues} TX queue(s) but {} workers need one each; use --queues {tx_queues} or give \
                  the interface more queues (ethtool -L / veth numtxqueues)",
@@ -179,19 +180,24 @@ pub(super) struct Taps {
 }
 
 impl Taps {
-    /// Creates what the configuration asks for.
+    /// Creates what the configuration asks for (`--pcap-out-responses` frames get the first
+    /// target's link addresses).
     ///
     /// # Errors
     /// When the `--pcap-out` file cannot be created.
-    pub fn new(config: &Config) -> Result<Self> {
+    pub fn new(config: &Config, links: &Links) -> Result<Self> {
         let queues = config.queues as usize;
+        let responses = match (&config.mode, links.targets.first()) {
+            (Mode::Session(_), Some(t)) if config.observe.pcap_out_responses => Some((t.src_mac, t.dst_mac)),
+            _ => None,
+        };
         Ok(Taps {
             exchange: config.observe.latency.then(|| Arc::new(RecorderExchange::new(queues, 2 * queues))),
             pcap_out: config
                 .observe
                 .pcap_out
                 .as_deref()
-                .map(|p| PcapOut::create(p, config.observe.pcap_out_max_bytes))
+                .map(|p| PcapOut::create(p, config.observe.pcap_out_max_bytes, responses))
                 .transpose()?,
             production: match &config.mode {
                 Mode::Session(o) if o.production_latency => Some(Arc::new(ProductionTable::new(16))),
@@ -211,27 +217,37 @@ pub(super) struct Workers {
     pub sockets: Vec<StatsHandle>,
     /// Whether the kernel bound the sockets in zero-copy mode.
     pub zero_copy: bool,
+    /// Offline: each worker's RX side, for the feed (worker `i`'s at index `i`).
+    pub injectors: Vec<Injector>,
 }
 
-/// Opens one port (UMEM, RX socket on the capture interface's queue, TX on the same socket or on
-/// the output interface sharing the UMEM) and creates one worker per queue, and registers the RX sockets with the
-/// program. Nothing is captured until the program is attached.
+/// Opens one port per queue and creates its worker. Live: the UMEM, an RX socket on the capture
+/// interface's queue (registered with the program; nothing is captured until it is attached)
+/// and TX on the same socket or on the output interface sharing the UMEM. Offline (`program` is
+/// `None`): an in-memory RX side whose injector goes to the feed, and a TX socket on the output
+/// interface's queue.
 ///
 /// # Errors
 /// Socket set-up failures, naming the interface and queue.
 pub(super) fn workers(
     config: &Config,
     links: &Links,
-    program: &Program,
+    program: Option<&Program>,
     channel: Option<&Channel>,
     taps: &Taps,
     stop: &Arc<AtomicBool>,
 ) -> Result<Workers> {
     let sampler = Sampler::new(config.sample_percent, config.ramp);
     let stateless = Stateless::new(links.routes.clone(), config.checksum, links.mtu as usize + 14, sampler.clone());
-    let mut out = Workers { workers: Vec::new(), published: Vec::new(), sockets: Vec::new(), zero_copy: false };
+    let mut out = Workers {
+        workers: Vec::new(),
+        published: Vec::new(),
+        sockets: Vec::new(),
+        zero_copy: false,
+        injectors: Vec::new(),
+    };
     for q in 0..config.queues {
-        let port = Port::open(&PortConfig {
+        let mut cfg = PortConfig {
             ifname: config.input.clone(),
             queue: q,
             frames: config.frames,
@@ -246,9 +262,22 @@ pub(super) fn workers(
             // Session mode keeps half the UMEM out of the fill ring for the frames it builds.
             fill_reserve: if channel.is_some() { config.frames / 2 } else { 0 },
             copy_mode: config.copy_mode,
-        })?;
+        };
+        let port = match program {
+            Some(program) => {
+                let port = Port::open(&cfg)?;
+                program.set_socket(q, port.fd())?;
+                port
+            }
+            None => {
+                cfg.ifname = config.output.clone();
+                cfg.tx = TxSide::SameSocket;
+                let (port, injector) = Port::open_fed(&cfg)?;
+                out.injectors.push(injector);
+                port
+            }
+        };
         out.zero_copy |= port.zero_copy();
-        program.set_socket(q, port.fd())?;
         out.sockets.extend(port.stats_handles()?);
         let mode = match (&config.mode, channel) {
             (Mode::Session(opts), Some(ch)) => {

@@ -143,7 +143,7 @@ pub(super) fn metrics_snapshot(
 }
 
 /// The run's metadata for the exports (peers.md §5.6).
-pub(super) fn run_meta(config: &Config, mode: bpf::XdpMode, zero_copy: bool) -> serde_json::Value {
+pub(super) fn run_meta(config: &Config, mode: Option<bpf::XdpMode>, zero_copy: bool) -> serde_json::Value {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     serde_json::json!({
         "xdpcopy_version": env!("CARGO_PKG_VERSION"),
@@ -152,7 +152,9 @@ pub(super) fn run_meta(config: &Config, mode: bpf::XdpMode, zero_copy: bool) -> 
         "kernel": kernel.trim(),
         "input": config.input,
         "output": config.output,
-        "xdp_mode": mode.to_string(),
+        // Offline, no program is attached: the feed hands the frames to the workers.
+        "xdp_mode": mode.map_or_else(|| "none (offline feed)".to_string(), |m| m.to_string()),
+        "offline": config.offline.as_ref().map(|p| p.display().to_string()),
         "bind_mode": if zero_copy { "zero-copy" } else { "copy" },
         "need_wakeup": true,
         "queues": config.queues,

@@ -17,7 +17,7 @@ use control::{
     counters::CounterSet,
 };
 
-use crate::{feed::Feed, stats::Counters, worker::Worker};
+use crate::{feed::Feed, stats::Counters, worker::Worker, xsk::Injector};
 
 /// How long one control round blocks in the channel's event loop.
 const CONTROL_SLICE: Duration = Duration::from_millis(50);
@@ -85,16 +85,17 @@ impl Threads {
         self.control.as_ref().map(|c| *c.stats.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Offline: starts the feed once the workers have posted their fill rings and (session
-    /// mode) an intercept is connected, on a core no worker uses when there is one.
+    /// Offline: starts the feed into the workers' injectors once the workers have posted their
+    /// fill rings and (session mode) an intercept is connected, on a core no worker uses when
+    /// there is one.
     ///
     /// # Errors
     /// When the feed cannot start.
     pub fn start_feed(
         &self,
         feed: &mut Feed,
+        injectors: Vec<Injector>,
         ready: &dyn Fn() -> bool,
-        received: Box<dyn Fn() -> u64 + Send>,
         stop: &Arc<AtomicBool>,
     ) -> Result<()> {
         wait_until(Duration::from_secs(2), stop, ready);
@@ -108,7 +109,7 @@ impl Threads {
             .into_iter()
             .map(|c| c.id)
             .find(|c| !self.worker_cores.contains(c));
-        feed.start(stop.clone(), received, spare)
+        feed.start(injectors, stop.clone(), spare)
     }
 
     /// Joins every thread (set the stop flag first): the workers' final counters, summed, and

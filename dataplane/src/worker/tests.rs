@@ -241,11 +241,27 @@ fn a_down_output_link_is_counted_and_retried_only_every_100_ms() {
 /// A session-mode worker replaying port 80 to TARGET:8080 on an in-memory port, and its link to
 /// the control thread.
 fn session_worker(frames: u32, ring: u32, fill_reserve: u32) -> (Worker, Kernel, Arc<WorkerLink>) {
+    let tuples = TupleConfig {
+        replicas: 1,
+        addresses: Vec::new(),
+        port_slot: None,
+        idle: Duration::from_secs(90),
+        capacity: 0,
+        fresh_per_loop: false,
+    };
+    session_worker_with(frames, ring, fill_reserve, tuples)
+}
+
+/// As [`session_worker`], with these client tuples.
+fn session_worker_with(
+    frames: u32,
+    ring: u32,
+    fill_reserve: u32,
+    tuples: TupleConfig,
+) -> (Worker, Kernel, Arc<WorkerLink>) {
     let (port, kernel) = testing::port(frames, ring, fill_reserve);
     let link = Arc::new(WorkerLink::new(16, || {}));
     let target = session::Target { ip: TARGET, port: 8080, src_mac: OUT_SRC.0, dst_mac: OUT_DST.0 };
-    let tuples =
-        TupleConfig { replicas: 1, addresses: Vec::new(), port_slot: None, idle: Duration::from_secs(90), capacity: 0 };
     let s = Session {
         engine: session::Engine::new(
             session::Config { max_sessions: 16, pool_bytes: 1 << 20, ..session::Config::default() },
@@ -311,6 +327,43 @@ fn session_mode_builds_in_free_frames_and_waits_for_one() {
     w.round();
     assert_eq!(w.counters().tx_completed, 1);
     assert_no_leak(&w, &mut k, 2);
+}
+
+#[test]
+fn a_later_replay_loop_is_a_new_client_ahead_in_sequence_and_time() {
+    let tuples = TupleConfig {
+        replicas: 1,
+        addresses: Vec::new(),
+        port_slot: None,
+        idle: Duration::from_secs(90),
+        capacity: 64,
+        fresh_per_loop: true,
+    };
+    let (mut w, mut k, link) = session_worker_with(8, 8, 0, tuples);
+    // Loop 0 of the file: the captured client.
+    assert!(k.deliver_with_meta(&meta::stamp(1, 0), &SYN_V4));
+    w.round();
+    let add = |link: &WorkerLink| match link.ops.pop() {
+        Some(SessionOp::Add(a)) => a,
+        other => panic!("expected a CLIENT_ADD, got {other:?}"),
+    };
+    assert_eq!(add(&link).client, CLIENT);
+    // The same SYN in loop 2: another client port, its sequence number and timestamp 2 × 2^30
+    // ahead, so neither TIME_WAIT nor PAWS on the test server could refuse it.
+    assert!(k.deliver_with_meta(&meta::stamp(2, 2), &SYN_V4));
+    w.round();
+    let add = add(&link);
+    assert_eq!(*add.client.ip(), *CLIENT.ip());
+    assert_ne!(add.client.port(), CLIENT.port());
+    let sent = k.transmit();
+    assert_eq!(sent.len(), 2);
+    let (first, again) = (parse(&sent[0]).unwrap().unwrap(), parse(&sent[1]).unwrap().unwrap());
+    assert_eq!((first.src_port, first.seq), (40000, 0x1234_5678));
+    assert_eq!((again.src_port, again.seq), (add.client.port(), 0x1234_5678u32.wrapping_add(2 << 30)));
+    let ts = |f: &[u8], p: &Parsed| tcp::Packet::new_checked(&f[p.l4_offset..]).unwrap().find_timestamps().map(|t| t.1);
+    assert_eq!(ts(&sent[0], &first), Some(123_456));
+    assert_eq!(ts(&sent[1], &again), Some(123_456u32.wrapping_add(2 << 30)));
+    assert_eq!(w.counters().tuple_exhausted, 0);
 }
 
 #[test]

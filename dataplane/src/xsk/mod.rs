@@ -8,6 +8,8 @@
 //!   through it.
 //! - `socket`: creating and binding sockets (private: the port takes their rings).
 //! - `port`: [`Port`], the typed rings and the free list the poll loops use.
+//! - `inject`: an RX side in memory and its [`Injector`], which plays the kernel's RX role from
+//!   another thread (the offline feed; [`Port::open_fed`]).
 //! - [`sys`]: the system calls, the loop calls' test seam, the lab's few calls.
 //! - `testing` (tests, or the `testing` feature): ring pairs and a port over in-memory rings,
 //!   driven by a test kernel.
@@ -16,6 +18,7 @@
 //! one `libbpf-sys` may be in the graph).
 #![allow(unsafe_code)]
 
+mod inject;
 pub mod port;
 pub mod ring;
 mod socket;
@@ -24,6 +27,7 @@ pub mod sys;
 pub mod testing;
 pub mod umem;
 
+pub use inject::Injector;
 pub use port::{Port, PortConfig, TxSide};
 pub use ring::{Consumer, Producer};
 pub use socket::{CopyMode, Error, Statistics, StatsHandle};

@@ -18,17 +18,22 @@
 //! for that at open).
 //!
 //! The TX side is either on the same socket (capture and output interface are the same) or on a
-//! second socket on the output interface sharing the UMEM (`XDP_SHARED_UMEM`). The kicks and
-//! waits go through [`sys`](super::sys)'s loop-call dispatch, so a port over in-memory rings
-//! (`xsk::testing`) runs the same code with its kicks counted.
+//! second socket on the output interface sharing the UMEM (`XDP_SHARED_UMEM`). The RX side is
+//! either the kernel's (the socket's RX and fill rings) or in memory, fed by an [`Injector`] on
+//! another thread ([`Port::open_fed`]: the offline feed; the worker cannot tell the difference).
+//! The kicks and waits go through [`sys`](super::sys)'s loop-call dispatch, so a port over
+//! in-memory rings (`xsk::testing`) runs the same code with its kicks counted.
 
 use std::{os::fd::BorrowedFd, time::Duration};
 
 #[cfg(any(test, feature = "testing"))]
 use std::os::fd::{AsFd, OwnedFd};
 
+use std::sync::Arc;
+
 use super::{
-    ring::{Consumer, Producer},
+    inject::{Injector, RxBell},
+    ring::{self, Consumer, Producer},
     socket::{self, CopyMode, Error, Socket, StatsHandle},
     sys::{self, Kick},
     umem::{BadDescriptor, Frame, Geometry, Received, Umem},
@@ -140,6 +145,9 @@ pub struct Port {
     rx: Option<RxRings>,
     tx: Option<TxRings>,
     fds: Fds,
+    /// An in-memory RX side ([`Port::open_fed`]): waits for received frames sleep on this bell,
+    /// which the [`Injector`] rings, instead of polling a socket.
+    bell: Option<Arc<RxBell>>,
 }
 
 impl Port {
@@ -202,7 +210,52 @@ impl Port {
                 zero_copy,
             )
         });
-        Ok(Self::assemble(umem, rx, tx, cfg.fill_reserve, Fds::Kernel { owner, shared }))
+        Ok(Self::assemble(umem, rx, tx, cfg.fill_reserve, Fds::Kernel { owner, shared }, None))
+    }
+
+    /// Opens a port whose RX side is in memory and fed by the returned [`Injector`] from another
+    /// thread (the offline feed), and whose TX side is a real socket on `cfg.ifname`, queue
+    /// `cfg.queue`, which registers the UMEM. `cfg.tx` must be [`TxSide::SameSocket`]; `cfg.rx`
+    /// is not looked at (the RX side is the injector's). As with [`Port::open`], every free
+    /// frame but the reserve is put on the fill ring, where the injector takes them.
+    ///
+    /// The port is used exactly like one from [`Port::open`] ([`Port::fd`] is the TX socket's:
+    /// never put it in an XSKMAP). See `inject.rs` for who owns a chunk when.
+    ///
+    /// # Errors
+    /// When the interface is missing or a setup call fails (the error names the interface, the
+    /// queue and the call).
+    ///
+    /// # Panics
+    /// If `cfg.tx` is not [`TxSide::SameSocket`].
+    pub fn open_fed(cfg: &PortConfig) -> Result<(Self, Injector), Error> {
+        assert_eq!(cfg.tx, TxSide::SameSocket, "a fed port transmits on its own socket");
+        let err = |source| Error::Syscall { ifname: cfg.ifname.clone(), queue: cfg.queue, source };
+        let umem = Umem::new(cfg.frames, cfg.frame_size).map_err(err)?;
+        let mut owner = Socket::create(
+            &umem,
+            &socket::Config {
+                ifname: cfg.ifname.clone(),
+                queue: cfg.queue,
+                rx_size: 0,
+                tx_size: cfg.ring_size,
+                fill_size: SPARE_RING,
+                comp_size: cfg.ring_size,
+                copy_mode: cfg.copy_mode,
+            },
+        )?;
+        let (fill_p, fill_c) = ring::pair::<u64>(cfg.ring_size, 0).map_err(err)?;
+        let (rx_p, rx_c) = ring::pair::<Desc>(cfg.ring_size, 0).map_err(err)?;
+        let bell = RxBell::new().map_err(err)?;
+        let injector = Injector::new(&umem, fill_c, rx_p, bell.clone());
+        let zero_copy = owner.zero_copy();
+        let tx = (
+            owner.tx.take().expect("configured a TX ring"),
+            owner.comp.take().expect("every socket has a completion ring"),
+            zero_copy,
+        );
+        let fds = Fds::Kernel { owner, shared: None };
+        Ok((Self::assemble(umem, Some((rx_c, fill_p)), Some(tx), cfg.fill_reserve, fds, Some(bell)), injector))
     }
 
     /// Puts a port together (real or in-memory), mints every frame into the free list and primes
@@ -213,6 +266,7 @@ impl Port {
         tx: Option<(Producer<Desc>, Consumer<u64>, bool)>,
         fill_reserve: u32,
         fds: Fds,
+        bell: Option<Arc<RxBell>>,
     ) -> Self {
         let mut free = Vec::with_capacity(umem.frames() as usize);
         free.extend(umem.mint_all());
@@ -224,13 +278,15 @@ impl Port {
             rx: rx.map(|(ring, fill)| RxRings { ring, fill, ready: 0, taken: 0 }),
             tx: tx.map(|(ring, comp, zero_copy)| TxRings { ring, comp, in_flight: 0, zero_copy }),
             fds,
+            bell,
         };
         // A failed wakeup here is retried by the loop's first refill.
         let _ = port.refill();
         port
     }
 
-    /// A port over in-memory rings (see `xsk::testing`).
+    /// A port over in-memory rings (see `xsk::testing`); with `bell`, its waits sleep on it as a
+    /// fed port's do.
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn in_memory(
         umem: Umem,
@@ -238,8 +294,9 @@ impl Port {
         tx: (Producer<Desc>, Consumer<u64>),
         fill_reserve: u32,
         fd: OwnedFd,
+        bell: Option<Arc<RxBell>>,
     ) -> Self {
-        Self::assemble(umem, Some(rx), Some((tx.0, tx.1, false)), fill_reserve, Fds::Memory(fd))
+        Self::assemble(umem, Some(rx), Some((tx.0, tx.1, false)), fill_reserve, Fds::Memory(fd), bell)
     }
 
     /// The UMEM (to read frames by their tokens).
@@ -412,12 +469,25 @@ impl Port {
 
     /// Waits up to `timeout` for received frames; returns whether some arrived.
     pub fn wait_readable(&self, timeout: Duration) -> bool {
-        sys::poll_readable(self.fds.rx(), timeout)
+        match &self.bell {
+            Some(bell) => bell.wait(|| self.rx_has_ready(), None, timeout),
+            None => sys::poll_readable(self.fds.rx(), timeout),
+        }
     }
 
     /// Waits up to `timeout` for received frames or for `other` to become readable.
     pub fn wait_readable_or(&self, other: BorrowedFd<'_>, timeout: Duration) {
-        sys::poll_readable2(self.fds.rx(), other, timeout);
+        match &self.bell {
+            Some(bell) => {
+                bell.wait(|| self.rx_has_ready(), Some(other), timeout);
+            }
+            None => sys::poll_readable2(self.fds.rx(), other, timeout),
+        }
+    }
+
+    /// Whether the RX ring holds entries not released yet (a fed port's wait checks it).
+    fn rx_has_ready(&self) -> bool {
+        self.rx.as_ref().is_some_and(|rx| rx.ring.has_ready())
     }
 
     /// The socket that owns the UMEM (for the XSKMAP and for epoll).

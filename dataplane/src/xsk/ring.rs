@@ -85,7 +85,6 @@ impl From<libc::xdp_ring_offset> for Layout {
 
 impl Layout {
     /// The layout of an anonymous ring (each index on its own cache line, as the kernel does).
-    #[cfg(any(test, feature = "testing"))]
     pub(crate) const ANONYMOUS: Layout = Layout { producer: 0, consumer: 64, flags: 128, desc: 192 };
 
     /// Bytes needed for `size` entries of `T`.
@@ -302,6 +301,13 @@ impl<T: Copy> Consumer<T> {
         self.raw.read(self.cached_cons.wrapping_add(i) & self.raw.mask)
     }
 
+    /// Whether the producer has published entries not released yet, without moving the cached
+    /// view (one `Acquire` load; for a waiter deciding whether to sleep).
+    #[inline]
+    pub fn has_ready(&self) -> bool {
+        self.raw.producer().load(Ordering::Acquire) != self.cached_cons
+    }
+
     /// Gives `n` entries back to the producer.
     #[inline]
     pub fn release(&mut self, n: u32) {
@@ -345,8 +351,8 @@ fn set_flag(flags: &AtomicU32, on: bool) {
     }
 }
 
-/// A producer and a consumer over the same anonymous memory, both indices starting at `start`.
-#[cfg(any(test, feature = "testing"))]
+/// A producer and a consumer over the same anonymous memory, both indices starting at `start`
+/// (an in-memory RX side, `inject.rs`; the test rings of `xsk::testing`).
 pub(crate) fn pair<T: Copy>(size: u32, start: u32) -> Result<(Producer<T>, Consumer<T>), SyscallError> {
     let layout = Layout::ANONYMOUS;
     let mem = Memory::new(sys::map_anonymous(layout.len::<T>(size), "mmap(test ring)")?);

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{Mmap, MmapMut, MmapOptions};
 
 /// A failed system call: which one, and the OS error (in the message, not as a separate
 /// source, so an error chain prints it once).
@@ -139,6 +139,28 @@ pub fn map_ring(fd: BorrowedFd<'_>, offset: u64, len: usize) -> Result<MmapMut> 
 /// Allocates anonymous, page-aligned, populated, zeroed memory (the UMEM area; in tests, rings).
 pub fn map_anonymous(len: usize, call: &'static str) -> Result<MmapMut> {
     MmapOptions::new().len(len).populate().map_anon().map_err(|source| SyscallError { call, source })
+}
+
+/// Maps a whole file read-only (the offline feed reads a capture file through it, parsing it
+/// without copying).
+///
+/// The mapping is only ever read through bounds-checked slices, and every byte value is valid,
+/// so our own code is unaffected by what the bytes say. The contract `memmap2` asks for — nobody
+/// changes the file while it is mapped — is the caller's: a capture being replayed must not be
+/// rewritten or truncated meanwhile (appending is harmless: the mapping has the length at open).
+/// A truncated file makes reads past its new end fault (SIGBUS), as with any mapped reader.
+///
+/// # Errors
+/// When `mmap` fails (a file that cannot be mapped: a pipe, a special file).
+pub fn map_file(file: &std::fs::File) -> Result<Mmap> {
+    // SAFETY: a read-only shared mapping of a regular file opened by the caller; see the contract
+    // above: the caller replays a file nobody rewrites while it runs, so the slice does not change
+    // under us (and reads of any byte value are sound for the parser, which checks every length).
+    let map = unsafe { MmapOptions::new().map(file) }
+        .map_err(|source| SyscallError { call: "mmap(capture file)", source })?;
+    // Read ahead aggressively: the feed walks the file once, front to back.
+    let _ = map.advise(memmap2::Advice::Sequential);
+    Ok(map)
 }
 
 /// One system call of the poll loop; every such call goes through [`loop_call`].
@@ -408,21 +430,12 @@ pub fn set_timer_slack(ns: u64) {
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
 }
 
-/// An `AF_PACKET` raw socket bound to one interface, for injecting whole Ethernet frames (the
-/// offline feed writes a capture file's frames into a veth the copier captures from; the lab's
-/// frame sender uses [`PacketSocket::sender`]).
+/// An `AF_PACKET` raw socket bound to one interface: the lab's frame sender
+/// ([`PacketSocket::sender`]) and the promiscuous-mode holder ([`PacketSocket::promiscuous`]).
 #[derive(Debug)]
 pub struct PacketSocket(OwnedFd);
 
 impl PacketSocket {
-    /// Opens a raw packet socket bound to `ifindex` for every protocol (`ETH_P_ALL`).
-    ///
-    /// # Errors
-    /// When `socket` or `bind` fails (not root, no such interface).
-    pub fn bind(ifindex: u32) -> Result<Self> {
-        Self::open(ifindex, (libc::ETH_P_ALL as u16).to_be())
-    }
-
     /// Opens a raw packet socket bound to `ifindex` with protocol 0: it sends, and receives
     /// nothing.
     ///

@@ -1,5 +1,7 @@
 //! AF_XDP without a kernel, for tests (s2n-quic-xdp's `testing` module): ring pairs over
-//! anonymous memory, and a [`Port`] over in-memory rings whose other ends a test [`Kernel`] holds.
+//! anonymous memory, and a [`Port`] over in-memory rings whose other ends a test [`Kernel`] holds
+//! (its RX side through the production [`Injector`]); [`fed_port`] hands the injector out
+//! instead, as the offline feed gets it.
 //!
 //! Compiled for the crate's own tests and, with the `testing` feature, for other crates' tests.
 //!
@@ -22,6 +24,7 @@ use std::{
 };
 
 use super::{
+    inject::{Injector, RxBell},
     port::Port,
     ring::{self, Consumer, Memory, Producer},
     sys::{self, seam, LoopCall, SyscallError},
@@ -49,7 +52,24 @@ pub const FRAME_SIZE: u32 = 4096;
 /// # Panics
 /// If the memory cannot be mapped.
 pub fn port(frames: u32, ring_size: u32, fill_reserve: u32) -> (Port, Kernel) {
-    let setup = || -> Result<(Port, Kernel), SyscallError> {
+    let (port, injector, mut kernel) = build(frames, ring_size, fill_reserve, false);
+    kernel.rx = Some(injector);
+    (port, kernel)
+}
+
+/// As [`port`], but the RX side is the caller's: frames go in through the returned
+/// [`Injector`] (from any thread, as the offline feed does), and the port's waits sleep on its
+/// bell as a port from [`Port::open_fed`] does (a real `poll` with its timeout). The kernel
+/// handles the TX side only.
+///
+/// # Panics
+/// If the memory cannot be mapped.
+pub fn fed_port(frames: u32, ring_size: u32, fill_reserve: u32) -> (Port, Injector, Kernel) {
+    build(frames, ring_size, fill_reserve, true)
+}
+
+fn build(frames: u32, ring_size: u32, fill_reserve: u32, fed: bool) -> (Port, Injector, Kernel) {
+    let setup = || -> Result<(Port, Injector, Kernel), SyscallError> {
         let umem = Umem::new(frames, FRAME_SIZE)?;
         let (memory, geometry) = (umem.memory(), umem.geometry());
         let (fill_p, fill_c) = ring::pair::<u64>(ring_size, 0)?;
@@ -60,10 +80,11 @@ pub fn port(frames: u32, ring_size: u32, fill_reserve: u32) -> (Port, Kernel) {
         let calls = Rc::new(Cell::new(Calls::default()));
         let fail = Rc::new(Cell::new(None));
         let seam = seam::replace(handler(fd.as_raw_fd(), calls.clone(), fail.clone()));
-        let port = Port::in_memory(umem, (rx_c, fill_p), (tx_p, comp_c), fill_reserve, fd);
-        let kernel =
-            Kernel { memory, geometry, fill: fill_c, rx: rx_p, tx: tx_c, comp: comp_p, calls, fail, _seam: seam };
-        Ok((port, kernel))
+        let bell = RxBell::new()?;
+        let injector = Injector::new(&umem, fill_c, rx_p, bell.clone());
+        let port = Port::in_memory(umem, (rx_c, fill_p), (tx_p, comp_c), fill_reserve, fd, fed.then_some(bell));
+        let kernel = Kernel { memory, geometry, rx: None, tx: tx_c, comp: comp_p, calls, fail, _seam: seam };
+        Ok((port, injector, kernel))
     };
     setup().expect("setting up an in-memory port")
 }
@@ -115,8 +136,8 @@ fn handler(
 pub struct Kernel {
     memory: Memory,
     geometry: Geometry,
-    fill: Consumer<u64>,
-    rx: Producer<Desc>,
+    /// The RX side (`None` for a [`fed_port`]: the caller holds it).
+    rx: Option<Injector>,
     tx: Consumer<Desc>,
     comp: Producer<u64>,
     calls: Rc<Cell<Calls>>,
@@ -133,14 +154,11 @@ impl Kernel {
     /// # Panics
     /// If the port put an address outside the UMEM on the fill ring, or the frame does not fit.
     pub fn deliver_with_meta(&mut self, meta: &[u8], data: &[u8]) -> bool {
-        let size = self.geometry.frame_size() as usize;
-        let headroom = XDP_PACKET_HEADROOM as usize;
-        assert!(meta.len() <= headroom && headroom + data.len() <= size, "frame too large");
-        let Some(base) = self.take_fill() else { return false };
-        let chunk = self.chunk_mut(base);
-        chunk[headroom - meta.len()..headroom].copy_from_slice(meta);
-        chunk[headroom..headroom + data.len()].copy_from_slice(data);
-        self.post_rx(base + headroom as u64, data.len() as u32);
+        let rx = self.injector();
+        if !rx.deliver(meta, data.len(), |buf| buf.copy_from_slice(data)) {
+            return false;
+        }
+        rx.submit();
         true
     }
 
@@ -152,18 +170,24 @@ impl Kernel {
     /// Posts an RX descriptor whose data runs past the end of its chunk (taken from the fill
     /// ring, so the port gets it back). Returns false when no chunk or no RX slot is free.
     pub fn deliver_overlong(&mut self) -> bool {
-        let Some(base) = self.take_fill() else { return false };
-        self.post_rx(base + u64::from(XDP_PACKET_HEADROOM), self.geometry.frame_size());
+        let size = self.geometry.frame_size();
+        let rx = self.injector();
+        let Some(base) = rx.take_chunk() else { return false };
+        rx.post(base + u64::from(XDP_PACKET_HEADROOM), size);
+        rx.submit();
         true
     }
 
     /// Posts an RX descriptor pointing past the end of the UMEM (no chunk involved). Returns
     /// false when the RX ring is full.
     pub fn deliver_outside(&mut self) -> bool {
-        if self.rx.free(1) == 0 {
+        let rx = self.injector();
+        if !rx.has_room() {
             return false;
         }
-        self.post_rx(self.memory.len() as u64 + u64::from(XDP_PACKET_HEADROOM), 60);
+        let outside = rx.umem_len() as u64 + u64::from(XDP_PACKET_HEADROOM);
+        rx.post(outside, 60);
+        rx.submit();
         true
     }
 
@@ -196,12 +220,12 @@ impl Kernel {
 
     /// Returns how many chunks the port has put on the fill ring that no frame has used yet.
     pub fn fill_pending(&mut self) -> u32 {
-        self.fill.ready_now()
+        self.injector().fill_pending()
     }
 
     /// Sets or clears the fill ring's `XDP_RING_NEED_WAKEUP`.
-    pub fn set_fill_need_wakeup(&self, on: bool) {
-        self.fill.set_need_wakeup(on);
+    pub fn set_fill_need_wakeup(&mut self, on: bool) {
+        self.injector().fill().set_need_wakeup(on);
     }
 
     /// Sets or clears the TX ring's `XDP_RING_NEED_WAKEUP`.
@@ -219,33 +243,24 @@ impl Kernel {
         self.fail.set(errno);
     }
 
-    /// Takes one chunk from the fill ring, if there is one and the RX ring has a slot for it.
-    fn take_fill(&mut self) -> Option<u64> {
-        if self.rx.free(1) == 0 || self.fill.available(1) == 0 {
-            return None;
-        }
-        let addr = self.fill.get(0);
-        self.fill.release(1);
-        let (_, offset) = self.geometry.reclaim(addr).expect("fill address inside the UMEM");
-        // The kernel uses the whole chunk whatever the offset (aligned mode).
-        Some(addr - u64::from(offset))
+    /// The RX side.
+    ///
+    /// # Panics
+    /// For a [`fed_port`]'s kernel (the caller holds the injector).
+    fn injector(&mut self) -> &mut Injector {
+        self.rx.as_mut().expect("a fed port's kernel has no RX side: deliver through the injector")
     }
 
-    fn post_rx(&mut self, addr: u64, len: u32) {
-        self.rx.push(Desc { addr, len, options: 0 });
-        self.rx.submit();
-    }
-
-    /// The chunk starting at `base`, which the kernel owns: taken from the fill ring and not yet
-    /// posted on the RX ring, or on the TX ring and not yet completed.
+    /// The chunk starting at `base`, which the kernel owns: on the TX ring and not yet
+    /// completed.
     fn chunk_mut(&mut self, base: u64) -> &mut [u8] {
         let size = self.geometry.frame_size() as usize;
         assert!(base as usize + size <= self.memory.len() && (base as usize).is_multiple_of(size), "not a chunk");
         // SAFETY: here the test plays the kernel. The chunk lies inside the live UMEM mapping
         // (checked above; `memory` keeps it alive). The port gave its token up when it pushed the
-        // chunk to the fill or TX ring and mints a new one only when it reads the RX or
-        // completion descriptor posted after this access, so the port holds no reference to the
-        // chunk now; `&mut self` makes this the only one on the kernel's side.
+        // chunk to the TX ring and mints a new one only when it reads the completion descriptor
+        // posted after this access, so the port holds no reference to the chunk now; `&mut self`
+        // makes this the only one on the kernel's side.
         unsafe { std::slice::from_raw_parts_mut(self.memory.base().as_ptr().add(base as usize), size) }
     }
 }
@@ -330,6 +345,37 @@ mod tests {
         port.recycle(overlong.frame.expect("a chunk of the UMEM"));
         port.rx_release();
         assert_eq!(port.free_frames() as u32 + kernel.fill_pending(), 4, "no chunk lost");
+    }
+
+    #[test]
+    fn a_fed_port_sleeps_until_the_injector_posts() {
+        let (port, mut injector, _kernel) = fed_port(8, 8, 0);
+        // Posted but not submitted: the port does not see it, and a wait times out.
+        assert!(injector.deliver(&[], 3, |b| b.copy_from_slice(b"abc")));
+        assert!(!port.wait_readable(std::time::Duration::from_millis(20)));
+        injector.submit();
+        // Submitted before the wait: it returns at once.
+        let t = std::time::Instant::now();
+        assert!(port.wait_readable(std::time::Duration::from_secs(5)));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+
+        // Submitted from another thread while the port sleeps: it wakes.
+        let (mut port, mut injector, _kernel) = fed_port(8, 8, 0);
+        let feeder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(injector.deliver(&[7; 16], 5, |b| b.copy_from_slice(b"hello")));
+            injector.submit();
+            injector
+        });
+        let t = std::time::Instant::now();
+        assert!(port.wait_readable(std::time::Duration::from_secs(5)), "woken by the injector");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2), "not by the timeout");
+        let _injector = feeder.join().unwrap();
+        assert_eq!(port.rx_acquire(64), 1);
+        let rx = port.rx_next().unwrap().unwrap();
+        assert_eq!((port.umem().data(&rx), port.umem().meta::<16>(&rx)), (&b"hello"[..], Some(&[7u8; 16])));
+        port.recycle(rx.frame);
+        port.rx_release();
     }
 
     #[test]

@@ -237,8 +237,8 @@ impl Umem {
         self.geometry
     }
 
-    /// The mapping (the test kernel keeps it alive and plays the kernel's part on it).
-    #[cfg(any(test, feature = "testing"))]
+    /// The mapping (an [`Injector`](super::Injector) or the test kernel keeps it alive and plays
+    /// the kernel's RX part on it).
     pub(crate) fn memory(&self) -> Memory {
         self.mem.clone()
     }

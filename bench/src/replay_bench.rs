@@ -232,6 +232,13 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
             g("catch_up_requests"),
             g("pool_exhausted"),
         );
+        if std::env::var_os("XDPCOPY_BENCH_COUNTERS").is_some() {
+            let mut all: Vec<_> = r.summary.0.iter().filter(|(_, v)| **v != 0).collect();
+            all.sort();
+            for (k, v) in all {
+                eprintln!("    {k} {v}");
+            }
+        }
         rows.push(r);
     }
     let mut md = String::new();

@@ -103,7 +103,11 @@ impl WorkerLink {
         if self.headers.push(h).is_err() {
             self.headers_dropped.fetch_add(1, Ordering::Relaxed);
         }
-        if self.sleeping.load(Ordering::Acquire) {
+        // Pairs with the worker's fence between announcing it sleeps and looking at the queue
+        // (a store then a load on each side: without both fences each side can miss the other's
+        // store, and the worker sleeps its full timeout with a header waiting).
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) {
             (self.wake)();
         }
     }

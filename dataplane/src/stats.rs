@@ -60,6 +60,10 @@ control::counters! {
         counter no_free_frame,
         /// Session copies not replayed because the client tuple pool had no free pair (-n, -c, -f).
         counter tuple_exhausted,
+        /// UMEM frames free now (neither in the fill, RX or TX rings nor in flight).
+        gauge frames_free,
+        /// Frames on the TX ring or in flight now (submitted, not completed).
+        gauge frames_in_flight,
         /// Frames dropped, all reasons.
         counter dropped,
         /// Frames dropped, by reason.

@@ -369,8 +369,11 @@ impl Worker {
     }
 
     fn publish(&mut self) {
+        self.counters.frames_free = self.port.free_frames() as u64;
+        self.counters.frames_in_flight = u64::from(self.port.in_flight());
         self.published.counters.publish(&self.counters);
-        if let Mode::Session(s) = &self.mode {
+        if let Mode::Session(s) = &mut self.mode {
+            s.engine.refresh_gauges();
             self.published.session.publish(s.engine.counters());
         }
         // Publishing is rare (every 1024 iterations or before sleeping): the clock read for the
@@ -400,9 +403,11 @@ impl Worker {
                 if timeout < MIN_SLEEP {
                     return;
                 }
-                s.link.sleeping.store(true, Ordering::SeqCst);
+                s.link.sleeping.store(true, Ordering::Relaxed);
                 // Re-check after announcing we sleep: a header queued before the flag was set
-                // would otherwise wait for the timeout.
+                // would otherwise wait for the timeout. The fence pairs with the control
+                // thread's between queueing a header and reading the flag.
+                std::sync::atomic::fence(Ordering::SeqCst);
                 if s.link.headers.is_empty() {
                     self.port.wait_readable_or(s.doorbell.fd(), timeout);
                 }
@@ -732,7 +737,7 @@ struct UmemOut<'a> {
 
 impl session::Output for UmemOut<'_> {
     fn ready(&mut self) -> bool {
-        self.budget > 0 && self.port.free_frames() > 0 && self.port.tx_room(1) > 0
+        self.budget > 0 && self.port.build_room() > 0 && self.port.tx_room(1) > 0
     }
 
     fn transmit(&mut self, build: &mut dyn FnMut(&mut [u8]) -> usize) -> bool {

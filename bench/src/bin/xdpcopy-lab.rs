@@ -188,10 +188,10 @@ enum Cmd {
     /// rate with ÷ without the copier; writes the table into a Markdown file.
     BenchReplay {
         /// Paced levels, requests per second over 8 keep-alive connections.
-        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000")]
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,4000", num_args = 0..)]
         paced: Vec<u32>,
         /// Unpaced levels: wrk connection counts.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4,16")]
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,16", num_args = 0..)]
         unpaced: Vec<u32>,
         /// Seconds of load per level.
         #[arg(long, default_value_t = 5)]

@@ -157,6 +157,11 @@ impl Engine {
         &self.core.c
     }
 
+    /// Update the gauges that are not kept up to date as events happen (before publishing).
+    pub fn refresh_gauges(&mut self) {
+        self.core.c.tx_waiting = self.blocked.len() as u64;
+    }
+
     /// Return the number of sessions in the table (time-wait included).
     pub fn active_sessions(&self) -> usize {
         self.table.len()
@@ -171,7 +176,7 @@ impl Engine {
     #[doc(hidden)]
     pub fn check_invariants(&self) {
         for s in self.sessions.iter().flatten() {
-            let (mut n, mut stored, mut waiting, mut in_unsent) = (0u32, 0usize, 0usize, false);
+            let (mut n, mut stored, mut waiting, mut payload, mut in_unsent) = (0u32, 0usize, 0usize, 0usize, false);
             let (mut prev, mut i) = (NIL, s.head);
             while i != NIL {
                 if i == s.unsent {
@@ -183,13 +188,18 @@ impl Engine {
                 stored += seg.stored();
                 if in_unsent {
                     waiting += seg.stored();
+                    payload += seg.payload_len as usize;
                 }
                 prev = i;
                 i = seg.next;
             }
             assert_eq!(prev, s.tail, "tail is the last segment");
             assert!(in_unsent || s.unsent == NIL, "unsent is in the list");
-            assert_eq!((n, stored, waiting), (s.segs, s.buffered, s.waiting), "list bookkeeping");
+            assert_eq!(
+                (n, stored, waiting, payload),
+                (s.segs, s.buffered, s.waiting, s.waiting_payload),
+                "list bookkeeping"
+            );
         }
     }
 
@@ -696,6 +706,7 @@ impl Core {
             s.last_sent = d;
             s.unsent = seg.next;
             s.waiting -= seg.stored();
+            s.waiting_payload -= seg.payload_len as usize;
         } else {
             self.unlink(s, s.last_sent, d);
         }
@@ -757,6 +768,7 @@ impl Core {
         if s.unsent == d {
             s.unsent = seg.next;
             s.waiting -= seg.stored();
+            s.waiting_payload -= seg.payload_len as usize;
         }
         if s.last_sent == d {
             s.last_sent = prev;
@@ -787,6 +799,7 @@ impl Core {
         s.segs = 0;
         s.buffered = 0;
         s.waiting = 0;
+        s.waiting_payload = 0;
     }
 
     /// Free the sent segments the target has fully acked (§3.4 rule 7).
@@ -796,17 +809,22 @@ impl Core {
         }
     }
 
-    /// Return whether captured payload is still unsent.
-    fn has_unsent_payload(&self, s: &Session) -> bool {
-        let mut i = s.unsent;
+    /// Return the payload bytes of the segments from `i` to the tail (a walk: for the rare
+    /// reconstruct).
+    fn payload_from(&self, mut i: u32) -> usize {
+        let mut n = 0;
         while i != NIL {
             let seg = self.pool.seg(i);
-            if seg.len() > 0 {
-                return true;
-            }
+            n += seg.payload_len as usize;
             i = seg.next;
         }
-        false
+        n
+    }
+
+    /// Return whether captured payload is still unsent (kept as a count: this is asked on every
+    /// response, and a walk of a long backlog each time made catching up quadratic).
+    fn has_unsent_payload(&self, s: &Session) -> bool {
+        s.waiting_payload > 0
     }
 
     /// Buffer a captured segment in processing order.
@@ -888,6 +906,7 @@ impl Core {
         s.buffered += stored;
         // A new segment is always in the unsent part of the list.
         s.waiting += stored;
+        s.waiting_payload += plen as usize;
         if after(inc.end(), s.max_end) {
             s.max_end = inc.end();
         }
@@ -1317,9 +1336,10 @@ impl Core {
         if let Some((val, ecr)) = h.timestamps {
             s.ts_on = true;
             s.ts_ec_r = val;
-            if after(ecr, s.ts_value) {
-                s.ts_value = ecr;
-            }
+            // The echo of our SYN's TSval: where the client's clock stands. Not compared with the
+            // initial 0: half of all clocks are "before" 0 in sequence arithmetic, and a TSval
+            // clamped to 0 would be dropped by the target's PAWS check.
+            s.ts_value = ecr;
         }
         s.wscale = h.window_scale.unwrap_or(0).min(14);
         // The window of a SYN-ACK is never scaled.
@@ -1362,6 +1382,8 @@ impl Core {
     fn reconstruct(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
         self.passive_rst(s, out);
         *s = s.reconstructed();
+        // Everything buffered is unsent again.
+        s.waiting_payload = self.payload_from(s.head);
         s.t_reconstruct = Some(at(now, s.rtt.max(MS)));
     }
 

@@ -323,6 +323,8 @@ control::counters! {
         counter buffer_overflow,
         /// Sessions ended because the worker's pool was full (the largest backlog first).
         counter pool_exhausted,
+        /// Sessions waiting for TX room now (the worker's round budget, TX ring or build frames).
+        gauge tx_waiting,
         /// Times a session fell behind its capture and started catching up (`--catch-up`).
         counter catch_up_entered,
         /// Requests sent during a catch-up without waiting for the previous response.

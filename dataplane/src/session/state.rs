@@ -47,6 +47,8 @@ pub(crate) struct Session {
     pub buffered: usize,
     /// Stored bytes of the unsent segments (`unsent` to the tail): the backlog.
     pub waiting: usize,
+    /// Captured payload bytes of the unsent segments.
+    pub waiting_payload: usize,
 
     pub phase: Phase,
     pub established: bool,
@@ -183,6 +185,7 @@ impl Session {
             segs: 0,
             buffered: 0,
             waiting: 0,
+            waiting_payload: 0,
             phase: Phase::Closed,
             established: false,
             sent_request: false,
@@ -261,6 +264,7 @@ impl Session {
             segs: self.segs,
             buffered: self.buffered,
             waiting: self.buffered,
+            waiting_payload: 0,
             max_end: self.max_end,
             syn_seen: self.syn_seen,
             syn_seq: self.syn_seq,
@@ -356,6 +360,7 @@ mod tests {
         s.rep_ack = 0;
         s.unsent = s.head;
         s.waiting = s.buffered;
+        s.waiting_payload = 0;
         s.last_sent = NIL;
         s.catching_up = false;
         s.rtt_probe = None;
@@ -380,6 +385,7 @@ mod tests {
             segs: 9,
             buffered: 10,
             waiting: 3,
+            waiting_payload: 2,
             phase: Phase::Confirmed,
             established: true,
             sent_request: true,

@@ -414,6 +414,27 @@ fn timestamps_and_window_scale() {
 }
 
 #[test]
+fn a_client_clock_in_the_upper_half_keeps_its_timestamps() {
+    // Linux offsets each connection's TSval at random: half of them are "before" 0 in sequence
+    // arithmetic, and must not be clamped to it.
+    let tsopt = |v: u32| {
+        let b = v.to_be_bytes();
+        [1, 1, 8, 10, b[0], b[1], b[2], b[3], 0, 0, 0, 0]
+    };
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(1000, 0, SYN).opts(&tsopt(0xf000_0000)));
+    h.take();
+    let mut sa = syn_ack(9000, 1001);
+    sa.timestamps = Some((50_000, 0xf000_0000));
+    h.resp(2, sa);
+    h.client(10, &c(1001, 9001, ACK).opts(&tsopt(0xf000_0010)));
+    h.client(11, &c(1001, 9001, PSH | ACK).data(b"hello").opts(&tsopt(0xf000_0011)));
+    let sent = h.take();
+    assert_eq!(sent.last().and_then(|s| s.ts()), Some((0xf000_0011, 50_000)));
+    assert!(sent.iter().all(|s| s.ts().is_some_and(|(v, _)| v >= 0xf000_0000)), "{sent:?}");
+}
+
+#[test]
 fn mid_stream_session_gets_a_fake_syn() {
     let mut h = Harness::new(Config { mss: 1400, ..cfg() });
     let req = body(50, b'x');

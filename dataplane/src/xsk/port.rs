@@ -314,6 +314,13 @@ impl Port {
         self.free.len()
     }
 
+    /// How many more frames may be built for TX now: free frames within the reserve, less what
+    /// is in flight (the rest of the UMEM belongs to the fill ring).
+    pub fn build_room(&self) -> usize {
+        // A port without a reserve still builds one frame at a time.
+        self.free.len().min(self.fill_reserve.max(1).saturating_sub(self.in_flight() as usize))
+    }
+
     /// Takes a free frame (to build one to transmit).
     #[inline]
     pub fn take_free(&mut self) -> Option<Frame> {
@@ -349,11 +356,14 @@ impl Port {
         n
     }
 
-    /// Free list → fill ring, keeping the reserve; wakes the kernel if it asked for it. Returns
-    /// the wakeup's outcome (`Done` when none was needed).
+    /// Free list → fill ring, keeping what is left of the reserve (the reserve less the frames
+    /// built and still in flight: those came out of it, and holding back RX-returned frames to
+    /// make up for them would drain the fill ring while the output is slow); wakes the kernel if
+    /// it asked for it. Returns the wakeup's outcome (`Done` when none was needed).
     pub fn refill(&mut self) -> Kick {
+        let keep = self.fill_reserve.saturating_sub(self.in_flight() as usize);
         let Some(rx) = self.rx.as_mut() else { return Kick::Done };
-        let want = self.free.len().saturating_sub(self.fill_reserve) as u32;
+        let want = self.free.len().saturating_sub(keep) as u32;
         if want == 0 {
             return Kick::Done;
         }

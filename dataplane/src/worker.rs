@@ -527,7 +527,7 @@ impl Worker {
         while headers < BATCH {
             let Some(h) = s.link.headers.pop() else { break };
             headers += 1;
-            match ResponseHeader::parse(h.as_bytes()) {
+            match ResponseHeader::from_msg(&h) {
                 Ok(hdr) => s.engine.on_response(now, &hdr, &mut out),
                 Err(_) => out.counters.bad_headers += 1,
             }
@@ -754,13 +754,13 @@ impl session::Output for UmemOut<'_> {
     }
 
     fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
-        let ok = self.link.push_add(SessionAdd { client, target });
+        let ok = self.link.push_add(SessionAdd { client: client.into(), target: target.into() });
         (self.wake_control)();
         ok
     }
 
     fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) {
-        self.link.push_del(SessionAdd { client, target });
+        self.link.push_del(SessionAdd { client: client.into(), target: target.into() });
     }
 
     fn latency(&mut self, what: session::Latency, nanos: u64) {

@@ -63,9 +63,12 @@ impl ResponseHeader {
     /// See [`ResponseHeader::parse`].
     pub fn from_msg(msg: &HeaderMsg) -> Result<ResponseHeader> {
         msg.check()?;
+        let (std::net::SocketAddr::V4(src), std::net::SocketAddr::V4(dst)) = (msg.target(), msg.client()) else {
+            return Err(crate::wire::Error::BadVersion);
+        };
         let mut h = ResponseHeader {
-            src: msg.target(),
-            dst: msg.client(),
+            src,
+            dst,
             total_len: msg.total_len(),
             // At most the total length: checked above to cover both headers.
             payload_len: msg.payload_len() as u16,

@@ -12,7 +12,9 @@ use control::channel::proto::Framing;
 
 use crate::{bpf::XdpMode, rewrite::ChecksumMode, session, wire::ethernet::MacAddr, xsk::CopyMode};
 
-/// One `-x` entry: `[ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]`.
+/// One `-x` entry: `[ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]`; IPv6 addresses in
+/// brackets. The online address and the target may be of different families in session mode
+/// with `-c` addresses of the target's family (family translation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     /// Only frames to this address are copied (any address when `None`).
@@ -89,11 +91,8 @@ impl FromStr for Transfer {
         let (host, port) = split_host_port(target).ok_or_else(|| err("target must be TARGET_IP:TARGET_PORT".into()))?;
         let target_ip = parse_ip(host, "target IP").map_err(err)?;
         let target_port = parse_port(port, "target port").map_err(err)?;
-        if let Some(ip) = online_ip {
-            if ip.is_ipv4() != target_ip.is_ipv4() {
-                return Err(err("online and target addresses must be of the same family".into()));
-            }
-        }
+        // Online and target of different families: family translation, which needs -c (the
+        // command line checks it, seeing -c).
         Ok(Transfer { online_ip, online_port, target_ip, target_port, next_hop_mac: mac })
     }
 }
@@ -180,6 +179,8 @@ pub struct SessionOptions {
     pub production_latency: bool,
     /// Client tuples: replicas, substitute addresses, port slot.
     pub tuples: crate::tuples::TupleConfig,
+    /// Some `-x` target is IPv6: its sessions need intercepts that speak protocol 7.
+    pub ipv6_targets: bool,
 }
 
 /// What the copier does.
@@ -287,19 +288,14 @@ mod tests {
         assert_eq!(t.target_ip, "2001:db8::2".parse::<IpAddr>().unwrap());
         assert_eq!(t.to_string(), "[2001:db8::1]:80-[2001:db8::2]:81");
         assert_eq!(parse_transfers("80-10.0.0.2:80, 81-10.0.0.2:81").unwrap().len(), 2);
+        // Families may differ (family translation; the command line requires -c for it).
+        let t: Transfer = "[2001:db8::1]:80-10.0.0.2:8080".parse().unwrap();
+        assert!(t.online_ip.unwrap().is_ipv6() && t.target_ip.is_ipv4());
     }
 
     #[test]
     fn transfer_errors_name_the_option_and_the_form() {
-        for bad in [
-            "80",
-            "80-10.0.0.2",
-            "0-10.0.0.2:80",
-            "80-10.0.0.2:99999",
-            "80-nothere:80",
-            "10.0.0.1:80-[::1]:80",
-            "80-10.0.0.2:80@zz",
-        ] {
+        for bad in ["80", "80-10.0.0.2", "0-10.0.0.2:80", "80-10.0.0.2:99999", "80-nothere:80", "80-10.0.0.2:80@zz"] {
             let e = bad.parse::<Transfer>().unwrap_err().to_string();
             assert!(e.contains("-x/--transfer") && e.contains("TARGET_IP:TARGET_PORT"), "{bad}: {e}");
         }

@@ -192,9 +192,9 @@ struct Args {
     #[arg(short = 'M', long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000), help_heading = heading::SESSION)]
     mtu: u16,
 
-    /// MSS option of synthesized SYNs.
-    #[arg(short = 'D', long, value_name = "BYTES", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(536..=8960), help_heading = heading::SESSION)]
-    mss: u16,
+    /// MSS option of synthesized SYNs [default: 1460 to IPv4 targets, 1440 to IPv6 ones].
+    #[arg(short = 'D', long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(536..=8960), help_heading = heading::SESSION)]
+    mss: Option<u16>,
 
     /// Session table capacity per worker (the least recently active is evicted when full).
     #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216), help_heading = heading::SESSION)]
@@ -223,8 +223,10 @@ struct Args {
     #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = heading::SHAPING)]
     copies: u16,
 
-    /// Client addresses to send from instead of the captured ones: addresses, ranges, CIDRs,
-    /// e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24 (route them to the assist server on the test server).
+    /// Client addresses to send from instead of the captured ones: addresses, ranges, prefixes,
+    /// IPv4 or IPv6, e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24,2001:db8:1::/64 (route them to the
+    /// assist server on the test server); a session takes the addresses of its target's family
+    /// (an IPv6 capture replayed to an IPv4 test server, or the reverse, needs them).
     #[arg(short = 'c', long = "client-addresses", value_name = "LIST", value_parser = parse_address_list, help_heading = heading::SHAPING)]
     client_addresses: Option<AddressList>,
 
@@ -381,7 +383,7 @@ enum Cmd {
 
 /// A parsed `-c` value (a newtype: clap would read a bare `Vec` as repeated values).
 #[derive(Debug, Clone)]
-struct AddressList(Vec<std::net::Ipv4Addr>);
+struct AddressList(Vec<std::net::IpAddr>);
 
 fn parse_address_list(s: &str) -> Result<AddressList, String> {
     dataplane::tuples::parse_addresses(s).map(AddressList)
@@ -416,7 +418,36 @@ fn power_of_two(s: &str) -> Result<u32, String> {
     }
 }
 
+/// Checks that every `-x` whose online address is of the other family than its target can be
+/// replayed: in session mode with `-c` addresses of the target's family (family translation).
+fn check_families(args: &Args) -> Result<(), UsageError> {
+    let addresses = args.client_addresses.as_ref().map(|a| &a.0[..]).unwrap_or_default();
+    for t in args.transfers.iter().flatten() {
+        let Some(online) = t.online_ip else { continue };
+        let target_v6 = t.target_ip.is_ipv6();
+        if online.is_ipv6() == target_v6 {
+            continue;
+        }
+        let (from, to) = if target_v6 { ("IPv4", "IPv6") } else { ("IPv6", "IPv4") };
+        if args.stateless {
+            return Err(UsageError(format!(
+                "-x {t}: an {from} service copied to an {to} test server needs session replay (--stateless \
+                 rewrites frames in place and cannot change their family)"
+            )));
+        }
+        if !addresses.iter().any(|a| a.is_ipv6() == target_v6) {
+            return Err(UsageError(format!(
+                "-x {t}: replaying an {from} service to an {to} test server needs {to} client addresses: give -c with \
+                 {to} addresses (e.g. {}) and route them to the assist server",
+                if target_v6 { "-c 2001:db8:1::/64" } else { "-c 10.1.0.0/24" }
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn session_options(args: &Args) -> Result<Mode, UsageError> {
+    check_families(args)?;
     if args.stateless {
         return Ok(Mode::Stateless);
     }
@@ -429,7 +460,8 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
         session_timeout: t,
         keepalive_timeout: args.keepalive_timeout.map_or(t + Duration::from_secs(120), Duration::from_secs),
         default_rtt: args.rtt.map(Duration::from_millis),
-        mss: args.mss,
+        mss: args.mss.unwrap_or(1460),
+        mss_v6: args.mss.unwrap_or(1440),
         mtu: args.mtu,
         max_sessions: args.max_sessions as usize,
         max_buffered_bytes: args.session_buffer_kb.map_or(usize::MAX, |kb| kb as usize * 1024),
@@ -461,6 +493,7 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
             idle: Duration::from_secs(90),
             capacity: (args.max_sessions as usize).saturating_mul(usize::from(args.copies)).min(1 << 20),
         },
+        ipv6_targets: args.transfers.iter().flatten().any(|t| t.target_ip.is_ipv6()),
     })))
 }
 

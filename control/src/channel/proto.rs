@@ -1556,7 +1556,7 @@ mod tests {
 
         let mut bare = FrameBuilder::new(Framing::Bare);
         bare.push(&a);
-        assert_eq!(bare.bytes(), &a.as_bytes()[..]);
+        assert_eq!(bare.bytes(), a.as_bytes());
     }
 
     #[test]

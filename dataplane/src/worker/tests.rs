@@ -243,7 +243,7 @@ fn a_down_output_link_is_counted_and_retried_only_every_100_ms() {
 fn session_worker(frames: u32, ring: u32, fill_reserve: u32) -> (Worker, Kernel, Arc<WorkerLink>) {
     let (port, kernel) = testing::port(frames, ring, fill_reserve);
     let link = Arc::new(WorkerLink::new(16, || {}));
-    let target = session::Target { ip: TARGET, port: 8080, src_mac: OUT_SRC.0, dst_mac: OUT_DST.0 };
+    let target = session::Target { ip: TARGET.into(), port: 8080, src_mac: OUT_SRC.0, dst_mac: OUT_DST.0 };
     let tuples =
         TupleConfig { replicas: 1, addresses: Vec::new(), port_slot: None, idle: Duration::from_secs(90), capacity: 0 };
     let s = Session {
@@ -273,15 +273,15 @@ fn session_mode_builds_in_free_frames_and_waits_for_one() {
     assert!(w.round());
     assert_eq!(
         link.ops.pop(),
-        Some(SessionOp::Add(SessionAdd { client: CLIENT, target: SocketAddrV4::new(TARGET, 8080) }))
+        Some(SessionOp::Add(SessionAdd { client: CLIENT.into(), target: SocketAddrV4::new(TARGET, 8080).into() }))
     );
     assert_eq!((w.counters().tx_frames, k.tx_pending()), (1, 1));
     // The test server's SYN-ACK arrives. Its handling wants to send the held request, but the
     // only other frame went back to the fill ring at the start of the round: the request waits
     // for a free frame (it is not consumed and left to retransmission).
     let syn_ack = ResponseHeader {
-        src: SocketAddrV4::new(TARGET, 8080),
-        dst: CLIENT,
+        src: SocketAddrV4::new(TARGET, 8080).into(),
+        dst: CLIENT.into(),
         total_len: 40,
         payload_len: 0,
         seq: 9000,

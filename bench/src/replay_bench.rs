@@ -142,6 +142,7 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
         nginx: true,
         mirror_egress: false,
         traditional: false,
+        dual_stack: false,
     })?;
     // Unpaced: the online server's own rate in this lab, with no mirror and no copier, first.
     let baseline_rps = match load {
@@ -204,6 +205,7 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
             nginx: true,
             mirror_egress: false,
             traditional: false,
+            dual_stack: false,
         })?;
         let d = direct_round_trip(&lab, 2000)?;
         lab.shutdown()?;

@@ -61,7 +61,9 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
         return;
     }
     let tag = format!("o{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let file = record(&lab);
     let online = settled_access_log(&lab.online_access_log(), "/rec/", Duration::from_secs(5)).unwrap();
     assert_eq!(online.values().sum::<u32>(), 12);
@@ -82,7 +84,9 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
     // server still holds the first replay's connections in TIME_WAIT (60 s), and a replayed SYN
     // carries the same ISN as then.
     let tag = format!("p{}", std::process::id() % 100_000);
-    let lab2 = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab2 =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let intercept = bench::start_intercept(&lab2, &[], "intercept.log").unwrap();
     let s = replay(&lab2, &file, &["-a", "10"], "offline-10x.log");
     let test = access_log(&lab2.test_access_log(), "/rec/").unwrap();

@@ -141,9 +141,11 @@ pub fn parse_cores(value: &str) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
-/// Parses `-s IP[:PORT],...` (the intercepts); a missing port is `default_port`.
+/// Parses `-s ADDR[:PORT],...` (the intercepts; IPv6 as `[ADDR]`, `[ADDR]:PORT` or a bare
+/// address); a missing port is `default_port`.
 pub fn parse_intercepts(value: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    const FORM: &str = "expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3 or 10.0.0.3:36524";
+    const FORM: &str =
+        "expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3, 10.0.0.3:36524, [2001:db8::3] or [2001:db8::3]:36524";
     let bad = |v: &str, why: String| format!("-s/--intercepts {v:?}: {why}; {FORM}");
     let mut out = Vec::new();
     for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -151,6 +153,8 @@ pub fn parse_intercepts(value: &str, default_port: u16) -> Result<Vec<SocketAddr
             a
         } else if let Ok(ip) = part.parse::<IpAddr>() {
             SocketAddr::new(ip, default_port)
+        } else if let Some(ip) = part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
+            SocketAddr::new(parse_ip(ip, "address").map_err(|e| bad(part, e))?, default_port)
         } else {
             let (host, port) = split_host_port(part).ok_or_else(|| bad(part, "not an IP address".into()))?;
             let ip = parse_ip(host, "address").map_err(|e| bad(part, e))?;
@@ -312,6 +316,12 @@ mod tests {
         let e = parse_intercepts("10.0.0.3:99999", 1).unwrap_err();
         assert!(e.contains("-s/--intercepts") && e.contains("port \"99999\" is not a port in 1..=65535"), "{e}");
         assert!(e.contains("IP[:PORT]"), "{e}");
+        let v6 = parse_intercepts("[2001:db8::3],2001:db8::4,[2001:db8::5]:4000", 36524).unwrap();
+        assert_eq!(
+            v6.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["[2001:db8::3]:36524", "[2001:db8::4]:36524", "[2001:db8::5]:4000"]
+        );
+        assert!(parse_intercepts("[2001:db8::zz]", 1).unwrap_err().contains("is not an IPv4 or IPv6 address"));
         let e = parse_intercepts("10.0.0:80", 1).unwrap_err();
         assert!(e.contains("address \"10.0.0\" is not an IPv4 or IPv6 address"), "{e}");
     }

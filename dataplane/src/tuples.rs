@@ -75,8 +75,8 @@ pub struct Tuples {
     used: HashSet<(IpAddr, u16)>,
     /// The `-c` addresses by family: IPv4, IPv6.
     pools: [Vec<IpAddr>; 2],
-    /// Where the walk of each family's pool goes on.
-    cursors: [u32; 2],
+    /// Where the walk of each family's pool goes on (addresses × 65 536 ports: up to 2^32).
+    cursors: [u64; 2],
     /// Allocations refused because the pool had no free pair.
     pub exhausted: u64,
     /// Mappings released after `idle`.
@@ -169,7 +169,7 @@ impl Tuples {
     fn next_free(&mut self, captured_ip: IpAddr, family: usize) -> Option<(IpAddr, u16)> {
         let ips: &[IpAddr] =
             if self.pools[family].is_empty() { std::slice::from_ref(&captured_ip) } else { &self.pools[family] };
-        let n_ips = ips.len() as u32;
+        let n_ips = ips.len() as u64;
         let span = n_ips * 65_536;
         for _ in 0..span {
             let c = self.cursors[family];
@@ -377,5 +377,9 @@ mod tests {
         assert_eq!(t.map(now, (C, 5000), 0, true), Err(TupleError::Family));
         assert_eq!(t.map(now, (client6, 5000), 0, true), Ok((client6, 5000)));
         assert_eq!(t.exhausted, 0);
+        // A whole /64's worth of addresses (65 536 × 65 536 pairs: the walk's span is 2^32).
+        let mut t = Tuples::new(cfg(3, parse_addresses("2001:db8:5::/64").unwrap()), 1, 2);
+        let pairs: Vec<_> = (0..3).map(|r| t.map(now, (client6, 80), r, true).unwrap()).collect();
+        assert!(pairs[0] != pairs[1] && pairs[1] != pairs[2] && pairs[0] != pairs[2]);
     }
 }

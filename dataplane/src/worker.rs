@@ -117,11 +117,11 @@ impl Stateless {
             Ok(None) => return Verdict::Drop(DropReason::NotTcp),
             Err(e) => return Verdict::Malformed(e),
         };
-        let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip))
-        else {
+        // Of the routes matching the destination, one of the frame's family (the rewrite cannot
+        // change it) first: dual stack is 80-v4 and 80-[v6] side by side.
+        let hit = |r: &&Route| r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip);
+        let same = |r: &&Route| r.rewrite.dst_ip.is_ipv6() == parsed.dst_ip.is_ipv6();
+        let Some(route) = self.routes.iter().filter(hit).find(same).or_else(|| self.routes.iter().find(hit)) else {
             return Verdict::Drop(DropReason::NoTransfer);
         };
         if !self.sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
@@ -632,7 +632,15 @@ fn session_rx(
                 continue;
             }
         };
-        let from = |ip: IpAddr, port: u16| matches.iter().position(|(i, p)| *p == port && i.is_none_or(|i| i == ip));
+        // A transfer without an online address matches both families: one whose target is of
+        // the frame's family first (dual stack: 80-v4 and 80-[v6] side by side), else the first
+        // (family translation, given -c).
+        let from = |ip: IpAddr, port: u16| {
+            let hit = |(i, p): &(Option<IpAddr>, u16)| *p == port && i.is_none_or(|i| i == ip);
+            let same = |t: &usize| engine.target(*t).is_some_and(|t| t.ip.is_ipv6() == ip.is_ipv6());
+            let mut all = matches.iter().enumerate().filter(|(_, m)| hit(m)).map(|(t, _)| t);
+            all.clone().find(same).or_else(|| all.next())
+        };
         if let Some(table) = production {
             // XDP arrival stamps order the two directions whatever order the workers run in.
             let arrival = if arrivals[idx] != 0 { arrivals[idx] } else { crate::xsk::sys::monotonic_ns() };

@@ -242,7 +242,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Up { tag, queues, no_nginx, mirror_egress } => {
-            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress, traditional: false })
+            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress, traditional: false, dual_stack: false })
         }
         Cmd::Down { tag } => {
             Lab::down(&tag)?;
@@ -530,8 +530,14 @@ fn demo(tag: &str, seconds: u64, rate: u64) -> Result<()> {
     let xdpcopy = bench::bin_path("xdpcopy")?;
     let intercept = bench::bin_path("xdpcopy-intercept")?;
     println!("== bringing the lab up (namespaces xdpc-{tag}-*) ==");
-    let lab =
-        Lab::up(LabSpec { tag: tag.to_owned(), queues: 2, nginx: true, mirror_egress: false, traditional: false })?;
+    let lab = Lab::up(LabSpec {
+        tag: tag.to_owned(),
+        queues: 2,
+        nginx: true,
+        mirror_egress: false,
+        traditional: false,
+        dual_stack: false,
+    })?;
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     println!("== assist server: xdpcopy-intercept -i {} --target {target} ==", iface::ASSIST_IN);
     let mut icpt = lab

@@ -637,7 +637,26 @@ impl Lab {
         ip(&["-n", &assist, "route", "add", "10.201.2.0/24", "via", "10.201.3.1"])?;
         ip(&["-n", &test, "route", "add", "10.201.4.0/24", "via", "10.201.3.2"])?;
         ip(&["-n", &copier, "route", "add", "10.201.3.0/24", "via", "10.201.4.2"])?;
+        if self.spec.dual_stack {
+            self.run(Role::Assist, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            ip(&["-n", &assist, "-6", "route", "add", "blackhole", addr::CLIENT_NET6])?;
+            ip(&["-n", &assist, "-6", "route", "add", "blackhole", addr::POOL6_NET])?;
+            ip(&["-n", &assist, "route", "add", "blackhole", addr::POOL4_NET])?;
+            ip(&["-n", &assist, "-6", "route", "add", "fd00:201:2::/64", "via", "fd00:201:3::1"])?;
+            ip(&["-n", &test, "-6", "route", "add", "fd00:201:4::/64", "via", "fd00:201:3::2"])?;
+            ip(&["-n", &copier, "-6", "route", "add", "fd00:201:3::/64", "via", "fd00:201:4::2"])?;
+        }
         Ok(())
+    }
+
+    /// Where the copiers reach the intercept over IPv6 in a dual-stack lab (see
+    /// [`Lab::intercept_addr`]).
+    pub fn intercept_addr6(&self) -> std::net::Ipv6Addr {
+        if self.spec.traditional {
+            addr::TEST_TO_ASSIST6
+        } else {
+            addr::ASSIST_CHANNEL6
+        }
     }
 
     /// Where the copiers reach the intercept: the assist server's channel side, or in a

@@ -1,7 +1,8 @@
 //! IPv6 sessions end to end in a dual-stack lab (issue 11): IPv6 clients of the online nginx and
 //! redis replayed exactly beside IPv4 ones, the channel itself over IPv6, family translation
-//! both ways, an intercept that speaks protocol 6 only, and an IPv6 capture replayed offline with
-//! `-n 3 -c PREFIX`. Needs root: skipped loudly without it, unless CI is set, where it fails.
+//! both ways, an intercept that speaks protocol 6 only, an IPv6 capture replayed offline with
+//! `-n 3 -c PREFIX`, and the traditional architecture (`xdpcopy-intercept --local`) with IPv6.
+//! Needs root: skipped loudly without it, unless CI is set, where it fails.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -20,6 +21,13 @@ use bench::{
 fn lab(name: &str) -> Lab {
     let tag = format!("v{}-{name}", std::process::id() % 100_000);
     Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: true })
+        .expect("lab up")
+}
+
+/// A dual-stack lab of the traditional architecture (`bench::lab`'s module docs).
+fn traditional_lab(name: &str) -> Lab {
+    let tag = format!("v{}-{name}", std::process::id() % 100_000);
+    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: true, dual_stack: true })
         .expect("lab up")
 }
 
@@ -472,4 +480,65 @@ fn an_ipv6_capture_replays_offline_three_times_from_distinct_pairs() {
     }
     assert_eq!(c.get("conns"), 3 * 7);
     assert_eq!((c.get("ipv6_sessions"), c.get("tuple_exhausted")), (3 * 7, 0));
+}
+
+#[test]
+fn local_ipv6_sessions_replay_exactly_and_no_answer_leaves_the_test_server() {
+    if !bench::lab_test("ipv6_local") {
+        return;
+    }
+    let lab = traditional_lab("local");
+    // Where real clients would be: an IPv6 answer of the test nginx to the client network that
+    // escapes the intercept shows up here; answers to the allowlisted host are the control.
+    let leak_filter = format!(
+        "ip6 and tcp and src host {} and src port {} and dst net {}",
+        addr::TEST6,
+        addr::TEST_PORT,
+        addr::CLIENT_NET6
+    );
+    let leaks = lab.capture(Role::Assist, iface::ASSIST_IN, "leaks6.pcap", &[&leak_filter]).unwrap();
+    let allowed6 = format!("{}/128", addr::ASSIST6);
+    let intercept = start_intercept(&lab, &["--pass-to", &allowed6, "-b", "::"], "intercept.log");
+    // The channel over IPv6 too, across t1's egress (the egress program lets it go).
+    let channel = format!("[{}]", lab.intercept_addr6());
+    let copier = start_copier(&lab, &channel, &["-x", &http_transfers()], "xdpcopy.log");
+    std::thread::scope(|s| {
+        for (t, online) in [(0, online6()), (1, online6()), (2, online4())] {
+            let ns = lab.ns(Role::Client);
+            s.spawn(move || {
+                let tag = if online.is_ipv6() { format!("l6/{t}") } else { format!("l4/{t}") };
+                in_netns(&ns, || {
+                    http_load(online, &tag, 2, 20, 30)?;
+                    // 64 KiB answers: GSO super-segments at the test server's egress.
+                    let mut k = Conn::open(online)?;
+                    anyhow::ensure!(k.get(&host(online), "/big", false)? == 200);
+                    Ok(())
+                })
+                .unwrap()
+            });
+        }
+    });
+    // The allowlisted outside host reaches the test nginx over IPv6 and gets its answers.
+    let direct = lab
+        .run(
+            Role::Assist,
+            &["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", "http://[fd00:201:2::2]:8080/direct6"],
+        )
+        .unwrap();
+    assert_eq!(direct, "200");
+
+    let expected = settled_access_log(&lab.online_access_log(), "/l", Duration::from_secs(5)).unwrap();
+    assert_eq!(expected.values().sum::<u32>(), 3 * (2 * 20 + 30));
+    let got = settle_log(&lab, "/l", &expected, Duration::from_secs(40));
+    let big = settle_log(&lab, "/big", &BTreeMap::from([(("/big".to_owned(), 200), 3)]), Duration::from_secs(10));
+    let c = copier.stop().unwrap();
+    let i = intercept.stop().unwrap();
+    let leaks = leaks.stop().unwrap();
+    assert!(got == expected, "test server's log differs from the online one:\n{}", diff(&expected, &got));
+    assert_eq!(big.get(&("/big".to_owned(), 200)), Some(&3), "64 KiB answers");
+    assert_eq!(leaks.captured, Some(0), "IPv6 answers of copied sessions left the test server (see {:?})", leaks.path);
+    assert_eq!(c.get("ipv6_sessions"), 2 * (2 + 30 + 1));
+    assert!(i.get("egress_dropped_captured") > 0);
+    assert!(i.get("egress_passed_allowlist") > 0, "the direct request's answer: {i:?}");
+    assert_eq!((i.get("upgraded"), i.get("malformed"), i.get("egress_dropped_ring_full")), (2, 0, 0));
 }

@@ -210,16 +210,18 @@ int xdpcopy_egress(struct __sk_buff *skb)
 	struct iphdr *ip = l3;
 	if ((void *)(ip + 1) > end)
 		return pass(CNT_PASSED);
-	struct tcphdr *tcp;
-	__u32 ihl;
+	/* Read in each branch, right after its bounds check: a pointer the compiler recomputes
+	 * after the branches join would have lost the verifier's proof. */
+	__u32 ihl, doff;
 	if (ip->version == 6) {
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
 			return pass(CNT_PASSED);
 		ihl = sizeof(*ip6);
-		tcp = (void *)(ip6 + 1);
+		struct tcphdr *tcp = (void *)(ip6 + 1);
 		if ((void *)(tcp + 1) > end)
 			return pass(CNT_PASSED);
+		doff = tcp->doff * 4;
 		if (tcp->source == cfg->channel_port)
 			return pass(CNT_PASSED_CHANNEL);
 		__u32 sport = bpf_ntohs(tcp->source);
@@ -245,9 +247,10 @@ int xdpcopy_egress(struct __sk_buff *skb)
 		ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip) || ihl > 60)
 			return pass(CNT_PASSED);
-		tcp = l3 + ihl;
+		struct tcphdr *tcp = l3 + ihl;
 		if ((void *)(tcp + 1) > end)
 			return pass(CNT_PASSED);
+		doff = tcp->doff * 4;
 
 		if (tcp->source == cfg->channel_port)
 			return pass(CNT_PASSED_CHANNEL);
@@ -268,9 +271,8 @@ int xdpcopy_egress(struct __sk_buff *skb)
 
 	/* A target's answer to a copied session: its headers go to the intercept, the segment is
 	 * stolen. */
-	__u32 doff = tcp->doff * 4;
 	__u32 n = ihl + doff;
-	if (doff < sizeof(*tcp)) {
+	if (doff < sizeof(struct tcphdr)) {
 		count(CNT_HEADER_UNREADABLE);
 		return steal();
 	}

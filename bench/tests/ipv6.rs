@@ -153,7 +153,8 @@ fn ipv6_and_ipv4_sessions_replay_exactly_side_by_side_over_an_ipv6_channel() {
     // address.
     let intercept = start_intercept(&lab, &["-b", "::"], "intercept.log");
     let channel = format!("[{}]", addr::ASSIST_CHANNEL6);
-    let copier = start_copier(&lab, &channel, &["-x", &http_transfers()], "xdpcopy.log");
+    let sent = lab.out_dir().join("sent.pcap").to_string_lossy().into_owned();
+    let copier = start_copier(&lab, &channel, &["-x", &http_transfers(), "--pcap-out", &sent], "xdpcopy.log");
     for (c, k) in pre.iter_mut().enumerate() {
         for i in 1..=5 {
             assert_eq!(k.get(&host(online6()), &format!("/pre6/{c}/{i}"), false).unwrap(), 200);
@@ -194,6 +195,12 @@ fn ipv6_and_ipv4_sessions_replay_exactly_side_by_side_over_an_ipv6_channel() {
     assert_eq!(c.get("channel_unowned"), 0);
     assert_eq!((i.get("upgraded"), i.get("client_add")), (2, 3 + 4 * (3 + 40)));
     assert_eq!(i.get("ipv6_on_v6"), 0);
+    // --pcap-out holds both families, checked by the lab's own parser: every checksum right
+    // (IPv6 pseudo-header), every frame well formed.
+    let pcap = bench::PcapSummary::from_file(&sent).unwrap();
+    assert!(pcap.ipv6 > 0 && pcap.ipv4 > 0, "{pcap:?}");
+    assert_eq!(pcap.frames, c.get("tx_frames"));
+    assert_eq!((pcap.malformed, pcap.bad_ip_csum, pcap.bad_tcp_csum), (0, 0, 0));
 }
 
 /// Sends each of `cmds` as an inline command and reads its one-line reply.

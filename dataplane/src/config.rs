@@ -177,6 +177,8 @@ pub struct SessionOptions {
     pub conns_per_intercept: u8,
     /// Channel framing.
     pub framing: Framing,
+    /// Offer channel protocol 7 in the hello (`--channel-protocol 7`, the default).
+    pub offer_extension: bool,
     /// The TCP emulation's settings.
     pub session: session::Config,
     /// The capture also carries the online server's responses: measure production latency.

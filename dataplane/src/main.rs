@@ -154,6 +154,11 @@ struct Args {
     #[arg(long, value_enum, default_value = "combined", help_heading = heading::SESSION)]
     framing: FramingArg,
 
+    /// Highest channel protocol offered: 7 (xdpcopy-intercept takes IPv6 sessions; TCPCopy's
+    /// intercept ignores the offer and speaks 6), or 6 (the hello of TCPCopy's copier, all zero).
+    #[arg(long, value_name = "VERSION", default_value_t = 7, value_parser = clap::value_parser!(u16).range(6..=7), help_heading = heading::SESSION)]
+    channel_protocol: u16,
+
     /// Don't wait for a response before sending the next request (pipelining, streaming).
     #[arg(short = 'W', long, help_heading = heading::SESSION)]
     no_wait: bool,
@@ -451,6 +456,14 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
     if args.stateless {
         return Ok(Mode::Stateless);
     }
+    if let Some(t) = args.transfers.iter().flatten().find(|t| t.target_ip.is_ipv6()) {
+        if args.channel_protocol < 7 {
+            return Err(UsageError(format!(
+                "-x {t}: IPv6 sessions need channel protocol 7 (xdpcopy-intercept); --channel-protocol 6 offers only \
+                 TCPCopy's protocol, which carries IPv4"
+            )));
+        }
+    }
     let list = args.intercepts.as_deref().unwrap_or_default();
     let intercepts = config::parse_intercepts(list, args.intercept_port).map_err(UsageError)?;
     let t = Duration::from_secs(args.session_timeout);
@@ -482,6 +495,7 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
             FramingArg::Combined => Framing::Combined,
             FramingArg::Bare => Framing::Bare,
         },
+        offer_extension: args.channel_protocol >= 7,
         session,
         production_latency: args.production_latency,
         tuples: dataplane::tuples::TupleConfig {
@@ -879,5 +893,54 @@ mod tests {
                 assert!(text.contains(n), "{extra:?}: no {n:?} in {text}");
             }
         }
+    }
+
+    fn session_args(extra: &[&str]) -> Args {
+        let mut argv = vec!["xdpcopy", "-i", "eth1", "-o", "eth2", "-s", "10.0.0.3"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn ipv6_and_family_translation_options() {
+        // Dual stack, IPv6 -c, -D for both families.
+        let Mode::Session(o) =
+            session_options(&session_args(&["-x", "80-10.0.0.2:80,80-[2001:db8::2]:80", "-c", "2001:db8:5::/120"]))
+                .unwrap()
+        else {
+            panic!("session mode")
+        };
+        assert!(o.ipv6_targets && o.offer_extension);
+        assert_eq!((o.session.mss, o.session.mss_v6), (1460, 1440));
+        assert_eq!(o.tuples.addresses.len(), 255);
+        let Mode::Session(o) = session_options(&session_args(&["-x", "80-[2001:db8::2]:80", "-D", "1300"])).unwrap()
+        else {
+            panic!("session mode")
+        };
+        assert_eq!((o.session.mss, o.session.mss_v6), (1300, 1300));
+        // Family translation needs -c of the target's family, and session mode.
+        let xlat = ["-x", "[2001:db8::1]:80-10.0.0.2:80"];
+        let e = session_options(&session_args(&xlat)).unwrap_err().0;
+        assert!(e.contains("needs IPv4 client addresses: give -c"), "{e}");
+        let e = session_options(&session_args(&[&xlat[..], &["-c", "2001:db8:5::/120"]].concat())).unwrap_err().0;
+        assert!(e.contains("needs IPv4 client addresses"), "{e}");
+        assert!(session_options(&session_args(&[&xlat[..], &["-c", "10.9.0.0/24"]].concat())).is_ok());
+        let e = session_options(
+            &Args::try_parse_from(["xdpcopy", "--stateless", "-i", "a", "-o", "b", "-x", "10.0.0.1:80-[::1]:80"])
+                .unwrap(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("--stateless"), "{e}");
+        // IPv6 targets need protocol 7.
+        let e =
+            session_options(&session_args(&["-x", "80-[2001:db8::2]:80", "--channel-protocol", "6"])).unwrap_err().0;
+        assert!(e.contains("need channel protocol 7"), "{e}");
+        let Mode::Session(o) =
+            session_options(&session_args(&["-x", "80-10.0.0.2:80", "--channel-protocol", "6"])).unwrap()
+        else {
+            panic!("session mode")
+        };
+        assert!(!o.offer_extension);
     }
 }

@@ -110,6 +110,7 @@ impl Channel {
     /// When the client's event loop or an eventfd cannot be created.
     pub fn new(opts: &SessionOptions, queues: u32) -> Result<Self> {
         let mut client = ChannelClient::new(opts.intercepts.clone(), opts.conns_per_intercept, opts.framing)?;
+        client.set_offer_extension(opts.offer_extension);
         // The registry holds the live sessions of every worker's table; twice that leaves room
         // for CLIENT_DELs still queued. A session lost track of (its CLIENT_DEL dropped) is
         // forgotten after the longest a session can live idle, and then some.

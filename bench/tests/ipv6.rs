@@ -115,6 +115,19 @@ fn senders(log: &std::path::Path, prefix: &str) -> BTreeMap<String, Vec<SocketAd
     out
 }
 
+/// For a failure message: whether the copier saw every connection (a loaded machine can lose
+/// frames on the mirror veth before XDP sees them: then the missing requests are not the
+/// replay's), with the capture veth's own counters.
+fn capture_loss(lab: &Lab, c: &Summary, sessions: u64) -> String {
+    let seen = c.get("clt_syn") + c.get("fake_syn");
+    let cin = lab.run(Role::Copier, &["ip", "-s", "link", "show", iface::COPIER_IN]).unwrap_or_default();
+    let mir = lab.run(Role::Online, &["ip", "-s", "link", "show", iface::ONLINE_MIRROR]).unwrap_or_default();
+    format!(
+        "the copier saw {seen} of {sessions} connections (clt_syn + fake_syn), xdp_seen {}; the mirror veth:\n{mir}{cin}",
+        c.get("xdp_seen"),
+    )
+}
+
 /// Keep-alive connections and short ones to `online`, paths under `/{tag}/`.
 fn http_load(online: SocketAddr, tag: &str, conns: usize, per_conn: usize, short: usize) -> anyhow::Result<()> {
     for c in 0..conns {
@@ -179,7 +192,12 @@ fn ipv6_and_ipv4_sessions_replay_exactly_side_by_side_over_an_ipv6_channel() {
     let got = settle_log(&lab, "/", &expected, Duration::from_secs(40));
     let c = copier.stop().unwrap();
     let i = intercept.stop().unwrap();
-    assert!(got == expected, "test server's log differs from the online one:\n{}", diff(&expected, &got));
+    assert!(
+        got == expected,
+        "test server's log differs from the online one:\n{}{}",
+        diff(&expected, &got),
+        capture_loss(&lab, &c, 3 + 4 * (3 + 40))
+    );
     // Each family's requests came from its own family's client.
     let from = senders(&lab.test_access_log(), "/");
     for (path, addrs) in &from {

@@ -40,7 +40,7 @@
 //!   sessions, type-first. Until then (and for good with an intercept that never acknowledges)
 //!   it speaks 6: IPv4 sessions go out as always, IPv6 ones wait — registered when the
 //!   connection upgrades (they are remembered like any session) — and once the connection is
-//!   known to speak 6 (a frame came first, or nothing within [`NEGOTIATE_TIMEOUT`]) they are
+//!   known to speak 6 (a frame came first, or nothing within [`NEGOTIATE_TIMEOUT`], 2 s) they are
 //!   counted in `ipv6_unsupported`, and a copier that expects IPv6 sessions
 //!   ([`set_ipv6_expected`](ChannelClient::set_ipv6_expected)) says so once per intercept.
 //! - **Receiving.** A [`FrameDecoder`] per connection buffers partial frames (defect #15: no
@@ -84,7 +84,7 @@ pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(900);
 /// A connection that has received nothing this long after its hello speaks protocol 6 for now
 /// (an acknowledgement arriving later still upgrades it).
-pub const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(1);
+pub const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often sessions past their TTL are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -875,8 +875,12 @@ impl ChannelClient {
         let k = idx - self.intercepts[i].first;
         let waiting = self.sessions.keys().filter(|key| key.is_ipv6() && preferred(key, self.per) == k).count();
         self.stats.ipv6_unsupported += waiting as u64;
+        // A sibling connection that upgraded proves the intercept speaks 7 (this one's
+        // acknowledgement is late): no warning.
+        let first = self.intercepts[i].first;
+        let sibling_v7 = self.conns[first..first + self.per].iter().any(|c| c.proto == Proto::V7);
         let intercept = &mut self.intercepts[i];
-        if self.ipv6_expected && intercept.logged != Some(PROTOCOL_VERSION) {
+        if self.ipv6_expected && !sibling_v7 && intercept.logged != Some(PROTOCOL_VERSION) {
             intercept.logged = Some(PROTOCOL_VERSION);
             eprintln!(
                 "channel: intercept {} speaks TCPCopy protocol 6 only; IPv6 sessions need xdpcopy-intercept (they are \

@@ -79,7 +79,15 @@ impl Conn {
 
 /// One request on its own connection (`Connection: close`).
 pub fn get_once(addr: SocketAddr, path: &str) -> Result<u16> {
-    Conn::open(addr)?.get(&addr.ip().to_string(), path, true)
+    Conn::open(addr)?.get(&host(addr), path, true)
+}
+
+/// The Host header's value for `addr`: its address (an IPv6 one in brackets).
+pub fn host(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    }
 }
 
 /// `(path, status)` → how many times, from an access log written in the lab's format

@@ -68,6 +68,7 @@ fn run_mode(local: bool, count: u64, rate_pps: u64) -> Result<ModeResult> {
         nginx: false,
         mirror_egress: false,
         traditional: local,
+        dual_stack: false,
     })?;
     let intercept = crate::proc::start_intercept(&lab, &[], "intercept.log")?;
     let (prog, mode) = if local { ("xdpcopy_egress", "local") } else { ("xdpcopy_redirect", "assist") };

@@ -19,13 +19,21 @@
 //! itself connects to, and a router between the copier (`cch`) and the test server (`t1`), so
 //! the channel crosses the egress the intercept watches.
 //!
+//! A **dual-stack** lab ([`LabSpec::dual_stack`]) has IPv6 addresses beside the IPv4 ones
+//! (`fd00:201:N::H/64` where the IPv4 address is `10.201.N.H/24`), nginx (and redis) listening
+//! on both, the test server routing the IPv6 client network to the assist server too, and two
+//! client pools for `-c` routed there as well: [`addr::POOL4_NET`] and [`addr::POOL6_NET`]. IPv6
+//! is enabled only on the interfaces with addresses (no link-local address on the mirror, no
+//! router solicitations, no duplicate address detection): the captures see no IPv6 chatter but
+//! neighbour discovery. Other labs have no IPv6 at all.
+//!
 //! Everything lives inside namespaces named `xdpc-TAG-ROLE`; nothing is created in the root
 //! namespace. Dropping a [`Lab`] kills what it spawned and deletes its namespaces.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::File;
-use std::net::{SocketAddr, SocketAddrV4, TcpStream};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -70,6 +78,31 @@ pub mod addr {
     pub const REDIS_PORT: u16 = 6379;
     /// Traditional lab: a1's address, outside the allowlist.
     pub const OUTSIDE_OTHER: Ipv4Addr = ASSIST_CHANNEL;
+
+    use std::net::Ipv6Addr;
+
+    /// Dual-stack lab: client `c0`.
+    pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 1, 0, 0, 0, 0, 1);
+    /// Dual-stack lab: online `o0`.
+    pub const ONLINE6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 1, 0, 0, 0, 0, 2);
+    /// Dual-stack lab: the IPv6 client network (routed to the assist server).
+    pub const CLIENT_NET6: &str = "fd00:201:1::/64";
+    /// Dual-stack lab: copier `cout`.
+    pub const COPIER_OUT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 2, 0, 0, 0, 0, 1);
+    /// Dual-stack lab: test `t0`.
+    pub const TEST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 2, 0, 0, 0, 0, 2);
+    /// Dual-stack lab: test `t1`.
+    pub const TEST_TO_ASSIST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 3, 0, 0, 0, 0, 1);
+    /// Dual-stack lab: assist `a0`.
+    pub const ASSIST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 3, 0, 0, 0, 0, 2);
+    /// Dual-stack lab: assist `a1` (channel side).
+    pub const ASSIST_CHANNEL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 4, 0, 0, 0, 0, 2);
+    /// Dual-stack lab: copier `cch` (channel side).
+    pub const COPIER_CHANNEL6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x201, 4, 0, 0, 0, 0, 1);
+    /// Dual-stack lab: an IPv4 `-c` pool outside the client network, routed to the assist server.
+    pub const POOL4_NET: &str = "10.201.5.0/24";
+    /// Dual-stack lab: an IPv6 `-c` pool, routed to the assist server.
+    pub const POOL6_NET: &str = "fd00:201:5::/64";
 }
 
 /// Interface names.
@@ -128,6 +161,18 @@ const LINKS: [LinkDef; 5] = [
     (Role::Assist, "a1", Some("10.201.4.2/24"), Role::Copier, "cch", Some("10.201.4.1/24")),
 ];
 
+/// IPv6 addresses of a dual-stack lab, beside the IPv4 ones of [`LINKS`].
+const ADDRS6: [(Role, &str, &str); 8] = [
+    (Role::Client, "c0", "fd00:201:1::1/64"),
+    (Role::Online, "o0", "fd00:201:1::2/64"),
+    (Role::Copier, "cout", "fd00:201:2::1/64"),
+    (Role::Test, "t0", "fd00:201:2::2/64"),
+    (Role::Test, "t1", "fd00:201:3::1/64"),
+    (Role::Assist, "a0", "fd00:201:3::2/64"),
+    (Role::Assist, "a1", "fd00:201:4::2/64"),
+    (Role::Copier, "cch", "fd00:201:4::1/64"),
+];
+
 /// Interfaces whose namespace's own TCP/IP stack sends: transmit checksum offload is turned off
 /// on them so that frames (and their mirrored copies) carry complete checksums.
 const TX_CSUM_OFF: [(Role, &str); 8] = [
@@ -155,6 +200,8 @@ pub struct LabSpec {
     /// The traditional architecture: no assist server in the return path (see the module docs);
     /// the intercept runs on the test server (`bench::start_intercept` does it right).
     pub traditional: bool,
+    /// IPv6 beside IPv4 (see the module docs).
+    pub dual_stack: bool,
 }
 
 impl LabSpec {
@@ -165,7 +212,14 @@ impl LabSpec {
 
 impl Default for LabSpec {
     fn default() -> Self {
-        LabSpec { tag: "demo".into(), queues: 2, nginx: true, mirror_egress: false, traditional: false }
+        LabSpec {
+            tag: "demo".into(),
+            queues: 2,
+            nginx: true,
+            mirror_egress: false,
+            traditional: false,
+            dual_stack: false,
+        }
     }
 }
 
@@ -475,6 +529,9 @@ impl Lab {
         for (role, ifn) in TX_CSUM_OFF {
             self.run(role, &["ethtool", "-K", ifn, "tx", "off"])?;
         }
+        if self.spec.dual_stack {
+            self.add_ipv6()?;
+        }
         // No GRO/GSO on the online server's interface: the mirror then carries wire-sized
         // frames, never super-packets larger than an AF_XDP frame.
         self.run(Role::Online, &["ethtool", "-K", "o0", "gro", "off", "gso", "off"])?;
@@ -516,6 +573,37 @@ impl Lab {
         if self.spec.traditional {
             self.build_outside()?;
         }
+        if self.spec.dual_stack {
+            // The IPv6 client network and both -c pools go to the assist server as well.
+            let test = self.ns(Role::Test);
+            ip(&["-n", &test, "-6", "route", "add", addr::CLIENT_NET6, "via", "fd00:201:3::2"])?;
+            ip(&["-n", &test, "-6", "route", "add", addr::POOL6_NET, "via", "fd00:201:3::2"])?;
+            ip(&["-n", &test, "route", "add", addr::POOL4_NET, "via", "10.201.3.2"])?;
+        }
+        Ok(())
+    }
+
+    /// Dual-stack: IPv6 on the interfaces that have IPv4 addresses, and only there (the
+    /// namespaces' defaults keep it off everywhere else: the mirror and the capture side stay
+    /// silent); no router solicitations, no duplicate address detection (addresses usable at
+    /// once).
+    fn add_ipv6(&self) -> Result<()> {
+        for (role, ifn, a) in ADDRS6 {
+            for (key, value) in
+                [("accept_ra", "0"), ("router_solicitations", "0"), ("accept_dad", "0"), ("dad_transmits", "0")]
+            {
+                self.run(role, &["sysctl", "-qw", &format!("net.ipv6.conf.{ifn}.{key}={value}")])?;
+            }
+            self.run(role, &["sysctl", "-qw", &format!("net.ipv6.conf.{ifn}.disable_ipv6=0")])?;
+            ip(&["-n", &self.ns(role), "-6", "addr", "add", a, "dev", ifn, "nodad"])?;
+        }
+        for role in Role::ALL {
+            self.run(role, &["sysctl", "-qw", "net.ipv6.conf.lo.disable_ipv6=0"])?;
+        }
+        // The assist server and the copier forward nothing over IPv6 either.
+        for role in [Role::Assist, Role::Copier] {
+            self.run(role, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=0"])?;
+        }
         Ok(())
     }
 
@@ -549,7 +637,26 @@ impl Lab {
         ip(&["-n", &assist, "route", "add", "10.201.2.0/24", "via", "10.201.3.1"])?;
         ip(&["-n", &test, "route", "add", "10.201.4.0/24", "via", "10.201.3.2"])?;
         ip(&["-n", &copier, "route", "add", "10.201.3.0/24", "via", "10.201.4.2"])?;
+        if self.spec.dual_stack {
+            self.run(Role::Assist, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            ip(&["-n", &assist, "-6", "route", "add", "blackhole", addr::CLIENT_NET6])?;
+            ip(&["-n", &assist, "-6", "route", "add", "blackhole", addr::POOL6_NET])?;
+            ip(&["-n", &assist, "route", "add", "blackhole", addr::POOL4_NET])?;
+            ip(&["-n", &assist, "-6", "route", "add", "fd00:201:2::/64", "via", "fd00:201:3::1"])?;
+            ip(&["-n", &test, "-6", "route", "add", "fd00:201:4::/64", "via", "fd00:201:3::2"])?;
+            ip(&["-n", &copier, "-6", "route", "add", "fd00:201:3::/64", "via", "fd00:201:4::2"])?;
+        }
         Ok(())
+    }
+
+    /// Where the copiers reach the intercept over IPv6 in a dual-stack lab (see
+    /// [`Lab::intercept_addr`]).
+    pub fn intercept_addr6(&self) -> std::net::Ipv6Addr {
+        if self.spec.traditional {
+            addr::TEST_TO_ASSIST6
+        } else {
+            addr::ASSIST_CHANNEL6
+        }
     }
 
     /// Where the copiers reach the intercept: the assist server's channel side, or in a
@@ -573,12 +680,22 @@ impl Lab {
         let dir = self.out_dir.join(format!("redis-{role}"));
         std::fs::create_dir_all(&dir)?;
         let (ip_s, port_s, dir_s) = (ip.to_string(), addr::REDIS_PORT.to_string(), dir.to_string_lossy().into_owned());
+        // Dual-stack: on the IPv6 address too (`--bind` takes several).
+        let ip6_s = match role {
+            Role::Online => addr::ONLINE6.to_string(),
+            _ => addr::TEST6.to_string(),
+        };
+        let mut bind = vec![ip_s.as_str()];
+        if self.spec.dual_stack {
+            bind.push(&ip6_s);
+        }
+        let bind = bind.join(" ");
         let pid = self.spawn(
             role,
             &[
                 "redis-server",
                 "--bind",
-                &ip_s,
+                &bind,
                 "--port",
                 &port_s,
                 "--dir",
@@ -611,7 +728,11 @@ impl Lab {
         std::fs::write(www.join("huge"), huge_body())?;
         let conf = dir.join("nginx.conf");
         let access_log = self.out_dir.join(format!("{name}-access.log"));
-        std::fs::write(&conf, nginx_conf(&dir, listen, &access_log, role == Role::Test))?;
+        let listen6 = self.spec.dual_stack.then(|| match role {
+            Role::Online => SocketAddr::new(IpAddr::V6(addr::ONLINE6), addr::ONLINE_PORT),
+            _ => SocketAddr::new(IpAddr::V6(addr::TEST6), addr::TEST_PORT),
+        });
+        std::fs::write(&conf, nginx_conf(&dir, listen, listen6, &access_log, role == Role::Test))?;
         let errlog = dir.join("error.log");
         let (conf_s, err_s) = (conf.to_string_lossy(), errlog.to_string_lossy());
         let pid = self.spawn(role, &["nginx", "-c", &conf_s, "-e", &err_s])?;
@@ -692,7 +813,8 @@ pub fn huge_body() -> Vec<u8> {
 /// The listen queue takes a burst of thousands of new connections (an offline `--topspeed`
 /// replay's SYNs; nginx's default backlog of 511 drops the rest, which then wait for a 1 s SYN
 /// retransmission); `net.core.somaxconn` is 4096 in a fresh namespace.
-fn nginx_conf(dir: &Path, listen: SocketAddrV4, access_log: &Path, slow: bool) -> String {
+fn nginx_conf(dir: &Path, listen: SocketAddrV4, listen6: Option<SocketAddr>, access_log: &Path, slow: bool) -> String {
+    let listen6 = listen6.map(|a| format!("listen {a} backlog=4096;")).unwrap_or_default();
     let d = dir.display();
     let (load, slow_location) = if slow {
         (
@@ -722,6 +844,7 @@ http {{
     access_log {log} xdpc;
     server {{
         listen {listen} backlog=4096;
+        {listen6}
         location = /big {{ root {d}/www; default_type application/octet-stream; }}
         location = /huge {{ root {d}/www; default_type application/octet-stream; }}
         location / {{ return 200 "ok\n"; }}
@@ -781,10 +904,12 @@ mod tests {
         let c = nginx_conf(
             Path::new("/tmp/x"),
             SocketAddrV4::new(addr::TEST, addr::TEST_PORT),
+            Some("[fd00:201:2::2]:8080".parse().unwrap()),
             Path::new("/tmp/x/a.log"),
             true,
         );
         assert!(c.contains("listen 10.201.2.2:8080 backlog=4096;"));
+        assert!(c.contains("listen [fd00:201:2::2]:8080 backlog=4096;"));
         assert!(c.contains("access_log /tmp/x/a.log xdpc;"));
         assert!(c.contains("$request $status $remote_addr:$remote_port $body_bytes_sent"));
         assert_eq!(big_body().len(), 65536);

@@ -7,6 +7,10 @@
 //! footprint: the online server's rate with the copier (and the mirror) ÷ its rate in the same lab
 //! without either. The test nginx's own round trip from the copier's namespace is measured once.
 //!
+//! `--family 6` (or `both`) runs the levels over IPv6 in a dual-stack lab (IPv6 clients, the
+//! test nginx's IPv6 address, protocol 7 on the channel), `both` each level over IPv4 and then
+//! IPv6 in the same run.
+//!
 //! Two kinds of load:
 //! - **paced**: 8 keep-alive connections, each sending at rate/8 with a distinct URL per request
 //!   (the project's own client);
@@ -37,10 +41,43 @@ pub enum Load {
     Unpaced(u32),
 }
 
+/// The client and test server family of a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4 clients, the test nginx's IPv4 address.
+    V4,
+    /// IPv6 clients, the test nginx's IPv6 address (a dual-stack lab).
+    V6,
+}
+
+impl Family {
+    fn online(self) -> SocketAddr {
+        match self {
+            Family::V4 => (addr::ONLINE, addr::ONLINE_PORT).into(),
+            Family::V6 => (addr::ONLINE6, addr::ONLINE_PORT).into(),
+        }
+    }
+
+    fn test(self) -> SocketAddr {
+        match self {
+            Family::V4 => (addr::TEST, addr::TEST_PORT).into(),
+            Family::V6 => (addr::TEST6, addr::TEST_PORT).into(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
 /// One level's outcome.
 #[derive(Debug, Clone)]
 pub struct LevelResult {
     pub load: Load,
+    pub family: Family,
     pub online_requests: u64,
     pub test_requests: u64,
     pub seconds: f64,
@@ -73,8 +110,9 @@ fn count(log: &std::path::Path, prefix: &str) -> u64 {
 }
 
 /// Drives `load` against the online nginx for `seconds` (paths under `/PREFIX/`).
-fn drive(lab: &Lab, load: Load, seconds: u64, prefix: &str) -> Result<()> {
-    let online: SocketAddr = (addr::ONLINE, addr::ONLINE_PORT).into();
+fn drive(lab: &Lab, load: Load, family: Family, seconds: u64, prefix: &str) -> Result<()> {
+    let online = family.online();
+    let host = crate::http::host(online);
     match load {
         Load::Paced(rate) => {
             let conns = 8u32;
@@ -82,7 +120,7 @@ fn drive(lab: &Lab, load: Load, seconds: u64, prefix: &str) -> Result<()> {
             let ns = lab.ns(Role::Client);
             std::thread::scope(|s| {
                 for c in 0..conns {
-                    let ns = ns.clone();
+                    let (ns, host) = (ns.clone(), host.clone());
                     s.spawn(move || {
                         let r = in_netns(&ns, || {
                             let mut k = Conn::open(online)?;
@@ -90,7 +128,7 @@ fn drive(lab: &Lab, load: Load, seconds: u64, prefix: &str) -> Result<()> {
                             let mut next = Instant::now();
                             let mut i = 0u64;
                             while Instant::now() < end {
-                                k.get(&addr::ONLINE.to_string(), &format!("/{prefix}/{c}/{i}"), false)?;
+                                k.get(&host, &format!("/{prefix}/{c}/{i}"), false)?;
                                 i += 1;
                                 next += gap;
                                 if let Some(d) = next.checked_duration_since(Instant::now()) {
@@ -109,7 +147,7 @@ fn drive(lab: &Lab, load: Load, seconds: u64, prefix: &str) -> Result<()> {
         Load::Unpaced(conns) => {
             let c = conns.to_string();
             let d = format!("{seconds}s");
-            let url = format!("http://{}/{prefix}/wrk", addr::ONLINE);
+            let url = format!("http://{host}/{prefix}/wrk");
             lab.run(Role::Client, &["wrk", "-t1", "-c", &c, "-d", &d, &url]).context("running wrk")?;
         }
     }
@@ -118,14 +156,14 @@ fn drive(lab: &Lab, load: Load, seconds: u64, prefix: &str) -> Result<()> {
 
 /// The test nginx's own round trip from the copier's namespace: `n` requests on one keep-alive
 /// connection; returns (p50, p99) in µs.
-fn direct_round_trip(lab: &Lab, n: usize) -> Result<(f64, f64)> {
-    let test: SocketAddr = (addr::TEST, addr::TEST_PORT).into();
+fn direct_round_trip(lab: &Lab, family: Family, n: usize) -> Result<(f64, f64)> {
+    let test = family.test();
     let mut samples = in_netns(&lab.ns(Role::Copier), || {
         let mut k = Conn::open(test)?;
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             let t = Instant::now();
-            k.get(&addr::TEST.to_string(), &format!("/direct/{i}"), false)?;
+            k.get(&crate::http::host(test), &format!("/direct/{i}"), false)?;
             v.push(t.elapsed().as_secs_f64() * 1e6);
         }
         Ok(v)
@@ -135,33 +173,36 @@ fn direct_round_trip(lab: &Lab, n: usize) -> Result<(f64, f64)> {
     Ok((q(0.5), q(0.99)))
 }
 
-fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> {
+fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
     let lab = Lab::up(LabSpec {
         tag: "bench-replay".into(),
         queues: 2,
         nginx: true,
         mirror_egress: false,
         traditional: false,
+        dual_stack: family == Family::V6,
     })?;
     // Unpaced: the online server's own rate in this lab, with no mirror and no copier, first.
     let baseline_rps = match load {
         Load::Unpaced(_) => {
             lab.set_mirror(false)?;
-            drive(&lab, load, seconds, "base")?;
+            drive(&lab, load, family, seconds, "base")?;
             lab.set_mirror(true)?;
             Some(count(&lab.online_access_log(), "/base/") as f64 / seconds as f64)
         }
         Load::Paced(_) => None,
     };
-    let intercept = crate::proc::start_intercept(&lab, &[], "intercept.log")?;
-    let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
+    let test = family.test().to_string();
+    let intercept_args: &[&str] = if family == Family::V6 { &["--target", &test] } else { &[] };
+    let intercept = crate::proc::start_intercept(&lab, intercept_args, "intercept.log")?;
+    let transfer = format!("{}-{test}", addr::ONLINE_PORT);
     let mut args: Vec<&str> = vec!["-x", &transfer];
     args.extend(extra.iter().map(String::as_str));
     let copier = crate::proc::start_session_copier(&lab, &args, "xdpcopy.log")?;
     let pid = copier.pid();
     let cpu0 = cpu_ticks(pid);
     let started = Instant::now();
-    drive(&lab, load, seconds, "bench")?;
+    drive(&lab, load, family, seconds, "bench")?;
     let seconds_run = started.elapsed().as_secs_f64();
     let cpu1 = cpu_ticks(pid);
     let online_requests = count(&lab.online_access_log(), "/bench/");
@@ -184,6 +225,7 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
     lab.shutdown()?;
     Ok(LevelResult {
         load,
+        family,
         online_requests,
         test_requests,
         seconds: seconds_run,
@@ -195,32 +237,48 @@ fn run_level(load: Load, seconds: u64, extra: &[String]) -> Result<LevelResult> 
     })
 }
 
-/// Runs every level and returns the Markdown report.
-pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
-    let direct = {
+/// Runs every level (each in every one of `families`, in that order) and returns the Markdown
+/// report.
+pub fn run(levels: &[Load], families: &[Family], seconds: u64, extra: &[String]) -> Result<String> {
+    let mut direct = Vec::new();
+    for &family in families {
         let lab = Lab::up(LabSpec {
             tag: "bench-replay".into(),
             queues: 2,
             nginx: true,
             mirror_egress: false,
             traditional: false,
+            dual_stack: family == Family::V6,
         })?;
-        let d = direct_round_trip(&lab, 2000)?;
+        let d = direct_round_trip(&lab, family, 2000)?;
         lab.shutdown()?;
-        d
-    };
-    eprintln!(
-        "bench-replay: the test nginx from the copier's namespace: p50 {:.0} µs, p99 {:.0} µs",
-        direct.0, direct.1
-    );
+        eprintln!(
+            "bench-replay: the test nginx from the copier's namespace over {}: p50 {:.0} µs, p99 {:.0} µs",
+            family.name(),
+            d.0,
+            d.1
+        );
+        direct.push((family, d));
+    }
     let mut rows = Vec::new();
     for &load in levels {
-        let r = run_level(load, seconds, extra)?;
+        for &family in families {
+            rows.push(level(load, family, seconds, extra)?);
+        }
+    }
+    Ok(report(&rows, &direct, seconds, extra))
+}
+
+/// Runs one level and logs its outcome.
+fn level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
+    {
+        let r = run_level(load, family, seconds, extra)?;
         let g = |k: &str| r.summary.0.get(k).copied().unwrap_or(0);
         eprintln!(
-            "bench-replay: {:?}: online {} req ({:.0}/s), test {} ({:.1} %), copier CPU {:.0} % ({:.2} ms per 1000 replayed), \
-             replay_rtt p50 {} µs, catch-up {}/{}, pool_exhausted {}",
+            "bench-replay: {:?} {}: online {} req ({:.0}/s), test {} ({:.1} %), copier CPU {:.0} % ({:.2} ms per 1000 \
+             replayed), replay_rtt p50 {} µs, catch-up {}/{}, pool_exhausted {}",
             r.load,
+            r.family.name(),
             r.online_requests,
             r.online_requests as f64 / r.seconds,
             r.test_requests,
@@ -239,8 +297,12 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
                 eprintln!("    {k} {v}");
             }
         }
-        rows.push(r);
+        Ok(r)
     }
+}
+
+/// The Markdown report of `rows`.
+fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, extra: &[String]) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "### Session replay under increasing load\n");
     let _ = writeln!(
@@ -249,19 +311,23 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
          Reproduce: `sudo target/release/xdpcopy-lab bench-replay`.\n",
         if extra.is_empty() { String::new() } else { format!(" plus `{}`", extra.join(" ")) }
     );
+    for (family, d) in direct {
+        let _ = writeln!(
+            md,
+            "The test nginx answered a request from the copier's namespace over {} in p50 {:.0} µs, p99 {:.0} µs \
+             (2000 requests on one keep-alive connection): compare with replay_rtt, the same request's round trip \
+             through the replay path (copier → test → assist → intercept → channel → copier).\n",
+            family.name(),
+            d.0,
+            d.1
+        );
+    }
     let _ = writeln!(
         md,
-        "The test nginx answered a request from the copier's namespace in p50 {:.0} µs, p99 {:.0} µs (2000 requests \
-         on one keep-alive connection): compare with replay_rtt, the same request's round trip through the replay \
-         path (copier → test → assist → intercept → channel → copier).\n",
-        direct.0, direct.1
+        "| load | family | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | retransmit | pool_exhausted |"
     );
-    let _ = writeln!(
-        md,
-        "| load | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | retransmit | pool_exhausted |"
-    );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
         let load = match r.load {
             Load::Paced(rate) => format!("paced {rate}/s, 8 conns"),
             Load::Unpaced(c) => format!("wrk, {c} conns"),
@@ -274,7 +340,8 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
         };
         let _ = writeln!(
             md,
-            "| {load} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} | {} |",
+            "| {load} | {} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} | {} |",
+            r.family.name(),
             100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
             100.0 * r.copier_cpu,
             1e3 * r.copier_cpu_seconds / (r.test_requests.max(1) as f64 / 1000.0),
@@ -288,5 +355,5 @@ pub fn run(levels: &[Load], seconds: u64, extra: &[String]) -> Result<String> {
             g("pool_exhausted"),
         );
     }
-    Ok(md)
+    md
 }

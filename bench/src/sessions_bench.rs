@@ -147,8 +147,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Runs the benchmark and returns the Markdown report.
 pub fn run(spec: &SessionsSpec) -> Result<String> {
     let started = Instant::now();
-    let lab =
-        Lab::up(LabSpec { tag: "bsess".into(), queues: 2, nginx: true, mirror_egress: false, traditional: false })?;
+    let lab = Lab::up(LabSpec {
+        tag: "bsess".into(),
+        queues: 2,
+        nginx: true,
+        mirror_egress: false,
+        traditional: false,
+        dual_stack: false,
+    })?;
     // tcpdump can lose frames on a busy machine: try the recording up to three times.
     let mut file = record(&lab, spec.sessions, "rec1");
     for attempt in ["rec2", "rec3"] {

@@ -18,7 +18,8 @@ use bench::{
 fn one_unpaced_connection(name: &str, secs: u32, copier_args: &[&str]) -> (u64, u64, Summary) {
     let tag = format!("cu{}-{name}", std::process::id() % 100_000);
     let lab =
-        Lab::up(LabSpec { tag, queues: 1, nginx: true, mirror_egress: false, traditional: false }).expect("lab up");
+        Lab::up(LabSpec { tag, queues: 1, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .expect("lab up");
     let intercept = bench::start_intercept(&lab, &[], "intercept.log").expect("intercept starts");
     let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
     let mut args = vec!["-x", transfer.as_str()];

@@ -19,7 +19,8 @@ use bench::{
 
 fn lab(name: &str) -> Lab {
     let tag = format!("c{}-{name}", std::process::id() % 100_000);
-    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).expect("lab up")
+    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+        .expect("lab up")
 }
 
 fn start_copier(lab: &Lab) -> Running {

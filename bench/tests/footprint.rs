@@ -17,7 +17,8 @@ use bench::{
 
 fn lab(name: &str, nginx: bool) -> Lab {
     let tag = format!("f{}-{name}", std::process::id() % 100_000);
-    Lab::up(LabSpec { tag, queues: 2, nginx, mirror_egress: false, traditional: false }).expect("lab up")
+    Lab::up(LabSpec { tag, queues: 2, nginx, mirror_egress: false, traditional: false, dual_stack: false })
+        .expect("lab up")
 }
 
 /// The first four bytes of every xdpcopy tc action cookie ("xdpc").

@@ -23,7 +23,7 @@ fn remove_out_dir(tag: &str) {
 }
 
 fn spec(tag: &str, nginx: bool) -> LabSpec {
-    LabSpec { tag: tag.to_owned(), queues: 2, nginx, mirror_egress: false, traditional: false }
+    LabSpec { tag: tag.to_owned(), queues: 2, nginx, mirror_egress: false, traditional: false, dual_stack: false }
 }
 
 fn lab_namespaces(tag: &str) -> Vec<String> {

@@ -112,7 +112,9 @@ fn test_latency_production_latency_and_the_exports() {
         return;
     }
     let tag = format!("l{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: true, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: true, traditional: false, dual_stack: false })
+            .unwrap();
 
     // 1. A fast test server: the replayed requests come back within a few ms.
     let fast: PathBuf = lab.out_dir().join("fast");

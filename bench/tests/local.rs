@@ -22,7 +22,8 @@ use bench::{
 
 fn lab(name: &str) -> Lab {
     let tag = format!("tr{}-{name}", std::process::id() % 100_000);
-    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: true }).expect("lab up")
+    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: true, dual_stack: false })
+        .expect("lab up")
 }
 
 fn online() -> SocketAddr {

@@ -68,7 +68,9 @@ fn both_metrics_endpoints_pass_promtool_during_a_replay() {
         return;
     }
     let tag = format!("m{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let intercept = bench::start_intercept(&lab, &["--metrics", INTERCEPT_METRICS], "intercept.log").unwrap();
     let transfer = format!("{}:{}-{}:{}", addr::ONLINE, addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
     let channel = addr::ASSIST_CHANNEL.to_string();

@@ -72,7 +72,9 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
         return;
     }
     let tag = format!("o{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let file = record(&lab);
     let online = settled_access_log(&lab.online_access_log(), "/rec/", Duration::from_secs(5)).unwrap();
     assert_eq!(online.values().sum::<u32>(), 12);
@@ -93,7 +95,9 @@ fn a_recorded_capture_replays_every_request_and_speeds_up() {
     // server still holds the first replay's connections in TIME_WAIT (60 s), and a replayed SYN
     // carries the same ISN as then.
     let tag = format!("p{}", std::process::id() % 100_000);
-    let lab2 = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab2 =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let intercept = bench::start_intercept(&lab2, &[], "intercept.log").unwrap();
     let s = replay(&lab2, &file, &["-a", "10"], "offline-10x.log");
     let test = access_log(&lab2.test_access_log(), "/rec/").unwrap();
@@ -126,7 +130,9 @@ fn a_recorded_capture_replayed_three_times_in_session_mode_repeats_every_request
         return;
     }
     let tag = format!("t{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let file = record(&lab);
     let online = settled_access_log(&lab.online_access_log(), "/rec/", Duration::from_secs(5)).unwrap();
     assert_eq!(online.values().sum::<u32>(), 12);
@@ -189,7 +195,9 @@ fn thousands_of_flows_fed_to_two_workers_arrive_complete_and_in_order() {
         return;
     }
     let tag = format!("f{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: false, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: false, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let (flows, per_flow) = (4000u16, 3u32);
     let file = lab.out_dir().join("flows.pcap");
     // 12,000 frames over 1.2 s: paced, so the capture at the test server keeps up on a busy
@@ -257,7 +265,9 @@ fn a_jumbo_frame_and_a_one_hour_gap_replay_and_stop_on_sigint_within_a_second() 
         return;
     }
     let tag = format!("g{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let file = lab.out_dir().join("gap.pcap");
     big_frame_and_gap_pcap(&file);
     let file = file.to_string_lossy().into_owned();

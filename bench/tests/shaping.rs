@@ -17,7 +17,9 @@ fn sampling_half_of_a_thousand_sessions_lands_within_binomial_bounds() {
         return;
     }
     let tag = format!("g{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
     let transfer = format!("{}-{target}", addr::ONLINE_PORT);
@@ -87,7 +89,9 @@ fn three_copies_of_every_session_from_distinct_client_pairs() {
         return;
     }
     let tag = format!("n{}", std::process::id() % 100_000);
-    let lab = Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false }).unwrap();
+    let lab =
+        Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+            .unwrap();
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
     let transfer = format!("{}-{target}", addr::ONLINE_PORT);

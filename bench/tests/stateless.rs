@@ -11,7 +11,8 @@ use bench::{
 
 fn lab(name: &str, nginx: bool) -> Lab {
     let tag = format!("s{}-{name}", std::process::id() % 100_000);
-    Lab::up(LabSpec { tag, queues: 2, nginx, mirror_egress: false, traditional: false }).expect("lab up")
+    Lab::up(LabSpec { tag, queues: 2, nginx, mirror_egress: false, traditional: false, dual_stack: false })
+        .expect("lab up")
 }
 
 const TRANSFER: &str = "80-10.201.2.2:8080";

@@ -17,7 +17,7 @@
 //! registered (an eventfd in the dataplane) when a header arrives.
 
 use std::{
-    net::SocketAddrV4,
+    net::SocketAddr,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -32,10 +32,10 @@ use crate::channel::{ChannelClient, ChannelError, ClientStats, HeaderMsg};
 /// A session as the worker names it to the control thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionAdd {
-    /// The client address as sent to the test server.
-    pub client: SocketAddrV4,
-    /// The test server.
-    pub target: SocketAddrV4,
+    /// The client address as sent to the test server (IPv4 or IPv6).
+    pub client: SocketAddr,
+    /// The test server (the client's family).
+    pub target: SocketAddr,
 }
 
 /// A worker's request about one of its sessions; both kinds share one queue, so a port reuse's

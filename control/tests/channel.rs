@@ -5,11 +5,11 @@
 //! peers use blocking std sockets, in a helper thread where they must block.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use control::channel::proto::{encode_frame, MAX_FRAME_LEN};
+use control::channel::proto::{ack_bytes, encode_frame, hello_bytes, upgrade_bytes, MAX_FRAME_LEN, MAX_FRAME_LEN_V7};
 use control::{ChannelClient, ChannelServer, CopierMsg, Framing, HeaderMsg, RouteKey, ServerConfig};
 
 fn ms(n: u64) -> Duration {
@@ -170,7 +170,10 @@ fn client_wire_bytes_match_the_reference() {
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 28];
     raw.read_exact(&mut buf).unwrap();
-    assert_eq!(buf[..14], [0, 0, 0, 0, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0]);
+    // The hello offers protocol 7 where the original's hello has zeros its intercept ignores
+    // (a deliberate change: see proto's module docs); this intercept never acknowledges, so the
+    // CLIENT_ADD is the original's, byte for byte.
+    assert_eq!(buf[..14], [0, 0, 0, 0, 0, 0, 0, 6, b'X', b'D', b'P', b'C', 0, 7]);
     assert_eq!(buf[14..], [10, 10, 1, 2, 0xc4, 0xfa, 0, 1, 10, 10, 2, 3, 0x1f, 0x90]);
 
     // And it decodes the reference frame, even dribbled a few bytes at a time.
@@ -245,8 +248,8 @@ fn two_copiers_get_only_their_own_sessions() {
         pump(&mut server, &mut [&mut a, &mut b], &mut got);
         got[0].len() + got[1].len() == 40
     });
-    assert!(got[0].iter().all(|h| h.client() == sa));
-    assert!(got[1].iter().all(|h| h.client() == sb));
+    assert!(got[0].iter().all(|h| h.client() == sa.into()));
+    assert!(got[1].iter().all(|h| h.client() == sb.into()));
     assert_eq!(got[1].len(), 14);
     let seqs: Vec<u32> = got[0].iter().map(HeaderMsg::seq).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
@@ -283,12 +286,12 @@ fn garbage_and_bad_hellos_are_closed_while_others_keep_working() {
 
     // A pre-hello copier: it starts with a CLIENT_ADD.
     let mut old = TcpStream::connect(addr).unwrap();
-    old.write_all(&CopierMsg::client_add(client_addr(1), target_addr()).encode()).unwrap();
+    old.write_all(&CopierMsg::client_add(client_addr(1), target_addr()).encode_v6().unwrap()).unwrap();
     assert!(closed_by_peer(&mut old, &mut server), "too old not closed");
 
     // Version 5 hello is tolerated (original behaviour), but what follows is not a message.
     let mut v5 = TcpStream::connect(addr).unwrap();
-    let mut hello = CopierMsg::hello().encode();
+    let mut hello = CopierMsg::hello().encode_v6().unwrap();
     hello[7] = 5;
     v5.write_all(&hello).unwrap();
     v5.write_all(&[0x41; 14]).unwrap();
@@ -315,14 +318,14 @@ fn garbage_and_bad_hellos_are_closed_while_others_keep_working() {
 
 #[test]
 fn wrong_version_hello_warns_by_default_and_closes_when_strict() {
-    let mut hello = CopierMsg::hello().encode();
+    let mut hello = CopierMsg::hello().encode_v6().unwrap();
     hello[7] = 5;
 
     // Default: warn and carry on; its CLIENT_ADDs are honoured.
     let mut server = ChannelServer::bind(loopback()).unwrap();
     let mut v5 = TcpStream::connect(server.local_addr()).unwrap();
     v5.write_all(&hello).unwrap();
-    v5.write_all(&CopierMsg::client_add(client_addr(5), target_addr()).encode()).unwrap();
+    v5.write_all(&CopierMsg::client_add(client_addr(5), target_addr()).encode_v6().unwrap()).unwrap();
     wait_for("the CLIENT_ADD", || {
         server.poll(ms(1)).unwrap();
         server.stats().client_add == 1
@@ -591,7 +594,7 @@ fn connect_from(src: &str, to: SocketAddr) -> TcpStream {
 /// A raw copier from `src` that has said hello.
 fn raw_copier(src: &str, to: SocketAddr) -> TcpStream {
     let mut s = connect_from(src, to);
-    s.write_all(&CopierMsg::hello().encode()).unwrap();
+    s.write_all(&CopierMsg::hello().encode_v6().unwrap()).unwrap();
     s
 }
 
@@ -606,8 +609,8 @@ fn a_peer_outside_the_allowlist_is_closed_at_once() {
     let addr = server.local_addr();
     let t0 = Instant::now();
     let mut stranger = TcpStream::connect(addr).unwrap(); // from 127.0.0.1
-    stranger.write_all(&CopierMsg::hello().encode()).unwrap();
-    stranger.write_all(&CopierMsg::client_add(client_addr(1), target_addr()).encode()).unwrap();
+    stranger.write_all(&CopierMsg::hello().encode_v6().unwrap()).unwrap();
+    stranger.write_all(&CopierMsg::client_add(client_addr(1), target_addr()).encode_v6().unwrap()).unwrap();
     assert!(closed_by_peer(&mut stranger, &mut server), "a stranger stays connected");
     assert!(t0.elapsed() < ms(1000), "closed only after {:?}", t0.elapsed());
     let s = server.stats();
@@ -615,7 +618,7 @@ fn a_peer_outside_the_allowlist_is_closed_at_once() {
 
     // An allowed address gets in and is served.
     let mut friend = raw_copier("127.0.0.2", addr);
-    friend.write_all(&CopierMsg::client_add(client_addr(2), target_addr()).encode()).unwrap();
+    friend.write_all(&CopierMsg::client_add(client_addr(2), target_addr()).encode_v6().unwrap()).unwrap();
     wait_for("the allowed copier's CLIENT_ADD", || {
         server.poll(ms(1)).unwrap();
         server.stats().client_add == 1
@@ -702,7 +705,9 @@ fn a_client_add_flood_is_bounded_by_the_route_quota() {
     let mut bytes = Vec::new();
     for port in 0..1000u16 {
         bytes.extend_from_slice(
-            &CopierMsg::client_add(SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 1), port), target_addr()).encode(),
+            &CopierMsg::client_add(SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 1), port), target_addr())
+                .encode_v6()
+                .unwrap(),
         );
     }
     flood.write_all(&bytes).unwrap();
@@ -727,8 +732,8 @@ fn first_owner_keeps_a_live_route() {
 
     // A stranger (another address) who knows the 4-tuple cannot divert it, nor delete it.
     let mut stranger = raw_copier("127.0.0.2", addr);
-    stranger.write_all(&CopierMsg::client_add(session, target_addr()).encode()).unwrap();
-    stranger.write_all(&CopierMsg::client_del(session, target_addr()).encode()).unwrap();
+    stranger.write_all(&CopierMsg::client_add(session, target_addr()).encode_v6().unwrap()).unwrap();
+    stranger.write_all(&CopierMsg::client_del(session, target_addr()).encode_v6().unwrap()).unwrap();
     wait_for("the stranger's messages", || {
         server.poll(ms(1)).unwrap();
         server.stats().client_del == 1
@@ -748,7 +753,7 @@ fn first_owner_keeps_a_live_route() {
 
     // The same address may move it (a copier's reconnect).
     let mut again = raw_copier("127.0.0.1", addr);
-    again.write_all(&CopierMsg::client_add(session, target_addr()).encode()).unwrap();
+    again.write_all(&CopierMsg::client_add(session, target_addr()).encode_v6().unwrap()).unwrap();
     wait_for("the takeover", || {
         server.poll(ms(1)).unwrap();
         server.stats().routes_taken_over == 1
@@ -759,7 +764,7 @@ fn first_owner_keeps_a_live_route() {
         server.poll(ms(1)).unwrap();
         server.connections() == 2
     });
-    stranger.write_all(&CopierMsg::client_add(session, target_addr()).encode()).unwrap();
+    stranger.write_all(&CopierMsg::client_add(session, target_addr()).encode_v6().unwrap()).unwrap();
     wait_for("the new owner", || {
         server.poll(ms(1)).unwrap();
         server.stats().routes_taken_over == 2
@@ -780,7 +785,7 @@ fn the_read_budget_bounds_one_peers_share_of_a_poll() {
     let mut bytes = Vec::with_capacity(total * 14);
     for i in 0..total {
         let client = SocketAddrV4::new(Ipv4Addr::from(0x0a63_0000 + (i as u32 >> 16)), i as u16);
-        bytes.extend_from_slice(&CopierMsg::client_add(client, target_addr()).encode());
+        bytes.extend_from_slice(&CopierMsg::client_add(client, target_addr()).encode_v6().unwrap());
     }
     let writer = thread::spawn(move || flood.write_all(&bytes).map(|()| flood));
     thread::sleep(ms(200)); // let the kernel buffer a good part of it
@@ -896,7 +901,7 @@ fn the_session_registry_is_bounded_and_forgets_unused_sessions() {
         client.poll_owned(ms(1), |h, owner| got.push((h.client(), owner))).unwrap();
         !got.is_empty()
     });
-    assert_eq!(got, vec![(client_addr(2), Some(7))]);
+    assert_eq!(got, vec![(client_addr(2).into(), Some(7))]);
 
     // Past the TTL the unused ones are forgotten when room is needed (the used one too, later).
     thread::sleep(ms(120));
@@ -912,8 +917,8 @@ fn control_thread_sends_client_del_in_order_with_client_add() {
     let (mut server, client) = connected_pair(1, Framing::Combined);
     let links: Vec<Arc<WorkerLink>> = (0..2).map(|_| Arc::new(WorkerLink::new(64, || {}))).collect();
     let mut control = Control::new(client, links.clone());
-    let a = SessionAdd { client: client_addr(30), target: target_addr() };
-    let b = SessionAdd { client: client_addr(31), target: target_addr() };
+    let a = SessionAdd { client: client_addr(30).into(), target: target_addr().into() };
+    let b = SessionAdd { client: client_addr(31).into(), target: target_addr().into() };
     assert!(links[0].push_add(a) && links[1].push_add(b));
     // Worker 0 ends session a; port reuse starts it again on worker 1 — as the engine queues it,
     // the old session's CLIENT_DEL before the new one's CLIENT_ADD.
@@ -938,7 +943,260 @@ fn control_thread_sends_client_del_in_order_with_client_add() {
         drive(&mut server, &mut control);
         !links[1].headers.is_empty()
     });
-    assert_eq!(links[1].headers.pop().map(|h| h.client()), Some(client_addr(30)));
+    assert_eq!(links[1].headers.pop().map(|h| h.client()), Some(client_addr(30).into()));
     assert!(links[0].headers.is_empty());
     assert_eq!(server.stats().unrouted, 1);
+}
+
+// ---------------------------------------------------------------------- protocol 7 (IPv6)
+
+fn client6(port: u16) -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new("2001:db8:1::2".parse().unwrap(), port, 0, 0))
+}
+
+fn target6() -> SocketAddr {
+    SocketAddr::V6(SocketAddrV6::new("2001:db8:2::3".parse().unwrap(), 8080, 0, 0))
+}
+
+/// An IPv6 response header from `target` to `client` as the intercept would capture it.
+fn response6(client: SocketAddr, target: SocketAddr, seq: u32, flags: u8) -> HeaderMsg {
+    let (SocketAddr::V6(c), SocketAddr::V6(t)) = (client, target) else { panic!("IPv6 only") };
+    let mut p = [0u8; 60];
+    p[0] = 0x60;
+    p[4..6].copy_from_slice(&120u16.to_be_bytes()); // 100 payload bytes, not captured
+    p[6] = 6;
+    p[7] = 64;
+    p[8..24].copy_from_slice(&t.ip().octets());
+    p[24..40].copy_from_slice(&c.ip().octets());
+    p[40..42].copy_from_slice(&t.port().to_be_bytes());
+    p[42..44].copy_from_slice(&c.port().to_be_bytes());
+    p[44..48].copy_from_slice(&seq.to_be_bytes());
+    p[52] = 0x50;
+    p[53] = flags;
+    HeaderMsg::from_packet(&p).unwrap()
+}
+
+#[test]
+fn ipv6_sessions_over_protocol_7_end_to_end() {
+    let (mut server, mut client) = connected_pair(2, Framing::Combined);
+    let mut got = [Vec::new()];
+    wait_for("both connections to upgrade", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.versions() == [7, 7] && server.stats().upgraded == 2
+    });
+    assert_eq!(server.stats().hellos_extended, 2);
+    assert!(client.client_add(client6(40000), target6()));
+    assert!(client.client_add(client_addr(40001), target_addr()), "IPv4 in the v7 layout");
+    wait_for("both CLIENT_ADDs", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().client_add == 2
+    });
+    let now = Instant::now();
+    let h6 = response6(client6(40000), target6(), 9, 0x12);
+    let h4 = response(client_addr(40001), target_addr(), 10, 0x12);
+    server.deliver(now, h6);
+    server.deliver(now, h4);
+    server.flush();
+    wait_for("both headers", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        got[0].len() == 2
+    });
+    assert!(got[0].contains(&h6) && got[0].contains(&h4));
+    assert_eq!(got[0].iter().find(|h| h.is_ipv6()).unwrap().as_bytes(), h6.as_bytes());
+    // CLIENT_DEL6 removes the route.
+    assert!(client.client_del(client6(40000), target6()));
+    wait_for("the CLIENT_DEL", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        server.stats().client_del == 1
+    });
+    server.deliver(Instant::now(), response6(client6(40000), target6(), 11, 0x10));
+    assert_eq!(server.stats().unrouted, 1);
+    assert_eq!((client.stats().upgrades, client.stats().ipv6_unsupported), (2, 0));
+}
+
+#[test]
+fn an_intercept_that_speaks_6_only_takes_ipv4_and_is_named_for_ipv6() {
+    let cfg = ServerConfig { max_version: 6, ..ServerConfig::default() };
+    let mut server = ChannelServer::bind_with(loopback(), cfg).unwrap();
+    let mut client = ChannelClient::new(vec![server.local_addr()], 1, Framing::Combined).unwrap();
+    client.set_ipv6_expected(true);
+    let mut got = [Vec::new()];
+    wait_for("the hello", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.connected() == 1 && server.stats().hellos_ok == 1
+    });
+    assert_eq!(server.stats().hellos_extended, 0, "no acknowledgement");
+    // Before the connection is known to speak 6, an IPv6 session waits; IPv4 goes out at once.
+    assert!(!client.client_add(client6(40000), target6()));
+    assert!(client.client_add(client_addr(40001), target_addr()));
+    let started = Instant::now();
+    wait_for("the connection to settle on protocol 6", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        client.stats().ipv6_unsupported == 1
+    });
+    assert!(started.elapsed() >= ms(800), "after the negotiation timeout");
+    assert_eq!(client.versions(), [6]);
+    assert!(!client.client_add(client6(40002), target6()));
+    assert_eq!(client.stats().ipv6_unsupported, 2);
+    // IPv4 keeps flowing.
+    server.deliver(Instant::now(), response(client_addr(40001), target_addr(), 1, 0x12));
+    server.flush();
+    wait_for("the IPv4 header", || {
+        pump(&mut server, &mut [&mut client], &mut got);
+        !got[0].is_empty()
+    });
+    let s = server.stats();
+    assert_eq!((s.client_add, s.upgraded, s.protocol_errors), (1, 0, 0));
+}
+
+/// A raw intercept's side: read exactly `n` bytes.
+fn read_n(raw: &mut TcpStream, n: usize) -> Vec<u8> {
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; n];
+    raw.read_exact(&mut buf).unwrap();
+    buf
+}
+
+/// Nothing more arrives within `wait`.
+fn nothing_more(raw: &mut TcpStream, wait: Duration) {
+    raw.set_read_timeout(Some(wait)).unwrap();
+    let mut b = [0u8; 1];
+    match raw.read(&mut b) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("unexpected bytes or close: {other:?} {b:?}"),
+    }
+}
+
+#[test]
+fn registrations_racing_the_acknowledgement() {
+    // A raw intercept that acknowledges late: what the copier sent before the acknowledgement
+    // is v6 (IPv4 only), the upgrade is the boundary, the IPv6 session that waited follows.
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let mut client = ChannelClient::new(vec![listener.local_addr().unwrap()], 1, Framing::Combined).unwrap();
+    let (mut raw, _) = listener.accept().unwrap();
+    wait_for("connect", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 1
+    });
+    assert!(client.client_add(client_addr(50426), target_addr()));
+    assert!(!client.client_add(client6(50427), target6()), "waits for the upgrade");
+    client.flush();
+    let first = read_n(&mut raw, 28);
+    assert_eq!(first[..14], hello_bytes(Some(7)));
+    assert_eq!(first[14..], CopierMsg::client_add(client_addr(50426), target_addr()).encode_v6().unwrap());
+    nothing_more(&mut raw, ms(100));
+
+    raw.write_all(&ack_bytes(7)).unwrap();
+    wait_for("the upgrade", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.versions() == [7]
+    });
+    assert!(client.client_add(client_addr(50428), target_addr()));
+    client.flush();
+    let mut want = upgrade_bytes().to_vec();
+    want.extend(CopierMsg::client_add(client6(50427), target6()).encode_v7().unwrap().iter());
+    want.extend(CopierMsg::client_add(client_addr(50428), target_addr()).encode_v7().unwrap().iter());
+    assert_eq!(read_n(&mut raw, want.len()), want);
+    assert_eq!(client.stats().resynced, 1);
+
+    // Headers of both families come back on it.
+    let (_, syn_ack) = observed_syn_ack();
+    let h6 = response6(client6(50427), target6(), 1, 0x12);
+    let mut frame = [0u8; MAX_FRAME_LEN_V7];
+    let n = encode_frame(Framing::Combined, &[syn_ack, h6], &mut frame).unwrap();
+    raw.write_all(&frame[..n]).unwrap();
+    let mut got = Vec::new();
+    wait_for("two headers", || {
+        client.poll(ms(1), |h| got.push(h)).unwrap();
+        got.len() == 2
+    });
+    assert_eq!(got, vec![syn_ack, h6]);
+}
+
+#[test]
+fn a_late_acknowledgement_still_upgrades_and_a_frame_first_means_6() {
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let mut client = ChannelClient::new(vec![listener.local_addr().unwrap()], 1, Framing::Combined).unwrap();
+    let (mut raw, _) = listener.accept().unwrap();
+    assert!(!client.client_add(client6(1), target6()));
+    wait_for("the negotiation timeout", || {
+        client.poll(ms(5), |_| {}).unwrap();
+        client.stats().ipv6_unsupported == 1
+    });
+    assert_eq!(read_n(&mut raw, 14), hello_bytes(Some(7)));
+    raw.write_all(&ack_bytes(7)).unwrap();
+    wait_for("the upgrade", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.versions() == [7]
+    });
+    let mut want = upgrade_bytes().to_vec();
+    want.extend(CopierMsg::client_add(client6(1), target6()).encode_v7().unwrap().iter());
+    assert_eq!(read_n(&mut raw, want.len()), want);
+
+    // An original intercept answers with a frame first: protocol 6 at once, no timeout.
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let mut client = ChannelClient::new(vec![listener.local_addr().unwrap()], 1, Framing::Combined).unwrap();
+    let (mut raw, _) = listener.accept().unwrap();
+    wait_for("connect", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 1
+    });
+    let (frame, syn_ack) = observed_syn_ack();
+    raw.write_all(&frame).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    wait_for("the frame", || {
+        client.poll(ms(1), |h| got.push(h)).unwrap();
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![syn_ack]);
+    assert!(!client.client_add(client6(2), target6()));
+    assert_eq!(client.stats().ipv6_unsupported, 1);
+    assert!(started.elapsed() < ms(900));
+    // Without the offer, the hello is the original's.
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let mut client = ChannelClient::new(vec![listener.local_addr().unwrap()], 1, Framing::Combined).unwrap();
+    client.set_offer_extension(false);
+    let (mut raw, _) = listener.accept().unwrap();
+    wait_for("connect", || {
+        client.poll(ms(1), |_| {}).unwrap();
+        client.connected() == 1
+    });
+    assert_eq!(read_n(&mut raw, 14), hello_bytes(None));
+}
+
+#[test]
+fn server_acknowledges_at_once_and_takes_ipv6_only_after_the_upgrade() {
+    let mut server = ChannelServer::bind(loopback()).unwrap();
+    let mut raw = TcpStream::connect(server.local_addr()).unwrap();
+    raw.write_all(&hello_bytes(Some(7))).unwrap();
+    let add4 = CopierMsg::client_add(client_addr(1), target_addr());
+    raw.write_all(&add4.encode_v6().unwrap()).unwrap();
+    wait_for("the hello", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().client_add == 1
+    });
+    assert_eq!(read_n(&mut raw, 2), ack_bytes(7));
+    raw.write_all(&upgrade_bytes()).unwrap();
+    let add6 = CopierMsg::client_add(client6(2), target6());
+    raw.write_all(&add6.encode_v7().unwrap()).unwrap();
+    wait_for("the CLIENT_ADD6", || {
+        server.poll(ms(1)).unwrap();
+        server.stats().client_add == 2
+    });
+    assert_eq!(server.stats().upgraded, 1);
+    let h6 = response6(client6(2), target6(), 5, 0x12);
+    server.deliver(Instant::now(), h6);
+    server.poll(ms(1)).unwrap();
+    let mut want = vec![0, 1];
+    want.extend(h6.as_bytes());
+    assert_eq!(read_n(&mut raw, want.len()), want);
+
+    // A copier that skips the upgrade and sends a type-first IPv6 message is garbage: closed.
+    let mut bad = TcpStream::connect(server.local_addr()).unwrap();
+    bad.write_all(&hello_bytes(Some(7))).unwrap();
+    bad.write_all(&add6.encode_v7().unwrap()).unwrap();
+    wait_for("the close", || closed_by_peer(&mut bad, &mut server));
+    // The good one is untouched.
+    assert_eq!(server.connections(), 1);
 }

@@ -12,7 +12,9 @@ use control::channel::proto::Framing;
 
 use crate::{bpf::XdpMode, rewrite::ChecksumMode, session, wire::ethernet::MacAddr, xsk::CopyMode};
 
-/// One `-x` entry: `[ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]`.
+/// One `-x` entry: `[ONLINE_IP:]PORT-TARGET_IP:TARGET_PORT[@NEXT_HOP_MAC]`; IPv6 addresses in
+/// brackets. The online address and the target may be of different families in session mode
+/// with `-c` addresses of the target's family (family translation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     /// Only frames to this address are copied (any address when `None`).
@@ -89,11 +91,8 @@ impl FromStr for Transfer {
         let (host, port) = split_host_port(target).ok_or_else(|| err("target must be TARGET_IP:TARGET_PORT".into()))?;
         let target_ip = parse_ip(host, "target IP").map_err(err)?;
         let target_port = parse_port(port, "target port").map_err(err)?;
-        if let Some(ip) = online_ip {
-            if ip.is_ipv4() != target_ip.is_ipv4() {
-                return Err(err("online and target addresses must be of the same family".into()));
-            }
-        }
+        // Online and target of different families: family translation, which needs -c (the
+        // command line checks it, seeing -c).
         Ok(Transfer { online_ip, online_port, target_ip, target_port, next_hop_mac: mac })
     }
 }
@@ -142,9 +141,11 @@ pub fn parse_cores(value: &str) -> Result<Vec<usize>, String> {
     Ok(out)
 }
 
-/// Parses `-s IP[:PORT],...` (the intercepts); a missing port is `default_port`.
+/// Parses `-s ADDR[:PORT],...` (the intercepts; IPv6 as `[ADDR]`, `[ADDR]:PORT` or a bare
+/// address); a missing port is `default_port`.
 pub fn parse_intercepts(value: &str, default_port: u16) -> Result<Vec<SocketAddr>, String> {
-    const FORM: &str = "expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3 or 10.0.0.3:36524";
+    const FORM: &str =
+        "expected IP[:PORT][,IP[:PORT]...], e.g. 10.0.0.3, 10.0.0.3:36524, [2001:db8::3] or [2001:db8::3]:36524";
     let bad = |v: &str, why: String| format!("-s/--intercepts {v:?}: {why}; {FORM}");
     let mut out = Vec::new();
     for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -152,6 +153,8 @@ pub fn parse_intercepts(value: &str, default_port: u16) -> Result<Vec<SocketAddr
             a
         } else if let Ok(ip) = part.parse::<IpAddr>() {
             SocketAddr::new(ip, default_port)
+        } else if let Some(ip) = part.strip_prefix('[').and_then(|p| p.strip_suffix(']')) {
+            SocketAddr::new(parse_ip(ip, "address").map_err(|e| bad(part, e))?, default_port)
         } else {
             let (host, port) = split_host_port(part).ok_or_else(|| bad(part, "not an IP address".into()))?;
             let ip = parse_ip(host, "address").map_err(|e| bad(part, e))?;
@@ -174,12 +177,16 @@ pub struct SessionOptions {
     pub conns_per_intercept: u8,
     /// Channel framing.
     pub framing: Framing,
+    /// Offer channel protocol 7 in the hello (`--channel-protocol 7`, the default).
+    pub offer_extension: bool,
     /// The TCP emulation's settings.
     pub session: session::Config,
     /// The capture also carries the online server's responses: measure production latency.
     pub production_latency: bool,
     /// Client tuples: replicas, substitute addresses, port slot.
     pub tuples: crate::tuples::TupleConfig,
+    /// Some `-x` target is IPv6: its sessions need intercepts that speak protocol 7.
+    pub ipv6_targets: bool,
 }
 
 /// What the copier does.
@@ -290,19 +297,14 @@ mod tests {
         assert_eq!(t.target_ip, "2001:db8::2".parse::<IpAddr>().unwrap());
         assert_eq!(t.to_string(), "[2001:db8::1]:80-[2001:db8::2]:81");
         assert_eq!(parse_transfers("80-10.0.0.2:80, 81-10.0.0.2:81").unwrap().len(), 2);
+        // Families may differ (family translation; the command line requires -c for it).
+        let t: Transfer = "[2001:db8::1]:80-10.0.0.2:8080".parse().unwrap();
+        assert!(t.online_ip.unwrap().is_ipv6() && t.target_ip.is_ipv4());
     }
 
     #[test]
     fn transfer_errors_name_the_option_and_the_form() {
-        for bad in [
-            "80",
-            "80-10.0.0.2",
-            "0-10.0.0.2:80",
-            "80-10.0.0.2:99999",
-            "80-nothere:80",
-            "10.0.0.1:80-[::1]:80",
-            "80-10.0.0.2:80@zz",
-        ] {
+        for bad in ["80", "80-10.0.0.2", "0-10.0.0.2:80", "80-10.0.0.2:99999", "80-nothere:80", "80-10.0.0.2:80@zz"] {
             let e = bad.parse::<Transfer>().unwrap_err().to_string();
             assert!(e.contains("-x/--transfer") && e.contains("TARGET_IP:TARGET_PORT"), "{bad}: {e}");
         }
@@ -319,6 +321,12 @@ mod tests {
         let e = parse_intercepts("10.0.0.3:99999", 1).unwrap_err();
         assert!(e.contains("-s/--intercepts") && e.contains("port \"99999\" is not a port in 1..=65535"), "{e}");
         assert!(e.contains("IP[:PORT]"), "{e}");
+        let v6 = parse_intercepts("[2001:db8::3],2001:db8::4,[2001:db8::5]:4000", 36524).unwrap();
+        assert_eq!(
+            v6.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            ["[2001:db8::3]:36524", "[2001:db8::4]:36524", "[2001:db8::5]:4000"]
+        );
+        assert!(parse_intercepts("[2001:db8::zz]", 1).unwrap_err().contains("is not an IPv4 or IPv6 address"));
         let e = parse_intercepts("10.0.0:80", 1).unwrap_err();
         assert!(e.contains("address \"10.0.0\" is not an IPv4 or IPv6 address"), "{e}");
     }

@@ -154,6 +154,11 @@ struct Args {
     #[arg(long, value_enum, default_value = "combined", help_heading = heading::SESSION)]
     framing: FramingArg,
 
+    /// Highest channel protocol offered: 7 (xdpcopy-intercept takes IPv6 sessions; TCPCopy's
+    /// intercept ignores the offer and speaks 6), or 6 (the hello of TCPCopy's copier, all zero).
+    #[arg(long, value_name = "VERSION", default_value_t = 7, value_parser = clap::value_parser!(u16).range(6..=7), help_heading = heading::SESSION)]
+    channel_protocol: u16,
+
     /// Don't wait for a response before sending the next request (pipelining, streaming).
     #[arg(short = 'W', long, help_heading = heading::SESSION)]
     no_wait: bool,
@@ -192,9 +197,9 @@ struct Args {
     #[arg(short = 'M', long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000), help_heading = heading::SESSION)]
     mtu: u16,
 
-    /// MSS option of synthesized SYNs.
-    #[arg(short = 'D', long, value_name = "BYTES", default_value_t = 1460, value_parser = clap::value_parser!(u16).range(536..=8960), help_heading = heading::SESSION)]
-    mss: u16,
+    /// MSS option of synthesized SYNs [default: 1460 to IPv4 targets, 1440 to IPv6 ones].
+    #[arg(short = 'D', long, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(536..=8960), help_heading = heading::SESSION)]
+    mss: Option<u16>,
 
     /// Session table capacity per worker (the least recently active is evicted when full).
     #[arg(long, value_name = "N", default_value_t = 65536, value_parser = clap::value_parser!(u64).range(16..=16_777_216), help_heading = heading::SESSION)]
@@ -223,8 +228,10 @@ struct Args {
     #[arg(short = 'n', long = "copies", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024), help_heading = heading::SHAPING)]
     copies: u16,
 
-    /// Client addresses to send from instead of the captured ones: addresses, ranges, CIDRs,
-    /// e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24 (route them to the assist server on the test server).
+    /// Client addresses to send from instead of the captured ones: addresses, ranges, prefixes,
+    /// IPv4 or IPv6, e.g. 10.1.0.10-10.1.0.50,10.2.0.0/24,2001:db8:1::/64 (route them to the
+    /// assist server on the test server); a session takes the addresses of its target's family
+    /// (an IPv6 capture replayed to an IPv4 test server, or the reverse, needs them).
     #[arg(short = 'c', long = "client-addresses", value_name = "LIST", value_parser = parse_address_list, help_heading = heading::SHAPING)]
     client_addresses: Option<AddressList>,
 
@@ -386,7 +393,7 @@ enum Cmd {
 
 /// A parsed `-c` value (a newtype: clap would read a bare `Vec` as repeated values).
 #[derive(Debug, Clone)]
-struct AddressList(Vec<std::net::Ipv4Addr>);
+struct AddressList(Vec<std::net::IpAddr>);
 
 fn parse_address_list(s: &str) -> Result<AddressList, String> {
     dataplane::tuples::parse_addresses(s).map(AddressList)
@@ -421,9 +428,46 @@ fn power_of_two(s: &str) -> Result<u32, String> {
     }
 }
 
+/// Checks that every `-x` whose online address is of the other family than its target can be
+/// replayed: in session mode with `-c` addresses of the target's family (family translation).
+fn check_families(args: &Args) -> Result<(), UsageError> {
+    let addresses = args.client_addresses.as_ref().map(|a| &a.0[..]).unwrap_or_default();
+    for t in args.transfers.iter().flatten() {
+        let Some(online) = t.online_ip else { continue };
+        let target_v6 = t.target_ip.is_ipv6();
+        if online.is_ipv6() == target_v6 {
+            continue;
+        }
+        let (from, to) = if target_v6 { ("IPv4", "IPv6") } else { ("IPv6", "IPv4") };
+        if args.stateless {
+            return Err(UsageError(format!(
+                "-x {t}: an {from} service copied to an {to} test server needs session replay (--stateless \
+                 rewrites frames in place and cannot change their family)"
+            )));
+        }
+        if !addresses.iter().any(|a| a.is_ipv6() == target_v6) {
+            return Err(UsageError(format!(
+                "-x {t}: replaying an {from} service to an {to} test server needs {to} client addresses: give -c with \
+                 {to} addresses (e.g. {}) and route them to the assist server",
+                if target_v6 { "-c 2001:db8:1::/64" } else { "-c 10.1.0.0/24" }
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn session_options(args: &Args) -> Result<Mode, UsageError> {
+    check_families(args)?;
     if args.stateless {
         return Ok(Mode::Stateless);
+    }
+    if let Some(t) = args.transfers.iter().flatten().find(|t| t.target_ip.is_ipv6()) {
+        if args.channel_protocol < 7 {
+            return Err(UsageError(format!(
+                "-x {t}: IPv6 sessions need channel protocol 7 (xdpcopy-intercept); --channel-protocol 6 offers only \
+                 TCPCopy's protocol, which carries IPv4"
+            )));
+        }
     }
     let list = args.intercepts.as_deref().unwrap_or_default();
     let intercepts = config::parse_intercepts(list, args.intercept_port).map_err(UsageError)?;
@@ -434,7 +478,8 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
         session_timeout: t,
         keepalive_timeout: args.keepalive_timeout.map_or(t + Duration::from_secs(120), Duration::from_secs),
         default_rtt: args.rtt.map(Duration::from_millis),
-        mss: args.mss,
+        mss: args.mss.unwrap_or(1460),
+        mss_v6: args.mss.unwrap_or(1440),
         mtu: args.mtu,
         max_sessions: args.max_sessions as usize,
         max_buffered_bytes: args.session_buffer_kb.map_or(usize::MAX, |kb| kb as usize * 1024),
@@ -455,6 +500,7 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
             FramingArg::Combined => Framing::Combined,
             FramingArg::Bare => Framing::Bare,
         },
+        offer_extension: args.channel_protocol >= 7,
         session,
         production_latency: args.production_latency,
         tuples: dataplane::tuples::TupleConfig {
@@ -471,6 +517,7 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
             // -T in session mode: each loop replays from client pairs no earlier loop used.
             fresh_per_loop: args.loops > 1,
         },
+        ipv6_targets: args.transfers.iter().flatten().any(|t| t.target_ip.is_ipv6()),
     })))
 }
 
@@ -879,5 +926,54 @@ mod tests {
                 assert!(text.contains(n), "{extra:?}: no {n:?} in {text}");
             }
         }
+    }
+
+    fn session_args(extra: &[&str]) -> Args {
+        let mut argv = vec!["xdpcopy", "-i", "eth1", "-o", "eth2", "-s", "10.0.0.3"];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn ipv6_and_family_translation_options() {
+        // Dual stack, IPv6 -c, -D for both families.
+        let Mode::Session(o) =
+            session_options(&session_args(&["-x", "80-10.0.0.2:80,80-[2001:db8::2]:80", "-c", "2001:db8:5::/120"]))
+                .unwrap()
+        else {
+            panic!("session mode")
+        };
+        assert!(o.ipv6_targets && o.offer_extension);
+        assert_eq!((o.session.mss, o.session.mss_v6), (1460, 1440));
+        assert_eq!(o.tuples.addresses.len(), 255);
+        let Mode::Session(o) = session_options(&session_args(&["-x", "80-[2001:db8::2]:80", "-D", "1300"])).unwrap()
+        else {
+            panic!("session mode")
+        };
+        assert_eq!((o.session.mss, o.session.mss_v6), (1300, 1300));
+        // Family translation needs -c of the target's family, and session mode.
+        let xlat = ["-x", "[2001:db8::1]:80-10.0.0.2:80"];
+        let e = session_options(&session_args(&xlat)).unwrap_err().0;
+        assert!(e.contains("needs IPv4 client addresses: give -c"), "{e}");
+        let e = session_options(&session_args(&[&xlat[..], &["-c", "2001:db8:5::/120"]].concat())).unwrap_err().0;
+        assert!(e.contains("needs IPv4 client addresses"), "{e}");
+        assert!(session_options(&session_args(&[&xlat[..], &["-c", "10.9.0.0/24"]].concat())).is_ok());
+        let e = session_options(
+            &Args::try_parse_from(["xdpcopy", "--stateless", "-i", "a", "-o", "b", "-x", "10.0.0.1:80-[::1]:80"])
+                .unwrap(),
+        )
+        .unwrap_err()
+        .0;
+        assert!(e.contains("--stateless"), "{e}");
+        // IPv6 targets need protocol 7.
+        let e =
+            session_options(&session_args(&["-x", "80-[2001:db8::2]:80", "--channel-protocol", "6"])).unwrap_err().0;
+        assert!(e.contains("need channel protocol 7"), "{e}");
+        let Mode::Session(o) =
+            session_options(&session_args(&["-x", "80-10.0.0.2:80", "--channel-protocol", "6"])).unwrap()
+        else {
+            panic!("session mode")
+        };
+        assert!(!o.offer_extension);
     }
 }

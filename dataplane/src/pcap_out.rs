@@ -28,7 +28,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use control::channel::proto::HEADER_MSG_LEN;
+use control::channel::proto::{HEADER_MSG6_LEN, HEADER_MSG_LEN};
 use crossbeam_queue::ArrayQueue;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 
@@ -63,12 +63,14 @@ impl PcapTap {
     }
 
     /// `--pcap-out-responses`: writes a response header the intercept returned (a channel
-    /// message) as a frame cut after its TCP header; does nothing without the option.
-    pub fn copy_response(&self, msg: &[u8; HEADER_MSG_LEN]) {
+    /// message, IPv4 or IPv6) as a frame cut after its TCP header; does nothing without the
+    /// option, or for a message of neither layout.
+    pub fn copy_response(&self, msg: &[u8]) {
         let Some(eth) = self.responses else { return };
-        let mut frame = [0u8; 14 + HEADER_MSG_LEN];
-        let (len, orig_len) = response_frame(&eth, msg, &mut frame);
-        self.copy_cut(&frame[..len], orig_len);
+        let mut frame = [0u8; 14 + HEADER_MSG6_LEN];
+        if let Some((len, orig_len)) = response_frame(&eth, msg, &mut frame) {
+            self.copy_cut(&frame[..len], orig_len);
+        }
     }
 
     /// Copies `frame`, which was `orig_len` bytes long before it was cut.
@@ -98,25 +100,44 @@ impl PcapTap {
 }
 
 /// Builds the frame of a response header in `out` (see the module docs): returns its length and
-/// the response's original frame length. The message's IP header is 20 bytes (IP options are
-/// not carried): a header that said more is rewritten to say 20, its lengths and checksum too.
-fn response_frame(eth: &[u8; 14], msg: &[u8; HEADER_MSG_LEN], out: &mut [u8; 14 + HEADER_MSG_LEN]) -> (usize, u32) {
-    use crate::wire::ipv4;
-    const IP_LEN: usize = 20;
+/// the response's original frame length, or `None` for a message of neither layout. An IPv4
+/// message's IP header is 20 bytes (IP options are not carried): a header that said more is
+/// rewritten to say 20, its lengths and checksum too. An IPv6 message carries the fixed header
+/// (the intercept leaves extension headers out) with the original payload length.
+fn response_frame(eth: &[u8; 14], msg: &[u8], out: &mut [u8; 14 + HEADER_MSG6_LEN]) -> Option<(usize, u32)> {
+    use crate::wire::{ethernet, ipv4};
     out[..14].copy_from_slice(eth);
-    let ihl = usize::from(msg[0] & 0x0f) * 4;
-    let doff = usize::from(msg[IP_LEN + 12] >> 4) * 4;
-    let tcp_len = doff.clamp(20, HEADER_MSG_LEN - IP_LEN);
-    out[14..14 + IP_LEN + tcp_len].copy_from_slice(&msg[..IP_LEN + tcp_len]);
-    let mut ip = ipv4::Packet::new_unchecked(&mut out[14..14 + IP_LEN]);
-    let mut total = ip.total_len();
-    if ihl > IP_LEN {
-        total = total.saturating_sub((ihl - IP_LEN) as u16);
-        ip.set_header_len(IP_LEN as u8);
-        ip.set_total_len(total);
-        ip.fill_checksum();
+    let tcp_len = |ip_len: usize, msg_len: usize| {
+        let doff = usize::from(msg[ip_len + 12] >> 4) * 4;
+        doff.clamp(20, msg_len - ip_len)
+    };
+    match msg.first().map(|b| b >> 4) {
+        Some(4) if msg.len() >= HEADER_MSG_LEN => {
+            const IP_LEN: usize = 20;
+            out[12..14].copy_from_slice(&ethernet::ETHERTYPE_IPV4.to_be_bytes());
+            let ihl = usize::from(msg[0] & 0x0f) * 4;
+            let tcp_len = tcp_len(IP_LEN, HEADER_MSG_LEN);
+            out[14..14 + IP_LEN + tcp_len].copy_from_slice(&msg[..IP_LEN + tcp_len]);
+            let mut ip = ipv4::Packet::new_unchecked(&mut out[14..14 + IP_LEN]);
+            let mut total = ip.total_len();
+            if ihl > IP_LEN {
+                total = total.saturating_sub((ihl - IP_LEN) as u16);
+                ip.set_header_len(IP_LEN as u8);
+                ip.set_total_len(total);
+                ip.fill_checksum();
+            }
+            Some((14 + IP_LEN + tcp_len, 14 + u32::from(total).max((IP_LEN + tcp_len) as u32)))
+        }
+        Some(6) if msg.len() >= HEADER_MSG6_LEN => {
+            const IP_LEN: usize = 40;
+            out[12..14].copy_from_slice(&ethernet::ETHERTYPE_IPV6.to_be_bytes());
+            let tcp_len = tcp_len(IP_LEN, HEADER_MSG6_LEN);
+            out[14..14 + IP_LEN + tcp_len].copy_from_slice(&msg[..IP_LEN + tcp_len]);
+            let payload = u32::from(u16::from_be_bytes([msg[4], msg[5]]));
+            Some((14 + IP_LEN + tcp_len, 14 + IP_LEN as u32 + payload.max(tcp_len as u32)))
+        }
+        _ => None,
     }
-    (14 + IP_LEN + tcp_len, 14 + u32::from(total).max((IP_LEN + tcp_len) as u32))
 }
 
 control::counters! {
@@ -266,9 +287,9 @@ mod tests {
     #[test]
     fn a_response_header_becomes_a_cut_frame() {
         let eth = [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x08, 0x00];
-        let mut out = [0u8; 14 + HEADER_MSG_LEN];
+        let mut out = [0u8; 14 + HEADER_MSG6_LEN];
         let msg = syn_ack_msg(5);
-        let (len, orig) = response_frame(&eth, &msg, &mut out);
+        let (len, orig) = response_frame(&eth, &msg, &mut out).unwrap();
         // Ethernet, IP, the 40-byte TCP header: all of the original headers; no payload.
         assert_eq!((len, orig), (14 + 60, 14 + 60));
         assert_eq!(&out[..14], &eth);
@@ -279,14 +300,37 @@ mod tests {
         // A data segment: the frame is cut, its original length says how long it was.
         let mut msg = syn_ack_msg(5);
         msg[2..4].copy_from_slice(&1500u16.to_be_bytes());
-        let (len, orig) = response_frame(&eth, &msg, &mut out);
+        let (len, orig) = response_frame(&eth, &msg, &mut out).unwrap();
         assert_eq!((len, orig), (74, 1514));
 
         // IP options are not carried: the header is made a 20-byte one.
         let mut msg = syn_ack_msg(6);
         msg[2..4].copy_from_slice(&64u16.to_be_bytes());
-        let (len, orig) = response_frame(&eth, &msg, &mut out);
+        let (len, orig) = response_frame(&eth, &msg, &mut out).unwrap();
         assert_eq!((len, orig), (74, 74));
         assert!(crate::wire::ipv4::Packet::new_checked(&out[14..74]).unwrap().verify_checksum());
+    }
+
+    #[test]
+    fn an_ipv6_response_header_becomes_a_cut_ipv6_frame() {
+        let eth = [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 0x08, 0x00];
+        let mut out = [0u8; 14 + HEADER_MSG6_LEN];
+        let v4 = syn_ack_msg(5);
+        // The IPv6 message: fixed header (payload length 1000 + 40 TCP, next header TCP, hop
+        // limit 64, fd00::2 -> fd00::1), then the same TCP header.
+        let mut msg = [0u8; HEADER_MSG6_LEN];
+        msg[..8].copy_from_slice(&[0x60, 0, 0, 0, 0x04, 0x10, 6, 64]);
+        msg[8..10].copy_from_slice(&[0xfd, 0]);
+        msg[23] = 2;
+        msg[24..26].copy_from_slice(&[0xfd, 0]);
+        msg[39] = 1;
+        msg[40..84].copy_from_slice(&v4[20..64]);
+        let (len, orig) = response_frame(&eth, &msg, &mut out).unwrap();
+        assert_eq!((len, orig), (14 + 40 + 40, 14 + 40 + 1040));
+        assert_eq!(&out[12..14], &[0x86, 0xdd]);
+        assert_eq!(&out[14..94], &msg[..80]);
+        // A message of neither layout is not written.
+        assert!(response_frame(&eth, &[0u8; HEADER_MSG6_LEN], &mut out).is_none());
+        assert!(response_frame(&eth, &msg[..HEADER_MSG_LEN], &mut out).is_none());
     }
 }

@@ -13,7 +13,7 @@
 //! response segment, none per other packet.
 
 use std::{
-    net::SocketAddrV4,
+    net::{IpAddr, SocketAddr},
     sync::atomic::{AtomicU64, Ordering},
 };
 
@@ -33,8 +33,15 @@ impl ProductionTable {
         Self { slots: (0..1usize << bits).map(|_| AtomicU64::new(0)).collect() }
     }
 
-    fn slot(&self, client: SocketAddrV4, seq: u32) -> (&AtomicU64, u64) {
-        let k = ((u64::from(u32::from(*client.ip())) << 16) | u64::from(client.port())) ^ (u64::from(seq) << 29);
+    fn slot(&self, client: SocketAddr, seq: u32) -> (&AtomicU64, u64) {
+        let ip = match client.ip() {
+            IpAddr::V4(a) => u64::from(u32::from(a)),
+            IpAddr::V6(a) => {
+                let v = u128::from(a);
+                (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
+            }
+        };
+        let k = ((ip << 16) | u64::from(client.port())) ^ (u64::from(seq) << 29);
         // Fibonacci hashing: slot from the high bits, tag from 15 others (never 0: empty).
         let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let idx = (h >> 32) as usize & (self.slots.len() - 1);
@@ -44,7 +51,7 @@ impl ProductionTable {
 
     /// A request segment from `client` whose data ends at `seq_end` arrived at `arrival_ns`.
     /// Returns the latency if its response had been handled first.
-    pub fn request(&self, client: SocketAddrV4, seq_end: u32, arrival_ns: u64) -> Option<u64> {
+    pub fn request(&self, client: SocketAddr, seq_end: u32, arrival_ns: u64) -> Option<u64> {
         let (slot, tag) = self.slot(client, seq_end);
         let mine = tag | (arrival_ns & TS_MASK);
         loop {
@@ -64,7 +71,7 @@ impl ProductionTable {
     /// A response segment (with payload) to `client` acking `ack` arrived at `arrival_ns`.
     /// Returns the latency if the request was handled first and this is the response's first
     /// segment.
-    pub fn response(&self, client: SocketAddrV4, ack: u32, arrival_ns: u64) -> Option<u64> {
+    pub fn response(&self, client: SocketAddr, ack: u32, arrival_ns: u64) -> Option<u64> {
         let (slot, tag) = self.slot(client, ack);
         let mine = tag | RESP | (arrival_ns & TS_MASK);
         loop {
@@ -95,7 +102,7 @@ fn elapsed(stamp: u64, later_ns: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     use super::*;
 
@@ -104,7 +111,7 @@ mod tests {
     #[test]
     fn requests_meet_their_responses_in_any_order() {
         let t = ProductionTable::new(10);
-        let c = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000);
+        let c = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 40000));
         // Request 1 (ends at 1100) then its response, two segments acking 1100.
         assert_eq!(t.request(c, 1100, MS), None);
         assert_eq!(t.response(c, 1100, 5 * MS), Some(4 * MS));
@@ -119,8 +126,12 @@ mod tests {
         assert_eq!(t.response(c, 1400, 22 * MS), None);
         assert_eq!(t.request(c, 1400, 20 * MS), Some(2 * MS));
         // Other clients never pair.
-        let other = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000);
+        let other = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 2), 40000));
         assert_eq!(t.request(c, 1500, 30 * MS), None);
         assert_eq!(t.response(other, 1500, 31 * MS), None);
+        // IPv6 clients pair the same way.
+        let c6: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
+        assert_eq!(t.request(c6, 2000, 40 * MS), None);
+        assert_eq!(t.response(c6, 2000, 47 * MS), Some(7 * MS));
     }
 }

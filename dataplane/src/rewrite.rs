@@ -103,8 +103,9 @@ fn check_layout(frame: &[u8], p: &Parsed) -> Result<(), RewriteError> {
             usize::from(ip.header_len()) == p.l4_offset - p.l3_offset
                 && usize::from(ip.total_len()) == p.ip_end - p.l3_offset
         }),
+        // Extension headers the parse skipped stay in place (their bytes are not rewritten).
         Family::V6 => ipv6::Packet::new_checked(ip).is_ok_and(|ip| {
-            p.l4_offset - p.l3_offset == ipv6::HEADER_LEN
+            matches!(ip.upper_layer(), Ok(ipv6::Upper::Found { offset, .. }) if offset == p.l4_offset - p.l3_offset)
                 && ipv6::HEADER_LEN + usize::from(ip.payload_len()) == p.ip_end - p.l3_offset
         }),
     };

@@ -23,10 +23,18 @@
 //! above the old connection's last sequence number; PAWS: its timestamp above the last one)
 //! would be accepted. A loop's session therefore never races the previous loop's close of the
 //! same tuple: the tuple is not the same.
+//!
+//! # Families
+//!
+//! `-c` may list IPv4 and IPv6 addresses. A session takes its pair from the addresses of its
+//! *target's* family: an IPv4 client of an IPv6 test server (or the reverse) is replayed from an
+//! address of the target's family (family translation, done by the session engine); with no `-c`
+//! address of that family, a client of the other family cannot be replayed
+//! ([`TupleError::Family`]), one of the same family keeps its own address.
 
 use std::{
     collections::{HashMap, HashSet},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     time::{Duration, Instant},
 };
 
@@ -40,8 +48,8 @@ pub const F_SLOTS: u16 = 32;
 pub struct TupleConfig {
     /// Replicas per captured session (`-n`, ≥ 1).
     pub replicas: u16,
-    /// Client addresses to substitute (`-c`); empty = keep the captured address.
-    pub addresses: Vec<Ipv4Addr>,
+    /// Client addresses to substitute (`-c`, IPv4 and IPv6); empty = keep the captured address.
+    pub addresses: Vec<IpAddr>,
     /// `-f`: this copier's port residue (mod `F_SLOTS`), if several copiers share a test server.
     pub port_slot: Option<u16>,
     /// Release a mapping after this long without packets.
@@ -82,8 +90,18 @@ pub fn shift_loop(frame: &mut [u8], parsed: &mut Parsed, generation: u32) {
 
 #[derive(Debug, Clone, Copy)]
 struct Mapping {
-    to: (Ipv4Addr, u16),
+    to: (IpAddr, u16),
     last: Instant,
+}
+
+/// Why [`Tuples::map`] gave no pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TupleError {
+    /// Every pair of the pool is in use (counted in `exhausted`).
+    Exhausted,
+    /// The client is of the other family than the target and `-c` has no address of the
+    /// target's family.
+    Family,
 }
 
 /// One worker's allocator.
@@ -92,9 +110,12 @@ pub struct Tuples {
     worker: u16,
     workers: u16,
     /// (captured address, captured port, loop, replica) → pair.
-    map: HashMap<(Ipv4Addr, u16, u32, u16), Mapping>,
-    used: HashSet<(Ipv4Addr, u16)>,
-    cursor: u32,
+    map: HashMap<(IpAddr, u16, u32, u16), Mapping>,
+    used: HashSet<(IpAddr, u16)>,
+    /// The `-c` addresses by family: IPv4, IPv6.
+    pools: [Vec<IpAddr>; 2],
+    /// Where the walk of each family's pool goes on (addresses × 65 536 ports: up to 2^32).
+    cursors: [u64; 2],
     /// Allocations refused because the pool had no free pair.
     pub exhausted: u64,
     /// Mappings released after `idle`.
@@ -104,15 +125,19 @@ pub struct Tuples {
 impl Tuples {
     /// An allocator for worker `worker` of `workers`.
     pub fn new(cfg: TupleConfig, worker: u16, workers: u16) -> Self {
-        // The identity mapping never touches the tables: reserve nothing for it.
         let cap = if cfg.is_identity() { 0 } else { cfg.capacity };
+        let pools = [
+            cfg.addresses.iter().copied().filter(IpAddr::is_ipv4).collect(),
+            cfg.addresses.iter().copied().filter(IpAddr::is_ipv6).collect(),
+        ];
         Self {
             cfg,
             worker,
             workers: workers.max(1),
             map: HashMap::with_capacity(cap),
             used: HashSet::with_capacity(cap),
-            cursor: 0,
+            pools,
+            cursors: [0; 2],
             exhausted: 0,
             released: 0,
         }
@@ -140,50 +165,56 @@ impl Tuples {
     }
 
     /// The pair replica `replica` of the captured client `from` is sent as in replay loop
-    /// `generation` (0 live), allocating one if needed; `None` when the pool is exhausted
-    /// (counted).
+    /// `generation` (0 live) to a target of the family `v6`, allocating one if needed.
+    ///
+    /// # Errors
+    /// [`TupleError::Exhausted`] when the pool has no free pair (counted), [`TupleError::Family`]
+    /// when no pair of the target's family can be had (see the module docs).
     pub fn map(
         &mut self,
         now: Instant,
-        from: (Ipv4Addr, u16),
+        from: (IpAddr, u16),
         generation: u32,
         replica: u16,
-    ) -> Option<(Ipv4Addr, u16)> {
+        v6: bool,
+    ) -> Result<(IpAddr, u16), TupleError> {
         let key = (from.0, from.1, generation, replica);
         if let Some(m) = self.map.get_mut(&key) {
             m.last = now;
-            return Some(m.to);
+            return Ok(m.to);
+        }
+        let family = usize::from(v6);
+        let pool_empty = self.pools[family].is_empty();
+        if from.0.is_ipv6() != v6 && pool_empty {
+            return Err(TupleError::Family);
         }
         if self.map.len() >= self.cfg.capacity {
             self.exhausted += 1;
-            return None;
+            return Err(TupleError::Exhausted);
         }
         // The captured tuple itself when it is ours to use and free (replica 0 of the first
-        // loop, no -c).
-        let own = self.cfg.addresses.is_empty()
-            && replica == 0
-            && generation == 0
-            && self.port_ok(from.1)
-            && !self.used.contains(&from);
-        let to = if own { Some(from) } else { self.next_free(from.0) };
+        // loop, no -c address of the family).
+        let own = pool_empty && replica == 0 && generation == 0 && self.port_ok(from.1) && !self.used.contains(&from);
+        let to = if own { Some(from) } else { self.next_free(from.0, family) };
         let Some(to) = to else {
             self.exhausted += 1;
-            return None;
+            return Err(TupleError::Exhausted);
         };
         self.used.insert(to);
         self.map.insert(key, Mapping { to, last: now });
-        Some(to)
+        Ok(to)
     }
 
-    /// Walks the pool from the cursor for a free pair.
-    fn next_free(&mut self, captured_ip: Ipv4Addr) -> Option<(Ipv4Addr, u16)> {
-        let ips: &[Ipv4Addr] =
-            if self.cfg.addresses.is_empty() { std::slice::from_ref(&captured_ip) } else { &self.cfg.addresses };
-        let n_ips = ips.len() as u32;
+    /// Walks the pool of `family` (the captured address alone when `-c` has none of it) from its
+    /// cursor for a free pair.
+    fn next_free(&mut self, captured_ip: IpAddr, family: usize) -> Option<(IpAddr, u16)> {
+        let ips: &[IpAddr] =
+            if self.pools[family].is_empty() { std::slice::from_ref(&captured_ip) } else { &self.pools[family] };
+        let n_ips = ips.len() as u64;
         let span = n_ips * 65_536;
         for _ in 0..span {
-            let c = self.cursor;
-            self.cursor = (self.cursor + 1) % span;
+            let c = self.cursors[family];
+            self.cursors[family] = (c + 1) % span;
             let ip = ips[(c % n_ips) as usize];
             let port = (c / n_ips) as u16;
             if self.port_ok(port) && !self.used.contains(&(ip, port)) {
@@ -210,33 +241,63 @@ impl Tuples {
     }
 }
 
-/// Parses `-c`: addresses, ranges `a.b.c.d-a.b.c.e`, CIDRs `a.b.c.d/nn`, comma-separated;
-/// for a CIDR the network and broadcast addresses are left out.
-pub fn parse_addresses(value: &str) -> Result<Vec<Ipv4Addr>, String> {
+/// Most addresses of one family `-c` may give (each has the whole port space: 64 512 ports).
+pub const MAX_ADDRESSES: usize = 65_536;
+
+/// Parses `-c`: IPv4 or IPv6 addresses, ranges `a.b.c.d-a.b.c.e` (`2001:db8::10-2001:db8::20`),
+/// prefixes `a.b.c.d/nn` (`2001:db8::/64`), comma-separated. An IPv4 prefix leaves out its
+/// network and broadcast addresses, an IPv6 prefix its subnet-router anycast address (host part
+/// zero) and gives at most its first [`MAX_ADDRESSES`] addresses (a /64 has 2^64).
+pub fn parse_addresses(value: &str) -> Result<Vec<IpAddr>, String> {
     let bad = |p: &str| {
-        format!("-c/--client-addresses {p:?}: expected IPv4 addresses, ranges or CIDRs, e.g. 10.1.0.5,10.1.0.10-10.1.0.20,10.2.0.0/24")
+        format!(
+            "-c/--client-addresses {p:?}: expected IPv4 or IPv6 addresses, ranges or prefixes, e.g. \
+             10.1.0.5,10.1.0.10-10.1.0.20,10.2.0.0/24 or 2001:db8:1::/64"
+        )
     };
     let mut out = Vec::new();
+    let mut counts = [0usize; 2];
     for part in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let before = out.len();
         if let Some((net, bits)) = part.split_once('/') {
-            let net: Ipv4Addr = net.parse().map_err(|_| bad(part))?;
-            let bits: u32 = bits.parse().ok().filter(|b| (8..=32).contains(b)).ok_or_else(|| bad(part))?;
-            let base = u32::from(net) & (u32::MAX.checked_shl(32 - bits).unwrap_or(0));
-            let size = 1u64 << (32 - bits);
-            let (first, last) = if size > 2 { (1, size - 2) } else { (0, size - 1) };
-            out.extend((first..=last).map(|i| Ipv4Addr::from(base + i as u32)));
-        } else if let Some((a, b)) = part.split_once('-') {
-            let (a, b): (Ipv4Addr, Ipv4Addr) = (a.parse().map_err(|_| bad(part))?, b.parse().map_err(|_| bad(part))?);
-            let (a, b) = (u32::from(a), u32::from(b));
-            if a > b {
-                return Err(bad(part));
+            match net.parse::<IpAddr>().map_err(|_| bad(part))? {
+                IpAddr::V4(net) => {
+                    let bits: u32 = bits.parse().ok().filter(|b| (8..=32).contains(b)).ok_or_else(|| bad(part))?;
+                    let base = u32::from(net) & (u32::MAX.checked_shl(32 - bits).unwrap_or(0));
+                    let size = 1u64 << (32 - bits);
+                    let (first, last) = if size > 2 { (1, size - 2) } else { (0, size - 1) };
+                    out.extend((first..=last).map(|i| IpAddr::V4(Ipv4Addr::from(base + i as u32))));
+                }
+                IpAddr::V6(net) => {
+                    let bits: u32 = bits.parse().ok().filter(|b| (1..=128).contains(b)).ok_or_else(|| bad(part))?;
+                    let base = u128::from(net) & u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                    // 0 when the prefix holds 2^128 addresses.
+                    let size = 1u128.checked_shl(128 - bits).unwrap_or(0);
+                    let first = u128::from(size == 0 || size > 2);
+                    let n = if size == 0 { MAX_ADDRESSES as u128 } else { (size - first).min(MAX_ADDRESSES as u128) };
+                    out.extend((0..n).map(|i| IpAddr::V6(Ipv6Addr::from(base + first + i))));
+                }
             }
-            out.extend((a..=b).map(Ipv4Addr::from));
+        } else if let Some((a, b)) = part.split_once('-') {
+            match (a.parse::<IpAddr>().map_err(|_| bad(part))?, b.parse::<IpAddr>().map_err(|_| bad(part))?) {
+                (IpAddr::V4(a), IpAddr::V4(b)) if a <= b => {
+                    out.extend((u32::from(a)..=u32::from(b)).take(MAX_ADDRESSES + 1).map(|i| IpAddr::V4(i.into())));
+                }
+                (IpAddr::V6(a), IpAddr::V6(b)) if a <= b => {
+                    out.extend((u128::from(a)..=u128::from(b)).take(MAX_ADDRESSES + 1).map(|i| IpAddr::V6(i.into())));
+                }
+                _ => return Err(bad(part)),
+            }
         } else {
-            out.push(part.parse().map_err(|_| bad(part))?);
+            out.push(part.parse::<IpAddr>().map_err(|_| bad(part))?);
         }
-        if out.len() > 65_536 {
-            return Err(format!("-c/--client-addresses: more than 65536 addresses in {value:?}"));
+        for a in &out[before..] {
+            counts[usize::from(a.is_ipv6())] += 1;
+        }
+        if counts.iter().any(|&n| n > MAX_ADDRESSES) {
+            return Err(format!(
+                "-c/--client-addresses: more than {MAX_ADDRESSES} addresses of one family in {value:?}"
+            ));
         }
     }
     if out.is_empty() {
@@ -249,7 +310,7 @@ pub fn parse_addresses(value: &str) -> Result<Vec<Ipv4Addr>, String> {
 mod tests {
     use super::*;
 
-    fn cfg(replicas: u16, addresses: Vec<Ipv4Addr>) -> TupleConfig {
+    fn cfg(replicas: u16, addresses: Vec<IpAddr>) -> TupleConfig {
         TupleConfig {
             replicas,
             addresses,
@@ -260,19 +321,19 @@ mod tests {
         }
     }
 
-    const C: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const C: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
     #[test]
     fn replicas_get_distinct_pairs_and_keep_them() {
         let mut t = Tuples::new(cfg(3, vec![]), 0, 1);
         let now = Instant::now();
-        let pairs: Vec<_> = (0..3).map(|r| t.map(now, (C, 40000), 0, r).unwrap()).collect();
+        let pairs: Vec<_> = (0..3).map(|r| t.map(now, (C, 40000), 0, r, false).unwrap()).collect();
         assert_eq!(pairs[0], (C, 40000), "replica 0 keeps its own tuple");
         assert!(pairs[1] != pairs[0] && pairs[2] != pairs[0] && pairs[1] != pairs[2]);
-        assert_eq!(t.map(now, (C, 40000), 0, 2), Some(pairs[2]), "stable");
+        assert_eq!(t.map(now, (C, 40000), 0, 2, false), Ok(pairs[2]), "stable");
         // Another client whose own port was handed out to a replica gets another pair.
         let clash = pairs[1];
-        let other = t.map(now, (clash.0, clash.1), 0, 0).unwrap();
+        let other = t.map(now, (clash.0, clash.1), 0, 0, false).unwrap();
         assert_ne!(other, clash);
     }
 
@@ -286,7 +347,7 @@ mod tests {
         for p in 0..500u16 {
             for r in 0..2 {
                 for t in [&mut w0, &mut w1] {
-                    let to = t.map(now, (C, 30000 + p), 0, r).unwrap();
+                    let to = t.map(now, (C, 30000 + p), 0, r, false).unwrap();
                     assert!(addrs.contains(&to.0) && to.1 % F_SLOTS == 5 && to.1 >= 1024);
                     assert!(all.insert(to), "pair {to:?} handed out twice");
                 }
@@ -298,13 +359,13 @@ mod tests {
     fn exhaustion_is_counted_and_idle_mappings_are_released() {
         let mut t = Tuples::new(TupleConfig { capacity: 2, ..cfg(1, vec![C]) }, 0, 1);
         let now = Instant::now();
-        assert!(t.map(now, (C, 1), 0, 0).is_some());
-        assert!(t.map(now, (C, 2), 0, 0).is_some());
-        assert_eq!(t.map(now, (C, 3), 0, 0), None);
+        assert!(t.map(now, (C, 1), 0, 0, false).is_ok());
+        assert!(t.map(now, (C, 2), 0, 0, false).is_ok());
+        assert_eq!(t.map(now, (C, 3), 0, 0, false), Err(TupleError::Exhausted));
         assert_eq!(t.exhausted, 1);
         t.sweep(now + Duration::from_secs(61));
         assert_eq!(t.released, 2);
-        assert!(t.map(now + Duration::from_secs(61), (C, 3), 0, 0).is_some());
+        assert!(t.map(now + Duration::from_secs(61), (C, 3), 0, 0, false).is_ok());
     }
 
     #[test]
@@ -316,18 +377,18 @@ mod tests {
         for generation in 0..3 {
             for port in [40_000u16, 40_001, 50_000] {
                 for r in 0..2 {
-                    let to = t.map(now, (C, port), generation, r).unwrap();
+                    let to = t.map(now, (C, port), generation, r, false).unwrap();
                     assert!(seen.insert(to), "loop {generation} reuses {to:?}");
-                    assert_eq!(t.map(now, (C, port), generation, r), Some(to), "stable within a loop");
+                    assert_eq!(t.map(now, (C, port), generation, r, false), Ok(to), "stable within a loop");
                 }
             }
         }
         // Loop 0, replica 0 keeps the captured tuple; no later loop gets it.
-        assert_eq!(t.map(now, (C, 40_000), 0, 0), Some((C, 40_000)));
+        assert_eq!(t.map(now, (C, 40_000), 0, 0, false), Ok((C, 40_000)));
         // Idle mappings go back to the pool only after `idle`; the cursor moves on meanwhile.
         t.sweep(now + Duration::from_secs(61));
         assert_eq!(t.released, 18);
-        let later = t.map(now + Duration::from_secs(61), (C, 40_000), 3, 0).unwrap();
+        let later = t.map(now + Duration::from_secs(61), (C, 40_000), 3, 0, false).unwrap();
         assert!(!seen.contains(&later), "a fresh pair after the sweep too: {later:?}");
     }
 
@@ -352,11 +413,61 @@ mod tests {
         assert_eq!(parse_addresses("10.0.0.1, 10.0.0.3").unwrap().len(), 2);
         assert_eq!(
             parse_addresses("10.0.0.0/30").unwrap(),
-            vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]
+            vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))]
         );
         assert_eq!(parse_addresses("10.0.0.250-10.0.1.4").unwrap().len(), 11);
-        for bad in ["", "x", "10.0.0.5-10.0.0.1", "10.0.0.0/40", "10.0.0.0/0"] {
+        for bad in ["", "x", "10.0.0.5-10.0.0.1", "10.0.0.0/40", "10.0.0.0/0", "10.0.0.1-2001:db8::1", "::/0x"] {
             assert!(parse_addresses(bad).unwrap_err().contains("-c/--client-addresses"), "{bad}");
         }
+        assert!(parse_addresses("10.0.0.0/8").unwrap_err().contains("more than 65536"));
+    }
+
+    #[test]
+    fn ipv6_lists_ranges_and_prefixes() {
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        assert_eq!(parse_addresses("2001:db8::5").unwrap(), vec![v6("2001:db8::5")]);
+        assert_eq!(
+            parse_addresses("2001:db8::fffe-2001:db8::1:1").unwrap(),
+            vec![v6("2001:db8::fffe"), v6("2001:db8::ffff"), v6("2001:db8::1:0"), v6("2001:db8::1:1")]
+        );
+        // A prefix leaves out its subnet-router anycast address; a /64 gives its first 65 536.
+        assert_eq!(
+            parse_addresses("2001:db8::/126").unwrap(),
+            [v6("2001:db8::1"), v6("2001:db8::2"), v6("2001:db8::3")]
+        );
+        let big = parse_addresses("2001:db8:1:2::/64").unwrap();
+        assert_eq!(big.len(), MAX_ADDRESSES);
+        assert_eq!((big[0], big[MAX_ADDRESSES - 1]), (v6("2001:db8:1:2::1"), v6("2001:db8:1:2::1:0")));
+        // Both families in one list, each within its own bound.
+        let both = parse_addresses("10.9.0.0/16,2001:db8::/64").unwrap();
+        assert_eq!(both.len(), 65_534 + MAX_ADDRESSES);
+        assert_eq!(parse_addresses("2001:db8::/128").unwrap(), [v6("2001:db8::")]);
+    }
+
+    #[test]
+    fn pairs_come_from_the_targets_family() {
+        let list = parse_addresses("10.9.0.1,2001:db8::/126").unwrap();
+        let mut t = Tuples::new(cfg(3, list.clone()), 0, 1);
+        let now = Instant::now();
+        let client6 = IpAddr::V6("2001:db8:ffff::7".parse().unwrap());
+        // An IPv6 client of an IPv4 target gets IPv4 pairs; of an IPv6 target, IPv6 pairs of -c.
+        let to4: Vec<_> = (0..3).map(|r| t.map(now, (client6, 5000), 0, r, false).unwrap()).collect();
+        assert!(to4.iter().all(|(ip, _)| *ip == list[0]));
+        let to6: Vec<_> = (0..3).map(|r| t.map(now, (client6, 5001), 0, r, true).unwrap()).collect();
+        assert!(to6.iter().all(|(ip, _)| ip.is_ipv6() && list.contains(ip)));
+        let mut all: Vec<_> = to4.iter().chain(&to6).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 6, "distinct pairs");
+        // No -c address of the target's family: the other family cannot be replayed, the same
+        // keeps its own.
+        let mut t = Tuples::new(cfg(1, vec![IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1))]), 0, 1);
+        assert_eq!(t.map(now, (C, 5000), 0, 0, true), Err(TupleError::Family));
+        assert_eq!(t.map(now, (client6, 5000), 0, 0, true), Ok((client6, 5000)));
+        assert_eq!(t.exhausted, 0);
+        // A whole /64's worth of addresses (65 536 × 65 536 pairs: the walk's span is 2^32).
+        let mut t = Tuples::new(cfg(3, parse_addresses("2001:db8:5::/64").unwrap()), 1, 2);
+        let pairs: Vec<_> = (0..3).map(|r| t.map(now, (client6, 80), 0, r, true).unwrap()).collect();
+        assert!(pairs[0] != pairs[1] && pairs[1] != pairs[2] && pairs[0] != pairs[2]);
     }
 }

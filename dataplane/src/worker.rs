@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use control::{
     copier::{SessionAdd, WorkerLink},
@@ -41,7 +41,7 @@ use crate::{
     sample::Sampler,
     session::{self, ResponseHeader},
     stats::{Counters, DropReason, Published},
-    tuples::Tuples,
+    tuples::{TupleError, Tuples},
     wire::{self, parse::Parsed},
     xsk::{Doorbell, Frame, Kick, Port},
 };
@@ -119,11 +119,11 @@ impl Stateless {
             Ok(None) => return Verdict::Drop(DropReason::NotTcp),
             Err(e) => return Verdict::Malformed(e),
         };
-        let Some(route) = self
-            .routes
-            .iter()
-            .find(|r| r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip))
-        else {
+        // Of the routes matching the destination, one of the frame's family (the rewrite cannot
+        // change it) first: dual stack is 80-v4 and 80-[v6] side by side.
+        let hit = |r: &&Route| r.online_port == parsed.dst_port && r.online_ip.is_none_or(|ip| ip == parsed.dst_ip);
+        let same = |r: &&Route| r.rewrite.dst_ip.is_ipv6() == parsed.dst_ip.is_ipv6();
+        let Some(route) = self.routes.iter().filter(hit).find(same).or_else(|| self.routes.iter().find(hit)) else {
             return Verdict::Drop(DropReason::NoTransfer);
         };
         if !self.sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
@@ -261,8 +261,8 @@ impl Worker {
         stop: Arc<AtomicBool>,
         latency: Option<WorkerLatency>,
     ) -> Self {
-        // Twice a frame: the captured copy, and the per-replica rewrite of it (-n, -c).
-        let scratch = vec![0u8; 2 * port.umem().frame_size() as usize].into_boxed_slice();
+        // A frame: the captured copy (every replica of it goes to the engine from there, -n, -c).
+        let scratch = vec![0u8; port.umem().frame_size() as usize].into_boxed_slice();
         Self {
             queue,
             port,
@@ -539,7 +539,7 @@ impl Worker {
             if let Some(tap) = out.pcap {
                 tap.copy_response(h.as_bytes());
             }
-            match ResponseHeader::parse(h.as_bytes()) {
+            match ResponseHeader::from_msg(&h) {
                 Ok(hdr) => s.engine.on_response(now, &hdr, &mut out),
                 Err(_) => out.counters.bad_headers += 1,
             }
@@ -630,7 +630,7 @@ fn session_rx(
         };
         out.counters.rx_bytes += u64::from(rx.len);
         let len = rx.len as usize;
-        let copied = 2 * len <= scratch.len();
+        let copied = len <= scratch.len();
         if copied {
             scratch[..len].copy_from_slice(out.port.umem().data(&rx));
         }
@@ -650,22 +650,29 @@ fn session_rx(
                 continue;
             }
         };
-        let from = |ip: IpAddr, port: u16| matches.iter().position(|(i, p)| *p == port && i.is_none_or(|i| i == ip));
-        if let (Some(table), IpAddr::V4(dst), IpAddr::V4(src)) = (production, parsed.dst_ip, parsed.src_ip) {
+        // A transfer without an online address matches both families: one whose target is of
+        // the frame's family first (dual stack: 80-v4 and 80-[v6] side by side), else the first
+        // (family translation, given -c).
+        let from = |ip: IpAddr, port: u16| {
+            let hit = |(i, p): &(Option<IpAddr>, u16)| *p == port && i.is_none_or(|i| i == ip);
+            let same = |t: &usize| engine.target(*t).is_some_and(|t| t.ip.is_ipv6() == ip.is_ipv6());
+            let mut all = matches.iter().enumerate().filter(|(_, m)| hit(m)).map(|(t, _)| t);
+            all.clone().find(same).or_else(|| all.next())
+        };
+        if let Some(table) = production {
             // XDP arrival stamps order the two directions whatever order the workers run in.
             let arrival = if arrivals[idx] != 0 { arrivals[idx] } else { crate::xsk::sys::monotonic_ns() };
             let sample = if from(parsed.src_ip, parsed.src_port).is_some() {
                 // The online server's response, seen because its egress is mirrored too.
-                let sample = (parsed.payload_len > 0)
-                    .then(|| table.response(SocketAddrV4::new(dst, parsed.dst_port), parsed.ack, arrival))
-                    .flatten();
+                let client = SocketAddr::new(parsed.dst_ip, parsed.dst_port);
+                let sample = (parsed.payload_len > 0).then(|| table.response(client, parsed.ack, arrival)).flatten();
                 if let (Some(ns), Some(l)) = (sample, out.latency.as_mut()) {
                     l.record(Metric::Production, ns);
                 }
                 continue;
             } else if parsed.payload_len > 0 && from(parsed.dst_ip, parsed.dst_port).is_some() {
                 let end = parsed.seq.wrapping_add(parsed.payload_len as u32);
-                table.request(SocketAddrV4::new(src, parsed.src_port), end, arrival)
+                table.request(SocketAddr::new(parsed.src_ip, parsed.src_port), end, arrival)
             } else {
                 None
             };
@@ -677,36 +684,38 @@ fn session_rx(
             out.counters.drop(DropReason::NoTransfer);
             continue;
         };
-        if !parsed.dst_ip.is_ipv4() {
-            out.counters.drop(DropReason::FamilyMismatch);
-            continue;
-        }
         if !sampler.keep(now, (parsed.src_ip, parsed.src_port), (parsed.dst_ip, parsed.dst_port)) {
             out.counters.drop(DropReason::SampledOut);
             continue;
         }
-        let IpAddr::V4(client_ip) = parsed.src_ip else { unreachable!("destination checked IPv4 above") };
+        // Sessions are replayed in their target's family (the engine translates a capture of
+        // the other family when -c gives an address of the target's).
+        let target_v6 = engine.target(target).is_some_and(|t| t.ip.is_ipv6());
         if tuples.is_identity() {
+            if parsed.src_ip.is_ipv6() != target_v6 {
+                out.counters.drop(DropReason::FamilyMismatch);
+                continue;
+            }
             engine.on_client(now, target, &parsed, &scratch[..len], out);
             continue;
         }
-        // -n / -c / -f, -T offline: each copy goes to the engine as the client its allocated pair
-        // makes it (and a later replay loop's, moved ahead in sequence and time).
-        let (head, copy) = scratch.split_at_mut(len);
-        let copy = &mut copy[..len];
+        // -T offline: a later replay loop's copy moves ahead in sequence and time (the frame is
+        // the worker's own copy in `scratch`).
+        let mut parsed = parsed;
+        crate::tuples::shift_loop(&mut scratch[..len], &mut parsed, generation);
+        // -n / -c / -f, -T: each copy goes to the engine as the client its allocated pair makes
+        // it (the engine sends every frame of the session from that pair).
         for r in 0..tuples.replicas() {
-            let Some((ip, port)) = tuples.map(now, (client_ip, parsed.src_port), generation, r) else {
-                out.counters.tuple_exhausted += 1;
-                continue;
-            };
-            copy.copy_from_slice(head);
-            wire::ipv4::Packet::new_unchecked(&mut copy[parsed.l3_offset..]).set_src_addr(ip);
-            wire::tcp::Packet::new_unchecked(&mut copy[parsed.l4_offset..]).set_src_port(port);
-            let mut p = parsed;
-            p.src_ip = IpAddr::V4(ip);
-            p.src_port = port;
-            crate::tuples::shift_loop(copy, &mut p, generation);
-            engine.on_client(now, target, &p, copy, out);
+            match tuples.map(now, (parsed.src_ip, parsed.src_port), generation, r, target_v6) {
+                Ok((ip, port)) => {
+                    engine.on_client_as(now, target, SocketAddr::new(ip, port), &parsed, &scratch[..len], out);
+                }
+                Err(TupleError::Exhausted) => out.counters.tuple_exhausted += 1,
+                Err(TupleError::Family) => {
+                    out.counters.drop(DropReason::FamilyMismatch);
+                    break;
+                }
+            }
         }
     }
     out.port.rx_release();
@@ -773,13 +782,13 @@ impl session::Output for UmemOut<'_> {
         true
     }
 
-    fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+    fn client_add(&mut self, client: SocketAddr, target: SocketAddr) -> bool {
         let ok = self.link.push_add(SessionAdd { client, target });
         (self.wake_control)();
         ok
     }
 
-    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) {
+    fn client_del(&mut self, client: SocketAddr, target: SocketAddr) {
         self.link.push_del(SessionAdd { client, target });
     }
 

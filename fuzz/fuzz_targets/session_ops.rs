@@ -6,7 +6,7 @@
 //! bookkeeping (segments, buffered and waiting bytes, pointers) matches a walk of its list.
 #![no_main]
 
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use dataplane::session::{CatchUp, Config, Engine, ResponseHeader};
@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use wire::parse::parse;
 
 mod common;
-use common::{client_frame, Out, CLIENT, TARGET};
+use common::{client_frame_in, Out, CLIENT, CLIENT6, TARGET, TARGET6};
 
 /// Reads the input a few bytes at a time; zeros when it runs out.
 struct Bytes<'a>(&'a [u8]);
@@ -32,14 +32,18 @@ impl Bytes<'_> {
 
 fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
-    let catch_up = match b.u8() % 3 {
+    let first = b.u8();
+    // Bit 4 of the first byte: IPv6 sessions to an IPv6 target (else IPv4).
+    let v6 = first & 0x10 != 0;
+    let (target, client) = if v6 { (TARGET6, IpAddr::V6(CLIENT6)) } else { (TARGET, IpAddr::V4(CLIENT)) };
+    let catch_up = match first % 3 {
         0 => None,
         1 => Some(CatchUp::default()),
         _ => Some(CatchUp { bytes: 200, lag: Duration::from_millis(3) }),
     };
     let cfg =
         Config { max_sessions: 4, pool_bytes: 16 << 10, catch_up, wait_response: b.u8() % 4 != 0, ..Config::default() };
-    let mut e = Engine::new(cfg, vec![TARGET]);
+    let mut e = Engine::new(cfg, vec![target]);
     let mut out = Out::default();
     let t0 = Instant::now();
     let mut now = t0;
@@ -59,15 +63,15 @@ fuzz_target!(|data: &[u8]| {
                     _ => 3000 + usize::from(b.u8()) * 8,
                 };
                 let opts: Vec<u8> = (0..usize::from(b.u8() % 3) * 4).map(|_| b.u8()).collect();
-                let frame = client_frame(port, seq, ack, flags, &vec![b'x'; len], &opts);
+                let frame = client_frame_in(v6, port, seq, ack, flags, &vec![b'x'; len], &opts);
                 let p = parse(&frame).expect("built frames parse").expect("TCP");
                 e.on_client(now, 0, &p, &frame, &mut out);
             }
             4 | 5 => {
                 let port = u16::from(b.u8() % 5) + 1;
                 let h = ResponseHeader {
-                    src: TARGET.addr(),
-                    dst: SocketAddrV4::new(CLIENT, port),
+                    src: target.addr(),
+                    dst: SocketAddr::new(client, port),
                     total_len: 0,
                     payload_len: [0u16, 1, 100, 1460, 65000][usize::from(b.u8() % 5)],
                     seq: 9000u32.wrapping_add(u32::from(b.u16())),
@@ -78,7 +82,8 @@ fuzz_target!(|data: &[u8]| {
                     window_scale: (b.u8() % 3 == 0).then(|| b.u8() % 15),
                     mss: None,
                 };
-                let h = ResponseHeader { total_len: 40 + h.payload_len.min(65495), ..h };
+                let hdrs = if v6 { 60 } else { 40 };
+                let h = ResponseHeader { total_len: hdrs + h.payload_len.min(65495), ..h };
                 e.on_response(now, &h, &mut out);
             }
             6 => {

@@ -15,15 +15,17 @@
 //! segments' last one, and one message per skb is what makes this path cheap. A super-segment
 //! longer than a total length can say (IPv4 BIG TCP writes total length 0 and relies on the skb
 //! length) is cut into messages of whole segments of at most 64 KiB each, with consecutive
-//! sequence numbers; FIN and PSH stay on the last. The copier's side of it (a 64 KiB header is a
+//! sequence numbers; FIN and PSH stay on the last. IPv6 is the same with the payload length
+//! (IPv6 BIG TCP writes 0 there, and the intercept cuts by the skb's length). The copier's side
+//! of it (a 64 KiB header is a
 //! "full" response segment, the delayed ACK covers it whole, and the response is not taken as
 //! complete while the test server still has data queued) is tested in the session engine.
 
 use control::channel::{proto::HeaderError, HeaderMsg};
 use dataplane::bpf::egress::Record;
-use dataplane::wire::{ipv4, tcp};
+use dataplane::wire::{ipv4, ipv6, tcp};
 
-/// Largest IPv4 total length.
+/// Largest IPv4 total length (and IPv6 payload length).
 const MAX_TOTAL: u32 = 65_535;
 
 /// Turns one ring record into header messages (one, unless the super-segment is longer than 64
@@ -33,6 +35,9 @@ const MAX_TOTAL: u32 = 65_535;
 /// [`HeaderError`] when the record's headers are not a complete IPv4 + TCP header.
 pub fn headers_of(rec: &Record<'_>, mut emit: impl FnMut(HeaderMsg)) -> Result<usize, HeaderError> {
     let hdr = rec.headers;
+    if hdr.first().is_some_and(|b| b >> 4 == 6) {
+        return headers_of6(rec, emit);
+    }
     let ip = ipv4::Packet::new_checked_header(hdr).map_err(|_| HeaderError::Truncated)?;
     let ihl = u32::from(ip.header_len());
     let total = u32::from(ip.total_len());
@@ -69,6 +74,58 @@ pub fn headers_of(rec: &Record<'_>, mut emit: impl FnMut(HeaderMsg)) -> Result<u
         ip.set_total_len((ihl + doff + len) as u16);
         ip.fill_checksum();
         let mut t = tcp::Packet::new_unchecked(&mut b[ihl as usize..]);
+        t.set_seq_number(seq.wrapping_add(done));
+        if !last {
+            t.set_flags(flags & !(tcp::flags::FIN | tcp::flags::PSH));
+        }
+        emit(HeaderMsg::from_packet(b)?);
+        done += len;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// [`headers_of`] for an IPv6 record (the egress program takes TCP right after the fixed
+/// header only): the payload length plays the IPv4 total length's part, 0 meaning "take the
+/// skb's" (BIG TCP).
+fn headers_of6(rec: &Record<'_>, mut emit: impl FnMut(HeaderMsg)) -> Result<usize, HeaderError> {
+    let hdr = rec.headers;
+    if hdr.len() < ipv6::HEADER_LEN {
+        return Err(HeaderError::Truncated);
+    }
+    let ip = ipv6::Packet::new_unchecked(hdr);
+    let plen = u32::from(ip.payload_len());
+    let ihl = ipv6::HEADER_LEN as u32;
+    let payload_and_tcp = rec.len.checked_sub(ihl).ok_or(HeaderError::BadTotalLen)?;
+    if plen != 0 || payload_and_tcp <= MAX_TOTAL {
+        if plen != 0 {
+            emit(HeaderMsg::from_packet(hdr)?);
+            return Ok(1);
+        }
+        let mut buf = [0u8; dataplane::bpf::egress::HDR_MAX];
+        let b = &mut buf[..hdr.len()];
+        b.copy_from_slice(hdr);
+        ipv6::Packet::new_unchecked(&mut *b).set_payload_len(payload_and_tcp as u16);
+        emit(HeaderMsg::from_packet(b)?);
+        return Ok(1);
+    }
+    let seg = &hdr[ipv6::HEADER_LEN..];
+    let t = tcp::Packet::new_checked(seg).map_err(|_| HeaderError::Truncated)?;
+    let doff = u32::from(t.header_len());
+    let (seq, flags) = (t.seq_number(), t.flags());
+    let payload = payload_and_tcp.checked_sub(doff).ok_or(HeaderError::BadTotalLen)?;
+    let room = MAX_TOTAL - doff;
+    let mss = u32::from(rec.gso_size);
+    let chunk = if mss > 0 && mss <= room { room / mss * mss } else { room };
+    let mut buf = [0u8; dataplane::bpf::egress::HDR_MAX];
+    let b = &mut buf[..hdr.len()];
+    let (mut done, mut n) = (0u32, 0);
+    while done < payload {
+        let len = chunk.min(payload - done);
+        let last = done + len == payload;
+        b.copy_from_slice(hdr);
+        ipv6::Packet::new_unchecked(&mut *b).set_payload_len((doff + len) as u16);
+        let mut t = tcp::Packet::new_unchecked(&mut b[ipv6::HEADER_LEN..]);
         t.set_seq_number(seq.wrapping_add(done));
         if !last {
             t.set_flags(flags & !(tcp::flags::FIN | tcp::flags::PSH));
@@ -183,5 +240,55 @@ mod tests {
         r.encode(&mut b);
         assert_eq!(Record::parse(&b), Some(r));
         assert_eq!(Record::parse(&b[..10]), None);
+    }
+
+    /// IPv6 (40 bytes, payload length `plen`) + TCP with timestamps (32 bytes), from
+    /// [2001:db8::2]:8080 to [2001:db8::1]:40000.
+    fn headers6(plen: u16, seq: u32, flags: u8) -> Vec<u8> {
+        let v4 = headers(0, seq, flags);
+        let mut b = vec![0u8; 40];
+        b[0] = 0x60;
+        b[4..6].copy_from_slice(&plen.to_be_bytes());
+        b[6] = 6;
+        b[7] = 64;
+        b[8..24].copy_from_slice(&"2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b[24..40].copy_from_slice(&"2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b.extend(&v4[20..]);
+        b
+    }
+
+    #[test]
+    fn ipv6_records_become_ipv6_messages() {
+        let h = headers6(32 + 100, 1000, ACK | PSH);
+        let m = all(&Record { len: 40 + 132, gso_segs: 1, gso_size: 0, headers: &h });
+        assert_eq!(m.len(), 1);
+        assert!(m[0].is_ipv6());
+        assert_eq!(
+            (m[0].payload_len(), m[0].seq(), m[0].client().to_string()),
+            (100, 1000, "[2001:db8::1]:40000".into())
+        );
+        assert_eq!(m[0].as_bytes()[..72], h[..]);
+        // Payload length 0 under 64 KiB: the skb's length.
+        let h = headers6(0, 1, ACK);
+        let m = all(&Record { len: 40 + 32 + 10, gso_segs: 1, gso_size: 0, headers: &h });
+        assert_eq!((m.len(), m[0].payload_len()), (1, 10));
+    }
+
+    #[test]
+    fn ipv6_big_tcp_is_cut_into_whole_segments() {
+        let payload = 120 * 1428 + 7;
+        let h = headers6(0, 5, ACK | PSH | FIN);
+        let m = all(&Record { len: 40 + 32 + payload, gso_segs: 121, gso_size: 1428, headers: &h });
+        let per = (65_535 - 32) / 1428 * 1428;
+        assert_eq!(m.len(), payload.div_ceil(per) as usize);
+        let mut seq = 5;
+        for (i, msg) in m.iter().enumerate() {
+            let last = i == m.len() - 1;
+            assert!(msg.is_ipv6());
+            assert_eq!(msg.seq(), seq);
+            assert_eq!(msg.flags() & (FIN | PSH) != 0, last);
+            seq = seq.wrapping_add(msg.payload_len() as u32);
+        }
+        assert_eq!(seq - 5, payload);
     }
 }

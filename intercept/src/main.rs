@@ -15,8 +15,9 @@
 //!   connections and answers to `--pass-to` networks leave untouched.
 //!
 //! One thread runs the poll loop: take a burst from the source (every queue's RX ring, or the
-//! ring buffer), turn each segment into a 64-byte header message (IP + TCP header, original
-//! total length), hand it to the channel server (routed to the copier connection that registered
+//! ring buffer), turn each segment into a header message (IP + TCP header, original total
+//! length: 64 bytes for IPv4, 84 for IPv6, which only copiers speaking protocol 7 register),
+//! hand it to the channel server (routed to the copier connection that registered
 //! the session, held in the delay table if it raced ahead of its CLIENT_ADD), flush partial
 //! frames at the end of a burst, and drive the channel's sockets.
 #![deny(unsafe_code)]
@@ -24,7 +25,7 @@
 mod local;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     os::fd::AsRawFd,
     process::ExitCode,
     sync::{
@@ -50,17 +51,18 @@ use dataplane::{
         Attachment, Entry, Program, XdpCounters, XdpMode,
     },
     cli::{self, exit, heading},
-    netdev,
-    wire::{self, parse::Family},
+    netdev, wire,
     xsk::{Port, PortConfig},
 };
 
-/// Returns the test server's response headers to the copiers (TCPCopy's intercept, protocol 6).
+/// Returns the test server's response headers to the copiers (TCPCopy's intercept, protocol 6,
+/// and xdpcopy's protocol 7 for IPv6 sessions).
 ///
 /// Runs on the assist server, which the test server routes its responses to the clients
-/// through. It captures exactly the TCP segments from the --target test servers (everything
-/// else passes to the kernel untouched), turns each into a 64-byte header and sends it to the
-/// xdpcopy (or TCPCopy) copier that registered the session, over the channel (TCP 36524).
+/// through. It captures exactly the TCP segments from the --target test servers (IPv4 or
+/// IPv6; everything else passes to the kernel untouched), turns each into a header message and
+/// sends it to the xdpcopy (or TCPCopy) copier that registered the session, over the channel
+/// (TCP 36524).
 ///
 /// Runs as root (or with CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF, CAP_PERFMON; see the systemd unit
 /// xdpcopy-intercept.service).
@@ -85,7 +87,7 @@ struct Args {
     /// With --local: answers to this network leave normally (people using the test server
     /// directly, health checks); CIDR or address, repeatable.
     #[arg(long = "pass-to", value_name = "CIDR", requires = "local", value_parser = parse_cidr, help_heading = heading::CAPTURE)]
-    pass_to: Vec<(Ipv4Addr, u8)>,
+    pass_to: Vec<(IpAddr, u8)>,
 
     /// With --local: how to attach the egress program (tcx needs kernel 6.6; tc is a clsact
     /// filter, removed at exit, or at the next start after a crash).
@@ -96,17 +98,22 @@ struct Args {
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib, requires = "local", help_heading = heading::CAPTURE)]
     ring_kib: u32,
 
-    /// A test server whose responses to capture, IP:PORT; repeatable.
+    /// A test server whose responses to capture, IP:PORT or [IPV6]:PORT; repeatable.
     #[arg(long = "target", value_name = "IP:PORT", required = true, value_parser = parse_target, help_heading = heading::CAPTURE)]
-    targets: Vec<SocketAddrV4>,
+    targets: Vec<SocketAddr>,
 
     /// Channel port the copiers connect to.
     #[arg(short = 'p', long, default_value_t = control::channel::server::DEFAULT_PORT, help_heading = heading::CHANNEL)]
     port: u16,
 
-    /// Address to listen on.
+    /// Address to listen on (:: for copiers over IPv6 and IPv4 alike).
     #[arg(short = 'b', long, value_name = "ADDR", default_value = "0.0.0.0", help_heading = heading::CHANNEL)]
     bind: IpAddr,
+
+    /// Highest channel protocol to speak: 7 lets xdpcopy copiers register IPv6 sessions; 6
+    /// behaves exactly as TCPCopy's intercept (IPv4 only).
+    #[arg(long, value_name = "VERSION", default_value_t = 7, value_parser = clap::value_parser!(u16).range(6..=7), help_heading = heading::CHANNEL)]
+    protocol: u16,
 
     /// RX queues to capture [default: all RX queues of the interface].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64), conflicts_with = "local", help_heading = heading::TUNING)]
@@ -174,6 +181,10 @@ Examples:
   # (the test server routes the client network to this host; keep ip_forward=0 here)
   xdpcopy-intercept -i eth0 --target 10.0.0.2:8080
 
+  # An IPv6 test server too, the channel on IPv6 and IPv4 (xdpcopy copiers register IPv6
+  # sessions over the channel's protocol 7)
+  xdpcopy-intercept -i eth0 --target 10.0.0.2:8080 --target '[2001:db8::2]:8080' -b ::
+
   # Two test servers, metrics for Prometheus, a JSON summary at exit
   xdpcopy-intercept -i eth0 --target 10.0.0.2:8080 --target 10.0.0.4:8080 \\
       --metrics :9465 --summary-json /var/lib/xdpcopy-intercept/summary.json
@@ -211,19 +222,21 @@ enum FramingArg {
     Bare,
 }
 
-fn parse_target(s: &str) -> Result<SocketAddrV4, String> {
-    s.parse::<SocketAddrV4>()
-        .map_err(|_| format!("{s:?} is not IPV4:PORT (e.g. 10.0.0.2:8080); the channel protocol is IPv4-only"))
+fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not IP:PORT (e.g. 10.0.0.2:8080, or [2001:db8::2]:8080 for IPv6)"))
 }
 
-fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("{s:?} is not an IPv4 network (e.g. 192.0.2.0/24) or address");
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let bad = || format!("{s:?} is not a network (e.g. 192.0.2.0/24, 2001:db8::/32) or an address");
     let (ip, len) = match s.split_once('/') {
-        Some((ip, len)) => (ip, len.parse::<u8>().map_err(|_| bad())?),
-        None => (s, 32),
+        Some((ip, len)) => (ip, Some(len.parse::<u8>().map_err(|_| bad())?)),
+        None => (s, None),
     };
-    let ip: Ipv4Addr = ip.parse().map_err(|_| bad())?;
-    if len > 32 {
+    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    if len > max {
         return Err(bad());
     }
     Ok((ip, len))
@@ -250,7 +263,7 @@ control::counters! {
         counter captured,
         /// Response headers handed to the channel server.
         counter headers,
-        /// Frames that are not a --target's TCP (IPv6, or a port the XDP map did not select).
+        /// Frames that are not a --target's TCP (a port the XDP map selected for another address).
         counter not_target,
         /// Frames whose headers are broken (dropped).
         counter malformed,
@@ -287,7 +300,7 @@ impl Queue {
 
     /// Takes one burst; each response becomes a header message for the server. Frames go back to
     /// the fill ring at once (the header is copied out).
-    fn burst(&mut self, now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) -> u32 {
+    fn burst(&mut self, now: Instant, targets: &[SocketAddr], server: &mut ChannelServer, c: &mut Capture) -> u32 {
         let port = &mut self.port;
         let n = port.rx_acquire(BATCH);
         if n == 0 {
@@ -317,23 +330,25 @@ impl Queue {
 }
 
 /// Turns one captured frame into a header message for the server, or counts why not.
-fn capture(frame: &[u8], now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) {
+fn capture(frame: &[u8], now: Instant, targets: &[SocketAddr], server: &mut ChannelServer, c: &mut Capture) {
     match wire::parse::parse(frame) {
-        Ok(Some(p)) if p.family == Family::V4 => {
-            let from = match p.src_ip {
-                IpAddr::V4(ip) => SocketAddrV4::new(ip, p.src_port),
-                IpAddr::V6(_) => unreachable!("family checked"),
-            };
-            if !targets.contains(&from) {
+        Ok(Some(p)) => {
+            let from = SocketAddr::new(p.src_ip, p.src_port);
+            let any = SocketAddr::new(
+                if p.src_ip.is_ipv4() { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u8; 16]) },
+                p.src_port,
+            );
+            if !targets.contains(&from) && !targets.contains(&any) {
                 c.not_target += 1;
                 return;
             }
+            // IPv4 or IPv6 (its extension headers dropped): 64 or 84 bytes.
             match HeaderMsg::from_packet(&frame[p.l3_offset..p.ip_end]) {
                 Ok(msg) => deliver(now, msg, server, c),
                 Err(_) => c.malformed += 1,
             }
         }
-        Ok(_) => c.not_target += 1,
+        Ok(None) => c.not_target += 1,
         Err(_) => c.malformed += 1,
     }
 }
@@ -453,7 +468,7 @@ impl Source {
 
     /// Takes one burst of responses and hands their headers to the server; returns how many
     /// frames or records it took.
-    fn burst(&mut self, now: Instant, targets: &[SocketAddrV4], server: &mut ChannelServer, c: &mut Capture) -> u32 {
+    fn burst(&mut self, now: Instant, targets: &[SocketAddr], server: &mut ChannelServer, c: &mut Capture) -> u32 {
         match self {
             Self::Xsk { queues, .. } => queues.iter_mut().map(|q| q.burst(now, targets, server, c)).sum(),
             Self::Egress { ring, .. } => {
@@ -529,8 +544,9 @@ fn run(args: Args) -> Result<()> {
     let (mut source, what) =
         if args.local { Source::local(&args, &mut server)? } else { Source::assist(&args, &mut server)? };
     let targets: Vec<String> = args.targets.iter().map(|t| t.to_string()).collect();
+    let protocols = if args.protocol >= 7 { "protocol 6, and 7 for xdpcopy copiers" } else { "protocol 6 only" };
     eprintln!(
-        "xdpcopy-intercept: capturing responses from {} {what}, channel on {} (protocol 6, {:?} framing)",
+        "xdpcopy-intercept: capturing responses from {} {what}, channel on {} ({protocols}, {:?} framing)",
         targets.join(", "),
         server.local_addr(),
         framing,
@@ -622,6 +638,7 @@ fn server_config(args: &Args, framing: Framing) -> ServerConfig {
         max_conns_per_peer: args.max_conns_per_copier as usize,
         max_routes_per_conn: args.max_routes_per_conn as usize,
         idle_timeout: Duration::from_secs(args.copier_idle_timeout),
+        max_version: args.protocol,
         ..ServerConfig::default()
     }
 }

@@ -105,17 +105,21 @@ pub enum Error {
     BadHeaderLen,
     /// The IPv4 total length / IPv6 payload length is below the header or past the buffer.
     BadTotalLen,
-    /// The packet is an IPv4 fragment (ports of non-first fragments are unknowable).
+    /// The packet is an IP fragment of a TCP segment (ports of non-first fragments are
+    /// unknowable): IPv4 with MF or an offset, IPv6 with a fragment header.
     Fragmented,
     /// The TCP data offset is below 5 or points past the segment.
     BadDataOffset,
     /// A TCP option has a bad length.
     BadTcpOption,
+    /// An IPv6 extension header the walk cannot skip (AH, or more than
+    /// [`ipv6::MAX_EXT_HEADERS`] of them) stands before the transport header.
+    Ipv6Extension,
 }
 
 impl Error {
     /// Every variant, in declaration order (index with [`Error::index`]).
-    pub const ALL: [Error; 7] = [
+    pub const ALL: [Error; 8] = [
         Error::Truncated,
         Error::BadVersion,
         Error::BadHeaderLen,
@@ -123,6 +127,7 @@ impl Error {
         Error::Fragmented,
         Error::BadDataOffset,
         Error::BadTcpOption,
+        Error::Ipv6Extension,
     ];
 
     /// Return the snake_case name used for this error's drop counter.
@@ -135,6 +140,7 @@ impl Error {
             Error::Fragmented => "fragmented",
             Error::BadDataOffset => "bad_tcp_data_offset",
             Error::BadTcpOption => "bad_tcp_option",
+            Error::Ipv6Extension => "unskippable_extension",
         }
     }
 
@@ -151,9 +157,10 @@ impl fmt::Display for Error {
             Error::BadVersion => "bad IP version",
             Error::BadHeaderLen => "bad IPv4 header length",
             Error::BadTotalLen => "bad IP length",
-            Error::Fragmented => "IPv4 fragment",
+            Error::Fragmented => "IP fragment",
             Error::BadDataOffset => "bad TCP data offset",
             Error::BadTcpOption => "malformed TCP option",
+            Error::Ipv6Extension => "IPv6 extension header that cannot be skipped",
         })
     }
 }

@@ -4,10 +4,16 @@
 //! header, and returns:
 //!
 //! - `Ok(Some(Parsed))` for a well-formed TCP segment;
-//! - `Ok(None)` for frames that are not ours: not IP, not TCP, a second VLAN tag, or IPv6 with
-//!   extension headers (only `next_header == TCP` directly is accepted);
-//! - `Err` for malformed frames, and [`Error::Fragmented`] for IPv4 fragments carrying TCP
-//!   (the ports of non-first fragments cannot be read, so they cannot be filtered).
+//! - `Ok(None)` for frames that are not ours: not IP, not TCP, a second VLAN tag, IPv6 ESP;
+//! - `Err` for malformed frames, [`Error::Fragmented`] for IPv4 fragments and IPv6 fragment
+//!   headers carrying TCP (the ports of non-first fragments cannot be read, so they cannot be
+//!   filtered), and [`Error::Ipv6Extension`] for an IPv6 chain the walk cannot skip (AH, more than
+//!   [`ipv6::MAX_EXT_HEADERS`] extension headers).
+//!
+//! IPv6 hop-by-hop options, routing and destination options headers before TCP are skipped
+//! ([`ipv6::Packet::upper_layer`]): `l4_offset - l3_offset` is then more than 40. Whoever
+//! re-emits the packet writes a plain 40-byte header (the session engine, the stateless rewrite
+//! keeps them in place).
 //!
 //! It is cheap: no option walk, no checksum verification (mirrored frames from a local stack
 //! carry partial checksums), no copies.
@@ -118,11 +124,17 @@ pub fn parse(frame: &[u8]) -> Result<Option<Parsed>> {
         }
         ethernet::ETHERTYPE_IPV6 => {
             let ip = ipv6::Packet::new_checked(l3)?;
-            if ip.next_header() != IPPROTO_TCP {
-                return Ok(None);
-            }
-            let l4 = l3_offset + ipv6::HEADER_LEN;
-            let end = l4 + usize::from(ip.payload_len());
+            let offset = match ip.upper_layer()? {
+                ipv6::Upper::Found { next_header: IPPROTO_TCP, offset } => offset,
+                ipv6::Upper::Found { .. } => return Ok(None),
+                ipv6::Upper::Fragment { next_header: IPPROTO_TCP } => return Err(Error::Fragmented),
+                ipv6::Upper::Fragment { .. } | ipv6::Upper::Unwalkable { next_header: ipv6::NH_ESP } => {
+                    return Ok(None)
+                }
+                ipv6::Upper::Unwalkable { .. } => return Err(Error::Ipv6Extension),
+            };
+            let l4 = l3_offset + offset;
+            let end = l3_offset + ipv6::HEADER_LEN + usize::from(ip.payload_len());
             (Family::V6, IpAddr::V6(ip.src_addr()), IpAddr::V6(ip.dst_addr()), l4, end)
         }
         _ => return Ok(None),
@@ -234,12 +246,49 @@ mod tests {
         assert_eq!((p.src_port, p.dst_port, p.flags, p.window), (40000, 80, SYN, 64800));
 
         let mut f = SYN_V6;
-        f[20] = 0; // hop-by-hop options header: not walked.
-        assert_eq!(parse(&f), Ok(None));
         f[20] = 17;
         assert_eq!(parse(&f), Ok(None));
         assert_eq!(parse(&SYN_V6[..53]), Err(Error::Truncated));
         assert_eq!(parse(&SYN_V6[..93]), Err(Error::BadTotalLen));
+    }
+
+    /// SYN_V6 with an extension header of kind `kind` (8 bytes, next header TCP) after the fixed
+    /// header.
+    fn syn_v6_with(kind: u8) -> Vec<u8> {
+        let mut f = SYN_V6[..54].to_vec();
+        f[20] = kind;
+        f[18..20].copy_from_slice(&48u16.to_be_bytes());
+        f.extend([6, 0, 1, 4, 0, 0, 0, 0]); // next header TCP, PadN
+        f.extend(&SYN_V6[54..]);
+        f
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_skipped_or_refused() {
+        for kind in [ipv6::NH_HOP_BY_HOP, ipv6::NH_ROUTING, ipv6::NH_DEST_OPTS] {
+            let f = syn_v6_with(kind);
+            let p = ok(&f);
+            assert_eq!((p.l3_offset, p.l4_offset, p.payload_offset, p.ip_end), (14, 62, 102, 102), "kind {kind}");
+            assert_eq!((p.src_port, p.dst_port, p.flags), (40000, 80, SYN));
+        }
+        // A fragment of a TCP segment is refused as IPv4 fragments are; of UDP it is not ours.
+        let f = syn_v6_with(ipv6::NH_FRAGMENT);
+        assert_eq!(parse(&f), Err(Error::Fragmented));
+        let mut f = syn_v6_with(ipv6::NH_FRAGMENT);
+        f[54] = 17;
+        assert_eq!(parse(&f), Ok(None));
+        // AH could hide TCP: counted; ESP is opaque: not ours.
+        assert_eq!(parse(&syn_v6_with(ipv6::NH_AH)), Err(Error::Ipv6Extension));
+        assert_eq!(parse(&syn_v6_with(ipv6::NH_ESP)), Ok(None));
+        // An extension header longer than the packet.
+        let mut f = syn_v6_with(ipv6::NH_DEST_OPTS);
+        f[55] = 200;
+        assert_eq!(parse(&f), Err(Error::BadTotalLen));
+        // Every prefix fails without a panic.
+        let f = syn_v6_with(ipv6::NH_ROUTING);
+        for len in 0..f.len() {
+            assert!(parse(&f[..len]).is_err(), "len {len}");
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ enum Cmd {
         /// Also mirror the online server's egress (responses) to the copier.
         #[arg(long)]
         mirror_egress: bool,
+        /// IPv6 beside IPv4 (fd00:201:N::H where IPv4 has 10.201.N.H).
+        #[arg(long)]
+        dual_stack: bool,
     },
     /// Remove the lab: kill what runs in its namespaces, delete them. Idempotent.
     Down {
@@ -199,6 +202,9 @@ enum Cmd {
         /// Extra arguments for xdpcopy (e.g. "-W").
         #[arg(long, allow_hyphen_values = true)]
         xdpcopy_args: Option<String>,
+        /// Client and test server family: 4, 6 (a dual-stack lab), or both (each level twice).
+        #[arg(long, default_value = "4", value_parser = ["4", "6", "both"])]
+        family: String,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         #[arg(long)]
@@ -265,8 +271,8 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
-        Cmd::Up { tag, queues, no_nginx, mirror_egress } => {
-            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress, traditional: false })
+        Cmd::Up { tag, queues, no_nginx, mirror_egress, dual_stack } => {
+            up(LabSpec { tag, queues, nginx: !no_nginx, mirror_egress, traditional: false, dual_stack })
         }
         Cmd::Down { tag } => {
             Lab::down(&tag)?;
@@ -370,13 +376,18 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::BenchReplay { paced, unpaced, seconds, xdpcopy_args, out, no_write } => {
-            use bench::replay_bench::Load;
+        Cmd::BenchReplay { paced, unpaced, seconds, xdpcopy_args, family, out, no_write } => {
+            use bench::replay_bench::{Family, Load};
+            let families = match family.as_str() {
+                "6" => vec![Family::V6],
+                "both" => vec![Family::V4, Family::V6],
+                _ => vec![Family::V4],
+            };
             let levels: Vec<Load> =
                 paced.into_iter().map(Load::Paced).chain(unpaced.into_iter().map(Load::Unpaced)).collect();
             let extra: Vec<String> =
                 xdpcopy_args.map(|a| a.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
-            let report = bench::replay_bench::run(&levels, seconds, &extra)?;
+            let report = bench::replay_bench::run(&levels, &families, seconds, &extra)?;
             println!("{report}");
             if !no_write {
                 bench::benchmark::write_section(&out, "replay", &report)?;
@@ -564,8 +575,14 @@ fn demo(tag: &str, seconds: u64, rate: u64) -> Result<()> {
     let xdpcopy = bench::bin_path("xdpcopy")?;
     let intercept = bench::bin_path("xdpcopy-intercept")?;
     println!("== bringing the lab up (namespaces xdpc-{tag}-*) ==");
-    let lab =
-        Lab::up(LabSpec { tag: tag.to_owned(), queues: 2, nginx: true, mirror_egress: false, traditional: false })?;
+    let lab = Lab::up(LabSpec {
+        tag: tag.to_owned(),
+        queues: 2,
+        nginx: true,
+        mirror_egress: false,
+        traditional: false,
+        dual_stack: false,
+    })?;
     let target = format!("{}:{}", addr::TEST, addr::TEST_PORT);
     println!("== assist server: xdpcopy-intercept -i {} --target {target} ==", iface::ASSIST_IN);
     let mut icpt = lab

@@ -34,6 +34,15 @@
 //!   ([`super::liveness`]): an intercept host that vanishes is noticed within about 11 s, and
 //!   its connections are reconnected (and re-registered) like any lost connection. This works
 //!   with the original intercept too: nothing changes on the wire.
+//! - **Protocol 7** (`proto` module docs). Every hello offers it (the xdpcopy marker in bytes
+//!   8..14, which an original intercept ignores); a connection whose first received bytes are the
+//!   acknowledgement sends the upgrade message and speaks 7 from then on: IPv4 and IPv6
+//!   sessions, type-first. Until then (and for good with an intercept that never acknowledges)
+//!   it speaks 6: IPv4 sessions go out as always, IPv6 ones wait — registered when the
+//!   connection upgrades (they are remembered like any session) — and once the connection is
+//!   known to speak 6 (a frame came first, or nothing within [`NEGOTIATE_TIMEOUT`], 2 s) they are
+//!   counted in `ipv6_unsupported`, and a copier that expects IPv6 sessions
+//!   ([`set_ipv6_expected`](ChannelClient::set_ipv6_expected)) says so once per intercept.
 //! - **Receiving.** A [`FrameDecoder`] per connection buffers partial frames (defect #15: no
 //!   busy loop on `EAGAIN`). A count above 16 is a broken stream: the connection is closed and
 //!   reconnected, and counted in `protocol_errors`.
@@ -42,7 +51,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read};
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -51,7 +60,10 @@ use mio::{Events, Interest, Poll, Token};
 use super::error::ChannelError;
 use super::liveness;
 use super::outbuf::OutBuf;
-use super::proto::{CopierMsg, FrameDecoder, Framing, HeaderMsg, COPIER_MSG_LEN};
+use super::proto::{
+    hello_bytes, upgrade_bytes, CopierMsg, FrameDecoder, Framing, HeaderMsg, COPIER_MSG6_LEN, EXTENDED_VERSION,
+    PROTOCOL_VERSION,
+};
 use super::route::RouteKey;
 
 /// First reconnect delay.
@@ -70,6 +82,9 @@ const READ_BUDGET: usize = 256 * 1024;
 pub const DEFAULT_MAX_SESSIONS: usize = 1 << 20;
 /// Default time a remembered session lives without a registration or a header.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(900);
+/// A connection that has received nothing this long after its hello speaks protocol 6 for now
+/// (an acknowledgement arriving later still upgrades it).
+pub const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often sessions past their TTL are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -110,8 +125,13 @@ crate::counters! {
         counter sessions_expired,
         /// Messages dropped because a connection's write buffer was full.
         counter write_overflows,
-        /// Connections closed for a broken stream (frame count above 16).
+        /// Connections closed for a broken stream (frame count above 16, an unknown message).
         counter protocol_errors,
+        /// Connections switched to protocol 7 (the intercept acknowledged: IPv6 sessions).
+        counter upgrades,
+        /// IPv6 registrations an intercept could not take: it speaks protocol 6 only (one per
+        /// session and intercept).
+        counter ipv6_unsupported,
     }
 }
 
@@ -124,9 +144,21 @@ enum State {
     Up { stream: TcpStream, since: Instant },
 }
 
+/// The protocol a connection speaks (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    /// Protocol 7 offered, nothing received yet: IPv4 sessions in the v6 layout, IPv6 ones wait.
+    Offered { since: Instant },
+    /// Protocol 6 (until an acknowledgement, if the stream's first bytes are still to come).
+    V6,
+    /// Protocol 7.
+    V7,
+}
+
 struct Conn {
     intercept: usize,
     state: State,
+    proto: Proto,
     out: OutBuf,
     /// Sessions still to register again on this connection after it came up (newest last).
     resync: Vec<RouteKey>,
@@ -144,6 +176,8 @@ struct Intercept {
     addr: SocketAddr,
     /// Index of the first of this intercept's connections in `conns`.
     first: usize,
+    /// The protocol it speaks was logged (7: once; 6 with IPv6 expected: once, the warning).
+    logged: Option<u16>,
 }
 
 /// A session the copier registered.
@@ -159,11 +193,19 @@ struct Registered {
 fn preferred(key: &RouteKey, per: usize) -> usize {
     // FNV-1a: stable and cheap; the copier chooses among its own connections, nothing to defend.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = [key.client.ip().octets(), key.target.ip().octets()];
-    let ports = [key.client.port().to_be_bytes(), key.target.port().to_be_bytes()];
-    for b in bytes.iter().flatten().chain(ports.iter().flatten()) {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for a in [&key.client, &key.target] {
+        match a.ip() {
+            std::net::IpAddr::V4(ip) => eat(&ip.octets()),
+            std::net::IpAddr::V6(ip) => eat(&ip.octets()),
+        }
     }
+    eat(&key.client.port().to_be_bytes());
+    eat(&key.target.port().to_be_bytes());
     (h % per as u64) as usize
 }
 
@@ -180,6 +222,10 @@ pub struct ChannelClient {
     sessions: HashMap<RouteKey, Registered>,
     max_sessions: usize,
     session_ttl: Duration,
+    /// The copier will register IPv6 sessions: warn about intercepts that cannot take them.
+    ipv6_expected: bool,
+    /// The version every hello offers (7; 6: none, the original copier's hello).
+    offer: u16,
     next_sweep: Instant,
     /// Earliest next sweep forced by a full registry (a sweep walks every session).
     next_full_sweep: Instant,
@@ -224,16 +270,17 @@ impl ChannelClient {
                     conns.push(Conn {
                         intercept: i,
                         state: State::Down { until: now },
+                        proto: Proto::V6,
                         out: OutBuf::new(WRITE_BUFFER),
                         resync: Vec::new(),
-                        decoder: FrameDecoder::new(framing),
+                        decoder: FrameDecoder::negotiating(framing),
                         backoff: BACKOFF_MIN,
                         was_up: false,
                         down_logged: false,
                         failing: false,
                     });
                 }
-                Intercept { addr, first: i * per }
+                Intercept { addr, first: i * per, logged: None }
             })
             .collect();
         let mut client = Self {
@@ -246,6 +293,8 @@ impl ChannelClient {
             sessions: HashMap::new(),
             max_sessions: DEFAULT_MAX_SESSIONS,
             session_ttl: DEFAULT_SESSION_TTL,
+            ipv6_expected: false,
+            offer: EXTENDED_VERSION,
             next_sweep: now + SWEEP_EVERY,
             next_full_sweep: now,
             stats: ClientStats::default(),
@@ -269,6 +318,38 @@ impl ChannelClient {
     pub fn set_session_limits(&mut self, max: usize, ttl: Duration) {
         self.max_sessions = max;
         self.session_ttl = ttl;
+    }
+
+    /// Say that the copier will register IPv6 sessions (an `-x` target is IPv6): an intercept
+    /// that speaks protocol 6 only is then named in a warning, once.
+    pub fn set_ipv6_expected(&mut self, on: bool) {
+        self.ipv6_expected = on;
+    }
+
+    /// Offer protocol 7 in every hello (the default), or not (`false`: the hello of TCPCopy's
+    /// copier, all zero; every connection speaks 6). Call it right after [`new`](Self::new):
+    /// it applies to connections not yet established.
+    pub fn set_offer_extension(&mut self, on: bool) {
+        self.offer = if on { EXTENDED_VERSION } else { PROTOCOL_VERSION };
+        let offer = on.then_some(EXTENDED_VERSION);
+        for c in &mut self.conns {
+            let framing = c.decoder.framing();
+            c.decoder = if on { FrameDecoder::negotiating(framing) } else { FrameDecoder::new(framing) };
+            if matches!(c.state, State::Connecting { .. }) {
+                // Only the hello is queued before a connection is up.
+                c.out.clear();
+                c.out.push(&hello_bytes(offer));
+            }
+        }
+    }
+
+    /// Return the protocol versions of the established connections (6 until acknowledged, 7).
+    pub fn versions(&self) -> Vec<u16> {
+        self.conns
+            .iter()
+            .filter(|c| matches!(c.state, State::Up { .. }))
+            .map(|c| if c.proto == Proto::V7 { EXTENDED_VERSION } else { PROTOCOL_VERSION })
+            .collect()
     }
 
     /// Return the number of sessions remembered.
@@ -302,7 +383,7 @@ impl ChannelClient {
 
     /// Register a session with every connected intercept (owner tag 0); returns whether at least
     /// one took it. See [`register`](Self::register).
-    pub fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+    pub fn client_add(&mut self, client: impl Into<SocketAddr>, target: impl Into<SocketAddr>) -> bool {
         self.register(client, target, 0)
     }
 
@@ -311,7 +392,7 @@ impl ChannelClient {
     /// registered when one connects. False, and nothing sent, when the registry is full.
     ///
     /// The message is buffered; [`poll`](Self::poll) or [`flush`](Self::flush) sends it.
-    pub fn register(&mut self, client: SocketAddrV4, target: SocketAddrV4, owner: u32) -> bool {
+    pub fn register(&mut self, client: impl Into<SocketAddr>, target: impl Into<SocketAddr>, owner: u32) -> bool {
         let key = RouteKey::new(client, target);
         let now = Instant::now();
         if !self.sessions.contains_key(&key) && self.sessions.len() >= self.max_sessions {
@@ -326,7 +407,7 @@ impl ChannelClient {
             }
         }
         self.sessions.insert(key, Registered { owner, last_used: now });
-        let taken = self.send_to_all(&key, &CopierMsg::client_add(client, target).encode());
+        let taken = self.send_to_all(&CopierMsg::client_add(key.client, key.target));
         if taken {
             self.stats.client_adds += 1;
         } else {
@@ -337,29 +418,51 @@ impl ChannelClient {
 
     /// Forget a session and tell every connected intercept (xdpcopy-intercept drops the route; the
     /// original only logs it). Returns whether at least one intercept took the CLIENT_DEL.
-    pub fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+    pub fn client_del(&mut self, client: impl Into<SocketAddr>, target: impl Into<SocketAddr>) -> bool {
         let key = RouteKey::new(client, target);
         self.sessions.remove(&key);
-        let taken = self.send_to_all(&key, &CopierMsg::client_del(client, target).encode());
+        let taken = self.send_to_all(&CopierMsg::client_del(key.client, key.target));
         self.stats.client_dels += u64::from(taken);
         taken
     }
 
     /// Return the connection of intercept `i` that carries `key` now: its preferred one, else the
-    /// next established one.
+    /// next established one (for an IPv6 session: the next one speaking protocol 7, if any).
     fn pick(&self, i: usize, key: &RouteKey) -> Option<usize> {
         let first = self.intercepts[i].first;
         let p = preferred(key, self.per);
-        (0..self.per).map(|k| first + (p + k) % self.per).find(|&c| matches!(self.conns[c].state, State::Up { .. }))
+        let up = |c: &usize| matches!(self.conns[*c].state, State::Up { .. });
+        let mut order = (0..self.per).map(|k| first + (p + k) % self.per);
+        if key.is_ipv6() {
+            let v7 = order.clone().filter(up).find(|&c| self.conns[c].proto == Proto::V7);
+            return v7.or_else(|| order.find(up));
+        }
+        order.find(up)
     }
 
-    fn send_to_all(&mut self, key: &RouteKey, bytes: &[u8]) -> bool {
+    /// Encode `msg` for connection `c`; `None` when that connection cannot carry it (an IPv6
+    /// session on protocol 6: counted once known, else it waits for the upgrade).
+    fn encode_for(&mut self, c: usize, msg: &CopierMsg) -> Option<super::proto::Encoded> {
+        let conn = &self.conns[c];
+        let version = if conn.proto == Proto::V7 { EXTENDED_VERSION } else { PROTOCOL_VERSION };
+        let encoded = msg.encode(version);
+        if encoded.is_none() && conn.proto == Proto::V6 && msg.kind == super::proto::MsgKind::ClientAdd {
+            self.stats.ipv6_unsupported += 1;
+        }
+        encoded
+    }
+
+    fn send_to_all(&mut self, msg: &CopierMsg) -> bool {
+        let key = RouteKey::of_copier_msg(msg);
         let mut taken = false;
         for i in 0..self.intercepts.len() {
-            let Some(c) = self.pick(i, key) else {
+            let Some(c) = self.pick(i, &key) else {
                 continue;
             };
-            if self.conns[c].out.push(bytes) {
+            let Some(bytes) = self.encode_for(c, msg) else {
+                continue;
+            };
+            if self.conns[c].out.push(&bytes) {
                 taken = true;
             } else {
                 self.stats.write_overflows += 1;
@@ -417,17 +520,20 @@ impl ChannelClient {
 
     /// Move pending re-registrations into the write buffer, up to half of it.
     fn refill(&mut self, idx: usize) {
-        let conn = &mut self.conns[idx];
-        while conn.out.len() + COPIER_MSG_LEN <= WRITE_BUFFER / 2 {
-            let Some(key) = conn.resync.pop() else {
+        while self.conns[idx].out.len() + COPIER_MSG6_LEN <= WRITE_BUFFER / 2 {
+            let Some(key) = self.conns[idx].resync.pop() else {
                 break;
             };
             // Deleted meanwhile: its CLIENT_DEL went out already, an ADD now would resurrect it.
             if self.sessions.contains_key(&key) {
-                conn.out.push(&CopierMsg::client_add(key.client, key.target).encode());
-                self.stats.resynced += 1;
+                // An IPv6 session on a connection still negotiating is queued again at the upgrade.
+                if let Some(bytes) = self.encode_for(idx, &CopierMsg::client_add(key.client, key.target)) {
+                    self.conns[idx].out.push(&bytes);
+                    self.stats.resynced += 1;
+                }
             }
         }
+        let conn = &mut self.conns[idx];
         if conn.resync.is_empty() && conn.resync.capacity() > 0 {
             conn.resync = Vec::new();
         }
@@ -467,14 +573,24 @@ impl ChannelClient {
             self.sweep(now);
         }
         self.start_due(now);
+        for idx in 0..self.conns.len() {
+            if matches!(self.conns[idx].proto, Proto::Offered { since } if now >= since + NEGOTIATE_TIMEOUT)
+                && matches!(self.conns[idx].state, State::Up { .. })
+            {
+                self.speaks_v6(idx);
+            }
+        }
         self.flush();
         let timeout = self
             .conns
             .iter()
-            .filter_map(|c| match c.state {
-                State::Down { until } => Some(until.saturating_duration_since(now)),
-                State::Connecting { since, .. } => Some((since + CONNECT_TIMEOUT).saturating_duration_since(now)),
-                State::Up { .. } => None,
+            .filter_map(|c| match (&c.state, c.proto) {
+                (State::Down { until }, _) => Some(until.saturating_duration_since(now)),
+                (State::Connecting { since, .. }, _) => Some((*since + CONNECT_TIMEOUT).saturating_duration_since(now)),
+                (State::Up { .. }, Proto::Offered { since }) => {
+                    Some((since + NEGOTIATE_TIMEOUT).saturating_duration_since(now))
+                }
+                (State::Up { .. }, _) => None,
             })
             .fold(timeout, Duration::min);
         let timeout = if self.backlog.is_empty() { timeout } else { Duration::ZERO };
@@ -547,7 +663,8 @@ impl ChannelClient {
                     let conn = &mut self.conns[idx];
                     conn.state = State::Connecting { stream: s, since: now };
                     conn.out.clear();
-                    conn.out.push(&CopierMsg::hello().encode());
+                    let offer = (self.offer >= EXTENDED_VERSION).then_some(self.offer);
+                    conn.out.push(&hello_bytes(offer));
                     conn.decoder.reset();
                 }
                 Err(e) => self.connect_failed(now, idx, &e),
@@ -577,6 +694,7 @@ impl ChannelClient {
                     unreachable!("checked above")
                 };
                 conn.state = State::Up { stream, since: now };
+                conn.proto = if self.offer >= EXTENDED_VERSION { Proto::Offered { since: now } } else { Proto::V6 };
                 self.stats.connects += 1;
                 if conn.was_up {
                     self.stats.reconnects += 1;
@@ -700,6 +818,75 @@ impl ChannelClient {
                     return headers;
                 }
             }
+            self.negotiated(idx);
+        }
+    }
+
+    /// After bytes arrived on connection `idx`: act on what its stream's start said (the
+    /// acknowledgement: upgrade; anything else: protocol 6).
+    fn negotiated(&mut self, idx: usize) {
+        let conn = &self.conns[idx];
+        if conn.decoder.version() >= EXTENDED_VERSION && conn.proto != Proto::V7 {
+            self.upgrade(idx);
+        } else if conn.decoder.settled() && matches!(conn.proto, Proto::Offered { .. }) {
+            self.speaks_v6(idx);
+        }
+    }
+
+    /// The intercept acknowledged protocol 7 on connection `idx`: send the upgrade message (the
+    /// boundary: everything before it was v6), then register the IPv6 sessions it carries.
+    fn upgrade(&mut self, idx: usize) {
+        let i = self.conns[idx].intercept;
+        let conn = &mut self.conns[idx];
+        conn.out.push_over(&upgrade_bytes());
+        conn.proto = Proto::V7;
+        self.stats.upgrades += 1;
+        let k = idx - self.intercepts[i].first;
+        let (first, per, conns) = (self.intercepts[i].first, self.per, &self.conns);
+        let waiting: Vec<RouteKey> = self
+            .sessions
+            .keys()
+            .filter(|key| key.is_ipv6())
+            .filter(|key| {
+                let p = preferred(key, per);
+                p == k || conns[first + p].proto != Proto::V7 || conns[first + p].failing
+            })
+            .copied()
+            .collect();
+        self.conns[idx].resync.extend(waiting);
+        let intercept = &mut self.intercepts[i];
+        if intercept.logged != Some(EXTENDED_VERSION) {
+            intercept.logged = Some(EXTENDED_VERSION);
+            eprintln!(
+                "channel: intercept {} speaks protocol {EXTENDED_VERSION} (xdpcopy's extension): IPv6 sessions can be \
+                 registered",
+                intercept.addr
+            );
+        }
+        let now = Instant::now();
+        self.write(now, idx);
+    }
+
+    /// Connection `idx` speaks protocol 6 (a frame came first, or nothing in time): its IPv6
+    /// sessions cannot be registered; say so once per intercept if IPv6 sessions are expected.
+    fn speaks_v6(&mut self, idx: usize) {
+        self.conns[idx].proto = Proto::V6;
+        let i = self.conns[idx].intercept;
+        let k = idx - self.intercepts[i].first;
+        let waiting = self.sessions.keys().filter(|key| key.is_ipv6() && preferred(key, self.per) == k).count();
+        self.stats.ipv6_unsupported += waiting as u64;
+        // A sibling connection that upgraded proves the intercept speaks 7 (this one's
+        // acknowledgement is late): no warning.
+        let first = self.intercepts[i].first;
+        let sibling_v7 = self.conns[first..first + self.per].iter().any(|c| c.proto == Proto::V7);
+        let intercept = &mut self.intercepts[i];
+        if self.ipv6_expected && !sibling_v7 && intercept.logged != Some(PROTOCOL_VERSION) {
+            intercept.logged = Some(PROTOCOL_VERSION);
+            eprintln!(
+                "channel: intercept {} speaks TCPCopy protocol 6 only; IPv6 sessions need xdpcopy-intercept (they are \
+                 not registered with it, counted in channel_ipv6_unsupported; IPv4 sessions are not affected)",
+                intercept.addr
+            );
         }
     }
 

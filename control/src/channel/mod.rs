@@ -1,4 +1,5 @@
-//! The header-return channel between the copier and xdpcopy-intercept (TCPCopy protocol 6).
+//! The header-return channel between the copier and xdpcopy-intercept: TCPCopy protocol 6, and
+//! xdpcopy's protocol 7 (IPv6 sessions), negotiated on each connection (see [`proto`]).
 //!
 //! ```text
 //!  copier control thread                                  xdpcopy-intercept
@@ -11,7 +12,8 @@
 //! ```
 //!
 //! Modules in flow order:
-//! - [`proto`]: the wire codec, allocation-free, byte-exact with the original;
+//! - [`proto`]: the wire codec, allocation-free, byte-exact with the original; protocol 7's hello
+//!   offer, acknowledgement, upgrade, type-first messages and 84-byte IPv6 headers;
 //! - [`liveness`]: TCP keepalive and user timeout, set by both ends (protocol 6 has no ping);
 //! - [`client`]: the copier side (connect, hello, CLIENT_ADD/DEL, decode headers, reconnect and
 //!   re-register every live session);

@@ -47,6 +47,16 @@ impl OutBuf {
         true
     }
 
+    /// Append `bytes` whole even past the bound (a connection's one upgrade message, which must
+    /// precede everything queued after it).
+    pub(crate) fn push_over(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.buf.len() + bytes.len() > self.buf.capacity() {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Write until empty or the socket would block; returns the bytes written.
     ///
     /// # Errors

@@ -34,7 +34,7 @@ use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::proto::{CopierMsg, HeaderMsg};
@@ -42,21 +42,26 @@ use super::proto::{CopierMsg, HeaderMsg};
 /// A session as the channel names it: client (response destination) and target (response source).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteKey {
-    /// The session's client address (after the copier's rewrites).
-    pub client: SocketAddrV4,
-    /// The session's target address.
-    pub target: SocketAddrV4,
+    /// The session's client address (after the copier's rewrites), IPv4 or IPv6.
+    pub client: SocketAddr,
+    /// The session's target address (the client's family).
+    pub target: SocketAddr,
 }
 
 impl RouteKey {
     /// Build a key.
-    pub const fn new(client: SocketAddrV4, target: SocketAddrV4) -> Self {
-        Self { client, target }
+    pub fn new(client: impl Into<SocketAddr>, target: impl Into<SocketAddr>) -> Self {
+        Self { client: client.into(), target: target.into() }
+    }
+
+    /// Return whether the session is IPv6 (registrable on protocol-7 connections only).
+    pub const fn is_ipv6(&self) -> bool {
+        self.client.is_ipv6()
     }
 
     /// Return the key a CLIENT_ADD / CLIENT_DEL registers.
     pub const fn of_copier_msg(msg: &CopierMsg) -> Self {
-        Self::new(msg.client(), msg.target())
+        Self { client: msg.client, target: msg.target }
     }
 
     /// Return the key of a response: destination = client, source = target.
@@ -458,7 +463,7 @@ impl DelayTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddrV4};
 
     fn key(port: u16) -> RouteKey {
         RouteKey::new(
@@ -483,11 +488,27 @@ mod tests {
         let add = CopierMsg::client_add(k.client, k.target);
         assert_eq!(RouteKey::of_copier_msg(&add), k);
         let mut b = [0u8; 64];
-        b[12..16].copy_from_slice(&k.target.ip().octets());
-        b[16..20].copy_from_slice(&k.client.ip().octets());
+        b[0] = 0x45;
+        b[12..16].copy_from_slice(&[10, 10, 2, 3]);
+        b[16..20].copy_from_slice(&[10, 10, 1, 2]);
         b[20..22].copy_from_slice(&8080u16.to_be_bytes());
         b[22..24].copy_from_slice(&50426u16.to_be_bytes());
         assert_eq!(RouteKey::of_response(&HeaderMsg::from_bytes(b)), k);
+
+        // IPv6: the 84-byte layout names the same session a CLIENT_ADD6 does.
+        let k6 = RouteKey::new(
+            "[2001:db8::2]:50426".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::3]:8080".parse::<SocketAddr>().unwrap(),
+        );
+        assert!(k6.is_ipv6() && !k.is_ipv6());
+        assert_eq!(RouteKey::of_copier_msg(&CopierMsg::client_add(k6.client, k6.target)), k6);
+        let mut b = [0u8; 84];
+        b[0] = 0x60;
+        b[8..24].copy_from_slice(&"2001:db8::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b[24..40].copy_from_slice(&"2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        b[40..42].copy_from_slice(&8080u16.to_be_bytes());
+        b[42..44].copy_from_slice(&50426u16.to_be_bytes());
+        assert_eq!(RouteKey::of_response(&HeaderMsg::from_bytes6(b)), k6);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //!
 //! # Design
 //!
-//! - **Per connection:** a [`CopierDecoder`] (hello, then 14-byte messages), one frame being
+//! - **Per connection:** a [`CopierDecoder`] (hello, then 14-byte messages; after an upgrade to
+//!   protocol 7, type-first messages of 14 or 38 bytes), one frame being
 //!   filled ([`FrameBuilder`], ≤ 16 messages) and a bounded write buffer. Memory per connection
 //!   is fixed except the write buffer, which is capped ([`ServerConfig::write_buffer`]); a copier
 //!   that does not read loses frames (counted in `send_dropped`), it never grows the intercept.
@@ -38,6 +39,12 @@
 //!   write error. A hello with a version other than 6 only warns and carries on, as the original
 //!   does (#14 keeps it), unless [`ServerConfig::strict_version`]; garbage that follows it is then
 //!   closed by the message-type rule.
+//! - **Protocol 7** (xdpcopy's extension, `proto` module docs): a hello carrying the xdpcopy
+//!   marker is acknowledged at once (`0x80 0x07`, before anything else is written on the
+//!   connection), unless [`ServerConfig::max_version`] is 6; the copier's upgrade message switches
+//!   the connection's decoder to type-first messages, which can register IPv6 sessions. IPv6
+//!   headers go only to such connections (only they can own IPv6 routes). An original copier
+//!   sends no marker and its connections stay protocol 6.
 //! - Errors on one connection never reach the caller: they close that connection and count.
 //!   `poll` fails only if the event loop itself fails.
 //!
@@ -81,7 +88,10 @@ use super::error::ChannelError;
 use super::liveness;
 use super::outbuf::OutBuf;
 pub use super::proto::DEFAULT_PORT;
-use super::proto::{CopierDecoder, CopierEvent, FrameBuilder, Framing, HeaderMsg, MsgKind, PROTOCOL_VERSION};
+use super::proto::{
+    ack_bytes, CopierDecoder, CopierError, CopierEvent, FrameBuilder, Framing, HeaderMsg, MsgKind, EXTENDED_VERSION,
+    PROTOCOL_VERSION,
+};
 use super::route::{AddRefused, DelayTable, RouteKey, RouteTable};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -132,6 +142,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Most bytes read from one connection per `poll` (default 64 KiB, 4 681 messages).
     pub read_budget: usize,
+    /// Highest protocol version acknowledged: 7 (default) lets xdpcopy copiers register IPv6
+    /// sessions; 6 answers nothing, exactly as the original intercept.
+    pub max_version: u16,
 }
 
 impl Default for ServerConfig {
@@ -153,6 +166,7 @@ impl Default for ServerConfig {
             max_routes_per_conn: 32_768,
             idle_timeout: Duration::from_secs(300),
             read_budget: 64 * 1024,
+            max_version: EXTENDED_VERSION,
         }
     }
 }
@@ -186,6 +200,10 @@ crate::counters! {
         counter hellos_ok,
         /// Hellos with another version (warned, or closed under `strict_version`).
         counter hellos_incompatible,
+        /// Hellos offering protocol 7 that were acknowledged.
+        counter hellos_extended,
+        /// Connections the copier switched to protocol 7 (IPv6 sessions possible).
+        counter upgraded,
         /// Streams closed as "too old" or for sending no hello in time.
         counter hellos_bad,
         /// CLIENT_ADD messages received.
@@ -229,6 +247,9 @@ crate::counters! {
         counter bytes_received,
         /// Routed headers dropped: the copier's write buffer was full or its connection closed.
         counter send_dropped,
+        /// IPv6 headers routed to a connection that speaks protocol 6 (cannot happen: such a
+        /// connection cannot register IPv6 sessions) and dropped.
+        counter ipv6_on_v6,
         /// Connections closed for a protocol violation (too old, bad type, strict version).
         counter protocol_errors,
         /// Reads stopped by the per-connection read budget (the rest is read on the next poll).
@@ -251,6 +272,8 @@ struct Conn {
     /// Last byte received or sent (for the idle timeout).
     last_active: Instant,
     decoder: CopierDecoder,
+    /// The copier upgraded the connection to protocol 7.
+    v7: bool,
     batch: FrameBuilder,
     batch_since: Instant,
     out: OutBuf,
@@ -267,6 +290,7 @@ enum Close {
     Peer,
     Io(io::Error),
     TooOld(super::proto::CopierError),
+    Garbage(super::proto::CopierError),
     Version(u16),
     BadType(u16),
     NoHello,
@@ -279,13 +303,15 @@ impl Display for Close {
             Self::Peer => write!(f, "closed by the copier"),
             Self::Io(e) => write!(f, "{e}"),
             Self::TooOld(e) => write!(f, "{e} (a copier must speak protocol version 6)"),
+            Self::Garbage(e) => write!(f, "{e}"),
             Self::Version(v) => write!(
                 f,
                 "protocol version {v} is not compatible with version {PROTOCOL_VERSION} (strict version check)"
             ),
             Self::BadType(t) => write!(
                 f,
-                "message type {t} is neither CLIENT_ADD (1) nor CLIENT_DEL (2): not a copier, or a framing mismatch"
+                "message type {t} is neither CLIENT_ADD (1, 8) nor CLIENT_DEL (2, 9): not a copier, or a framing \
+                 mismatch"
             ),
             Self::NoHello => write!(f, "no version hello received in time"),
             Self::Idle(d) => write!(f, "idle for {:.1} s (nothing received or sent)", d.as_secs_f64()),
@@ -643,7 +669,8 @@ impl ChannelServer {
                 peer,
                 peer_ip,
                 last_active: now,
-                decoder: CopierDecoder::new(),
+                decoder: CopierDecoder::with_max_version(self.cfg.max_version),
+                v7: false,
                 batch: FrameBuilder::new(self.cfg.framing),
                 batch_since: now,
                 out: OutBuf::new(self.cfg.write_buffer),
@@ -692,12 +719,14 @@ impl ChannelServer {
             if let Some(conn) = conn_in(&mut self.slots, id) {
                 conn.decoder = decoder;
             }
-            let verdict = match fed {
-                Err(e) => {
+            let verdict = match (verdict, fed) {
+                (Some(v), _) => Some(v),
+                (None, Err(e @ CopierError::TooOld { .. })) => {
                     self.stats.hellos_bad += 1;
                     Some(Close::TooOld(e))
                 }
-                Ok(()) => verdict,
+                (None, Err(e)) => Some(Close::Garbage(e)),
+                (None, Ok(())) => None,
             };
             if let Some(why) = verdict {
                 self.stats.protocol_errors += 1;
@@ -709,11 +738,29 @@ impl ChannelServer {
     /// Apply one decoded copier event; `Some` asks for the connection to be closed.
     fn on_event(&mut self, now: Instant, id: ConnId, ev: CopierEvent) -> Option<Close> {
         match ev {
-            CopierEvent::Hello { version } if version == PROTOCOL_VERSION => {
+            CopierEvent::Hello { version, ack } if version == PROTOCOL_VERSION => {
                 self.stats.hellos_ok += 1;
+                if let Some(v) = ack {
+                    // At once, before anything else is written here: the copier reads these two
+                    // bytes as the first of the stream (no frame can be queued yet: routes come
+                    // from CLIENT_ADDs, which follow the hello).
+                    let conn = conn_in(&mut self.slots, id)?;
+                    if !conn.out.push(&ack_bytes(v)) {
+                        return Some(Close::Io(io::ErrorKind::OutOfMemory.into()));
+                    }
+                    self.stats.hellos_extended += 1;
+                    self.write(id);
+                }
                 None
             }
-            CopierEvent::Hello { version } => {
+            CopierEvent::Upgraded { version } => {
+                self.stats.upgraded += 1;
+                let conn = conn_in(&mut self.slots, id)?;
+                conn.v7 = true;
+                eprintln!("channel: copier {} switched to protocol {version} (IPv6 sessions)", conn.peer);
+                None
+            }
+            CopierEvent::Hello { version, .. } => {
                 self.stats.hellos_incompatible += 1;
                 if self.cfg.strict_version {
                     return Some(Close::Version(version));
@@ -775,7 +822,7 @@ impl ChannelServer {
                         self.stats.route_conflicts += u64::from(conflict);
                         None
                     }
-                    MsgKind::Hello | MsgKind::Other(_) => Some(Close::BadType(m.kind.to_wire())),
+                    MsgKind::Hello | MsgKind::Upgrade | MsgKind::Other(_) => Some(Close::BadType(m.kind.to_wire())),
                 }
             }
         }
@@ -786,6 +833,10 @@ impl ChannelServer {
             self.stats.send_dropped += 1;
             return;
         };
+        if msg.is_ipv6() && !conn.v7 {
+            self.stats.ipv6_on_v6 += 1;
+            return;
+        }
         if conn.batch.is_empty() {
             conn.batch_since = now;
             self.pending.push_back((id, now));

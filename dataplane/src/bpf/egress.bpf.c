@@ -3,15 +3,17 @@
  * xdpcopy_egress: xdpcopy-intercept --local, on the test server's own egress (tcx, or a clsact
  * direct-action filter on kernels without tcx).
  *
- * Selects IPv4 TCP segments whose source (address, port) is a test server in `targets`
- * (address 0.0.0.0 = any address with that port) and whose destination is not in the
- * `pass_to` allowlist, copies their IP + TCP headers (with the skb's length and GSO size) into
- * the `headers` ring buffer, and drops them: they are the test application's answers to copied
- * sessions, which must never reach the real clients. Everything else goes on untouched
- * (TC_ACT_UNSPEC / TCX_NEXT: later programs and filters still run):
- * - not IPv4 TCP, IPv4 fragments (a target's segments carry DF), other source ports: the
- *   application's own outbound connections (their source port is ephemeral, never a listening
- *   port), ssh, everything else on the host;
+ * Selects IPv4 and IPv6 TCP segments whose source (address, port) is a test server in
+ * `targets` / `targets6` (the unspecified address = any address of that family with that port)
+ * and whose destination is not in the `pass_to` / `pass_to6` allowlist, copies their IP + TCP
+ * headers (with the skb's length and GSO size) into the `headers` ring buffer, and drops them:
+ * they are the test application's answers to copied sessions, which must never reach the real
+ * clients. Everything else goes on untouched (TC_ACT_UNSPEC / TCX_NEXT: later programs and
+ * filters still run):
+ * - not TCP, IPv4 fragments (a target's segments carry DF), IPv6 with extension headers (a TCP
+ *   socket's segments have none), other source ports: the application's own outbound
+ *   connections (their source port is ephemeral, never a listening port), ssh, everything else
+ *   on the host;
  * - the channel itself: the intercept's connections to its copiers have the channel port as
  *   source port (`config.channel_port`; userspace refuses a --target on that port too);
  * - answers to --pass-to networks (people and monitors using the test server directly).
@@ -25,6 +27,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/tcp.h>
 #include <bpf/bpf_endian.h>
@@ -89,6 +92,19 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
+struct target6_key {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct target6_key);
+	__type(value, __u8);
+} targets6 SEC(".maps");
+
 struct lpm_v4 {
 	__u32 prefixlen;
 	__be32 addr;
@@ -101,6 +117,19 @@ struct {
 	__type(key, struct lpm_v4);
 	__type(value, __u8);
 } pass_to SEC(".maps");
+
+struct lpm_v6 {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct lpm_v6);
+	__type(value, __u8);
+} pass_to6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -171,46 +200,79 @@ int xdpcopy_egress(struct __sk_buff *skb)
 			proto = vlan->proto;
 			l3 = vlan + 1;
 		}
-		if (proto != bpf_htons(ETH_P_IP))
+		if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
 			return pass(CNT_PASSED);
-	} else if (skb->protocol != bpf_htons(ETH_P_IP)) {
+	} else if (skb->protocol != bpf_htons(ETH_P_IP) && skb->protocol != bpf_htons(ETH_P_IPV6)) {
 		return pass(CNT_PASSED);
 	}
 	/* Our own stack built these headers in the skb's linear part; a packet whose headers are not
 	 * there is not a TCP segment of a local socket. */
 	struct iphdr *ip = l3;
-	if ((void *)(ip + 1) > end || ip->version != 4 || ip->protocol != IPPROTO_TCP)
+	if ((void *)(ip + 1) > end)
 		return pass(CNT_PASSED);
-	if (ip->frag_off & bpf_htons(0x3fff))
-		return pass(CNT_PASSED);
-	__u32 ihl = ip->ihl * 4;
-	if (ihl < sizeof(*ip) || ihl > 60)
-		return pass(CNT_PASSED);
-	struct tcphdr *tcp = l3 + ihl;
-	if ((void *)(tcp + 1) > end)
-		return pass(CNT_PASSED);
-
-	if (tcp->source == cfg->channel_port)
-		return pass(CNT_PASSED_CHANNEL);
-	__u32 sport = bpf_ntohs(tcp->source);
-	__u8 *selected = bpf_map_lookup_elem(&target_ports, &sport);
-	if (!selected || !*selected)
-		return pass(CNT_PASSED);
-	struct target_key key = { .addr = ip->saddr, .port = tcp->source, .pad = 0 };
-	if (!bpf_map_lookup_elem(&targets, &key)) {
-		key.addr = 0; /* any address with this port */
-		if (!bpf_map_lookup_elem(&targets, &key))
+	/* Read in each branch, right after its bounds check: a pointer the compiler recomputes
+	 * after the branches join would have lost the verifier's proof. */
+	__u32 ihl, doff;
+	if (ip->version == 6) {
+		struct ipv6hdr *ip6 = l3;
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
 			return pass(CNT_PASSED);
+		ihl = sizeof(*ip6);
+		struct tcphdr *tcp = (void *)(ip6 + 1);
+		if ((void *)(tcp + 1) > end)
+			return pass(CNT_PASSED);
+		doff = tcp->doff * 4;
+		if (tcp->source == cfg->channel_port)
+			return pass(CNT_PASSED_CHANNEL);
+		__u32 sport = bpf_ntohs(tcp->source);
+		__u8 *selected = bpf_map_lookup_elem(&target_ports, &sport);
+		if (!selected || !*selected)
+			return pass(CNT_PASSED);
+		struct target6_key key = { .port = tcp->source, .pad = 0 };
+		__builtin_memcpy(key.addr, &ip6->saddr, sizeof(key.addr));
+		if (!bpf_map_lookup_elem(&targets6, &key)) {
+			__builtin_memset(key.addr, 0, sizeof(key.addr)); /* any address with this port */
+			if (!bpf_map_lookup_elem(&targets6, &key))
+				return pass(CNT_PASSED);
+		}
+		struct lpm_v6 dst = { .prefixlen = 128 };
+		__builtin_memcpy(dst.addr, &ip6->daddr, sizeof(dst.addr));
+		if (bpf_map_lookup_elem(&pass_to6, &dst))
+			return pass(CNT_PASSED_ALLOWLIST);
+	} else {
+		if (ip->version != 4 || ip->protocol != IPPROTO_TCP)
+			return pass(CNT_PASSED);
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return pass(CNT_PASSED);
+		ihl = ip->ihl * 4;
+		if (ihl < sizeof(*ip) || ihl > 60)
+			return pass(CNT_PASSED);
+		struct tcphdr *tcp = l3 + ihl;
+		if ((void *)(tcp + 1) > end)
+			return pass(CNT_PASSED);
+		doff = tcp->doff * 4;
+
+		if (tcp->source == cfg->channel_port)
+			return pass(CNT_PASSED_CHANNEL);
+		__u32 sport = bpf_ntohs(tcp->source);
+		__u8 *selected = bpf_map_lookup_elem(&target_ports, &sport);
+		if (!selected || !*selected)
+			return pass(CNT_PASSED);
+		struct target_key key = { .addr = ip->saddr, .port = tcp->source, .pad = 0 };
+		if (!bpf_map_lookup_elem(&targets, &key)) {
+			key.addr = 0; /* any address with this port */
+			if (!bpf_map_lookup_elem(&targets, &key))
+				return pass(CNT_PASSED);
+		}
+		struct lpm_v4 dst = { .prefixlen = 32, .addr = ip->daddr };
+		if (bpf_map_lookup_elem(&pass_to, &dst))
+			return pass(CNT_PASSED_ALLOWLIST);
 	}
-	struct lpm_v4 dst = { .prefixlen = 32, .addr = ip->daddr };
-	if (bpf_map_lookup_elem(&pass_to, &dst))
-		return pass(CNT_PASSED_ALLOWLIST);
 
 	/* A target's answer to a copied session: its headers go to the intercept, the segment is
 	 * stolen. */
-	__u32 doff = tcp->doff * 4;
 	__u32 n = ihl + doff;
-	if (doff < sizeof(*tcp)) {
+	if (doff < sizeof(struct tcphdr)) {
 		count(CNT_HEADER_UNREADABLE);
 		return steal();
 	}

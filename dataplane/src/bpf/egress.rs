@@ -21,7 +21,7 @@
 
 use std::{
     cell::RefCell,
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     rc::Rc,
 };
@@ -138,7 +138,9 @@ pub struct EgressProgram {
     config: MapHandle,
     target_ports: MapHandle,
     targets: MapHandle,
+    targets6: MapHandle,
     pass_to: MapHandle,
+    pass_to6: MapHandle,
     headers: MapHandle,
     counters: MapHandle,
 }
@@ -206,7 +208,9 @@ impl EgressProgram {
             config: handle("config")?,
             target_ports: handle("target_ports")?,
             targets: handle("targets")?,
+            targets6: handle("targets6")?,
             pass_to: handle("pass_to")?,
+            pass_to6: handle("pass_to6")?,
             headers: handle("headers")?,
             counters: handle("counters")?,
             obj,
@@ -228,29 +232,51 @@ impl EgressProgram {
         self.config.update(&0u32.to_ne_bytes(), &value, MapFlags::ANY).map_err(map_err("config"))
     }
 
-    /// Selects TCP segments *from* `target` (address 0.0.0.0: any address with that port).
+    /// Selects TCP segments *from* `target`, IPv4 or IPv6 (the unspecified address: any address
+    /// of its family with that port).
     ///
     /// # Errors
     /// When a map update fails.
-    pub fn select_target(&self, target: SocketAddrV4) -> Result<(), Error> {
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&target.ip().octets());
-        key[4..6].copy_from_slice(&target.port().to_be_bytes());
-        self.targets.update(&key, &[1u8], MapFlags::ANY).map_err(map_err("targets"))?;
+    pub fn select_target(&self, target: impl Into<SocketAddr>) -> Result<(), Error> {
+        let target = target.into();
+        match target.ip() {
+            IpAddr::V4(ip) => {
+                let mut key = [0u8; 8];
+                key[..4].copy_from_slice(&ip.octets());
+                key[4..6].copy_from_slice(&target.port().to_be_bytes());
+                self.targets.update(&key, &[1u8], MapFlags::ANY).map_err(map_err("targets"))?;
+            }
+            IpAddr::V6(ip) => {
+                let mut key = [0u8; 20];
+                key[..16].copy_from_slice(&ip.octets());
+                key[16..18].copy_from_slice(&target.port().to_be_bytes());
+                self.targets6.update(&key, &[1u8], MapFlags::ANY).map_err(map_err("targets6"))?;
+            }
+        }
         self.target_ports
             .update(&u32::from(target.port()).to_ne_bytes(), &[1u8], MapFlags::ANY)
             .map_err(map_err("target_ports"))
     }
 
-    /// Lets a target's segments to `net/prefix` go (the allowlist).
+    /// Lets a target's segments to `net/prefix` go (the allowlist), IPv4 or IPv6.
     ///
     /// # Errors
-    /// When the map update fails (more than 1024 networks).
-    pub fn pass_to(&self, net: Ipv4Addr, prefix: u8) -> Result<(), Error> {
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&u32::from(prefix.min(32)).to_ne_bytes());
-        key[4..].copy_from_slice(&net.octets());
-        self.pass_to.update(&key, &[1u8], MapFlags::ANY).map_err(map_err("pass_to"))
+    /// When the map update fails (more than 1024 networks of a family).
+    pub fn pass_to(&self, net: IpAddr, prefix: u8) -> Result<(), Error> {
+        match net {
+            IpAddr::V4(net) => {
+                let mut key = [0u8; 8];
+                key[..4].copy_from_slice(&u32::from(prefix.min(32)).to_ne_bytes());
+                key[4..].copy_from_slice(&net.octets());
+                self.pass_to.update(&key, &[1u8], MapFlags::ANY).map_err(map_err("pass_to"))
+            }
+            IpAddr::V6(net) => {
+                let mut key = [0u8; 20];
+                key[..4].copy_from_slice(&u32::from(prefix.min(128)).to_ne_bytes());
+                key[4..].copy_from_slice(&net.octets());
+                self.pass_to6.update(&key, &[1u8], MapFlags::ANY).map_err(map_err("pass_to6"))
+            }
+        }
     }
 
     /// Attaches the program to `ifname`'s egress (see the module docs), after removing a filter

@@ -133,17 +133,20 @@ pub enum Counter {
     RedirectFailed,
     /// Dropped by `xdpcopy_drop`.
     Dropped,
+    /// IPv6 passed because its extension headers could not be skipped.
+    Ipv6Unwalkable,
 }
 
 impl Counter {
     /// All counters, in map order.
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 7] = [
         Counter::Seen,
         Counter::Redirected,
         Counter::Malformed,
         Counter::Passed,
         Counter::RedirectFailed,
         Counter::Dropped,
+        Counter::Ipv6Unwalkable,
     ];
 }
 
@@ -163,6 +166,10 @@ control::counters! {
         counter redirect_failed,
         /// Frames dropped by the drop entry point (benchmarks).
         counter dropped,
+        /// IPv6 frames passed (counted in `passed` too) because an extension header before the
+        /// transport header cannot be skipped: a fragment of TCP, AH, more than 4 headers. Had
+        /// they been TCP to a selected port, they were not replayed.
+        counter ipv6_unwalkable,
     }
 }
 
@@ -212,6 +219,7 @@ pub struct Program {
     xsks: MapHandle,
     ports: MapHandle,
     sources: MapHandle,
+    sources6: MapHandle,
     loss: MapHandle,
     counters: MapHandle,
 }
@@ -244,8 +252,9 @@ impl Program {
         let ports = handle("ports")?;
         let counters = handle("counters")?;
         let sources = handle("sources")?;
+        let sources6 = handle("sources6")?;
         let loss = handle("loss")?;
-        Ok(Self { obj, xsks, ports, sources, loss, counters })
+        Ok(Self { obj, xsks, ports, sources, sources6, loss, counters })
     }
 
     /// Attaches `entry` to `ifname` in `mode` (auto: native, then generic).
@@ -294,16 +303,32 @@ impl Program {
     }
 
     /// Selects TCP segments *from* `addr` (the intercept's test servers, or the online server's
-    /// responses for production latency): their IPv4 source address and port must match
-    /// exactly; address 0.0.0.0 matches any address with that port.
+    /// responses for production latency): their source address (IPv4 or IPv6) and port must
+    /// match exactly; the unspecified address (0.0.0.0, ::) matches any address of its family
+    /// with that port.
     ///
     /// # Errors
     /// When a map update fails.
-    pub fn select_source(&self, addr: std::net::SocketAddrV4) -> Result<(), Error> {
-        let mut key = [0u8; 8];
-        key[..4].copy_from_slice(&addr.ip().octets());
-        key[4..6].copy_from_slice(&addr.port().to_be_bytes());
-        self.sources.update(&key, &[1u8], MapFlags::ANY).map_err(|source| Error::Map { map: "sources", source })?;
+    pub fn select_source(&self, addr: impl Into<std::net::SocketAddr>) -> Result<(), Error> {
+        let addr = addr.into();
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                let mut key = [0u8; 8];
+                key[..4].copy_from_slice(&ip.octets());
+                key[4..6].copy_from_slice(&addr.port().to_be_bytes());
+                self.sources
+                    .update(&key, &[1u8], MapFlags::ANY)
+                    .map_err(|source| Error::Map { map: "sources", source })?;
+            }
+            std::net::IpAddr::V6(ip) => {
+                let mut key = [0u8; 20];
+                key[..16].copy_from_slice(&ip.octets());
+                key[16..18].copy_from_slice(&addr.port().to_be_bytes());
+                self.sources6
+                    .update(&key, &[1u8], MapFlags::ANY)
+                    .map_err(|source| Error::Map { map: "sources6", source })?;
+            }
+        }
         let port = u32::from(addr.port()).to_ne_bytes();
         let old = self
             .ports

@@ -4,12 +4,15 @@
  *
  * xdpcopy_redirect: hands the worker on this RX queue (through the XSKMAP) exactly the frames it
  *   must see: TCP over IPv4 or IPv6, untagged or with one 802.1Q/802.1ad tag, whose destination
- *   port is selected in `ports` (the copier), or whose IPv4 source address and port are in
- *   `sources` (intercept: the test servers' responses). A frame that claims to be IPv4/IPv6 TCP but whose headers are
- *   broken is redirected as well, so the worker counts it as malformed instead of it vanishing.
- *   Everything else — other protocols, other ports, IPv4 fragments, IPv6 extension headers — is
- *   passed to the kernel untouched (XDP_PASS). If no socket is bound on the queue the redirect
- *   falls back to XDP_PASS too.
+ *   port is selected in `ports` (the copier), or whose source address and port are in `sources`
+ *   (IPv4) or `sources6` (IPv6) (intercept: the test servers' responses). A frame that claims to
+ *   be IPv4/IPv6 TCP but whose headers are broken is redirected as well, so the worker counts it
+ *   as malformed instead of it vanishing. IPv6 hop-by-hop, routing and destination options
+ *   headers before TCP are skipped (at most MAX_EXT_HEADERS, as the Rust parser: wire::ipv6).
+ *   Everything else — other protocols, other ports, IPv4 fragments — is passed to the kernel
+ *   untouched (XDP_PASS); so are IPv6 fragments of TCP, AH and longer extension chains, which
+ *   are counted (CNT_V6_UNWALKABLE: they may have been TCP to a selected port). If no socket is
+ *   bound on the queue the redirect falls back to XDP_PASS too.
  *
  * xdpcopy_drop: counts and drops every frame. The benchmark uses it to measure the link's XDP
  *   limit with the same counters.
@@ -33,6 +36,7 @@ enum counter {
 	CNT_PASSED,         /* given to the kernel */
 	CNT_REDIRECT_FAILED,/* bpf_redirect_map fell back to XDP_PASS (no socket on the queue) */
 	CNT_DROPPED,        /* xdpcopy_drop */
+	CNT_V6_UNWALKABLE,  /* IPv6 passed: a fragment of TCP, AH, or too many extension headers */
 	CNT_MAX,
 };
 
@@ -68,6 +72,35 @@ struct {
 	__type(value, __u8);
 } sources SEC(".maps");
 
+/* Exact IPv6 sources for PORT_SRC ports; the all-zero address matches any with that port. */
+struct source6_key {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct source6_key);
+	__type(value, __u8);
+} sources6 SEC(".maps");
+
+/* IPv6 next-header numbers (keep in sync with wire::ipv6). */
+#define NH_HOPOPTS 0
+#define NH_ROUTING 43
+#define NH_FRAGMENT 44
+#define NH_AH 51
+#define NH_DSTOPTS 60
+/* Most extension headers skipped before TCP (keep in sync with wire::ipv6::MAX_EXT_HEADERS). */
+#define MAX_EXT_HEADERS 4
+
+/* The first two bytes of every skippable extension header (and of the fragment header). */
+struct ext_hdr {
+	__u8 nexthdr;
+	__u8 hdrlen; /* in 8-octet units, not counting the first 8 */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
@@ -95,23 +128,49 @@ static __always_inline void count(__u32 which)
 		*c += 1;
 }
 
-enum verdict { V_PASS, V_MINE, V_MALFORMED };
+enum verdict { V_PASS, V_MINE, V_MALFORMED, V_UNWALKABLE };
 
-/* saddr: the IPv4 source, or 0 for IPv6 (PORT_SRC selection is IPv4-only, as the channel). */
-static __always_inline enum verdict port_verdict(struct tcphdr *tcp, __be32 saddr)
+/* Whether the segment's source port is a PORT_SRC one (before the exact source lookup). */
+static __always_inline int src_port_selected(struct tcphdr *tcp)
+{
+	__u32 sport = bpf_ntohs(tcp->source);
+	__u32 *flags = bpf_map_lookup_elem(&ports, &sport);
+	return flags && (*flags & PORT_SRC);
+}
+
+static __always_inline int dst_port_selected(struct tcphdr *tcp)
 {
 	__u32 dport = bpf_ntohs(tcp->dest);
-	__u32 sport = bpf_ntohs(tcp->source);
 	__u32 *flags = bpf_map_lookup_elem(&ports, &dport);
-	if (flags && (*flags & PORT_DST))
+	return flags && (*flags & PORT_DST);
+}
+
+static __always_inline enum verdict port_verdict(struct tcphdr *tcp, __be32 saddr)
+{
+	if (dst_port_selected(tcp))
 		return V_MINE;
-	flags = bpf_map_lookup_elem(&ports, &sport);
-	if (flags && (*flags & PORT_SRC) && saddr) {
+	if (src_port_selected(tcp)) {
 		struct source_key key = { .addr = saddr, .port = tcp->source, .pad = 0 };
 		if (bpf_map_lookup_elem(&sources, &key))
 			return V_MINE;
 		key.addr = 0; /* any address with this source port */
 		if (bpf_map_lookup_elem(&sources, &key))
+			return V_MINE;
+	}
+	return V_PASS;
+}
+
+static __always_inline enum verdict port_verdict6(struct tcphdr *tcp, struct ipv6hdr *ip6)
+{
+	if (dst_port_selected(tcp))
+		return V_MINE;
+	if (src_port_selected(tcp)) {
+		struct source6_key key = { .port = tcp->source, .pad = 0 };
+		__builtin_memcpy(key.addr, &ip6->saddr, sizeof(key.addr));
+		if (bpf_map_lookup_elem(&sources6, &key))
+			return V_MINE;
+		__builtin_memset(key.addr, 0, sizeof(key.addr)); /* any address with this source port */
+		if (bpf_map_lookup_elem(&sources6, &key))
 			return V_MINE;
 	}
 	return V_PASS;
@@ -155,12 +214,36 @@ static __always_inline enum verdict classify(struct xdp_md *ctx)
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > end)
 			return V_MALFORMED;
-		if (ip6->nexthdr != IPPROTO_TCP)
-			return V_PASS; /* extension headers are not followed */
-		struct tcphdr *tcp = (void *)(ip6 + 1);
-		if ((void *)(tcp + 1) > end || bpf_ntohs(ip6->payload_len) < sizeof(*tcp))
+		__u8 nh = ip6->nexthdr;
+		void *next = ip6 + 1;
+		/* Skip hop-by-hop, routing and destination options headers (wire::ipv6's walk). */
+#pragma unroll
+		for (int i = 0; i < MAX_EXT_HEADERS; i++) {
+			if (nh != NH_HOPOPTS && nh != NH_ROUTING && nh != NH_DSTOPTS)
+				break;
+			struct ext_hdr *h = next;
+			if ((void *)(h + 1) > end)
+				return V_MALFORMED; /* says it has an extension header, has no room */
+			nh = h->nexthdr;
+			next += (h->hdrlen + 1) * 8;
+		}
+		if (nh == NH_FRAGMENT) {
+			struct ext_hdr *h = next;
+			if ((void *)(h + 1) > end)
+				return V_MALFORMED;
+			/* A fragment of TCP: ports unknown past the first; the kernel reassembles. */
+			return h->nexthdr == IPPROTO_TCP ? V_UNWALKABLE : V_PASS;
+		}
+		if (nh == NH_AH || nh == NH_HOPOPTS || nh == NH_ROUTING || nh == NH_DSTOPTS)
+			return V_UNWALKABLE;
+		if (nh != IPPROTO_TCP)
+			return V_PASS;
+		struct tcphdr *tcp = next;
+		if ((void *)(tcp + 1) > end)
 			return V_MALFORMED;
-		return port_verdict(tcp, 0);
+		if (bpf_ntohs(ip6->payload_len) < (next - (void *)(ip6 + 1)) + sizeof(*tcp))
+			return V_MALFORMED; /* the TCP header lies in Ethernet padding */
+		return port_verdict6(tcp, ip6);
 	}
 	return V_PASS;
 }
@@ -195,7 +278,9 @@ int xdpcopy_redirect(struct xdp_md *ctx)
 {
 	count(CNT_SEEN);
 	enum verdict v = classify(ctx);
-	if (v == V_PASS) {
+	if (v == V_PASS || v == V_UNWALKABLE) {
+		if (v == V_UNWALKABLE)
+			count(CNT_V6_UNWALKABLE);
 		count(CNT_PASSED);
 		return XDP_PASS;
 	}

@@ -4,7 +4,7 @@
 //! fills, and its injector). Nothing here runs once the copier is copying.
 
 use std::{
-    net::{IpAddr, Ipv4Addr, SocketAddrV4},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{atomic::AtomicBool, Arc},
 };
 
@@ -51,8 +51,7 @@ impl Links {
     /// Reads the output interface and resolves every target's next hop.
     ///
     /// # Errors
-    /// A missing interface, too few TX queues for the workers, an unresolvable next hop, or an
-    /// IPv6 target in session mode.
+    /// A missing interface, too few TX queues for the workers, or an unresolvable next hop.
     pub fn resolve(config: &Config) -> Result<Self> {
         let src_mac = netdev::mac(&config.output)?;
         let mtu = netdev::mtu(&config.output)?;
@@ -80,13 +79,12 @@ impl Links {
             });
             links.matches.push((t.online_ip, t.online_port));
             if session {
-                let IpAddr::V4(ip) = t.target_ip else {
-                    bail!(
-                        "-x {t}: session replay is IPv4-only (the channel protocol carries IPv4 headers); use \
-                         --stateless for IPv6"
-                    );
-                };
-                links.targets.push(session::Target { ip, port: t.target_port, src_mac: src_mac.0, dst_mac: dst_mac.0 });
+                links.targets.push(session::Target {
+                    ip: t.target_ip,
+                    port: t.target_port,
+                    src_mac: src_mac.0,
+                    dst_mac: dst_mac.0,
+                });
             }
         }
         Ok(links)
@@ -113,6 +111,7 @@ impl Channel {
     /// When the client's event loop or an eventfd cannot be created.
     pub fn new(opts: &SessionOptions, queues: u32) -> Result<Self> {
         let mut client = ChannelClient::new(opts.intercepts.clone(), opts.conns_per_intercept, opts.framing)?;
+        client.set_offer_extension(opts.offer_extension);
         // The registry holds the live sessions of every worker's table; twice that leaves room
         // for CLIENT_DELs still queued. A session lost track of (its CLIENT_DEL dropped) is
         // forgotten after the longest a session can live idle, and then some.
@@ -121,6 +120,8 @@ impl Channel {
         let ttl = (s.session_timeout.max(s.keepalive_timeout) + std::time::Duration::from_secs(120))
             .max(control::channel::client::DEFAULT_SESSION_TTL);
         client.set_session_limits(max, ttl);
+        // IPv6 sessions need protocol 7: an intercept that speaks 6 only is named once.
+        client.set_ipv6_expected(opts.ipv6_targets);
         let waker = client.waker().context("creating the control thread's waker")?;
         let wake_control: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             // A failed wake-up only delays the registration to the control thread's next round.
@@ -158,11 +159,14 @@ pub(super) fn program(config: &Config) -> Result<Program> {
     if matches!(&config.mode, Mode::Session(o) if o.production_latency) {
         // The online server's responses (its egress mirrored too) reach the workers as well.
         for t in &config.transfers {
-            let ip = match t.online_ip {
-                Some(IpAddr::V4(ip)) => ip,
-                _ => Ipv4Addr::UNSPECIFIED,
-            };
-            program.select_source(SocketAddrV4::new(ip, t.online_port))?;
+            match t.online_ip {
+                Some(ip) => program.select_source(SocketAddr::new(ip, t.online_port))?,
+                // Any online address of either family with that port.
+                None => {
+                    program.select_source(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), t.online_port))?;
+                    program.select_source(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), t.online_port))?;
+                }
+            }
         }
     }
     Ok(program)

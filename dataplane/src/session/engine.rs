@@ -7,19 +7,19 @@
 //! keeps the borrows simple and makes every removal happen in one place.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::build::{self, Endpoints, Fake, FAKE_WINDOW};
 use super::pool::{Pool, Seg, NIL};
 use super::response::ResponseHeader;
 use super::state::{after, before, Phase, Session};
-use super::table::{key, Table};
+use super::table::{key, Key, Table};
 use super::timer::Timers;
 use super::{Config, Counters, Latency, Output, Target};
 use crate::wire::parse::{Family, Parsed};
 use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
-use crate::wire::{ipv4, tcp, IPPROTO_TCP};
+use crate::wire::{ipv4, ipv6, tcp, IPPROTO_TCP};
 
 /// The smallest rtt used for timers (rtt ≤ 1 ms is LAN mode).
 const MS: Duration = Duration::from_millis(1);
@@ -58,18 +58,26 @@ fn at(now: Instant, d: Duration) -> Instant {
 /// A captured segment (one piece after the MTU split), before it is stored.
 #[derive(Clone, Copy)]
 struct Incoming<'a> {
+    /// The IPv4 header with its options, or the fixed IPv6 header (extension headers skipped).
     ip_hdr: &'a [u8],
     tcp_hdr: &'a [u8],
     payload: &'a [u8],
-    src: Ipv4Addr,
+    /// The client as the session names it: the captured source, or its substitute.
+    src: IpAddr,
     sport: u16,
     seq: u32,
     ack: u32,
     flags: u8,
+    /// The IPv4 ident (0 for IPv6 captures).
     ip_id: u16,
 }
 
 impl Incoming<'_> {
+    /// Return whether the segment was captured over IPv6.
+    fn v6(&self) -> bool {
+        build::stored_v6(self.ip_hdr)
+    }
+
     fn has(&self, f: u8) -> bool {
         self.flags & f != 0
     }
@@ -85,30 +93,40 @@ impl Incoming<'_> {
 /// Read a client frame afresh from its own bytes (`parsed` only locates the IP header), so a
 /// `Parsed` that does not match the frame cannot cause a panic.
 fn read_client<'a>(frame: &'a [u8], parsed: &Parsed) -> Option<Incoming<'a>> {
-    if parsed.family != Family::V4 {
-        return None;
-    }
     let l3 = parsed.l3_offset;
-    let ip = ipv4::Packet::new_checked(frame.get(l3..)?).ok()?;
-    if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
-        return None;
-    }
-    let l4 = l3 + usize::from(ip.header_len());
-    let end = l3 + usize::from(ip.total_len());
+    let (ip_hdr, l4, end, src, ip_id) = match parsed.family {
+        Family::V4 => {
+            let ip = ipv4::Packet::new_checked(frame.get(l3..)?).ok()?;
+            if ip.protocol() != IPPROTO_TCP || ip.is_fragment() {
+                return None;
+            }
+            let l4 = l3 + usize::from(ip.header_len());
+            (&frame[l3..l4], l4, l3 + usize::from(ip.total_len()), IpAddr::V4(ip.src_addr()), ip.ident())
+        }
+        Family::V6 => {
+            let ip = ipv6::Packet::new_checked(frame.get(l3..)?).ok()?;
+            let Ok(ipv6::Upper::Found { next_header: IPPROTO_TCP, offset }) = ip.upper_layer() else {
+                return None;
+            };
+            let end = l3 + ipv6::HEADER_LEN + usize::from(ip.payload_len());
+            // Extension headers are not stored: the fixed header is (its next header is fixed up).
+            (&frame[l3..l3 + ipv6::HEADER_LEN], l3 + offset, end, IpAddr::V6(ip.src_addr()), 0)
+        }
+    };
     let t = tcp::Packet::new_checked(frame.get(l4..end)?).ok()?;
     let data = l4 + usize::from(t.header_len());
     let flags = t.flags();
     Some(Incoming {
-        ip_hdr: &frame[l3..l4],
+        ip_hdr,
         tcp_hdr: &frame[l4..data],
         // A SYN's or RST's payload is not replayed (no TCP Fast Open, RST diagnostics).
         payload: if flags & (SYN | RST) != 0 { &[] } else { &frame[data..end] },
-        src: ip.src_addr(),
+        src,
         sport: t.src_port(),
         seq: t.seq_number(),
         ack: t.ack_number(),
         flags,
-        ip_id: ip.ident(),
+        ip_id,
     })
 }
 
@@ -215,14 +233,56 @@ impl Engine {
         self.timers.peek().map(|e| e.0)
     }
 
+    /// Return `targets[i]`.
+    pub fn target(&self, i: usize) -> Option<&Target> {
+        self.core.targets.get(i)
+    }
+
     /// Handle a captured client frame (Ethernet) already parsed by `wire::parse`, for
-    /// `targets[target]`. Frames that are not IPv4 TCP, or do not match `parsed`, are counted
-    /// in `clt_malformed`.
+    /// `targets[target]`, as the session of its own client address and port. Frames that are
+    /// not IP TCP, or do not match `parsed`, are counted in `clt_malformed`; a client of the
+    /// other family than the target's in `clt_family_mismatch`.
     pub fn on_client(&mut self, now: Instant, target: usize, parsed: &Parsed, frame: &[u8], out: &mut dyn Output) {
-        let Some(inc) = read_client(frame, parsed).filter(|_| target < self.core.targets.len()) else {
+        self.client_frame(now, target, None, parsed, frame, out);
+    }
+
+    /// Handle a captured client frame as [`Engine::on_client`] does, as the session of `client`
+    /// (`-n`, `-c`, `-f`: the worker's tuple allocator gave it): every frame of the session is
+    /// sent from `client`, registered under it, and built in its family, which must be the
+    /// target's — a frame captured in the other family is translated (see the module docs).
+    pub fn on_client_as(
+        &mut self,
+        now: Instant,
+        target: usize,
+        client: SocketAddr,
+        parsed: &Parsed,
+        frame: &[u8],
+        out: &mut dyn Output,
+    ) {
+        self.client_frame(now, target, Some(client), parsed, frame, out);
+    }
+
+    fn client_frame(
+        &mut self,
+        now: Instant,
+        target: usize,
+        client: Option<SocketAddr>,
+        parsed: &Parsed,
+        frame: &[u8],
+        out: &mut dyn Output,
+    ) {
+        let Some(mut inc) = read_client(frame, parsed).filter(|_| target < self.core.targets.len()) else {
             self.core.c.clt_malformed += 1;
             return;
         };
+        if let Some(c) = client {
+            inc.src = c.ip();
+            inc.sport = c.port();
+        }
+        if inc.src.is_ipv6() != self.core.targets[target].ip.is_ipv6() {
+            self.core.c.clt_family_mismatch += 1;
+            return;
+        }
         // §3.1 step 7: we make our own ACKs.
         let bare = inc.payload.is_empty() && !inc.has(SYN | FIN | RST);
         if bare {
@@ -245,12 +305,14 @@ impl Engine {
 
     /// §3.16: split anything longer than the MTU, then handle each piece.
     fn split_and_handle(&mut self, now: Instant, target: usize, inc: Incoming, out: &mut dyn Output) {
-        let ip_len = inc.ip_hdr.len() + inc.tcp_hdr.len() + inc.payload.len();
+        // The IP header sent: the captured one's length in the same family, else the target's.
+        let ihl = build::ip_len_for(self.core.targets[target].ip.is_ipv6(), inc.ip_hdr);
+        let ip_len = ihl + inc.tcp_hdr.len() + inc.payload.len();
         if ip_len <= usize::from(self.core.cfg.mtu) {
             self.on_segment(now, target, inc, out);
             return;
         }
-        let max = usize::from(self.core.cfg.mtu).saturating_sub(inc.ip_hdr.len() + inc.tcp_hdr.len());
+        let max = usize::from(self.core.cfg.mtu).saturating_sub(ihl + inc.tcp_hdr.len());
         if max == 0 {
             self.core.c.clt_malformed += 1;
             return;
@@ -277,7 +339,7 @@ impl Engine {
         c.resp_payload += u64::from(hdr.payload_len > 0);
         c.resp_fin += u64::from(hdr.has(FIN));
         c.resp_rst += u64::from(hdr.has(RST));
-        let k = key(*hdr.dst.ip(), hdr.dst.port());
+        let k = key(hdr.dst.ip(), hdr.dst.port());
         let Some(slot) = self.table.get(k) else {
             c.unknown_response += 1;
             return;
@@ -286,7 +348,7 @@ impl Engine {
             return;
         };
         let t = &self.core.targets[s.target];
-        if t.ip == *hdr.src.ip() && t.port == hdr.src.port() {
+        if t.ip == hdr.src.ip() && t.port == hdr.src.port() {
             self.core.response(now, &mut s, hdr, out);
         } else {
             self.core.c.unknown_response += 1;
@@ -445,7 +507,7 @@ impl Engine {
     fn create(
         &mut self,
         now: Instant,
-        k: u64,
+        k: Key,
         target: usize,
         inc: &Incoming,
         rtt: Duration,
@@ -461,6 +523,8 @@ impl Engine {
         self.next_gen = self.next_gen.wrapping_add(1);
         let mut s = Session::new(now, k, self.next_gen, inc.src, inc.sport, target, rtt);
         s.max_end = inc.end();
+        self.core.c.ipv6_sessions += u64::from(inc.src.is_ipv6());
+        self.core.c.translated_sessions += u64::from(inc.src.is_ipv6() != inc.v6());
         if inc.has(SYN) {
             s.syn_seen = true;
             s.syn_seq = inc.seq;
@@ -493,7 +557,7 @@ impl Engine {
             self.core.c.released += 1;
             self.core.c.active = self.table.len() as u64;
             if s.registered {
-                out.client_del(SocketAddrV4::new(s.client_ip, s.client_port), self.core.targets[s.target].addr());
+                out.client_del(SocketAddr::new(s.client_ip, s.client_port), self.core.targets[s.target].addr());
             }
         }
     }
@@ -594,6 +658,15 @@ impl Core {
         }
     }
 
+    /// The MSS option of a synthesized SYN: the target's family's (IPv6 headers are longer).
+    fn fake_mss(&self, s: &Session) -> u16 {
+        if self.targets[s.target].ip.is_ipv6() {
+            self.cfg.mss_v6
+        } else {
+            self.cfg.mss
+        }
+    }
+
     /// Transmit a made-up packet.
     fn fake(&mut self, s: &Session, f: Fake, out: &mut dyn Output) {
         let e = self.endpoints(s);
@@ -668,16 +741,34 @@ impl Core {
         let plen = seg.len() as usize;
         let poff = ihl + thl + seg.skip as usize;
         let e = self.endpoints(s);
+        let captured_v6 = build::stored_v6(&ip[..ihl]);
+        if e.v6() && !captured_v6 && seg.any(SYN) {
+            // Translated to IPv6: the captured MSS (an IPv4 client's) must leave room for the
+            // 20 more bytes of header.
+            let fit = self.cfg.mtu.saturating_sub((ipv6::HEADER_LEN + tcp::MIN_HEADER_LEN) as u16);
+            let t = tcp::Packet::new_unchecked(&*th);
+            if let Some(r) = t.find_option(tcp::kind::MSS).filter(|r| r.len() == 4) {
+                let mss = u16::from_be_bytes([th[r.start + 2], th[r.start + 3]]);
+                th[r.start + 2..r.end].copy_from_slice(&mss.min(fit).to_be_bytes());
+            }
+        }
+        // An IPv4 header made from an IPv6 capture takes the session's next ident.
+        let id = if captured_v6 {
+            s.ip_id = s.ip_id.wrapping_add(1);
+            s.ip_id
+        } else {
+            seg.ip_id
+        };
         let pool = &self.pool;
         let mut too_small = false;
         let sent = out.transmit(&mut |buf| {
-            let n = build::captured(buf, &e, &ip[..ihl], th, plen, |dst| pool.read(d, poff, dst));
+            let n = build::captured(buf, &e, &ip[..ihl], id, th, plen, |dst| pool.read(d, poff, dst));
             too_small = n == 0;
             n
         });
         self.account(sent, too_small, seg.flags, plen > 0, first);
         if first {
-            s.ip_id = seg.ip_id;
+            s.ip_id = id;
             if seg.any(ACK) {
                 s.last_ack_sent = Some(seg.ack);
                 s.resp_start = s.ack;
@@ -733,7 +824,7 @@ impl Core {
     /// Send CLIENT_ADD before a new connection's SYN; on failure the session dies.
     fn open(&mut self, s: &mut Session, out: &mut dyn Output) -> bool {
         let t = self.targets[s.target].addr();
-        if out.client_add(SocketAddrV4::new(s.client_ip, s.client_port), t) {
+        if out.client_add(SocketAddr::new(s.client_ip, s.client_port), t) {
             s.registered = true;
             true
         } else {
@@ -871,7 +962,12 @@ impl Core {
         let (ip, th) = (&mut ip[..inc.ip_hdr.len()], &mut th[..inc.tcp_hdr.len()]);
         ip.copy_from_slice(inc.ip_hdr);
         th.copy_from_slice(inc.tcp_hdr);
-        ipv4::Packet::new_unchecked(&mut *ip).set_ident(inc.ip_id);
+        if inc.v6() {
+            // The extension headers the parse skipped are not stored.
+            ipv6::Packet::new_unchecked(&mut *ip).set_next_header(IPPROTO_TCP);
+        } else {
+            ipv4::Packet::new_unchecked(&mut *ip).set_ident(inc.ip_id);
+        }
         let mut t = tcp::Packet::new_unchecked(&mut *th);
         t.set_seq_number(inc.seq);
         t.set_flags(inc.flags);
@@ -1057,7 +1153,7 @@ impl Core {
                 seq: seg.start().wrapping_sub(1),
                 ack: 0,
                 flags: SYN,
-                mss: Some(self.cfg.mss),
+                mss: Some(self.fake_mss(s)),
                 ts: None,
             };
             s.ip_id = f.id;
@@ -1493,8 +1589,14 @@ impl Core {
     fn resend_syn(&mut self, s: &mut Session, out: &mut dyn Output) {
         self.c.syn_retransmit += 1;
         if s.fake {
-            let f =
-                Fake { id: s.syn_out_id, seq: s.syn_out_seq, ack: 0, flags: SYN, mss: Some(self.cfg.mss), ts: None };
+            let f = Fake {
+                id: s.syn_out_id,
+                seq: s.syn_out_seq,
+                ack: 0,
+                flags: SYN,
+                mss: Some(self.fake_mss(s)),
+                ts: None,
+            };
             self.fake(s, f, out);
         } else if s.head != NIL && self.pool.seg(s.head).any(SYN) {
             self.send_seg(s, s.head, None, false, out);

@@ -27,6 +27,20 @@
 //! reconstructing a session that the target reset while captured data is still unsent (§3.12).
 //! A finished session lingers in time-wait (6 s) to absorb late responses (§3.13).
 //!
+//! # IPv6 and family translation
+//!
+//! A session is keyed by its client's address (IPv4 or IPv6) and port as sent to the target, and
+//! is replayed in its target's family. Captured segments are stored with the IP header they came
+//! with (IPv4 with its options, or the fixed IPv6 header: extension headers the parse skipped
+//! are dropped); frames are built at send time in the target's family (`build.rs`): the stored
+//! header as is in the same family, or one of the other family made from it (family
+//! translation: an IPv6 capture replayed to an IPv4 test server, or the reverse, when the
+//! caller gives a client address of the target's family — `-c`; see
+//! [`Engine::on_client_as`]). Sizes follow the family sent: the MTU split counts the output IP
+//! header, a synthesized SYN offers [`Config::mss_v6`] to an IPv6 target, and a captured SYN
+//! translated to IPv6 has its MSS option clamped to fit the MTU. IPv6 responses come back as
+//! 84-byte channel messages (protocol 7); checksums use the family's pseudo-header.
+//!
 //! # Fixes relative to the original (reference §7)
 //!
 //! - #1: `default_rtt` (-R) sets the rtt of every session.
@@ -86,10 +100,11 @@
 //! - A session's segment list is ordered by processing: a sent prefix (kept for retransmission
 //!   until acked) followed by the unsent segments in sequence order.
 //! - A session in time-wait (`over`) holds no segments and has only its time-wait deadline.
-//! - Every generated frame is complete: Ethernet, IPv4 with its checksum, TCP with a full
-//!   checksum (captured checksums are never trusted: mirrored frames carry partial ones).
+//! - Every generated frame is complete: Ethernet, IPv4 with its checksum (or IPv6), TCP with a
+//!   full checksum (captured checksums are never trusted: mirrored frames carry partial ones).
+//! - A session's client address is of its target's family; every frame of it is of that family.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 mod build;
@@ -120,8 +135,11 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// -R: the rtt of every session; `None` measures it from the captured handshake.
     pub default_rtt: Option<Duration>,
-    /// -D: the MSS option of synthesized SYNs (1460).
+    /// -D: the MSS option of synthesized SYNs to an IPv4 target (1460).
     pub mss: u16,
+    /// The MSS option of synthesized SYNs to an IPv6 target (1440: its header is 20 bytes
+    /// longer; -D sets both).
+    pub mss_v6: u16,
     /// -M: split captured IP packets larger than this (1500); also a "full" response size.
     pub mtu: u16,
     /// Retransmission timeout for unacked data (100 ms, no backoff).
@@ -156,6 +174,7 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(720),
             default_rtt: None,
             mss: 1460,
+            mss_v6: 1440,
             mtu: 1500,
             rto: Duration::from_millis(100),
             syn_rto: Duration::from_secs(1),
@@ -195,8 +214,8 @@ impl Default for CatchUp {
 /// Where the sessions of one `-x` entry are replayed to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
-    /// The test server's address.
-    pub ip: Ipv4Addr,
+    /// The test server's address (IPv4 or IPv6: the family every session to it is sent in).
+    pub ip: IpAddr,
     /// The test server's port.
     pub port: u16,
     /// Source MAC of generated frames (the output interface's).
@@ -207,8 +226,8 @@ pub struct Target {
 
 impl Target {
     /// Return the target as a socket address.
-    pub fn addr(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.ip, self.port)
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
     }
 }
 
@@ -234,12 +253,12 @@ pub trait Output {
 
     /// Ask the control thread to send CLIENT_ADD(client, target) to the intercepts; false if it
     /// could not be queued.
-    fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool;
+    fn client_add(&mut self, client: SocketAddr, target: SocketAddr) -> bool;
 
     /// Tell the control thread a registered session is gone (it forgets the session and sends
     /// CLIENT_DEL). Called once, when the engine removes a session whose `client_add` succeeded;
     /// a request that cannot be queued is only counted (the control thread's TTL forgets it).
-    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4);
+    fn client_del(&mut self, client: SocketAddr, target: SocketAddr);
 
     /// Record a latency sample (nanoseconds, measured with the engine's `now`). The default
     /// ignores it.
@@ -343,8 +362,15 @@ control::counters! {
         counter establish_timeout,
         /// Sessions ended because a hole in the capture was not filled within `lost_wait`.
         counter lost_timeout,
-        /// Client frames dropped as unusable: not IPv4, inconsistent with their parse, bad target.
+        /// Client frames dropped as unusable: not IP TCP, inconsistent with their parse, bad target.
         counter clt_malformed,
+        /// Client frames whose client address is not of the target's family (an IPv6 client of
+        /// an IPv4 target needs a substitute address of the target's family: `-c`).
+        counter clt_family_mismatch,
+        /// Sessions created whose target is IPv6.
+        counter ipv6_sessions,
+        /// Sessions created in the other family than captured (family translation, `-c`).
+        counter translated_sessions,
         /// Client packets without payload or SYN for an unknown session (ignored, §3.9).
         counter clt_no_session,
         /// Client packets of sessions whose SYN was not captured, dropped under -O.

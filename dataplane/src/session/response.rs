@@ -2,29 +2,30 @@
 //!
 //! A 64-byte channel message, [`HeaderMsg`]: the response's first 20 IPv4 header bytes with
 //! the *original* total length (so the payload length is known without the payload), the fixed
-//! 20-byte TCP header, and up to 24 option bytes, zero-filled. Its layout and the checks on it
-//! live in `control`'s codec; here it becomes the fields the engine uses, its options read by
-//! the one option walker ([`HeaderMsg::tcp_options`]). IP options are not carried: a header
-//! whose IHL says 6 still has its TCP header at byte 20, and the payload length is
-//! `total_len - ihl * 4 - data_offset * 4`. The protocol byte is not checked (intercept sends
-//! TCP only).
+//! 20-byte TCP header, and up to 24 option bytes, zero-filled; or, for an IPv6 session
+//! (protocol 7), an 84-byte one: the IPv6 header with the original payload length, then the same
+//! TCP part. Its layout and the checks on it live in `control`'s codec; here it becomes the
+//! fields the engine uses, its options read by the one option walker
+//! ([`HeaderMsg::tcp_options`]). IP options are not carried: a header whose IHL says 6 still has
+//! its TCP header at byte 20, and the payload length is `total_len - ihl * 4 - data_offset * 4`.
+//! The protocol byte is not checked (intercept sends TCP only).
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
-use control::channel::proto::HEADER_MSG_LEN;
+use control::channel::proto::{HEADER_MSG6_LEN, HEADER_MSG_LEN};
 use control::channel::HeaderMsg;
 
 use crate::wire::tcp::{self, TcpOption};
-use crate::wire::{ipv4, Result, IPPROTO_TCP};
+use crate::wire::{ipv4, ipv6, Result, IPPROTO_TCP};
 
 /// The fields the engine needs from a returned response header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseHeader {
     /// The responder: the test server's address and port.
-    pub src: SocketAddrV4,
+    pub src: SocketAddr,
     /// The response's destination: the client's address and port (the session key).
-    pub dst: SocketAddrV4,
-    /// IPv4 total length of the original packet.
+    pub dst: SocketAddr,
+    /// IP length of the original packet: IPv4 total length, or 40 + IPv6 payload length.
     pub total_len: u16,
     /// TCP payload length derived from the lengths.
     pub payload_len: u16,
@@ -45,7 +46,7 @@ pub struct ResponseHeader {
 }
 
 impl ResponseHeader {
-    /// Parse a channel message.
+    /// Parse a 64-byte (IPv4) channel message.
     ///
     /// # Errors
     /// Those of [`HeaderMsg::check`]: [`Error::BadVersion`](crate::wire::Error::BadVersion) if
@@ -98,12 +99,52 @@ impl ResponseHeader {
         u32::from(self.payload_len) + u32::from(self.has(tcp::flags::SYN)) + u32::from(self.has(tcp::flags::FIN))
     }
 
-    /// Encode the header as intercept would for a packet without IP options (whose message is
-    /// its first 64 bytes): IHL 5, DF, TTL 64, the original total length, the options we know
-    /// (MSS; NOP, window scale; NOP, NOP, timestamps), zero padding, checksums left zero.
+    /// Encode the header as intercept would for a packet without IP options or extension headers
+    /// (whose message is its first 64, or 84, bytes): see [`ResponseHeader::to_bytes`]; IPv6 with
+    /// traffic class and flow label 0, hop limit 64.
+    pub fn to_msg(&self) -> HeaderMsg {
+        match (self.src, self.dst) {
+            (SocketAddr::V6(src), SocketAddr::V6(dst)) => {
+                let mut m = [0u8; HEADER_MSG6_LEN];
+                let (ip, seg) = m.split_at_mut(ipv6::HEADER_LEN);
+                self.tcp_part(seg);
+                let mut ip = ipv6::Packet::new_unchecked(ip);
+                ip.set_version(6);
+                ip.set_payload_len(self.total_len.saturating_sub(ipv6::HEADER_LEN as u16));
+                ip.set_next_header(IPPROTO_TCP);
+                ip.set_hop_limit(64);
+                ip.set_src_addr(*src.ip());
+                ip.set_dst_addr(*dst.ip());
+                HeaderMsg::from_bytes6(m)
+            }
+            _ => HeaderMsg::from_bytes(self.to_bytes()),
+        }
+    }
+
+    /// Encode the header as intercept would for an IPv4 packet without IP options (whose message
+    /// is its first 64 bytes): IHL 5, DF, TTL 64, the original total length, the options we know
+    /// (MSS; NOP, window scale; NOP, NOP, timestamps), zero padding, checksums left zero. The
+    /// addresses are zero unless IPv4 (use [`ResponseHeader::to_msg`] for IPv6).
     pub fn to_bytes(&self) -> [u8; HEADER_MSG_LEN] {
         let mut m = [0u8; HEADER_MSG_LEN];
         let (ip, seg) = m.split_at_mut(ipv4::MIN_HEADER_LEN);
+        self.tcp_part(seg);
+        let mut ip = ipv4::Packet::new_unchecked(ip);
+        ip.set_version(4);
+        ip.set_header_len(ipv4::MIN_HEADER_LEN as u8);
+        ip.set_total_len(self.total_len);
+        ip.set_dont_frag(true);
+        ip.set_ttl(64);
+        ip.set_protocol(IPPROTO_TCP);
+        if let (SocketAddr::V4(src), SocketAddr::V4(dst)) = (self.src, self.dst) {
+            ip.set_src_addr(*src.ip());
+            ip.set_dst_addr(*dst.ip());
+        }
+        m
+    }
+
+    /// Write the TCP header and its options into `seg` (44 bytes).
+    fn tcp_part(&self, seg: &mut [u8]) {
         let opts = &mut seg[tcp::MIN_HEADER_LEN..];
         let mut opt_len = 0;
         if let Some(mss) = self.mss {
@@ -116,15 +157,6 @@ impl ResponseHeader {
             let ts = [TcpOption::Nop, TcpOption::Nop, TcpOption::Timestamps { tsval, tsecr }];
             opt_len += tcp::emit_options(&ts, &mut opts[opt_len..]);
         }
-        let mut ip = ipv4::Packet::new_unchecked(ip);
-        ip.set_version(4);
-        ip.set_header_len(ipv4::MIN_HEADER_LEN as u8);
-        ip.set_total_len(self.total_len);
-        ip.set_dont_frag(true);
-        ip.set_ttl(64);
-        ip.set_protocol(IPPROTO_TCP);
-        ip.set_src_addr(*self.src.ip());
-        ip.set_dst_addr(*self.dst.ip());
         let mut t = tcp::Packet::new_unchecked(seg);
         t.set_src_port(self.src.port());
         t.set_dst_port(self.dst.port());
@@ -133,7 +165,6 @@ impl ResponseHeader {
         t.set_header_len((tcp::MIN_HEADER_LEN + opt_len) as u8);
         t.set_flags(self.flags);
         t.set_window(self.window);
-        m
     }
 }
 
@@ -217,6 +248,31 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_messages_parse_and_round_trip() {
+        // The IPv6 SYN-ACK of an IPv6 session: 84 bytes, payload length 40 (TCP header only).
+        let v4 = ResponseHeader::parse(&SYN_ACK).unwrap();
+        let h = ResponseHeader {
+            src: "[2001:db8::3]:8080".parse().unwrap(),
+            dst: "[2001:db8::2]:50426".parse().unwrap(),
+            total_len: 80,
+            ..v4
+        };
+        let m = h.to_msg();
+        assert!(m.is_ipv6());
+        assert_eq!(m.as_bytes().len(), 84);
+        assert_eq!(&m.as_bytes()[..8], &[0x60, 0, 0, 0, 0, 40, 6, 64]);
+        assert_eq!(ResponseHeader::from_msg(&m), Ok(h));
+        assert_eq!((h.payload_len, h.seq_len()), (0, 1));
+        // 1000 bytes of payload: the IPv6 payload length counts the TCP header (40 with MSS,
+        // window scale and timestamps) and the data.
+        let d = ResponseHeader { total_len: 40 + 40 + 1000, payload_len: 1000, flags: ACK | PSH, ..h };
+        let m = d.to_msg();
+        assert_eq!(u16::from_be_bytes([m.as_bytes()[4], m.as_bytes()[5]]), 40 + 1000);
+        assert_eq!(ResponseHeader::from_msg(&m).map(|x| x.payload_len), Ok(1000));
+        assert_eq!(m.as_bytes()[40..42], 8080u16.to_be_bytes());
+    }
+
+    #[test]
     fn encode_round_trips() {
         let h = ResponseHeader::parse(&SYN_ACK).unwrap();
         assert_eq!(ResponseHeader::parse(&h.to_bytes()), Ok(h));
@@ -276,15 +332,15 @@ mod tests {
             let packet = &p[..ihl + doff];
             let msg = HeaderMsg::from_packet(packet).unwrap();
             let h = ResponseHeader::from_msg(&msg).unwrap();
-            assert_eq!(ResponseHeader::parse(msg.as_bytes()), Ok(h));
+            assert_eq!(ResponseHeader::parse(msg.as_bytes().try_into().unwrap()), Ok(h));
 
             // The codec's getters and the parser's fields, and both against the packet.
             let ip = ipv4::Packet::new_checked_header(packet).unwrap();
             let t = tcp::Packet::new_checked(&packet[ihl..]).unwrap();
             assert_eq!(h.src, msg.target());
-            assert_eq!(h.src, SocketAddrV4::new(ip.src_addr(), t.src_port()));
+            assert_eq!(h.src, SocketAddr::from((ip.src_addr(), t.src_port())));
             assert_eq!(h.dst, msg.client());
-            assert_eq!(h.dst, SocketAddrV4::new(ip.dst_addr(), t.dst_port()));
+            assert_eq!(h.dst, SocketAddr::from((ip.dst_addr(), t.dst_port())));
             assert_eq!((h.seq, h.ack, h.flags, h.window), (msg.seq(), msg.ack(), msg.flags(), msg.window()));
             assert_eq!((h.seq, h.ack, h.flags, h.window), (t.seq_number(), t.ack_number(), t.flags(), t.window()));
             // IP options are dropped from the message and from its total length.

@@ -6,10 +6,11 @@
 //! cleared where the original assigns RCV_REP), `server_fin` / `client_fin`, and `over` (the
 //! session has ended and lingers in time-wait).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::pool::NIL;
+use super::table::Key;
 
 /// Where the handshake of the replayed connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,10 +27,11 @@ pub(crate) enum Phase {
 #[derive(Clone, Debug)]
 pub(crate) struct Session {
     /// The table key (client address and port).
-    pub key: u64,
+    pub key: Key,
     /// Bumped each time the slot gets a new session (stale timer entries are skipped).
     pub gen: u32,
-    pub client_ip: Ipv4Addr,
+    /// The client as sent to the target (`-c`, `-n`, `-f` applied): the target's family.
+    pub client_ip: IpAddr,
     pub client_port: u16,
     /// Index into the engine's targets.
     pub target: usize,
@@ -165,9 +167,9 @@ impl Session {
     /// A new session with nothing buffered.
     pub fn new(
         now: Instant,
-        key: u64,
+        key: Key,
         gen: u32,
-        client_ip: Ipv4Addr,
+        client_ip: IpAddr,
         client_port: u16,
         target: usize,
         rtt: Duration,
@@ -329,6 +331,7 @@ pub(crate) fn after(a: u32, b: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     /// The reset a reconstruct did field by field before [`Session::reconstructed`].
     fn reconstruct_by_hand(s: &mut Session) {
@@ -373,9 +376,9 @@ mod tests {
         let t = Instant::now() + Duration::from_secs(1);
         let later = |ms| Some(t + Duration::from_millis(ms));
         let s = Session {
-            key: 1,
+            key: (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 3),
             gen: 2,
-            client_ip: Ipv4Addr::new(10, 0, 0, 1),
+            client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             client_port: 3,
             target: 4,
             head: 5,

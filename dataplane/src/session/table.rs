@@ -11,18 +11,25 @@
 //! back the first to be evicted (sessions entering time-wait are moved there).
 
 use std::hash::{BuildHasher, RandomState};
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::pool::NIL;
 
+/// A session's key: the client's address (IPv4 or IPv6) and port, as sent to the target.
+pub(crate) type Key = (IpAddr, u16);
+
+/// The key of empty buckets (never compared: an empty bucket's slot is NIL).
+const NO_KEY: Key = (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0);
+
 /// Build the key of a client address and port.
-pub(crate) fn key(ip: std::net::Ipv4Addr, port: u16) -> u64 {
-    (u64::from(u32::from(ip)) << 16) | u64::from(port)
+pub(crate) fn key(ip: IpAddr, port: u16) -> Key {
+    (ip, port)
 }
 
 /// Key → slot index, slot free list and LRU order.
 pub(crate) struct Table {
     hasher: RandomState,
-    buckets: Vec<(u64, u32)>,
+    buckets: Vec<(Key, u32)>,
     mask: usize,
     free: Vec<u32>,
     prev: Vec<u32>,
@@ -39,7 +46,7 @@ impl Table {
         let buckets = (capacity * 2).next_power_of_two();
         Table {
             hasher: RandomState::new(),
-            buckets: vec![(0, NIL); buckets],
+            buckets: vec![(NO_KEY, NIL); buckets],
             mask: buckets - 1,
             free: (0..capacity as u32).rev().collect(),
             prev: vec![NIL; capacity],
@@ -60,12 +67,12 @@ impl Table {
         self.len
     }
 
-    fn home(&self, key: u64) -> usize {
+    fn home(&self, key: Key) -> usize {
         self.hasher.hash_one(key) as usize & self.mask
     }
 
     /// Return the slot of `key`.
-    pub fn get(&self, key: u64) -> Option<u32> {
+    pub fn get(&self, key: Key) -> Option<u32> {
         let mut i = self.home(key);
         loop {
             let (k, slot) = self.buckets[i];
@@ -80,7 +87,7 @@ impl Table {
     }
 
     /// Insert `key` (absent) into a free slot at the LRU front; `None` if the table is full.
-    pub fn insert(&mut self, key: u64) -> Option<u32> {
+    pub fn insert(&mut self, key: Key) -> Option<u32> {
         let slot = self.free.pop()?;
         let mut i = self.home(key);
         while self.buckets[i].1 != NIL {
@@ -93,7 +100,7 @@ impl Table {
     }
 
     /// Remove `key`, which is in `slot`.
-    pub fn remove(&mut self, key: u64, slot: u32) {
+    pub fn remove(&mut self, key: Key, slot: u32) {
         let mut i = self.home(key);
         while self.buckets[i] != (key, slot) {
             if self.buckets[i].1 == NIL {
@@ -118,7 +125,7 @@ impl Table {
                 hole = j;
             }
         }
-        self.buckets[hole] = (0, NIL);
+        self.buckets[hole] = (NO_KEY, NIL);
         self.unlink(slot);
         self.free.push(slot);
         self.len -= 1;
@@ -186,14 +193,19 @@ mod tests {
     use crate::wire::testdata::XorShift;
     use std::collections::HashMap;
 
+    /// A key from a number: its high bits an IPv4 address, its low 16 the port (the old layout).
+    fn k(n: u64) -> Key {
+        (IpAddr::V4(Ipv4Addr::from((n >> 16) as u32)), n as u16)
+    }
+
     #[test]
     fn matches_a_hash_map_under_churn() {
         let mut t = Table::new(64);
-        let mut m: HashMap<u64, u32> = HashMap::new();
+        let mut m: HashMap<Key, u32> = HashMap::new();
         let mut rng = XorShift(7);
         for _ in 0..20_000 {
             // Few distinct keys and a small table: long probe runs and wrap-around.
-            let k = rng.below(200) as u64 * 0x1_0000_0001;
+            let k = k(rng.below(200) as u64 * 0x1_0000_0001);
             match m.get(&k).copied() {
                 Some(slot) if rng.below(2) == 0 => {
                     t.remove(k, slot);
@@ -221,7 +233,7 @@ mod tests {
         // With a fixed hash, keys a client can choose (its source ports) could be picked to
         // collide in every copier; keyed per table, the same keys land elsewhere each time.
         let (a, b) = (Table::new(65_536), Table::new(65_536));
-        let keys = (0..1000u64).map(|p| (0x0a00_0001 << 16) | p);
+        let keys = (0..1000u64).map(|p| k((0x0a00_0001 << 16) | p));
         let same = keys.filter(|k| a.home(*k) == b.home(*k)).count();
         assert!(same < 50, "{same} of 1000 keys have the same home in two tables");
     }
@@ -231,30 +243,42 @@ mod tests {
         let mut t = Table::new(65_536);
         let start = std::time::Instant::now();
         for p in 0..65_536u64 {
-            t.insert((0x0a00_0001 << 16) | p).unwrap();
+            t.insert(k((0x0a00_0001 << 16) | p)).unwrap();
         }
         for p in 0..65_536u64 {
-            assert!(t.get((0x0a00_0001 << 16) | p).is_some());
+            assert!(t.get(k((0x0a00_0001 << 16) | p)).is_some());
         }
         // A debug build takes a few tens of milliseconds; colliding probe runs would take seconds.
         assert!(start.elapsed() < std::time::Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
     #[test]
+    fn ipv4_and_ipv6_keys_do_not_collide() {
+        let mut t = Table::new(8);
+        let v4 = key(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 40000);
+        let mapped = key(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()), 40000);
+        let v6 = key("2001:db8::1".parse().unwrap(), 40000);
+        let (a, b, c) = (t.insert(v4).unwrap(), t.insert(mapped).unwrap(), t.insert(v6).unwrap());
+        assert_eq!((t.get(v4), t.get(mapped), t.get(v6)), (Some(a), Some(b), Some(c)));
+        t.remove(mapped, b);
+        assert_eq!((t.get(v4), t.get(mapped), t.get(v6)), (Some(a), None, Some(c)));
+    }
+
+    #[test]
     fn lru_order() {
         let mut t = Table::new(3);
-        let a = t.insert(1).unwrap();
-        let b = t.insert(2).unwrap();
-        let c = t.insert(3).unwrap();
+        let a = t.insert(k(1)).unwrap();
+        let b = t.insert(k(2)).unwrap();
+        let c = t.insert(k(3)).unwrap();
         assert_eq!(t.lru(), Some(a));
         t.touch(a);
         assert_eq!(t.lru(), Some(b));
         t.demote(c);
         assert_eq!(t.lru(), Some(c));
-        t.remove(3, c);
+        t.remove(k(3), c);
         assert_eq!(t.lru(), Some(b));
-        t.remove(2, b);
-        t.remove(1, a);
+        t.remove(k(2), b);
+        t.remove(k(1), a);
         assert_eq!(t.lru(), None);
         assert_eq!(t.capacity(), 3);
     }

@@ -1,8 +1,13 @@
 //! Scripted exchanges: literal client frames and response headers in, recorded frames and
 //! CLIENT_ADDs out, with `now` advanced by hand. Every recorded frame is decoded and its
 //! addresses and IPv4 / TCP checksums are verified by [`Harness::take`].
+//!
+//! IPv6: a frame is captured over IPv6 with [`C::v6`] (with extension headers: [`C::ext`]); a
+//! harness made by [`Harness::v6`] replays to an IPv6 target, and its response headers are the
+//! same helpers' ([`r`], [`syn_ack`]) moved to its addresses ([`Harness::resp`]); family
+//! translation is a harness whose client is given ([`Harness::translated`]).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -10,13 +15,15 @@ use crate::wire::ethernet::{self, MacAddr};
 use crate::wire::parse::parse;
 use crate::wire::tcp::flags::{ACK, FIN, PSH, RST, SYN};
 use crate::wire::testdata::XorShift;
-use crate::wire::{ipv4, tcp};
+use crate::wire::{ipv4, ipv6, tcp};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const CPORT: u16 = 40000;
 const ONLINE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const ONLINE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 const TARGET: Target = Target {
-    ip: Ipv4Addr::new(10, 0, 0, 9),
+    ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)),
     port: 8080,
     src_mac: [2, 0, 0, 0, 0, 0xaa],
     dst_mac: [2, 0, 0, 0, 0, 0xbb],
@@ -28,6 +35,9 @@ fn cfg() -> Config {
     Config { max_sessions: 16, pool_bytes: 1 << 20, ..Config::default() }
 }
 
+/// The IPv6 target of [`Harness::v6`].
+const TARGET6: Target = Target { ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9)), ..TARGET };
+
 /// A captured client→online frame.
 #[derive(Clone)]
 struct C {
@@ -38,10 +48,14 @@ struct C {
     id: u16,
     opts: Vec<u8>,
     payload: Vec<u8>,
+    /// Captured over IPv6 (from [`CLIENT6`] to [`ONLINE6`]).
+    v6: bool,
+    /// IPv6 extension headers before TCP (hop-by-hop 8, destination options 16 bytes).
+    ext: bool,
 }
 
 fn c(seq: u32, ack: u32, flags: u8) -> C {
-    C { port: CPORT, seq, ack, flags, id: 0x100, opts: Vec::new(), payload: Vec::new() }
+    C { port: CPORT, seq, ack, flags, id: 0x100, opts: Vec::new(), payload: Vec::new(), v6: false, ext: false }
 }
 
 impl C {
@@ -61,9 +75,21 @@ impl C {
         self.port = port;
         self
     }
+    fn v6(mut self) -> C {
+        self.v6 = true;
+        self
+    }
+    fn ext(mut self) -> C {
+        self.v6 = true;
+        self.ext = true;
+        self
+    }
 
     /// Build the frame the way a mirror delivers it: a partial (wrong) TCP checksum.
     fn frame(&self) -> Vec<u8> {
+        if self.v6 {
+            return self.frame6();
+        }
         let thl = 20 + self.opts.len();
         let ip_len = 20 + thl + self.payload.len();
         let mut f = vec![0u8; 14 + ip_len];
@@ -95,13 +121,52 @@ impl C {
         t.payload_mut().copy_from_slice(&self.payload);
         f
     }
+
+    /// The IPv6 frame: traffic class 0x20, flow label 0xabcde, hop limit 61.
+    fn frame6(&self) -> Vec<u8> {
+        let ext: &[u8] = if self.ext {
+            // Hop-by-hop (PadN) → destination options (PadN) → TCP.
+            &[60, 0, 1, 4, 0, 0, 0, 0, 6, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        } else {
+            &[]
+        };
+        let thl = 20 + self.opts.len();
+        let plen = ext.len() + thl + self.payload.len();
+        let mut f = vec![0u8; 14 + 40 + plen];
+        let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
+        e.set_dst_addr(MacAddr([2, 0, 0, 0, 0, 2]));
+        e.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
+        e.set_ethertype(ethernet::ETHERTYPE_IPV6);
+        let mut ip = ipv6::Packet::new_unchecked(&mut f[14..]);
+        ip.set_version(6);
+        ip.set_traffic_class(0x20);
+        ip.set_flow_label(0xabcde);
+        ip.set_payload_len(plen as u16);
+        ip.set_next_header(if self.ext { 0 } else { 6 });
+        ip.set_hop_limit(61);
+        ip.set_src_addr(CLIENT6);
+        ip.set_dst_addr(ONLINE6);
+        f[54..54 + ext.len()].copy_from_slice(ext);
+        let mut t = tcp::Packet::new_unchecked(&mut f[54 + ext.len()..]);
+        t.set_src_port(self.port);
+        t.set_dst_port(80);
+        t.set_seq_number(self.seq);
+        t.set_ack_number(self.ack);
+        t.set_header_len(thl as u8);
+        t.set_flags(self.flags);
+        t.set_window(502);
+        t.set_checksum(0x1234);
+        t.options_bytes_mut().copy_from_slice(&self.opts);
+        t.payload_mut().copy_from_slice(&self.payload);
+        f
+    }
 }
 
 /// A response header from the target to the client.
 fn r(seq: u32, ack: u32, flags: u8, payload: u16) -> ResponseHeader {
     ResponseHeader {
         src: TARGET.addr(),
-        dst: SocketAddrV4::new(CLIENT, CPORT),
+        dst: SocketAddr::new(IpAddr::V4(CLIENT), CPORT),
         total_len: 40 + payload,
         payload_len: payload,
         seq,
@@ -145,9 +210,9 @@ impl Sent {
 /// The fake Output: records frames, CLIENT_ADDs and CLIENT_DELs.
 struct Rec {
     frames: Vec<Vec<u8>>,
-    adds: Vec<(SocketAddrV4, SocketAddrV4)>,
+    adds: Vec<(SocketAddr, SocketAddr)>,
     /// Every CLIENT_ADD (true) and CLIENT_DEL (false) request in order, never cleared by helpers.
-    registry: Vec<(bool, SocketAddrV4, SocketAddrV4)>,
+    registry: Vec<(bool, SocketAddr, SocketAddr)>,
     tx_ok: bool,
     add_ok: bool,
     buf: usize,
@@ -172,14 +237,14 @@ impl Output for Rec {
         }
         true
     }
-    fn client_add(&mut self, client: SocketAddrV4, target: SocketAddrV4) -> bool {
+    fn client_add(&mut self, client: SocketAddr, target: SocketAddr) -> bool {
         self.adds.push((client, target));
         if self.add_ok {
             self.registry.push((true, client, target));
         }
         self.add_ok
     }
-    fn client_del(&mut self, client: SocketAddrV4, target: SocketAddrV4) {
+    fn client_del(&mut self, client: SocketAddr, target: SocketAddr) {
         self.registry.push((false, client, target));
     }
     fn latency(&mut self, what: Latency, nanos: u64) {
@@ -191,12 +256,32 @@ struct Harness {
     e: Engine,
     out: Rec,
     t0: Instant,
+    /// The target sessions are replayed to.
+    target: Target,
+    /// The client every session is given (family translation); `None`: the captured one.
+    given: Option<IpAddr>,
 }
 
 impl Harness {
     fn new(cfg: Config) -> Harness {
+        Harness::with(cfg, TARGET, None)
+    }
+
+    /// Replays to the IPv6 [`TARGET6`].
+    fn v6(cfg: Config) -> Harness {
+        Harness::with(cfg, TARGET6, None)
+    }
+
+    /// Replays to `target` from `client` (of its family), whatever the capture's family.
+    fn translated(cfg: Config, target: Target, client: IpAddr) -> Harness {
+        Harness::with(cfg, target, Some(client))
+    }
+
+    fn with(cfg: Config, target: Target, given: Option<IpAddr>) -> Harness {
         Harness {
-            e: Engine::new(cfg, vec![TARGET]),
+            target,
+            given,
+            e: Engine::new(cfg, vec![target]),
             out: Rec {
                 frames: Vec::new(),
                 adds: Vec::new(),
@@ -217,17 +302,39 @@ impl Harness {
         let f = c.frame();
         let p = parse(&f).unwrap().unwrap();
         let now = self.at(ms);
-        self.e.on_client(now, 0, &p, &f, &mut self.out);
+        match self.given {
+            Some(ip) => self.e.on_client_as(now, 0, SocketAddr::new(ip, p.src_port), &p, &f, &mut self.out),
+            None => self.e.on_client(now, 0, &p, &f, &mut self.out),
+        }
+    }
+    /// The client address sessions have in this harness.
+    fn client_ip(&self) -> IpAddr {
+        match (self.given, self.target.ip) {
+            (Some(ip), _) => ip,
+            (None, IpAddr::V6(_)) => IpAddr::V6(CLIENT6),
+            (None, IpAddr::V4(_)) => IpAddr::V4(CLIENT),
+        }
     }
     fn resp(&mut self, ms: u64, mut h: ResponseHeader) {
+        // The helpers' headers are IPv4's: move them to this harness's addresses.
+        if h.src == TARGET.addr() {
+            h.src = self.target.addr();
+        }
+        if h.dst.ip() == IpAddr::V4(CLIENT) {
+            h.dst = SocketAddr::new(self.client_ip(), h.dst.port());
+        }
         let opts = 4 * u16::from(h.mss.is_some())
             + 4 * u16::from(h.window_scale.is_some())
             + 12 * u16::from(h.timestamps.is_some());
         if h.total_len == 40 + h.payload_len {
             h.total_len += opts;
         }
+        if h.dst.is_ipv6() {
+            // An IPv6 header is 20 bytes longer.
+            h.total_len = h.total_len.saturating_add(20);
+        }
         // Through the channel encoding, as the control thread would.
-        let h2 = ResponseHeader::parse(&h.to_bytes()).unwrap();
+        let h2 = ResponseHeader::from_msg(&h.to_msg()).unwrap();
         assert_eq!(h2, h);
         let now = self.at(ms);
         self.e.on_response(now, &h2, &mut self.out);
@@ -241,7 +348,8 @@ impl Harness {
     }
     /// Decode, check and return every frame sent since the last call.
     fn take(&mut self) -> Vec<Sent> {
-        self.out.frames.drain(..).map(|f| decode(&f)).collect()
+        let (client, target) = (self.client_ip(), self.target);
+        self.out.frames.drain(..).map(|f| decode_for(&f, client, &target)).collect()
     }
     fn take1(&mut self) -> Sent {
         let mut v = self.take();
@@ -264,38 +372,57 @@ impl Harness {
     }
 }
 
-/// Decode an output frame, checking its addresses and both checksums.
-fn decode(f: &[u8]) -> Sent {
+/// Decode an output frame, checking its addresses (`client` to `target`) and both checksums.
+/// IPv6 frames have no ident (0) and their hop limit in `ttl`.
+fn decode_for(f: &[u8], client: IpAddr, target: &Target) -> Sent {
     let p = check(f);
     assert_eq!(p.ip_end, f.len(), "no padding or garbage after the packet");
     let eth = ethernet::Frame::new_checked(f).unwrap();
-    assert_eq!(eth.dst_addr(), MacAddr(TARGET.dst_mac));
-    assert_eq!(eth.src_addr(), MacAddr(TARGET.src_mac));
-    let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
-    assert_eq!((ip.src_addr(), ip.dst_addr()), (CLIENT, TARGET.ip));
+    assert_eq!(eth.dst_addr(), MacAddr(target.dst_mac));
+    assert_eq!(eth.src_addr(), MacAddr(target.src_mac));
+    assert_eq!((p.src_ip, p.dst_ip), (client, target.ip));
+    assert_eq!(p.l4_offset, if target.ip.is_ipv6() { 54 } else { 34 }, "no IP options or extension headers");
+    let (id, ttl, total_len) = match target.ip {
+        IpAddr::V4(_) => {
+            let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+            (ip.ident(), ip.ttl(), ip.total_len())
+        }
+        IpAddr::V6(_) => {
+            let ip = ipv6::Packet::new_checked(&f[14..]).unwrap();
+            assert_eq!(ip.next_header(), 6);
+            (0, ip.hop_limit(), 40 + ip.payload_len())
+        }
+    };
     let t = tcp::Packet::new_checked(&f[p.l4_offset..p.ip_end]).unwrap();
-    assert_eq!(t.dst_port(), TARGET.port);
+    assert_eq!(t.dst_port(), target.port);
     Sent {
         sport: t.src_port(),
         seq: t.seq_number(),
         ack: t.ack_number(),
         flags: t.flags(),
         window: t.window(),
-        id: ip.ident(),
-        ttl: ip.ttl(),
-        total_len: ip.total_len(),
+        id,
+        ttl,
+        total_len,
         opts: t.options_bytes().to_vec(),
         payload: t.payload().to_vec(),
     }
 }
 
-/// Check that an output frame parses and that its IPv4 and TCP checksums verify.
+/// Check that an output frame parses and that its IP (IPv4: header checksum) and TCP checksums
+/// verify, with the family's pseudo-header.
 fn check(f: &[u8]) -> crate::wire::parse::Parsed {
     let p = parse(f).unwrap().unwrap();
-    let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
-    assert!(ip.verify_checksum(), "IPv4 checksum");
     let t = tcp::Packet::new_checked(&f[p.l4_offset..p.ip_end]).unwrap();
-    assert!(t.verify_checksum_v4(ip.src_addr(), ip.dst_addr()), "TCP checksum");
+    match (p.src_ip, p.dst_ip) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let ip = ipv4::Packet::new_checked(&f[14..]).unwrap();
+            assert!(ip.verify_checksum(), "IPv4 checksum");
+            assert!(t.verify_checksum_v4(s, d), "TCP checksum");
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => assert!(t.verify_checksum_v6(&s, &d), "TCP checksum (IPv6)"),
+        _ => panic!("mixed families"),
+    }
     p
 }
 
@@ -308,7 +435,7 @@ fn http_keep_alive_session() {
     let mut h = Harness::new(cfg());
     // SYN: CLIENT_ADD first, then the SYN, unchanged but for the destination.
     h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS).id(0x10));
-    assert_eq!(h.out.adds, vec![(SocketAddrV4::new(CLIENT, CPORT), TARGET.addr())]);
+    assert_eq!(h.out.adds, vec![(SocketAddr::V4(SocketAddrV4::new(CLIENT, CPORT)), TARGET.addr())]);
     let syn = h.take1();
     assert_eq!((syn.sport, syn.seq, syn.ack, syn.flags), (CPORT, 1000, 0, SYN));
     assert_eq!((syn.window, syn.id, syn.ttl), (502, 0x10, 63));
@@ -1042,7 +1169,7 @@ fn unknown_and_misrouted_responses_are_counted() {
     h.resp(0, r(1, 2, ACK, 0));
     h.open();
     let mut other = r(9001, 1001, ACK, 0);
-    other.src = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 8080);
+    other.src = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 99), 8080));
     h.resp(20, other);
     assert_eq!(h.n().unknown_response, 2);
 }
@@ -1074,15 +1201,18 @@ fn every_counter_has_a_unique_name() {
 #[test]
 fn random_inputs_never_panic() {
     for seed in [0x5eed_1234_5678_9abc, 0x0dd_ba11, 0xfeed_f00d_dead_beef] {
-        random_run(seed, CatchUp::default());
+        random_run(seed, CatchUp::default(), false);
     }
     // Sessions catching up all the time.
-    random_run(0xca7c_4000, CatchUp { bytes: 200, lag: Duration::from_millis(5) });
+    random_run(0xca7c_4000, CatchUp { bytes: 200, lag: Duration::from_millis(5) }, false);
+    // IPv6: captures with and without extension headers, IPv6 header messages.
+    random_run(0x6666_1234, CatchUp::default(), true);
 }
 
-fn random_run(seed: u64, catch_up: CatchUp) {
+fn random_run(seed: u64, catch_up: CatchUp, v6: bool) {
     let mut rng = XorShift(seed);
-    let mut h = Harness::new(Config { max_sessions: 8, pool_bytes: 64 << 10, catch_up: Some(catch_up), ..cfg() });
+    let config = Config { max_sessions: 8, pool_bytes: 64 << 10, catch_up: Some(catch_up), ..cfg() };
+    let mut h = if v6 { Harness::v6(config) } else { Harness::new(config) };
     let ports = [1u16, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
     let mut ms = 0u64;
     for round in 0..60_000 {
@@ -1111,6 +1241,9 @@ fn random_run(seed: u64, catch_up: CatchUp) {
                     rng.fill(&mut o);
                     cf = cf.opts(&o);
                 }
+                if v6 {
+                    cf = if rng.below(3) == 0 { cf.ext() } else { cf.v6() };
+                }
                 let mut f = cf.frame();
                 if rng.below(5) == 0 {
                     // Corrupt header bytes; the parse may still accept it.
@@ -1129,6 +1262,23 @@ fn random_run(seed: u64, catch_up: CatchUp) {
                     h.e.on_client(now, target, &p, &f, &mut h.out);
                 }
             }
+            4..=7 if v6 => {
+                let flags = [SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST][rng.below(5)];
+                let mut rh = r(rng.below(4000) as u32, rng.below(6000) as u32, flags, 0);
+                rh.src = TARGET6.addr();
+                rh.dst = SocketAddr::new(IpAddr::V6(CLIENT6), ports[rng.below(ports.len())]);
+                rh.payload_len = [0u16, 1, 100, 1440][rng.below(4)];
+                rh.total_len = 60 + rh.payload_len;
+                rh.window = [0u16, 1, 29200][rng.below(3)];
+                let mut m: [u8; 84] = rh.to_msg().as_bytes().try_into().unwrap();
+                if rng.below(4) == 0 {
+                    m[rng.below(84)] = rng.next_u16() as u8;
+                }
+                if let Ok(rh) = ResponseHeader::from_msg(&control::channel::HeaderMsg::from_bytes6(m)) {
+                    let now = h.at(ms);
+                    h.e.on_response(now, &rh, &mut h.out);
+                }
+            }
             4..=7 => {
                 let mut m = [0u8; 64];
                 if rng.below(3) == 0 {
@@ -1136,7 +1286,7 @@ fn random_run(seed: u64, catch_up: CatchUp) {
                 } else {
                     let flags = [SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST][rng.below(5)];
                     let mut rh = r(rng.below(4000) as u32, rng.below(6000) as u32, flags, 0);
-                    rh.dst = SocketAddrV4::new(CLIENT, ports[rng.below(ports.len())]);
+                    rh.dst = SocketAddr::V4(SocketAddrV4::new(CLIENT, ports[rng.below(ports.len())]));
                     rh.payload_len = [0u16, 1, 100, 1460][rng.below(4)];
                     rh.total_len = 40 + rh.payload_len;
                     rh.window = [0u16, 1, 29200][rng.below(3)];
@@ -1208,7 +1358,7 @@ fn time_wait_tuple_reuse_starts_a_new_session() {
 
 #[test]
 fn client_del_when_a_registered_session_is_removed() {
-    let session = SocketAddrV4::new(CLIENT, CPORT);
+    let session = SocketAddr::V4(SocketAddrV4::new(CLIENT, CPORT));
     let (add, del) = ((true, session, TARGET.addr()), (false, session, TARGET.addr()));
     let mut h = Harness::new(cfg());
     h.open();
@@ -1412,4 +1562,189 @@ fn out_of_order_segments_cost_a_bounded_walk() {
     // Debug build: the unbounded walk took seconds here.
     assert!(took < Duration::from_secs(2), "{took:?}");
     h.e.check_invariants();
+}
+
+// ------------------------------------------------------------------------------------ IPv6
+
+impl Harness {
+    /// [`Harness::open`] with the capture over IPv6 (with extension headers when `ext`).
+    fn open6(&mut self, ext: bool) {
+        let v6 = |c: C| if ext { c.ext() } else { c.v6() };
+        self.client(0, &v6(c(1000, 0, SYN).opts(&SYN_OPTS[..4])));
+        self.client(10, &v6(c(1001, 5001, ACK)));
+        self.resp(12, syn_ack(9000, 1001));
+        let v = self.take();
+        assert_eq!(v.len(), 2);
+        assert_eq!((v[1].seq, v[1].ack, v[1].flags), (1001, 9001, ACK));
+        self.out.adds.clear();
+    }
+}
+
+#[test]
+fn ipv6_keep_alive_session() {
+    let mut h = Harness::v6(cfg());
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS).v6());
+    assert_eq!(h.out.adds, vec![(SocketAddr::new(IpAddr::V6(CLIENT6), CPORT), TARGET6.addr())]);
+    let syn = h.take1();
+    assert_eq!((syn.sport, syn.seq, syn.flags, syn.window, syn.ttl), (CPORT, 1000, SYN, 502, 61));
+    assert_eq!(syn.opts, SYN_OPTS, "the captured options, MSS 1460 as an IPv6 client sent it");
+    assert_eq!(syn.total_len, 40 + 40);
+    h.client(10, &c(1001, 5001, ACK).v6());
+    let req = body(100, b'a');
+    h.client(11, &c(1001, 5001, PSH | ACK).data(&req).v6());
+    assert!(h.take().is_empty());
+    h.resp(12, syn_ack(9000, 1001));
+    let v = h.take();
+    assert_eq!((v[0].flags, v[1].payload.clone()), (ACK, req));
+    // The response (IPv6 header message: 84 bytes on the channel) is acked after rtt.
+    h.resp(20, r(9001, 1101, PSH | ACK, 500));
+    h.tick(30);
+    let ack = h.take1();
+    assert_eq!((ack.seq, ack.ack, ack.flags, ack.ttl, ack.total_len), (1101, 9501, ACK, 64, 60));
+    // The client's FIN, the target's FIN: a clean close, over IPv6.
+    h.tick(35);
+    h.client(60, &c(1101, 5501, FIN | ACK).v6());
+    assert_eq!(h.take1().flags, FIN | ACK);
+    h.resp(61, r(9501, 1102, FIN | ACK, 0));
+    assert_eq!(h.take1().ack, 9502);
+    let n = *h.n();
+    assert_eq!((n.conns, n.ipv6_sessions, n.translated_sessions, n.sent_rst), (1, 1, 0, 0));
+    h.tick(10_000);
+    assert_eq!(h.e.active_sessions(), 0);
+    assert_eq!(h.out.registry.last(), Some(&(false, SocketAddr::new(IpAddr::V6(CLIENT6), CPORT), TARGET6.addr())));
+}
+
+#[test]
+fn ipv6_mid_stream_session_gets_a_fake_syn_with_the_ipv6_mss() {
+    let mut h = Harness::v6(cfg());
+    h.client(0, &c(5000, 777, PSH | ACK).data(&body(50, b'x')).v6());
+    let syn = h.take1();
+    assert_eq!((syn.seq, syn.flags, syn.window, syn.ttl), (4999, SYN, 65535, 64));
+    assert_eq!(syn.opts, [2, 4, 0x05, 0xa0], "MSS 1440: the IPv6 header is 20 bytes longer");
+    h.resp(5, syn_ack(20_000, 5000));
+    let v = h.take();
+    assert_eq!((v[0].seq, v[0].ack, v[0].flags), (5000, 20_001, ACK));
+    assert_eq!(v[1].payload, body(50, b'x'));
+    // -D sets both.
+    let mut h = Harness::v6(Config { mss: 1300, mss_v6: 1300, ..cfg() });
+    h.client(0, &c(5000, 777, PSH | ACK).data(b"x").v6());
+    assert_eq!(h.take1().opts, [2, 4, 0x05, 0x14]);
+}
+
+#[test]
+fn ipv6_extension_headers_of_the_capture_are_not_replayed() {
+    let mut h = Harness::v6(cfg());
+    h.open6(true);
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"GET / HTTP/1.1\r\n\r\n").ext());
+    // `decode_for` checks TCP right after the fixed header, next header TCP.
+    let d = h.take1();
+    assert_eq!((d.payload.len(), d.total_len, d.ttl), (18, 40 + 20 + 18, 61));
+}
+
+#[test]
+fn ipv6_gro_frame_is_split_counting_the_longer_header() {
+    let mut h = Harness::v6(cfg());
+    h.open6(false);
+    let big = body(10_000, 3);
+    h.client(20, &c(1001, 5001, PSH | ACK).data(&big).v6());
+    let v = h.take();
+    // 1500 - 40 - 20 = 1440 bytes per piece.
+    assert_eq!(v.len(), 10_000usize.div_ceil(1440));
+    assert!(v.iter().all(|s| s.total_len <= 1500));
+    assert_eq!(v[0].payload.len(), 1440);
+    assert_eq!(v.iter().flat_map(|s| s.payload.clone()).collect::<Vec<_>>(), big);
+}
+
+#[test]
+fn an_ipv6_capture_replayed_to_an_ipv4_target() {
+    let client = IpAddr::V4(Ipv4Addr::new(10, 7, 0, 5));
+    let mut h = Harness::translated(cfg(), TARGET, client);
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS).v6());
+    assert_eq!(h.out.adds, vec![(SocketAddr::new(client, CPORT), TARGET.addr())]);
+    let syn = h.take1();
+    // An IPv4 header made from the IPv6 one: TTL from the hop limit, TOS from the traffic class.
+    assert_eq!((syn.seq, syn.flags, syn.ttl, syn.total_len, syn.opts.clone()), (1000, SYN, 61, 60, SYN_OPTS.to_vec()));
+    h.client(10, &c(1001, 5001, ACK).v6());
+    h.client(11, &c(1001, 5001, PSH | ACK).data(b"hello").v6());
+    h.resp(12, syn_ack(9000, 1001));
+    let v = h.take();
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[1].payload, b"hello");
+    // Idents count up per packet sent (the capture had none).
+    assert!(v[0].id == syn.id.wrapping_add(1) && v[1].id == syn.id.wrapping_add(2), "{:?}", [syn.id, v[0].id, v[1].id]);
+    h.resp(20, r(9001, 1006, PSH | ACK, 300));
+    h.tick(30);
+    assert_eq!(h.take1().id, syn.id.wrapping_add(3));
+    let n = *h.n();
+    assert_eq!((n.ipv6_sessions, n.translated_sessions, n.clt_family_mismatch), (0, 1, 0));
+    // The wire frame's TOS.
+    h.out.buf = 2048;
+    h.client(40, &c(1006, 5301, PSH | ACK).data(b"more").v6());
+    h.tick(50);
+    let f = h.out.frames.pop().expect("the request went out");
+    assert_eq!(ipv4::Packet::new_checked(&f[14..]).unwrap().dscp_ecn(), 0x20);
+}
+
+#[test]
+fn an_ipv4_capture_replayed_to_an_ipv6_target_has_its_mss_clamped() {
+    let client = IpAddr::V6("2001:db8:77::5".parse().unwrap());
+    let mut h = Harness::translated(cfg(), TARGET6, client);
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS));
+    let syn = h.take1();
+    let mut want = SYN_OPTS;
+    want[2..4].copy_from_slice(&1440u16.to_be_bytes());
+    assert_eq!((syn.opts, syn.ttl, syn.total_len), (want.to_vec(), 63, 80));
+    h.client(10, &c(1001, 5001, ACK));
+    h.resp(12, syn_ack(9000, 1001));
+    assert_eq!(h.take().len(), 1);
+    // A full-size IPv4 segment does not fit the MTU with an IPv6 header: split in two.
+    h.client(20, &c(1001, 5001, PSH | ACK).data(&body(1460, 9)));
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.payload.len()).collect::<Vec<_>>(), [1440, 20]);
+    assert!(v.iter().all(|s| s.total_len <= 1500));
+    assert_eq!((h.n().translated_sessions, h.n().ipv6_sessions), (1, 1));
+}
+
+#[test]
+fn a_client_of_the_other_family_needs_a_given_address() {
+    let mut h = Harness::new(cfg());
+    h.client(0, &c(1000, 0, SYN).v6());
+    assert_eq!((h.n().clt_family_mismatch, h.e.active_sessions()), (1, 0));
+    assert!(h.take().is_empty() && h.out.adds.is_empty());
+    // A given client of the wrong family is refused the same way.
+    let mut h = Harness::translated(cfg(), TARGET, IpAddr::V6(CLIENT6));
+    h.client(0, &c(1000, 0, SYN));
+    assert_eq!(h.n().clt_family_mismatch, 1);
+}
+
+#[test]
+fn ipv4_and_ipv6_sessions_of_one_engine_keep_apart() {
+    // Two targets, one per family; the same port number on both clients.
+    let mut e = Engine::new(cfg(), vec![TARGET, TARGET6]);
+    let mut out = Rec {
+        frames: Vec::new(),
+        adds: Vec::new(),
+        registry: Vec::new(),
+        tx_ok: true,
+        add_ok: true,
+        buf: 2048,
+        lat: Vec::new(),
+        ready: true,
+    };
+    let now = Instant::now();
+    for (target, frame) in [(0, c(1000, 0, SYN).frame()), (1, c(7000, 0, SYN).v6().frame())] {
+        let p = parse(&frame).unwrap().unwrap();
+        e.on_client(now, target, &p, &frame, &mut out);
+    }
+    assert_eq!(e.active_sessions(), 2);
+    assert_eq!(out.adds.len(), 2);
+    // Each SYN-ACK reaches its own session.
+    let mut sa4 = syn_ack(9000, 1001);
+    sa4.total_len = 48;
+    let mut sa6 = ResponseHeader { src: TARGET6.addr(), dst: SocketAddr::new(IpAddr::V6(CLIENT6), CPORT), ..sa4 };
+    sa6.ack = 7001;
+    sa6.total_len = 68;
+    e.on_response(now, &ResponseHeader::from_msg(&sa6.to_msg()).unwrap(), &mut out);
+    e.on_response(now, &ResponseHeader::from_msg(&sa4.to_msg()).unwrap(), &mut out);
+    assert_eq!((e.counters().conns, e.counters().unknown_response), (2, 0));
 }

@@ -241,33 +241,49 @@ fn a_down_output_link_is_counted_and_retried_only_every_100_ms() {
 /// A session-mode worker replaying port 80 to TARGET:8080 on an in-memory port, and its link to
 /// the control thread.
 fn session_worker(frames: u32, ring: u32, fill_reserve: u32) -> (Worker, Kernel, Arc<WorkerLink>) {
-    let tuples = TupleConfig {
-        replicas: 1,
-        addresses: Vec::new(),
-        port_slot: None,
-        idle: Duration::from_secs(90),
-        capacity: 0,
-        fresh_per_loop: false,
-    };
-    session_worker_with(frames, ring, fill_reserve, tuples)
+    session_worker_to(frames, ring, fill_reserve, &[TARGET.into()], Vec::new(), 1)
 }
 
-/// As [`session_worker`], with these client tuples.
+/// A session-mode worker replaying port 80 to each of `targets` (port 8080; a frame goes to the
+/// first of its family), with `-c addresses` and `-n replicas`.
+fn session_worker_to(
+    frames: u32,
+    ring: u32,
+    fill_reserve: u32,
+    targets: &[IpAddr],
+    addresses: Vec<IpAddr>,
+    replicas: u16,
+) -> (Worker, Kernel, Arc<WorkerLink>) {
+    let tuples = TupleConfig {
+        replicas,
+        addresses,
+        port_slot: None,
+        idle: Duration::from_secs(90),
+        capacity: 64,
+        fresh_per_loop: false,
+    };
+    session_worker_with(frames, ring, fill_reserve, targets, tuples)
+}
+
+/// As [`session_worker_to`], with these client tuples.
 fn session_worker_with(
     frames: u32,
     ring: u32,
     fill_reserve: u32,
+    targets: &[IpAddr],
     tuples: TupleConfig,
 ) -> (Worker, Kernel, Arc<WorkerLink>) {
     let (port, kernel) = testing::port(frames, ring, fill_reserve);
     let link = Arc::new(WorkerLink::new(16, || {}));
-    let target = session::Target { ip: TARGET, port: 8080, src_mac: OUT_SRC.0, dst_mac: OUT_DST.0 };
+    let targets: Vec<_> =
+        targets.iter().map(|&ip| session::Target { ip, port: 8080, src_mac: OUT_SRC.0, dst_mac: OUT_DST.0 }).collect();
+    let matches = vec![(None, 80); targets.len()];
     let s = Session {
         engine: session::Engine::new(
             session::Config { max_sessions: 16, pool_bytes: 1 << 20, ..session::Config::default() },
-            vec![target],
+            targets,
         ),
-        matches: vec![(None, 80)],
+        matches,
         link: link.clone(),
         doorbell: Arc::new(Doorbell::new().unwrap()),
         wake_control: Arc::new(|| {}),
@@ -289,15 +305,15 @@ fn session_mode_builds_in_free_frames_and_waits_for_one() {
     assert!(w.round());
     assert_eq!(
         link.ops.pop(),
-        Some(SessionOp::Add(SessionAdd { client: CLIENT, target: SocketAddrV4::new(TARGET, 8080) }))
+        Some(SessionOp::Add(SessionAdd { client: CLIENT.into(), target: SocketAddrV4::new(TARGET, 8080).into() }))
     );
     assert_eq!((w.counters().tx_frames, k.tx_pending()), (1, 1));
     // The test server's SYN-ACK arrives. Its handling wants to send the held request, but the
     // only other frame went back to the fill ring at the start of the round: the request waits
     // for a free frame (it is not consumed and left to retransmission).
     let syn_ack = ResponseHeader {
-        src: SocketAddrV4::new(TARGET, 8080),
-        dst: CLIENT,
+        src: SocketAddrV4::new(TARGET, 8080).into(),
+        dst: CLIENT.into(),
         total_len: 40,
         payload_len: 0,
         seq: 9000,
@@ -339,7 +355,7 @@ fn a_later_replay_loop_is_a_new_client_ahead_in_sequence_and_time() {
         capacity: 64,
         fresh_per_loop: true,
     };
-    let (mut w, mut k, link) = session_worker_with(8, 8, 4, tuples);
+    let (mut w, mut k, link) = session_worker_with(8, 8, 4, &[TARGET.into()], tuples);
     // Loop 0 of the file: the captured client.
     assert!(k.deliver_with_meta(&meta::stamp(1, 0), &SYN_V4));
     w.round();
@@ -347,13 +363,13 @@ fn a_later_replay_loop_is_a_new_client_ahead_in_sequence_and_time() {
         Some(SessionOp::Add(a)) => a,
         other => panic!("expected a CLIENT_ADD, got {other:?}"),
     };
-    assert_eq!(add(&link).client, CLIENT);
+    assert_eq!(add(&link).client, SocketAddr::V4(CLIENT));
     // The same SYN in loop 2: another client port, its sequence number and timestamp 2 × 2^30
     // ahead, so neither TIME_WAIT nor PAWS on the test server could refuse it.
     assert!(k.deliver_with_meta(&meta::stamp(2, 2), &SYN_V4));
     w.round();
     let add = add(&link);
-    assert_eq!(*add.client.ip(), *CLIENT.ip());
+    assert_eq!(add.client.ip(), IpAddr::V4(*CLIENT.ip()));
     assert_ne!(add.client.port(), CLIENT.port());
     let sent = k.transmit();
     assert_eq!(sent.len(), 2);
@@ -379,4 +395,49 @@ fn session_mode_keeps_the_reserve_for_building() {
     w.round();
     assert_eq!((k.fill_pending(), w.port.free_frames(), w.port.build_room()), (4, 3, 3));
     assert_no_leak(&w, &mut k, 8);
+}
+
+#[test]
+fn session_mode_replays_ipv6_and_translates_with_client_addresses() {
+    let target6: IpAddr = "fd00::9".parse().unwrap();
+    // An IPv6 SYN to port 80: the dual-stack transfers pick the IPv6 target.
+    let (mut w, mut k, link) = session_worker_to(8, 8, 4, &[TARGET.into(), target6], Vec::new(), 1);
+    assert!(k.deliver(&SYN_V6));
+    assert!(w.round());
+    let client6: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
+    assert_eq!(
+        link.ops.pop(),
+        Some(SessionOp::Add(SessionAdd { client: client6, target: SocketAddr::new(target6, 8080) }))
+    );
+    let sent = k.transmit();
+    let p = parse(&sent[0]).unwrap().unwrap();
+    assert_eq!((p.src_ip, p.dst_ip, p.dst_port, p.flags), (client6.ip(), target6, 8080, flags::SYN));
+    let (IpAddr::V6(src), IpAddr::V6(dst)) = (p.src_ip, p.dst_ip) else { unreachable!() };
+    assert!(tcp::Packet::new_checked(&sent[0][p.l4_offset..]).unwrap().verify_checksum_v6(&src, &dst));
+    w.round();
+    assert_no_leak(&w, &mut k, 8);
+
+    // To the IPv4 target only: without -c the IPv6 client cannot be replayed (counted)...
+    let (mut w, mut k, link) = session_worker_to(8, 8, 4, &[TARGET.into()], Vec::new(), 1);
+    assert!(k.deliver(&SYN_V6));
+    w.round();
+    assert_eq!(w.counters().drop[DropReason::FamilyMismatch], 1);
+    assert!(link.ops.pop().is_none() && k.transmit().is_empty());
+    // ... with -c 10.9.0.1 and -n 2, two IPv4 sessions from distinct pairs.
+    let pool: IpAddr = Ipv4Addr::new(10, 9, 0, 1).into();
+    let (mut w, mut k, link) = session_worker_to(8, 8, 4, &[TARGET.into()], vec![pool], 2);
+    assert!(k.deliver(&SYN_V6));
+    w.round();
+    let mut froms = Vec::new();
+    while let Some(SessionOp::Add(a)) = link.ops.pop() {
+        assert_eq!((a.client.ip(), a.target), (pool, SocketAddr::new(TARGET.into(), 8080)));
+        froms.push(a.client);
+    }
+    assert_eq!(froms.len(), 2);
+    assert_ne!(froms[0], froms[1]);
+    for f in k.transmit() {
+        let p = parse(&f).unwrap().unwrap();
+        assert_eq!((p.src_ip, p.dst_ip, p.flags), (pool, IpAddr::V4(TARGET), flags::SYN));
+        assert!(ipv4::Packet::new_checked(&f[14..]).unwrap().verify_checksum());
+    }
 }

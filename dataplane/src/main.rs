@@ -177,6 +177,11 @@ struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), help_heading = heading::SESSION)]
     catch_up_lag: u64,
 
+    /// Skip a hole in a session's captured stream (a frame the capture lost) after MS: the test
+    /// server gets the stream without the missing bytes and the session goes on.
+    #[arg(long, value_name = "MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), help_heading = heading::SESSION)]
+    hole_wait: u64,
+
     /// Replay only sessions whose SYN was captured (no synthesized SYNs).
     #[arg(short = 'O', long, help_heading = heading::SESSION)]
     only_syn: bool,
@@ -491,6 +496,7 @@ fn session_options(args: &Args) -> Result<Mode, UsageError> {
             CatchUpArg::Off => None,
         },
         pool_bytes: args.pool_mb as usize * 1024 * 1024,
+        hole_wait: Duration::from_millis(args.hole_wait),
         ..session::Config::default()
     };
     Ok(Mode::Session(Box::new(SessionOptions {

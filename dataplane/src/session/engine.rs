@@ -422,10 +422,16 @@ impl Engine {
         let k = key(inc.src, inc.sport);
         let mut rtt = self.core.cfg.default_rtt.unwrap_or(MS);
         let mut slot = self.table.get(k);
+        let raw = inc;
+        let mut inc = inc;
         if let Some(i) = slot {
             let Some(s) = self.sessions[i as usize].as_mut() else {
                 return;
             };
+            // Past a skipped hole, the session's stream is moved back (a SYN starts a new one).
+            if !inc.has(SYN) {
+                inc.seq = inc.seq.wrapping_sub(s.seq_shift);
+            }
             let new_data = !inc.payload.is_empty() && !before(inc.seq, s.max_end);
             let replace = if s.over {
                 if inc.has(SYN) || new_data {
@@ -452,6 +458,7 @@ impl Engine {
                 }
                 self.abort(i, out);
                 slot = None;
+                inc = raw;
             }
         }
         let slot = match slot {
@@ -934,7 +941,7 @@ impl Core {
             // Out of order: walk the unsent segments to its place, but never far (a client
             // sending segments in reverse order would otherwise cost a walk of the whole list per
             // segment). A segment dropped here is missing from the replay; a hole stalls the
-            // session until `lost_wait`, as lost capture does.
+            // session until `hole_wait`, as lost capture does.
             let (mut prev, mut cur, mut steps) = (s.last_sent, s.unsent, 0);
             while cur != NIL && !before(inc.seq, self.pool.seg(cur).seq) {
                 if same(self.pool.seg(cur)) {
@@ -1524,7 +1531,7 @@ impl Core {
             w = w.min(t);
         }
         if let Some(l) = s.lost_since {
-            w = w.min(at(l, self.cfg.lost_wait));
+            w = w.min(at(l, self.cfg.hole_wait));
         }
         Some(w)
     }
@@ -1579,10 +1586,35 @@ impl Core {
         }
         if now >= self.idle_deadline(s) {
             self.obsolete(now, s, out);
-        } else if s.lost_since.is_some_and(|l| at(l, self.cfg.lost_wait) <= now) {
-            self.c.lost_timeout += 1;
-            self.obsolete(now, s, out);
+        } else if s.lost_since.is_some_and(|l| at(l, self.cfg.hole_wait) <= now) {
+            self.skip_hole(now, s, out);
         }
+    }
+
+    /// The hole before the unsent head was not filled in time: move the unsent segments (and
+    /// every later capture of the session) back by its size, so the stream goes on at `nxt`.
+    fn skip_hole(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
+        s.lost_since = None;
+        if s.unsent == NIL {
+            return;
+        }
+        let hole = self.pool.seg(s.unsent).seq.wrapping_sub(s.nxt);
+        if hole == 0 || hole >= 1 << 31 {
+            // Filled meanwhile (or behind us): nothing to skip.
+            self.drain(now, s, out);
+            return;
+        }
+        let mut i = s.unsent;
+        while i != NIL {
+            let seg = self.pool.seg_mut(i);
+            seg.seq = seg.seq.wrapping_sub(hole);
+            i = seg.next;
+        }
+        s.max_end = s.max_end.wrapping_sub(hole);
+        s.seq_shift = s.seq_shift.wrapping_add(hole);
+        self.c.clt_hole_skipped += 1;
+        self.c.clt_hole_bytes += u64::from(hole);
+        self.drain(now, s, out);
     }
 
     /// Retransmit the SYN (captured, or the fake one with its original fields).

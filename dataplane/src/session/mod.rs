@@ -44,7 +44,13 @@
 //! # Fixes relative to the original (reference §7)
 //!
 //! - #1: `default_rtt` (-R) sets the rtt of every session.
-//! - #2: a hole in the captured stream that is never filled ends the session after `lost_wait`.
+//! - #2: a hole in the captured stream (a segment the capture lost: a full fill ring, a NIC's
+//!   drop) that is still unfilled after `hole_wait` (1 s; a client's own retransmission of a
+//!   segment lost on the network fills it sooner) is skipped: from then on the session's
+//!   captured sequence numbers are moved back by the hole's size, so the target sees one
+//!   contiguous stream without the missing bytes (`clt_hole_skipped`, `clt_hole_bytes`) and the
+//!   session goes on. The original waits for the missing segment until the session times out,
+//!   so one lost frame cost every later request of its connection.
 //! - #7: SYNs are retransmitted at `syn_rto` (doubling) until `establish_timeout`.
 //! - #8: RTO, delayed ACK, reconstruct, SYN retransmit, time-wait and timeouts are separate
 //!   deadlines per session (one heap entry per session), with the original's timing.
@@ -91,9 +97,9 @@
 //!   or fails; here nothing is consumed without leaving).
 //! - An out-of-order segment is walked at most 256 segments to its place; further, it is dropped
 //!   and counted (`clt_reorder_dropped`): the session's stall at the hole is bounded by
-//!   `lost_wait`, the worker's cost by the walk.
+//!   `hole_wait`, the worker's cost by the walk.
 //! - No zero-window probes and no hop-point bookkeeping (§3.11) beyond the 2^24 jump rule;
-//!   `lost_wait` bounds both stalls.
+//!   `hole_wait` bounds both stalls.
 //!
 //! # Invariants
 //!
@@ -151,8 +157,9 @@ pub struct Config {
     /// How long a finished session lingers (6 s); also how long we wait for the target's FIN
     /// after sending the client's.
     pub time_wait: Duration,
-    /// End a session whose captured stream has an unfilled hole after this long (10 s).
-    pub lost_wait: Duration,
+    /// Skip a hole in the captured stream that is still unfilled after this long (1 s): the
+    /// target gets the stream without the missing bytes, and the session goes on.
+    pub hole_wait: Duration,
     /// Session table capacity; a new session when it is full evicts the least recently active.
     pub max_sessions: usize,
     /// Per-session cap of buffered captured bytes (headers + payload); `usize::MAX` (the
@@ -180,7 +187,7 @@ impl Default for Config {
             syn_rto: Duration::from_secs(1),
             establish_timeout: Duration::from_secs(5),
             time_wait: Duration::from_secs(6),
-            lost_wait: Duration::from_secs(10),
+            hole_wait: Duration::from_secs(1),
             max_sessions: 65_536,
             max_buffered_bytes: usize::MAX,
             catch_up: Some(CatchUp::default()),
@@ -360,8 +367,11 @@ control::counters! {
         counter unknown_response,
         /// Handshakes given up after `establish_timeout`.
         counter establish_timeout,
-        /// Sessions ended because a hole in the capture was not filled within `lost_wait`.
-        counter lost_timeout,
+        /// Holes in a session's captured stream skipped because they were not filled within
+        /// `hole_wait` (each costs the target the missing bytes: typically one request).
+        counter clt_hole_skipped,
+        /// Bytes of captured streams skipped at holes.
+        counter clt_hole_bytes,
         /// Client frames dropped as unusable: not IP TCP, inconsistent with their parse, bad target.
         counter clt_malformed,
         /// Client frames whose client address is not of the target's family (an IPv6 client of

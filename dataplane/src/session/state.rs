@@ -135,6 +135,10 @@ pub(crate) struct Session {
 
     /// When a hole in the captured stream was first hit.
     pub lost_since: Option<Instant>,
+    /// Bytes of the client's stream skipped at unfilled holes (`hole_wait`): captured sequence
+    /// numbers are moved back by this much on the way in, so the target sees one contiguous
+    /// stream. Kept across a reconstruct (the stored segments are in the moved space).
+    pub seq_shift: u32,
 
     /// Sending without waiting for responses until nothing captured is left unsent (the session
     /// fell behind its capture: [`super::CatchUp`]).
@@ -233,6 +237,7 @@ impl Session {
             req_at: None,
 
             lost_since: None,
+            seq_shift: 0,
             catching_up: false,
             backlog_since: None,
             rtt_probe: None,
@@ -268,6 +273,7 @@ impl Session {
             waiting: self.buffered,
             waiting_payload: 0,
             max_end: self.max_end,
+            seq_shift: self.seq_shift,
             syn_seen: self.syn_seen,
             syn_seq: self.syn_seq,
             fake: self.fake,
@@ -433,6 +439,7 @@ mod tests {
             syn_at: later(30),
             req_at: later(31),
             lost_since: later(32),
+            seq_shift: 44,
             catching_up: true,
             backlog_since: later(42),
             rtt_probe: Some((43, t)),

@@ -1061,16 +1061,51 @@ fn client_retransmissions_and_reordering() {
 }
 
 #[test]
-fn unfilled_hole_ends_the_session_after_lost_wait() {
+fn an_unfilled_hole_is_skipped_after_hole_wait_and_the_session_goes_on() {
     let mut h = Harness::new(cfg());
     h.open();
-    h.client(20, &c(1101, 5001, ACK).data(&body(100, 0)));
+    // The capture lost the first request (1001..1101): the second waits at the hole.
+    h.client(20, &c(1101, 5001, PSH | ACK).data(&body(100, 1)));
     assert!(h.take().is_empty());
-    h.tick(10_019);
-    assert_eq!(h.n().lost_timeout, 0);
-    h.tick(10_020);
-    assert_eq!((h.n().lost_timeout, h.n().obsolete), (1, 1));
-    assert_eq!(h.take1().flags, RST | ACK);
+    h.tick(1019);
+    assert!(h.take().is_empty());
+    assert_eq!(h.n().clt_hole_skipped, 0);
+    h.tick(1020);
+    // Skipped: the second request goes out where the target's stream stands, whole.
+    let t = h.take1();
+    assert_eq!((t.seq, &t.payload[..]), (1001, &body(100, 1)[..]));
+    assert_eq!((h.n().clt_hole_skipped, h.n().clt_hole_bytes, h.n().obsolete), (1, 100, 0));
+    // The target answers it; the next request's captured numbers are moved back too.
+    h.resp(1021, r(9001, 1101, PSH | ACK, 50));
+    h.tick(1100);
+    h.tick(1200);
+    assert!(h.take().iter().all(|s| s.payload.is_empty()), "the ACK of the answer");
+    h.client(1210, &c(1201, 5051, PSH | ACK).data(&body(100, 2)));
+    let t = h.take1();
+    assert_eq!((t.seq, &t.payload[..]), (1101, &body(100, 2)[..]));
+    // A late retransmission of the skipped bytes is old news to the target.
+    h.client(5000, &c(1001, 5001, PSH | ACK).data(&body(100, 0)));
+    assert!(h.take().is_empty());
+    let n = h.n();
+    assert_eq!((n.clt_retrans + n.clt_stale, n.obsolete), (1, 0));
+}
+
+#[test]
+fn a_hole_filled_in_time_is_not_skipped() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1101, 5011, PSH | ACK).data(&body(100, 1)));
+    h.tick(900);
+    // The client's retransmission of the segment the network lost arrives first.
+    h.client(950, &c(1001, 5001, PSH | ACK).data(&body(100, 0)));
+    let v = h.take();
+    assert_eq!(v.iter().map(|s| s.seq).collect::<Vec<_>>(), [1001]);
+    h.resp(960, r(9001, 1101, PSH | ACK, 10));
+    h.tick(980);
+    h.tick(1100);
+    let v = h.take();
+    assert!(v.iter().any(|s| s.seq == 1101 && s.payload == body(100, 1)), "{v:?}");
+    assert_eq!(h.n().clt_hole_skipped, 0);
 }
 
 #[test]

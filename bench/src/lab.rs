@@ -624,6 +624,37 @@ impl Lab {
         Ok(())
     }
 
+    /// Sends the mirror of o0's ingress through one more hop before the copier sees it: a veth
+    /// pair `lsy0` → `lsy1` inside the online namespace, whose `lsy1` ingress copies on to
+    /// `mir0`. Returns `lsy1`: an XDP program there (`xdpcopy-lab impair`) drops frames the
+    /// online server got and the copier never sees — lost capture, as a full fill ring or a
+    /// NIC's drop loses it.
+    pub fn lossy_mirror(&self) -> Result<&'static str> {
+        let online = self.ns(Role::Online);
+        ip(&["-n", &online, "link", "add", "lsy0", "type", "veth", "peer", "name", "lsy1"])?;
+        for ifn in ["lsy0", "lsy1"] {
+            self.run(Role::Online, &["ethtool", "-K", ifn, "gro", "off", "gso", "off", "tso", "off"])?;
+            ip(&["-n", &online, "link", "set", ifn, "up"])?;
+        }
+        self.run(Role::Online, &["tc", "qdisc", "add", "dev", "lsy1", "clsact"])?;
+        self.run(
+            Role::Online,
+            &[
+                "tc", "filter", "add", "dev", "lsy1", "ingress", "protocol", "all", "prio", "10", "u32", "match",
+                "u32", "0", "0", "action", "mirred", "egress", "mirror", "dev", "mir0",
+            ],
+        )?;
+        self.run(Role::Online, &["tc", "filter", "del", "dev", "o0", "ingress", "prio", "10"])?;
+        self.run(
+            Role::Online,
+            &[
+                "tc", "filter", "add", "dev", "o0", "ingress", "protocol", "all", "prio", "10", "u32", "match", "u32",
+                "0", "0", "action", "mirred", "egress", "mirror", "dev", "lsy0",
+            ],
+        )?;
+        Ok("lsy1")
+    }
+
     /// Traditional lab: the assist namespace becomes the outside (module docs). It routes
     /// between the copier's channel side and the test server, drops what is sent to the client
     /// network (after the sniffer saw it), and reaches the test nginx as an ordinary client.

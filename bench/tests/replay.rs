@@ -391,3 +391,68 @@ fn garbage_on_the_channel_and_an_unregistered_flood_are_survived() {
     assert!(s.get("delayed") + s.get("delay_dropped") + s.get("unrouted") >= 5000, "{s:?}");
     assert!(s.get("delay_held") <= 16, "the delay table must stay bounded per session: {s:?}");
 }
+
+#[test]
+fn frames_the_capture_loses_cost_their_requests_only() {
+    if !bench::lab_test("capture_loss") {
+        return;
+    }
+    let lab = lab("hole");
+    let hop = lab.lossy_mirror().unwrap();
+    // 4 % of the TCP frames the online server receives never reach the copier.
+    let impair = Running::start(
+        &lab,
+        Role::Online,
+        "xdpcopy-lab",
+        &["impair", "--iface", hop, "--loss", "4"],
+        "impair.log",
+        "impairing",
+    )
+    .unwrap();
+    let intercept = start_intercept(&lab, "intercept.log");
+    let copier = start_copier(&lab, &[]);
+    let host = addr::ONLINE.to_string();
+    in_netns(&lab.ns(Role::Client), || {
+        let mut conns = [Conn::open(online())?, Conn::open(online())?, Conn::open(online())?];
+        for i in 0..300 {
+            assert_eq!(conns[i % 3].get(&host, &format!("/hole/{i}"), false)?, 200);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let expected = settled_access_log(&lab.online_access_log(), "/hole/", Duration::from_secs(3)).unwrap();
+    // Each hole is waited for 1 s (--hole-wait), then skipped; a lost last request is found when
+    // the connection's FIN arrives. Quiet for 4 s: done.
+    let (mut got, mut since) = (BTreeMap::new(), Instant::now());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while since.elapsed() < Duration::from_secs(4) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = access_log(&lab.test_access_log(), "/hole/").unwrap_or_default();
+        if now != got {
+            (got, since) = (now, Instant::now());
+        }
+    }
+    let impaired = impair.stop().unwrap();
+    let summary = copier.stop().unwrap();
+    intercept.stop().unwrap();
+    assert_eq!(expected.values().sum::<u32>(), 300);
+    // Nothing the online server did not get, nothing twice.
+    assert!(got.iter().all(|(k, n)| *n == 1 && expected.contains_key(k)), "{}", diff(&expected, &got));
+    let missing = 300 - got.values().sum::<u32>();
+    let (dropped, skipped) = (impaired.get("dropped"), summary.get("clt_hole_skipped"));
+    eprintln!(
+        "capture loss: {dropped} frames dropped, {skipped} holes skipped ({} bytes), {missing} requests missing",
+        summary.get("clt_hole_bytes")
+    );
+    assert!(dropped > 0, "the impairment dropped nothing");
+    // A lost frame costs at most its own request: the sessions go on past every hole (TCPCopy's
+    // sessions stall at the first one, and every later request of the connection is lost).
+    assert!(
+        u64::from(missing) <= dropped,
+        "{missing} requests missing for {dropped} lost frames:\n{}",
+        diff(&expected, &got)
+    );
+    assert!(skipped >= 1 && u64::from(missing) >= skipped, "holes skipped {skipped}, requests missing {missing}");
+    assert_eq!(summary.get("obsolete"), 0, "no session was ended early");
+}

@@ -1783,3 +1783,24 @@ fn ipv4_and_ipv6_sessions_of_one_engine_keep_apart() {
     e.on_response(now, &ResponseHeader::from_msg(&sa4.to_msg()).unwrap(), &mut out);
     assert_eq!((e.counters().conns, e.counters().unknown_response), (2, 0));
 }
+
+#[test]
+fn a_hole_after_an_answered_request_is_skipped() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(&body(100, 0)));
+    assert_eq!(h.take1().seq, 1001);
+    h.resp(22, r(9001, 1101, PSH | ACK, 50));
+    for t in (30..200).step_by(10) {
+        h.tick(t);
+    }
+    h.take();
+    // Request 2 (1101..1201) is lost; request 3 arrives.
+    h.client(300, &c(1201, 5101, PSH | ACK).data(&body(100, 2)));
+    assert!(h.take().is_empty());
+    for t in (310..1400).step_by(10) {
+        h.tick(t);
+    }
+    let v = h.take();
+    assert!(v.iter().any(|s| s.seq == 1101 && s.payload == body(100, 2)), "{v:?} {:?}", h.n());
+}

@@ -66,6 +66,8 @@ pub(super) struct Monitor<'a> {
     /// Offline: frames received so far and when that last changed; when the feed finished.
     last_rx: (u64, Instant),
     feed_done_at: Option<Instant>,
+    /// Whether the capture-loss advice was printed (once per run).
+    warned_capture_loss: bool,
 }
 
 /// What the monitor watches and where it reports.
@@ -118,6 +120,7 @@ impl<'a> Monitor<'a> {
             last_line: (Totals::default(), now),
             last_rx: (0, now),
             feed_done_at: None,
+            warned_capture_loss: false,
         }
     }
 
@@ -144,6 +147,7 @@ impl<'a> Monitor<'a> {
                 let totals = self.totals();
                 self.close_interval(&totals);
                 self.refresh_metrics(&totals);
+                self.warn_capture_loss(&totals);
             }
             if let Some(interval) = self.stats_interval.filter(|_| now >= next_line) {
                 next_line += interval;
@@ -154,6 +158,28 @@ impl<'a> Monitor<'a> {
             }
         }
         stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Says once, when the kernel first reports frames lost before a worker saw them, what that
+    /// costs and what helps (the counters keep the count).
+    fn warn_capture_loss(&mut self, totals: &Totals) {
+        let x = &totals.xsk;
+        if self.warned_capture_loss || x.rx_dropped == 0 {
+            return;
+        }
+        self.warned_capture_loss = true;
+        let cost = if self.session {
+            "in session mode each is a hole its session skips after --hole-wait (clt_hole_skipped)"
+        } else {
+            "they are not copied"
+        };
+        eprintln!(
+            "xdpcopy: the capture is losing frames (xsk rx_dropped {}, fill_empty {}, ring_full {}): a worker \
+             fell behind the kernel; {cost}. Give each worker a core of its own (--cores), away from the \
+             NIC's interrupts and busy processes, or larger rings to ride out its stalls (--frames 16384 \
+             --ring-size 8192)",
+            x.rx_dropped, x.fill_empty, x.rx_ring_full
+        );
     }
 
     /// Every counter now (the control thread's as last published).

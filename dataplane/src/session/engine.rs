@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::build::{self, Endpoints, Fake, FAKE_WINDOW};
-use super::pool::{Pool, Seg, NIL};
+use super::pool::{self, Pool, Seg, NIL};
 use super::response::ResponseHeader;
 use super::state::{after, before, Phase, Session};
 use super::table::{key, Key, Table};
@@ -26,6 +26,8 @@ const MS: Duration = Duration::from_millis(1);
 /// The smallest timer delay: a timer armed while timers run is never due in the same run.
 const MIN_DELAY: Duration = Duration::from_micros(1);
 /// How long packets older than the captured SYN are discarded (§3.11).
+/// Holes one session skips in one timer run (the rest at its next run: a bounded round).
+const MAX_SKIPS_PER_ROUND: u32 = 64;
 const GUARD: Duration = Duration::from_secs(600);
 /// A forward jump this large in the captured stream means the tuple was reused (§3.11).
 const HOP: u32 = 1 << 24;
@@ -148,6 +150,8 @@ struct Core {
     targets: Vec<Target>,
     pool: Pool,
     c: Counters,
+    /// Origin of the segments' capture stamps.
+    epoch: Instant,
 }
 
 impl Engine {
@@ -161,7 +165,13 @@ impl Engine {
             timers: Timers::new(2 * cap + 64),
             next_gen: 0,
             blocked: VecDeque::with_capacity(cap),
-            core: Core { pool: Pool::new(config.pool_bytes), cfg: config, targets, c: Counters::default() },
+            core: Core {
+                pool: Pool::new(config.pool_bytes),
+                cfg: config,
+                targets,
+                c: Counters::default(),
+                epoch: Instant::now(),
+            },
         }
     }
 
@@ -989,6 +999,7 @@ impl Core {
             flags: inc.flags,
             ip_hlen: ip.len() as u8,
             tcp_hlen: th.len() as u8,
+            captured: pool::stamp(now.saturating_duration_since(self.epoch)),
         };
         let Some(d) = self.pool.alloc(meta, [ip, th, inc.payload]) else {
             return Insert::PoolFull;
@@ -1191,7 +1202,7 @@ impl Core {
                 return false;
             }
             if after(seg.seq, s.nxt) {
-                s.lost_since.get_or_insert(now);
+                s.lost_since.get_or_insert_with(|| self.captured_at(now, &seg));
                 return false;
             }
             if s.rep_ack != seg.seq {
@@ -1216,7 +1227,7 @@ impl Core {
         if seg.len() > 0 {
             // Rule 7d: ordering.
             if after(seg.start(), s.nxt) {
-                s.lost_since.get_or_insert(now);
+                s.lost_since.get_or_insert_with(|| self.captured_at(now, &seg));
                 return false;
             }
             if before(seg.start(), s.nxt) {
@@ -1586,9 +1597,21 @@ impl Core {
         }
         if now >= self.idle_deadline(s) {
             self.obsolete(now, s, out);
-        } else if s.lost_since.is_some_and(|l| at(l, self.cfg.hole_wait) <= now) {
-            self.skip_hole(now, s, out);
+        } else {
+            // Skipping one hole may bring the next, captured as long ago: skip it too.
+            let mut skips = 0;
+            while s.lost_since.is_some_and(|l| at(l, self.cfg.hole_wait) <= now) && skips < MAX_SKIPS_PER_ROUND {
+                self.skip_hole(now, s, out);
+                skips += 1;
+            }
         }
+    }
+
+    /// When `seg` was captured (to a stamp's tick): the start of the wait at a hole before it,
+    /// so a hole found late — after the previous one was skipped — is not waited for again.
+    fn captured_at(&self, now: Instant, seg: &Seg) -> Instant {
+        let age = seg.age(pool::stamp(now.saturating_duration_since(self.epoch)));
+        now.checked_sub(age).unwrap_or(now)
     }
 
     /// The hole before the unsent head was not filled in time: move the unsent segments (and
@@ -1612,6 +1635,9 @@ impl Core {
         }
         s.max_end = s.max_end.wrapping_sub(hole);
         s.seq_shift = s.seq_shift.wrapping_add(hole);
+        // The skipped bytes were the client's: it spoke first, whatever the acks of what
+        // follows say (no greeting wait, rule 6).
+        s.sent_request = true;
         self.c.clt_hole_skipped += 1;
         self.c.clt_hole_bytes += u64::from(hole);
         self.drain(now, s, out);

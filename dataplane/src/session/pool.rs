@@ -36,6 +36,20 @@ pub(crate) struct Seg {
     pub ip_hlen: u8,
     /// TCP header length.
     pub tcp_hlen: u8,
+    /// When it was captured, in [`TICK`]s since the engine started (wrapping; see
+    /// [`Seg::age`]). Fits the descriptor's padding: it stays 32 bytes.
+    pub captured: u16,
+}
+
+// The descriptor stays 32 bytes (docs/cli.md's memory figures count on it).
+const _: () = assert!(std::mem::size_of::<Seg>() == 32);
+
+/// Unit of [`Seg::captured`]: 8 ms, so the stamp wraps after about 524 s.
+pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(8);
+
+/// `elapsed` (since the engine started) as a capture stamp.
+pub(crate) fn stamp(elapsed: std::time::Duration) -> u16 {
+    (elapsed.as_millis() / TICK.as_millis()) as u16
 }
 
 impl Seg {
@@ -50,11 +64,18 @@ impl Seg {
         flags: 0,
         ip_hlen: 0,
         tcp_hlen: 0,
+        captured: 0,
     };
 
     /// Return whether any bit of `flags` is set.
     pub fn any(&self, flags: u8) -> bool {
         self.flags & flags != 0
+    }
+
+    /// How long ago it was captured, given `now` as a stamp: exact to a [`TICK`] for up to
+    /// 2^16 ticks (a segment waiting longer reads younger by a multiple of that).
+    pub fn age(&self, now: u16) -> std::time::Duration {
+        TICK * u32::from(now.wrapping_sub(self.captured))
     }
 
     /// Return the payload length still to send (after trimming).

@@ -1804,3 +1804,24 @@ fn a_hole_after_an_answered_request_is_skipped() {
     let v = h.take();
     assert!(v.iter().any(|s| s.seq == 1101 && s.payload == body(100, 2)), "{v:?} {:?}", h.n());
 }
+
+#[test]
+fn holes_found_after_a_skip_are_not_waited_for_again() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    // Requests 1 and 3 are lost; 2 and 4 were captured at 20 and 21 ms.
+    h.client(20, &c(1101, 5011, PSH | ACK).data(&body(100, 2)));
+    h.client(21, &c(1301, 5031, PSH | ACK).data(&body(100, 4)));
+    assert!(h.take().is_empty());
+    h.tick(1019);
+    assert!(h.take().is_empty());
+    // At 1 s both holes are skipped in one go (the second's data waited as long as the first's),
+    // and both requests go out (the backlog is also a second old: catch-up).
+    h.tick(1030);
+    let v = h.take();
+    assert_eq!(
+        v.iter().map(|s| (s.seq, s.payload.clone())).collect::<Vec<_>>(),
+        [(1001, body(100, 2)), (1101, body(100, 4))]
+    );
+    assert_eq!((h.n().clt_hole_skipped, h.n().clt_hole_bytes), (2, 200));
+}

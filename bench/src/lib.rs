@@ -19,6 +19,7 @@ pub mod lab;
 pub mod netns;
 pub mod proc;
 pub mod replay_bench;
+pub mod replay_check;
 pub mod sender;
 pub mod sessions_bench;
 pub mod verify;

@@ -4,16 +4,16 @@
 //! Needs root: skipped loudly without it, unless CI is set, where it fails.
 
 use std::{
-    collections::BTreeMap,
     io::{ErrorKind, Read, Write},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream},
     time::{Duration, Instant},
 };
 
 use bench::{
-    http::{access_log, get_once, settled_access_log, Conn},
+    http::{get_once, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
+    replay_check::{diff, settle_log},
     Lab, LabSpec, Role, Running,
 };
 
@@ -52,41 +52,6 @@ fn copier_msg(kind: u16, client: SocketAddrV4, target: SocketAddrV4) -> [u8; 14]
     m[8..12].copy_from_slice(&target.ip().octets());
     m[12..14].copy_from_slice(&target.port().to_be_bytes());
     m
-}
-
-/// Waits until the test server's log holds `expected` (or the timeout), then a little longer so
-/// late duplicates would show; returns what it holds.
-fn settle_log(
-    lab: &Lab,
-    prefix: &str,
-    expected: &BTreeMap<(String, u16), u32>,
-    timeout: Duration,
-) -> BTreeMap<(String, u16), u32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        if &got == expected || Instant::now() > deadline {
-            std::thread::sleep(Duration::from_millis(500));
-            return access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u32>) -> String {
-    let mut out = String::new();
-    for (k, n) in expected {
-        let g = got.get(k).copied().unwrap_or(0);
-        if g != *n {
-            out += &format!("  {} {}: online {n}, test {g}\n", k.0, k.1);
-        }
-    }
-    for (k, g) in got {
-        if !expected.contains_key(k) {
-            out += &format!("  {} {}: online 0, test {g}\n", k.0, k.1);
-        }
-    }
-    out
 }
 
 /// Whether the peer closed `s` within `within` (EOF or reset); false if it is still open.

@@ -6,7 +6,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{BufRead, BufReader, Write},
     net::{IpAddr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
@@ -15,6 +14,7 @@ use bench::{
     http::{access_log, get_once, host, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
+    replay_check::{diff, redis_dump, redis_session, settle_log, settle_redis_commands},
     Lab, LabSpec, Role, Running, Summary,
 };
 
@@ -63,41 +63,6 @@ fn start_copier(lab: &Lab, channel: &str, args: &[&str], log: &str) -> Running {
     let copier = Running::start(lab, Role::Copier, "xdpcopy", &all, log, "capturing on").expect("xdpcopy starts");
     copier.wait_for("channel up 2", Duration::from_secs(10)).expect("both channel connections up");
     copier
-}
-
-/// Waits until the test server's log holds `expected` (or the timeout), then a little longer so
-/// late duplicates would show; returns what it holds.
-fn settle_log(
-    lab: &Lab,
-    prefix: &str,
-    expected: &BTreeMap<(String, u16), u32>,
-    timeout: Duration,
-) -> BTreeMap<(String, u16), u32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        if &got == expected || Instant::now() > deadline {
-            std::thread::sleep(Duration::from_millis(500));
-            return access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u32>) -> String {
-    let mut out = String::new();
-    for (k, n) in expected {
-        let g = got.get(k).copied().unwrap_or(0);
-        if g != *n {
-            out += &format!("  {} {}: online {n}, test {g}\n", k.0, k.1);
-        }
-    }
-    for (k, g) in got {
-        if !expected.contains_key(k) {
-            out += &format!("  {} {}: online 0, test {g}\n", k.0, k.1);
-        }
-    }
-    out
 }
 
 /// path → the client address of every request with that path prefix in `log`
@@ -221,71 +186,6 @@ fn ipv6_and_ipv4_sessions_replay_exactly_side_by_side_over_an_ipv6_channel() {
     assert_eq!((pcap.malformed, pcap.bad_ip_csum, pcap.bad_tcp_csum), (0, 0, 0));
 }
 
-/// Sends each of `cmds` as an inline command and reads its one-line reply.
-fn redis_session(stream: TcpStream, cmds: &[String], pipelined: bool) -> anyhow::Result<Vec<String>> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut w = stream.try_clone()?;
-    let mut r = BufReader::new(stream);
-    let mut replies = Vec::new();
-    let read = |r: &mut BufReader<TcpStream>| -> anyhow::Result<String> {
-        let mut l = String::new();
-        r.read_line(&mut l)?;
-        anyhow::ensure!(!l.starts_with('-'), "redis error: {l}");
-        Ok(l.trim_end().to_owned())
-    };
-    if pipelined {
-        let all: String = cmds.iter().map(|c| format!("{c}\r\n")).collect();
-        w.write_all(all.as_bytes())?;
-        for _ in cmds {
-            replies.push(read(&mut r)?);
-        }
-    } else {
-        for c in cmds {
-            w.write_all(format!("{c}\r\n").as_bytes())?;
-            replies.push(read(&mut r)?);
-        }
-    }
-    Ok(replies)
-}
-
-fn redis_cli(lab: &Lab, role: Role, args: &[&str]) -> String {
-    let ip = if role == Role::Online { addr::ONLINE6 } else { addr::TEST6 }.to_string();
-    let port = addr::REDIS_PORT.to_string();
-    let mut all = vec!["redis-cli", "-h", &ip, "-p", &port];
-    all.extend_from_slice(args);
-    lab.run(role, &all).unwrap()
-}
-
-/// `cmdstat_NAME:calls=N` → NAME → N (the inspection commands left out).
-fn command_calls(info: &str) -> BTreeMap<String, u64> {
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .filter(|(n, _)| {
-            !["info", "command", "keys", "dbsize", "lrange", "hgetall", "type", "scan"].contains(&n.as_str())
-        })
-        .collect()
-}
-
-/// Every key with its type and value, for comparing two servers.
-fn redis_dump(lab: &Lab, role: Role) -> BTreeMap<String, String> {
-    let keys = redis_cli(lab, role, &["--scan"]);
-    keys.lines()
-        .map(|k| {
-            let v = match redis_cli(lab, role, &["type", k]).trim() {
-                "string" => redis_cli(lab, role, &["get", k]),
-                "list" => redis_cli(lab, role, &["lrange", k, "0", "-1"]),
-                "hash" => redis_cli(lab, role, &["hgetall", k]),
-                other => other.to_owned(),
-            };
-            (k.to_owned(), v)
-        })
-        .collect()
-}
-
 #[test]
 fn a_redis_workload_from_ipv6_clients_replays_exactly() {
     if !bench::lab_test("ipv6_redis") {
@@ -328,22 +228,13 @@ fn a_redis_workload_from_ipv6_clients_replays_exactly() {
         }
     });
 
-    let want = command_calls(&redis_cli(&lab, Role::Online, &["info", "commandstats"]));
+    let (want, got) = settle_redis_commands(&lab, addr::ONLINE6.into(), addr::TEST6.into(), Duration::from_secs(30));
     assert_eq!(want.get("set"), Some(&(3 * 95)));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = BTreeMap::new();
-    while Instant::now() < deadline {
-        got = command_calls(&redis_cli(&lab, Role::Test, &["info", "commandstats"]));
-        if got == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(500));
     let c = copier.stop().unwrap();
     intercept.stop().unwrap();
     assert_eq!(got, want, "commands executed on the test redis differ from the online one's");
-    let (online_data, test_data) = (redis_dump(&lab, Role::Online), redis_dump(&lab, Role::Test));
+    let (online_data, test_data) =
+        (redis_dump(&lab, Role::Online, addr::ONLINE6.into()), redis_dump(&lab, Role::Test, addr::TEST6.into()));
     assert_eq!(online_data.len(), 3 * (80 + 3 + 1 + 15));
     assert!(online_data == test_data, "the test redis holds different data");
     assert_eq!((c.get("conns"), c.get("ipv6_sessions")), (3 * 17, 3 * 17));

@@ -7,16 +7,17 @@
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     time::{Duration, Instant},
 };
 
 use bench::{
-    http::{access_log, get_once, settled_access_log, Conn},
+    http::{get_once, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
     netns::signal,
+    replay_check::{diff, redis_dump, redis_session, settle_log, settle_redis_commands},
     Lab, LabSpec, Role, Running,
 };
 
@@ -32,41 +33,6 @@ fn online() -> SocketAddr {
 
 fn http_transfer() -> String {
     format!("80-{}:{}", addr::TEST, addr::TEST_PORT)
-}
-
-/// Waits until the test server's log holds `expected` (or the timeout), then a little longer so
-/// late duplicates would show; returns what it holds.
-fn settle_log(
-    lab: &Lab,
-    prefix: &str,
-    expected: &BTreeMap<(String, u16), u32>,
-    timeout: Duration,
-) -> BTreeMap<(String, u16), u32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        if &got == expected || Instant::now() > deadline {
-            std::thread::sleep(Duration::from_millis(500));
-            return access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u32>) -> String {
-    let mut out = String::new();
-    for (k, n) in expected {
-        let g = got.get(k).copied().unwrap_or(0);
-        if g != *n {
-            out += &format!("  {} {}: online {n}, test {g}\n", k.0, k.1);
-        }
-    }
-    for (k, g) in got {
-        if !expected.contains_key(k) {
-            out += &format!("  {} {}: online 0, test {g}\n", k.0, k.1);
-        }
-    }
-    out
 }
 
 /// `curl` from the outside with source address `from` to the test nginx; Ok(status) or Err.
@@ -199,72 +165,6 @@ fn sessions_replay_exactly_and_no_answer_leaves_the_test_server() {
     assert_eq!(s.get("malformed"), 0);
 }
 
-/// Sends each of `cmds` as an inline command and reads its one-line reply.
-fn redis_session(stream: TcpStream, cmds: &[String], pipelined: bool) -> anyhow::Result<Vec<String>> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut w = stream.try_clone()?;
-    let mut r = BufReader::new(stream);
-    let mut replies = Vec::new();
-    let read = |r: &mut BufReader<TcpStream>| -> anyhow::Result<String> {
-        let mut l = String::new();
-        r.read_line(&mut l)?;
-        anyhow::ensure!(!l.starts_with('-'), "redis error: {l}");
-        Ok(l.trim_end().to_owned())
-    };
-    if pipelined {
-        let all: String = cmds.iter().map(|c| format!("{c}\r\n")).collect();
-        w.write_all(all.as_bytes())?;
-        for _ in cmds {
-            replies.push(read(&mut r)?);
-        }
-    } else {
-        for c in cmds {
-            w.write_all(format!("{c}\r\n").as_bytes())?;
-            replies.push(read(&mut r)?);
-        }
-    }
-    Ok(replies)
-}
-
-fn redis_cli(lab: &Lab, role: Role, ip: std::net::Ipv4Addr, args: &[&str]) -> String {
-    let ip = ip.to_string();
-    let port = addr::REDIS_PORT.to_string();
-    let mut all = vec!["redis-cli", "-h", &ip, "-p", &port];
-    all.extend_from_slice(args);
-    lab.run(role, &all).unwrap()
-}
-
-/// `cmdstat_NAME:calls=N` → NAME → N.
-fn command_calls(info: &str) -> BTreeMap<String, u64> {
-    info.lines()
-        .filter_map(|l| {
-            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
-            Some((name.to_owned(), calls))
-        })
-        .filter(|(n, _)| {
-            !["info", "command", "keys", "dbsize", "lrange", "hgetall", "type", "scan"].contains(&n.as_str())
-        })
-        .collect()
-}
-
-/// Every key with its type and value, for comparing two servers.
-fn redis_dump(lab: &Lab, role: Role, ip: std::net::Ipv4Addr) -> BTreeMap<String, String> {
-    let keys = redis_cli(lab, role, ip, &["--scan"]);
-    keys.lines()
-        .map(|k| {
-            let ty = redis_cli(lab, role, ip, &["type", k]);
-            let v = match ty.trim() {
-                "string" => redis_cli(lab, role, ip, &["get", k]),
-                "list" => redis_cli(lab, role, ip, &["lrange", k, "0", "-1"]),
-                "hash" => redis_cli(lab, role, ip, &["hgetall", k]),
-                other => other.to_owned(),
-            };
-            (k.to_owned(), v)
-        })
-        .collect()
-}
-
 #[test]
 fn a_redis_workload_replays_exactly() {
     if !bench::lab_test("local_redis") {
@@ -311,23 +211,13 @@ fn a_redis_workload_replays_exactly() {
         }
     });
 
-    let want = command_calls(&redis_cli(&lab, Role::Online, addr::ONLINE, &["info", "commandstats"]));
+    let (want, got) = settle_redis_commands(&lab, addr::ONLINE.into(), addr::TEST.into(), Duration::from_secs(30));
     assert_eq!(want.get("set"), Some(&(4 * 120)));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut got = BTreeMap::new();
-    while Instant::now() < deadline {
-        got = command_calls(&redis_cli(&lab, Role::Test, addr::TEST, &["info", "commandstats"]));
-        if got == want {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(500));
     let copier_summary = copier.stop().unwrap();
     intercept.stop().unwrap();
     assert_eq!(got, want, "commands executed on the test redis differ from the online one's");
     let (online_data, test_data) =
-        (redis_dump(&lab, Role::Online, addr::ONLINE), redis_dump(&lab, Role::Test, addr::TEST));
+        (redis_dump(&lab, Role::Online, addr::ONLINE.into()), redis_dump(&lab, Role::Test, addr::TEST.into()));
     assert_eq!(online_data.len(), 4 * (100 + 3 + 1 + 20));
     assert!(online_data == test_data, "the test redis holds different data");
     assert_eq!(copier_summary.get("conns"), 4 * 22);

@@ -4,7 +4,6 @@
 //! set, where it fails.
 
 use std::{
-    collections::BTreeMap,
     io::{BufRead, BufReader, Write},
     net::{SocketAddr, TcpListener, TcpStream},
     sync::{Arc, Mutex},
@@ -12,9 +11,10 @@ use std::{
 };
 
 use bench::{
-    http::{access_log, get_once, settled_access_log, Conn},
+    http::{get_once, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
+    replay_check::{diff, quiet_log, settle_log},
     Lab, LabSpec, Role, Running, Summary,
 };
 
@@ -41,41 +41,6 @@ fn start_copier(lab: &Lab, extra: &[&str]) -> Running {
 
 fn online() -> SocketAddr {
     SocketAddr::from((addr::ONLINE, addr::ONLINE_PORT))
-}
-
-/// Waits until the test server's log holds `expected` (or the timeout), then a little longer so
-/// late duplicates would show; returns what it holds.
-fn settle_log(
-    lab: &Lab,
-    prefix: &str,
-    expected: &BTreeMap<(String, u16), u32>,
-    timeout: Duration,
-) -> BTreeMap<(String, u16), u32> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let got = access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        if &got == expected || Instant::now() > deadline {
-            std::thread::sleep(Duration::from_millis(500));
-            return access_log(&lab.test_access_log(), prefix).unwrap_or_default();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn diff(expected: &BTreeMap<(String, u16), u32>, got: &BTreeMap<(String, u16), u32>) -> String {
-    let mut out = String::new();
-    for (k, n) in expected {
-        let g = got.get(k).copied().unwrap_or(0);
-        if g != *n {
-            out += &format!("  {} {}: online {n}, test {g}\n", k.0, k.1);
-        }
-    }
-    for (k, g) in got {
-        if !expected.contains_key(k) {
-            out += &format!("  {} {}: online 0, test {g}\n", k.0, k.1);
-        }
-    }
-    out
 }
 
 #[test]
@@ -424,15 +389,7 @@ fn frames_the_capture_loses_cost_their_requests_only() {
     let expected = settled_access_log(&lab.online_access_log(), "/hole/", Duration::from_secs(3)).unwrap();
     // Each hole is waited for 1 s (--hole-wait), then skipped; a lost last request is found when
     // the connection's FIN arrives. Quiet for 4 s: done.
-    let (mut got, mut since) = (BTreeMap::new(), Instant::now());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while since.elapsed() < Duration::from_secs(4) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = access_log(&lab.test_access_log(), "/hole/").unwrap_or_default();
-        if now != got {
-            (got, since) = (now, Instant::now());
-        }
-    }
+    let got = quiet_log(&lab, "/hole/", Duration::from_secs(4), Duration::from_secs(60));
     let impaired = impair.stop().unwrap();
     let summary = copier.stop().unwrap();
     intercept.stop().unwrap();

@@ -324,9 +324,9 @@ fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, e
     }
     let _ = writeln!(
         md,
-        "| load | family | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | retransmit | pool_exhausted |"
+        "| load | family | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | frames the capture lost / holes skipped | retransmit | pool_exhausted |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let load = match r.load {
             Load::Paced(rate) => format!("paced {rate}/s, 8 conns"),
@@ -340,7 +340,7 @@ fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, e
         };
         let _ = writeln!(
             md,
-            "| {load} | {} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} | {} |",
+            "| {load} | {} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} / {} | {} | {} |",
             r.family.name(),
             100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
             100.0 * r.copier_cpu,
@@ -351,6 +351,8 @@ fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, e
             g("latency_test_response_p99_us"),
             g("catch_up_entered"),
             g("catch_up_requests"),
+            g("xsk_rx_dropped"),
+            g("clt_hole_skipped"),
             g("retransmit"),
             g("pool_exhausted"),
         );

@@ -173,6 +173,51 @@ fn direct_round_trip(lab: &Lab, family: Family, n: usize) -> Result<(f64, f64)> 
     Ok((q(0.5), q(0.99)))
 }
 
+/// Keeps every core busy at the lowest priority (`SCHED_IDLE`: it runs only when nothing else
+/// wants the core) while it lives. On a virtual machine a halted vCPU takes tens of µs to wake,
+/// which slowed the unpaced ping-pong between wrk and the online nginx about 3× whenever nothing
+/// else kept the cores awake — so the online rate without the copier came out far below the rate
+/// with it (a footprint of 300 %). With the cores kept awake in both runs the footprint measures
+/// what the copier takes, not the wake-ups it saves.
+struct IdleSpinners {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl IdleSpinners {
+    fn start() -> IdleSpinners {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|core| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    core_affinity::set_for_current(core);
+                    // Without SCHED_IDLE it would take its share from the lab: stop at once.
+                    if dataplane::xsk::sys::set_idle_priority().is_err() {
+                        return;
+                    }
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        IdleSpinners { stop, threads }
+    }
+}
+
+impl Drop for IdleSpinners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
     let lab = Lab::up(LabSpec {
         tag: "bench-replay".into(),
@@ -182,7 +227,9 @@ fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Resu
         traditional: false,
         dual_stack: family == Family::V6,
     })?;
-    // Unpaced: the online server's own rate in this lab, with no mirror and no copier, first.
+    // Unpaced: the cores kept awake for the whole level (see IdleSpinners), and the online
+    // server's own rate in this lab, with no mirror and no copier, first.
+    let _spinners = matches!(load, Load::Unpaced(_)).then(IdleSpinners::start);
     let baseline_rps = match load {
         Load::Unpaced(_) => {
             lab.set_mirror(false)?;

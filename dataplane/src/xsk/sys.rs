@@ -430,6 +430,21 @@ pub fn set_timer_slack(ns: u64) {
     let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) };
 }
 
+/// Puts the calling thread in `SCHED_IDLE`: it runs only when nothing else wants its core (the
+/// benchmark's spinners that keep idle cores from halting).
+///
+/// # Errors
+/// When `sched_setscheduler` fails.
+pub fn set_idle_priority() -> Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is valid for the call.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        return Err(SyscallError::last("sched_setscheduler"));
+    }
+    Ok(())
+}
+
 /// An `AF_PACKET` raw socket bound to one interface: the lab's frame sender
 /// ([`PacketSocket::sender`]) and the promiscuous-mode holder ([`PacketSocket::promiscuous`]).
 #[derive(Debug)]

@@ -222,6 +222,14 @@ impl Engine {
                 i = seg.next;
             }
             assert_eq!(prev, s.tail, "tail is the last segment");
+            if s.lazy_until != NIL {
+                let (mut i, mut found) = (s.unsent, false);
+                while i != NIL && !found {
+                    i = self.core.pool.seg(i).next;
+                    found = i == s.lazy_until;
+                }
+                assert!(found, "lazy_until comes after the unsent head");
+            }
             assert!(in_unsent || s.unsent == NIL, "unsent is in the list");
             assert_eq!(
                 (n, stored, waiting, payload),
@@ -815,6 +823,7 @@ impl Core {
             s.unsent = seg.next;
             s.waiting -= seg.stored();
             s.waiting_payload -= seg.payload_len as usize;
+            self.new_head(s);
         } else {
             self.unlink(s, s.last_sent, d);
         }
@@ -877,6 +886,7 @@ impl Core {
             s.unsent = seg.next;
             s.waiting -= seg.stored();
             s.waiting_payload -= seg.payload_len as usize;
+            self.new_head(s);
         }
         if s.last_sent == d {
             s.last_sent = prev;
@@ -904,6 +914,8 @@ impl Core {
         s.tail = NIL;
         s.unsent = NIL;
         s.last_sent = NIL;
+        s.lazy_until = NIL;
+        s.lazy_shift = 0;
         s.segs = 0;
         s.buffered = 0;
         s.waiting = 0;
@@ -939,10 +951,24 @@ impl Core {
     fn insert(&mut self, now: Instant, s: &mut Session, inc: &Incoming, out: &mut dyn Output) -> Insert {
         let stored = inc.ip_hdr.len() + inc.tcp_hdr.len() + inc.payload.len();
         let plen = inc.payload.len() as u32;
+        // The tail's sequence number as it goes out: a skip's shift may still be pending on it.
+        let tail_seq = (s.tail != NIL).then(|| {
+            let seq = self.pool.seg(s.tail).seq;
+            if s.lazy_until == s.tail {
+                seq.wrapping_sub(s.lazy_shift)
+            } else {
+                seq
+            }
+        });
+        if s.lazy_until != NIL && tail_seq.is_some_and(|t| !after(inc.seq, t)) {
+            // Not an append: it is compared with the unsent segments, whose shift must be applied.
+            self.apply_lazy_shift(s);
+        }
         let same = |seg: &Seg| seg.seq == inc.seq && seg.payload_len == plen && seg.flags == inc.flags;
         // Find the insertion point: after the sent prefix, in sequence order, after equals.
-        let (prev, next) = if s.unsent == NIL || s.tail == NIL || !before(inc.seq, self.pool.seg(s.tail).seq) {
-            if s.tail != NIL && same(self.pool.seg(s.tail)) {
+        let (prev, next) = if s.unsent == NIL || tail_seq.is_none_or(|t| !before(inc.seq, t)) {
+            let dup = |tail: &Seg| tail.payload_len == plen && tail.flags == inc.flags;
+            if tail_seq == Some(inc.seq) && dup(self.pool.seg(s.tail)) {
                 self.c.clt_retrans += 1;
                 return Insert::Dropped;
             }
@@ -1495,6 +1521,7 @@ impl Core {
     /// connection with the same tuple after rtt (§3.12).
     fn reconstruct(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
         self.passive_rst(s, out);
+        self.apply_lazy_shift(s);
         *s = s.reconstructed();
         // Everything buffered is unsent again.
         s.waiting_payload = self.payload_from(s.head);
@@ -1614,6 +1641,38 @@ impl Core {
         now.checked_sub(age).unwrap_or(now)
     }
 
+    /// The unsent head moved to the next segment: apply the pending skip shift to it.
+    fn new_head(&mut self, s: &mut Session) {
+        if s.lazy_until == NIL || s.unsent == NIL {
+            return;
+        }
+        let head = self.pool.seg_mut(s.unsent);
+        head.seq = head.seq.wrapping_sub(s.lazy_shift);
+        if s.unsent == s.lazy_until {
+            s.lazy_until = NIL;
+            s.lazy_shift = 0;
+        }
+    }
+
+    /// Apply the pending skip shift to every unsent segment it is pending for (before the list
+    /// is walked by sequence number, or replayed from its head).
+    fn apply_lazy_shift(&mut self, s: &mut Session) {
+        if s.lazy_until == NIL {
+            return;
+        }
+        let mut i = self.pool.seg(s.unsent).next;
+        loop {
+            let seg = self.pool.seg_mut(i);
+            seg.seq = seg.seq.wrapping_sub(s.lazy_shift);
+            if i == s.lazy_until {
+                break;
+            }
+            i = seg.next;
+        }
+        s.lazy_until = NIL;
+        s.lazy_shift = 0;
+    }
+
     /// The hole before the unsent head was not filled in time: move the unsent segments (and
     /// every later capture of the session) back by its size, so the stream goes on at `nxt`.
     fn skip_hole(&mut self, now: Instant, s: &mut Session, out: &mut dyn Output) {
@@ -1627,11 +1686,23 @@ impl Core {
             self.drain(now, s, out);
             return;
         }
-        let mut i = s.unsent;
+        // The head moves now; the segments after it when they become the head (new_head). Those
+        // captured since the last skip carry its shift already: add back what lazy_shift
+        // will take from them beyond this hole.
+        let head = self.pool.seg_mut(s.unsent);
+        head.seq = head.seq.wrapping_sub(hole);
+        let mut i = if s.lazy_until == NIL { NIL } else { self.pool.seg(s.lazy_until).next };
         while i != NIL {
             let seg = self.pool.seg_mut(i);
-            seg.seq = seg.seq.wrapping_sub(hole);
+            seg.seq = seg.seq.wrapping_add(s.lazy_shift);
             i = seg.next;
+        }
+        if s.tail == s.unsent {
+            s.lazy_until = NIL;
+            s.lazy_shift = 0;
+        } else {
+            s.lazy_until = s.tail;
+            s.lazy_shift = s.lazy_shift.wrapping_add(hole);
         }
         s.max_end = s.max_end.wrapping_sub(hole);
         s.seq_shift = s.seq_shift.wrapping_add(hole);

@@ -139,6 +139,13 @@ pub(crate) struct Session {
     /// numbers are moved back by this much on the way in, so the target sees one contiguous
     /// stream. Kept across a reconstruct (the stored segments are in the moved space).
     pub seq_shift: u32,
+    /// A hole skip's shift not yet applied to the unsent segments after the head up to and
+    /// including `lazy_until` (NIL: none): each is moved back by `lazy_shift` when it becomes the
+    /// head, so a skip costs O(1) however long the backlog behind it (walking the backlog at
+    /// every skip took 86 % of a worker's time under lossy catch-up).
+    pub lazy_shift: u32,
+    /// The last segment `lazy_shift` applies to (NIL: none).
+    pub lazy_until: u32,
 
     /// Sending without waiting for responses until nothing captured is left unsent (the session
     /// fell behind its capture: [`super::CatchUp`]).
@@ -238,6 +245,8 @@ impl Session {
 
             lost_since: None,
             seq_shift: 0,
+            lazy_shift: 0,
+            lazy_until: NIL,
             catching_up: false,
             backlog_since: None,
             rtt_probe: None,
@@ -440,6 +449,8 @@ mod tests {
             req_at: later(31),
             lost_since: later(32),
             seq_shift: 44,
+            lazy_shift: 0,
+            lazy_until: NIL,
             catching_up: true,
             backlog_since: later(42),
             rtt_probe: Some((43, t)),

@@ -1825,3 +1825,65 @@ fn holes_found_after_a_skip_are_not_waited_for_again() {
     );
     assert_eq!((h.n().clt_hole_skipped, h.n().clt_hole_bytes), (2, 200));
 }
+
+/// Drives `h` from `from` to `to` ms in 10 ms steps, answering every request sent (50 bytes
+/// each); returns the (seq, payload) of every first transmission, in order.
+fn answer_all(h: &mut Harness, from: u64, to: u64, server_seq: &mut u32) -> Vec<(u32, Vec<u8>)> {
+    let mut sent = Vec::new();
+    for t in (from..to).step_by(10) {
+        h.tick(t);
+        for s in h.take() {
+            if s.payload.is_empty() || sent.iter().any(|(q, _)| *q == s.seq) {
+                continue;
+            }
+            let end = s.seq.wrapping_add(s.payload.len() as u32);
+            sent.push((s.seq, s.payload));
+            h.resp(t + 1, r(*server_seq, end, PSH | ACK, 50));
+            *server_seq += 50;
+        }
+        h.e.check_invariants();
+    }
+    sent
+}
+
+#[test]
+fn a_backlog_behind_holes_skipped_one_after_another_goes_out_as_one_stream() {
+    // Strict request/response order (no catch-up), so the backlog waits behind each answer.
+    let mut h = Harness::new(Config { catch_up: None, ..cfg() });
+    h.open();
+    let req = |h: &mut Harness, ms: u64, k: u32| {
+        h.client(ms, &c(1001 + 100 * k, 5001 + 50 * k, PSH | ACK).data(&body(100, k as u8)));
+    };
+    // Requests 0, 3 and 7 are lost. 1, 2, 4, 5 are captured at once and wait behind the first
+    // hole; when it is skipped (at 1 s) the session sends 1 and waits for its answer, the
+    // shift for the segments behind it pending.
+    for k in [1, 2, 4, 5] {
+        req(&mut h, 20, k);
+    }
+    for t in (30..=1020).step_by(10) {
+        h.tick(t);
+    }
+    let first = h.take1();
+    let mut sent = vec![(first.seq, first.payload)];
+    assert_eq!(sent[0].0, 1001);
+    // More arrive while that shift is pending (6, 8: appended), then 1 is answered: 2 goes out
+    // and the second skip (3) finds segments with and without the first shift behind it.
+    req(&mut h, 1022, 6);
+    req(&mut h, 1023, 8);
+    h.resp(1024, r(9001, 1101, PSH | ACK, 50));
+    let mut server = 9051;
+    sent.extend(answer_all(&mut h, 1030, 1100, &mut server));
+    // A retransmission of 5 (out of order: any pending shift is applied before it is compared).
+    req(&mut h, 1100, 5);
+    req(&mut h, 1101, 9);
+    sent.extend(answer_all(&mut h, 1110, 3500, &mut server));
+    let expect: Vec<(u32, Vec<u8>)> = [1u32, 2, 4, 5, 6, 8, 9]
+        .iter()
+        .enumerate()
+        .map(|(i, &k)| (1001 + 100 * i as u32, body(100, k as u8)))
+        .collect();
+    let brief = |v: &[(u32, Vec<u8>)]| v.iter().map(|(q, p)| (*q, p[0])).collect::<Vec<_>>();
+    assert_eq!(brief(&sent), brief(&expect));
+    assert_eq!(sent, expect);
+    assert_eq!((h.n().clt_hole_skipped, h.n().clt_hole_bytes), (3, 300));
+}

@@ -147,7 +147,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         sessions: u32,
         /// Replays of the file per run (-T).
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 10)]
         loops: u32,
         #[arg(long, default_value_t = 3)]
         runs: usize,

@@ -624,6 +624,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Frames the mirror veth dropped before the copier's XDP program saw them (`mir0`'s
+    /// `tx_dropped`: its peer's ring was full): capture loss that no xdpcopy counter sees.
+    pub fn mirror_dropped(&self) -> Result<u64> {
+        let path = format!("/sys/class/net/{}/statistics/tx_dropped", iface::ONLINE_MIRROR);
+        let out = self.run(Role::Online, &["cat", &path])?;
+        out.trim().parse().with_context(|| format!("{path}: {out:?}"))
+    }
+
     /// Sends the mirror of o0's ingress through one more hop before the copier sees it: a veth
     /// pair `lsy0` → `lsy1` inside the online namespace, whose `lsy1` ingress copies on to
     /// `mir0`. Returns `lsy1`: an XDP program there (`xdpcopy-lab impair`) drops frames the

@@ -88,6 +88,8 @@ pub struct LevelResult {
     pub settle_seconds: f64,
     /// Unpaced levels: online req/s in the same lab with no copier and no mirror.
     pub baseline_rps: Option<f64>,
+    /// Frames the lab's mirror veth dropped during the copier's run (before XDP saw them).
+    pub mirror_dropped: u64,
     pub summary: crate::proc::Summary,
 }
 
@@ -218,15 +220,20 @@ impl Drop for IdleSpinners {
     }
 }
 
-fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
-    let lab = Lab::up(LabSpec {
+/// A fresh lab of this benchmark: two queues, nginx on both servers, dual stack for IPv6.
+fn lab(family: Family) -> Result<Lab> {
+    Lab::up(LabSpec {
         tag: "bench-replay".into(),
         queues: 2,
         nginx: true,
         mirror_egress: false,
         traditional: false,
         dual_stack: family == Family::V6,
-    })?;
+    })
+}
+
+fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
+    let lab = lab(family)?;
     // Unpaced: the cores kept awake for the whole level (see IdleSpinners), and the online
     // server's own rate in this lab, with no mirror and no copier, first.
     let _spinners = matches!(load, Load::Unpaced(_)).then(IdleSpinners::start);
@@ -247,6 +254,7 @@ fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Resu
     args.extend(extra.iter().map(String::as_str));
     let copier = crate::proc::start_session_copier(&lab, &args, "xdpcopy.log")?;
     let pid = copier.pid();
+    let mirror_dropped0 = lab.mirror_dropped()?;
     let cpu0 = cpu_ticks(pid);
     let started = Instant::now();
     drive(&lab, load, family, seconds, "bench")?;
@@ -267,6 +275,7 @@ fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Resu
     }
     let cpu2 = cpu_ticks(pid);
     let test_requests = count(&lab.test_access_log(), "/bench/");
+    let mirror_dropped = lab.mirror_dropped()? - mirror_dropped0;
     let summary = copier.stop()?;
     intercept.stop()?;
     lab.shutdown()?;
@@ -280,6 +289,7 @@ fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Resu
         copier_cpu_seconds: (cpu2 - cpu0) as f64 / TICKS_PER_S,
         settle_seconds: last.1.duration_since(settle_start).as_secs_f64().max(0.0),
         baseline_rps,
+        mirror_dropped,
         summary,
     })
 }
@@ -289,14 +299,7 @@ fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Resu
 pub fn run(levels: &[Load], families: &[Family], seconds: u64, extra: &[String]) -> Result<String> {
     let mut direct = Vec::new();
     for &family in families {
-        let lab = Lab::up(LabSpec {
-            tag: "bench-replay".into(),
-            queues: 2,
-            nginx: true,
-            mirror_egress: false,
-            traditional: false,
-            dual_stack: family == Family::V6,
-        })?;
+        let lab = lab(family)?;
         let d = direct_round_trip(&lab, family, 2000)?;
         lab.shutdown()?;
         eprintln!(
@@ -371,7 +374,7 @@ fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, e
     }
     let _ = writeln!(
         md,
-        "| load | family | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | frames the capture lost / holes skipped | retransmit | pool_exhausted |"
+        "| load | family | online req/s | footprint: online req/s with ÷ without copier | copy ratio | copier CPU during load (one core = 100 %) | copier CPU per 1000 replayed | replay_rtt p50 / p99 | test_response p50 / p99 | catch-up entered / requests | frames the capture lost (AF_XDP + lab mirror veth) / holes skipped | retransmit | pool_exhausted |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
@@ -387,7 +390,7 @@ fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, e
         };
         let _ = writeln!(
             md,
-            "| {load} | {} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} / {} | {} | {} |",
+            "| {load} | {} | {online_rps:.0} | {footprint} | {:.2} % | {:.0} % | {:.1} ms | {} / {} µs | {} / {} µs | {} / {} | {} + {} / {} | {} | {} |",
             r.family.name(),
             100.0 * r.test_requests as f64 / r.online_requests.max(1) as f64,
             100.0 * r.copier_cpu,
@@ -399,6 +402,7 @@ fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, e
             g("catch_up_entered"),
             g("catch_up_requests"),
             g("xsk_rx_dropped"),
+            r.mirror_dropped,
             g("clt_hole_skipped"),
             g("retransmit"),
             g("pool_exhausted"),

@@ -99,9 +99,18 @@ impl WorkerLink {
         true
     }
 
-    fn deliver(&self, h: HeaderMsg) {
+    /// Control side: queues a header for the worker (counted when the queue is full). The
+    /// worker is woken once per batch, by [`WorkerLink::wake_if_sleeping`].
+    fn queue(&self, h: HeaderMsg) {
         if self.headers.push(h).is_err() {
             self.headers_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Control side, after a batch: wakes the worker if headers wait and it sleeps.
+    fn wake_if_sleeping(&self) {
+        if self.headers.is_empty() {
+            return;
         }
         // Pairs with the worker's fence between announcing it sleeps and looking at the queue
         // (a store then a load on each side: without both fences each side can miss the other's
@@ -185,10 +194,15 @@ impl Control {
         let n = self.client.poll_owned(timeout, |h, owner| match owner.and_then(|w| links.get(w as usize)) {
             Some(link) => {
                 stats.routed += 1;
-                link.deliver(h);
+                link.queue(h);
             }
             None => stats.unowned += 1,
         })?;
+        // One doorbell per worker per batch, not one per header: the worker drains its whole
+        // queue when it wakes.
+        for link in &self.links {
+            link.wake_if_sleeping();
+        }
         Ok(n)
     }
 

@@ -408,11 +408,13 @@ impl Worker {
                 // would otherwise wait for the timeout. The fence pairs with the control
                 // thread's between queueing a header and reading the flag.
                 std::sync::atomic::fence(Ordering::SeqCst);
-                if s.link.headers.is_empty() {
-                    self.port.wait_readable_or(s.doorbell.fd(), timeout);
-                }
+                // The doorbell is read only when it may have rung (a read of a silent eventfd is
+                // a wasted system call on every wake-up by a frame or a timer).
+                let rung = !s.link.headers.is_empty() || self.port.wait_readable_or(s.doorbell.fd(), timeout);
                 s.link.sleeping.store(false, Ordering::SeqCst);
-                s.doorbell.drain();
+                if rung {
+                    s.doorbell.drain();
+                }
             }
         }
     }

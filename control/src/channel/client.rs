@@ -810,6 +810,9 @@ impl ChannelClient {
             });
             headers += delivered;
             self.stats.headers += delivered as u64;
+            // A short read took all the socket had: the next arrival is a new edge (mio's epoll
+            // is edge-triggered), so the read that would only say EAGAIN is skipped.
+            let drained = n < buf.len();
             match fed {
                 Ok(d) => self.stats.frames += d.frames,
                 Err(e) => {
@@ -819,6 +822,9 @@ impl ChannelClient {
                 }
             }
             self.negotiated(idx);
+            if drained {
+                return headers;
+            }
         }
     }
 

@@ -79,7 +79,9 @@ impl RxBell {
         fence(Ordering::SeqCst);
         if !ready() {
             match other {
-                Some(other) => sys::poll_readable2(self.bell.fd(), other, timeout),
+                Some(other) => {
+                    sys::poll_readable2(self.bell.fd(), other, timeout);
+                }
                 None => {
                     sys::poll_readable(self.bell.fd(), timeout);
                 }

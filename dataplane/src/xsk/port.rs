@@ -485,11 +485,13 @@ impl Port {
         }
     }
 
-    /// Waits up to `timeout` for received frames or for `other` to become readable.
-    pub fn wait_readable_or(&self, other: BorrowedFd<'_>, timeout: Duration) {
+    /// Waits up to `timeout` for received frames or for `other` to become readable; returns
+    /// whether `other` may be readable (false only when the wait saw that it was not).
+    pub fn wait_readable_or(&self, other: BorrowedFd<'_>, timeout: Duration) -> bool {
         match &self.bell {
             Some(bell) => {
                 bell.wait(|| self.rx_has_ready(), Some(other), timeout);
+                true
             }
             None => sys::poll_readable2(self.fds.rx(), other, timeout),
         }

@@ -302,13 +302,17 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> bool {
     matches!(rc, Ok(n) if n > 0) && pfd[0].revents & libc::POLLIN != 0
 }
 
-/// Blocks until `a` or `b` is readable or `timeout` passes.
-pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout: Duration) {
+/// Blocks until `a` or `b` is readable or `timeout` passes; returns whether `b` may be
+/// readable (it was, or the wait failed and nobody looked).
+pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout: Duration) -> bool {
     let mut pfds = [
         libc::pollfd { fd: a.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: b.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
-    let _ = loop_call(LoopCall::Poll(&mut pfds, timeout));
+    match loop_call(LoopCall::Poll(&mut pfds, timeout)) {
+        Ok(_) => pfds[1].revents != 0,
+        Err(_) => true,
+    }
 }
 
 /// Looks up an interface index by name.

@@ -57,75 +57,53 @@ impl Output for Out {
     fn latency(&mut self, _what: Latency, _nanos: u64) {}
 }
 
-/// A captured client → online frame, IPv6 (from [`CLIENT6`]) or IPv4 (from [`CLIENT`]).
+/// A captured client → online frame, IPv6 (from [`CLIENT6`], fixed header only) or IPv4 (from
+/// [`CLIENT`]); mirrored, so the TCP checksum is not checked.
 pub fn client_frame_in(v6: bool, port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
+    let opts = &opts[..opts.len() / 4 * 4];
+    let opts = &opts[..opts.len().min(40)];
+    let thl = 20 + opts.len();
+    let l3 = if v6 { 40 } else { 20 };
+    let mut f = vec![0u8; 14 + l3 + thl + payload.len()];
+    let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
+    e.set_dst_addr(MacAddr([2, 0, 0, 0, 0, 2]));
+    e.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
     if v6 {
-        client_frame6(port, seq, ack, flags, payload, opts)
+        e.set_ethertype(ethernet::ETHERTYPE_IPV6);
+        let mut ip = ipv6::Packet::new_unchecked(&mut f[14..]);
+        ip.set_version(6);
+        ip.set_payload_len((thl + payload.len()) as u16);
+        ip.set_next_header(6);
+        ip.set_hop_limit(63);
+        ip.set_src_addr(CLIENT6);
+        ip.set_dst_addr(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2));
     } else {
-        client_frame(port, seq, ack, flags, payload, opts)
+        e.set_ethertype(ethernet::ETHERTYPE_IPV4);
+        let mut ip = ipv4::Packet::new_unchecked(&mut f[14..]);
+        ip.set_version(4);
+        ip.set_header_len(20);
+        ip.set_total_len((20 + thl + payload.len()) as u16);
+        ip.set_dont_frag(true);
+        ip.set_ttl(63);
+        ip.set_protocol(6);
+        ip.set_src_addr(CLIENT);
+        ip.set_dst_addr(Ipv4Addr::new(10, 0, 0, 2));
+        ip.fill_checksum();
     }
+    let mut t = tcp::Packet::new_unchecked(&mut f[14 + l3..]);
+    t.set_src_port(port);
+    t.set_dst_port(80);
+    t.set_seq_number(seq);
+    t.set_ack_number(ack);
+    t.set_header_len(thl as u8);
+    t.set_flags(flags);
+    t.set_window(502);
+    t.options_bytes_mut().copy_from_slice(opts);
+    t.payload_mut().copy_from_slice(payload);
+    f
 }
 
-/// A captured client → online frame (IPv4, mirrored: the TCP checksum is not checked).
+/// A captured client → online frame (IPv4).
 pub fn client_frame(port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
-    let opts = &opts[..opts.len() / 4 * 4];
-    let opts = &opts[..opts.len().min(40)];
-    let thl = 20 + opts.len();
-    let ip_len = 20 + thl + payload.len();
-    let mut f = vec![0u8; 14 + ip_len];
-    let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
-    e.set_dst_addr(MacAddr([2, 0, 0, 0, 0, 2]));
-    e.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
-    e.set_ethertype(ethernet::ETHERTYPE_IPV4);
-    let mut ip = ipv4::Packet::new_unchecked(&mut f[14..]);
-    ip.set_version(4);
-    ip.set_header_len(20);
-    ip.set_total_len(ip_len as u16);
-    ip.set_dont_frag(true);
-    ip.set_ttl(63);
-    ip.set_protocol(6);
-    ip.set_src_addr(CLIENT);
-    ip.set_dst_addr(Ipv4Addr::new(10, 0, 0, 2));
-    ip.fill_checksum();
-    let mut t = tcp::Packet::new_unchecked(&mut f[34..]);
-    t.set_src_port(port);
-    t.set_dst_port(80);
-    t.set_seq_number(seq);
-    t.set_ack_number(ack);
-    t.set_header_len(thl as u8);
-    t.set_flags(flags);
-    t.set_window(502);
-    t.options_bytes_mut().copy_from_slice(opts);
-    t.payload_mut().copy_from_slice(payload);
-    f
-}
-
-/// A captured client → online frame over IPv6 (fixed header only).
-pub fn client_frame6(port: u16, seq: u32, ack: u32, flags: u8, payload: &[u8], opts: &[u8]) -> Vec<u8> {
-    let opts = &opts[..opts.len() / 4 * 4];
-    let opts = &opts[..opts.len().min(40)];
-    let thl = 20 + opts.len();
-    let mut f = vec![0u8; 14 + 40 + thl + payload.len()];
-    let mut e = ethernet::Frame::new_unchecked(&mut f[..]);
-    e.set_dst_addr(MacAddr([2, 0, 0, 0, 0, 2]));
-    e.set_src_addr(MacAddr([2, 0, 0, 0, 0, 1]));
-    e.set_ethertype(ethernet::ETHERTYPE_IPV6);
-    let mut ip = ipv6::Packet::new_unchecked(&mut f[14..]);
-    ip.set_version(6);
-    ip.set_payload_len((thl + payload.len()) as u16);
-    ip.set_next_header(6);
-    ip.set_hop_limit(63);
-    ip.set_src_addr(CLIENT6);
-    ip.set_dst_addr(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2));
-    let mut t = tcp::Packet::new_unchecked(&mut f[54..]);
-    t.set_src_port(port);
-    t.set_dst_port(80);
-    t.set_seq_number(seq);
-    t.set_ack_number(ack);
-    t.set_header_len(thl as u8);
-    t.set_flags(flags);
-    t.set_window(502);
-    t.options_bytes_mut().copy_from_slice(opts);
-    t.payload_mut().copy_from_slice(payload);
-    f
+    client_frame_in(false, port, seq, ack, flags, payload, opts)
 }

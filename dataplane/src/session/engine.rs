@@ -28,6 +28,10 @@ const MIN_DELAY: Duration = Duration::from_micros(1);
 /// How long packets older than the captured SYN are discarded (§3.11).
 /// Holes one session skips in one timer run (the rest at its next run: a bounded round).
 const MAX_SKIPS_PER_ROUND: u32 = 64;
+/// How long the target must have been silent before a held client RST goes (see `rst_early`).
+const RST_QUIET: Duration = Duration::from_millis(50);
+/// The longest a client RST is held for the target to answer what was sent before it.
+const RST_HOLD: Duration = Duration::from_secs(5);
 const GUARD: Duration = Duration::from_secs(600);
 /// A forward jump this large in the captured stream means the tuple was reused (§3.11).
 const HOP: u32 = 1 << 24;
@@ -1152,7 +1156,7 @@ impl Core {
                 self.discard(s, d);
                 return true;
             }
-            if s.awaiting {
+            if s.awaiting || self.rst_early(now, s) {
                 return false;
             }
             let seq = if before(seg.seq, s.nxt) { s.nxt } else { seg.seq };
@@ -1754,6 +1758,31 @@ impl Core {
         s.fin_hold -= 1;
         if s.t_delay.is_none() {
             s.t_delay = Some(at(now, s.rtt.max(MS)));
+        }
+        true
+    }
+
+    /// Whether to hold the client's RST (not a TCPCopy rule): a RST makes the target's kernel
+    /// discard what its application has not read yet, and a session that caught up has sent many
+    /// requests without waiting for their answers — the "response complete" rule can fire in a
+    /// pause between two of them while the rest still sit in the target's socket (wrk's RST at
+    /// the end of a run cost each connection ~840 requests in the lab). So the RST waits until
+    /// the target has acked everything sent and been silent for [`RST_QUIET`], for at most
+    /// [`RST_HOLD`].
+    fn rst_early(&self, now: Instant, s: &mut Session) -> bool {
+        let held = *s.rst_held.get_or_insert(now);
+        if now.saturating_duration_since(held) >= RST_HOLD {
+            return false;
+        }
+        let quiet_at = at(s.last_resp_at, RST_QUIET);
+        if s.rep_ack == s.nxt && quiet_at <= now {
+            return false;
+        }
+        // Look again when the target has been quiet long enough (a response or its ack sooner
+        // drains the session anyway).
+        let again = if quiet_at > now { quiet_at } else { at(now, RST_QUIET) };
+        if s.t_delay.is_none_or(|t| t > again) {
+            s.t_delay = Some(again);
         }
         true
     }

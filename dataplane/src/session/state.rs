@@ -133,6 +133,10 @@ pub(crate) struct Session {
     /// When the current request's first segment went out, until the first response payload.
     pub req_at: Option<Instant>,
 
+    /// Since when the client's RST has been held at the head, waiting for the target to answer
+    /// what was sent before it (see `Core::rst_early`).
+    pub rst_held: Option<Instant>,
+
     /// When a hole in the captured stream was first hit.
     pub lost_since: Option<Instant>,
     /// Bytes of the client's stream skipped at unfilled holes (`hole_wait`): captured sequence
@@ -243,6 +247,7 @@ impl Session {
             syn_at: None,
             req_at: None,
 
+            rst_held: None,
             lost_since: None,
             seq_shift: 0,
             lazy_shift: 0,
@@ -449,6 +454,7 @@ mod tests {
             req_at: later(31),
             lost_since: later(32),
             seq_shift: 44,
+            rst_held: None,
             lazy_shift: 0,
             lazy_until: NIL,
             catching_up: true,

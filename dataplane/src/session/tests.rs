@@ -810,12 +810,71 @@ fn client_rst() {
     h.resp(25, r(9001, 1005, PSH | ACK, 50));
     h.tick(35);
     h.take();
-    h.tick(40);
+    // ... and until the target has been quiet for 50 ms (RST_QUIET).
+    h.tick(70);
+    assert!(h.take().is_empty());
+    h.tick(75);
     let rst = h.take1();
     assert_eq!((rst.seq, rst.ack, rst.flags), (1005, 9051, RST | ACK));
     assert_eq!((h.n().sent_rst, h.n().time_wait), (1, 1));
-    h.tick(6040);
+    h.tick(6075);
     assert_eq!(h.e.active_sessions(), 0);
+}
+
+#[test]
+fn a_client_rst_waits_until_the_target_answered_what_was_sent_before_it() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    // Five request segments go out at once (one request's continuation: the same ack), then
+    // the client resets.
+    for k in 0..5u32 {
+        h.client(20 + u64::from(k), &c(1001 + 10 * k, 5001, PSH | ACK).data(b"0123456789"));
+    }
+    assert_eq!(h.take().len(), 5);
+    h.client(26, &c(1051, 5001, RST | ACK));
+    // The target answers the first part only: the response looks complete after its delayed-ACK
+    // wait, but what it has not acked may still be unread in its socket, where a RST would
+    // discard it.
+    h.resp(30, r(9001, 1011, PSH | ACK, 50));
+    for t in (31..=90).step_by(3) {
+        h.tick(t);
+    }
+    assert!(h.take().iter().all(|s| s.flags & RST == 0), "held while 1011..1051 is unacked");
+    // The rest is acked and answered at 95: the RST goes once the target was quiet for 50 ms.
+    h.resp(95, r(9051, 1051, PSH | ACK, 50));
+    for t in (96..=140).step_by(4) {
+        h.tick(t);
+    }
+    assert!(h.take().iter().all(|s| s.flags & RST == 0), "held while the target may still answer");
+    h.tick(146);
+    let v = h.take();
+    let rst: Vec<_> = v.iter().filter(|s| s.flags & RST != 0).collect();
+    assert_eq!(rst.len(), 1, "{v:?}");
+    assert_eq!((rst[0].seq, rst[0].ack), (1051, 9101));
+}
+
+#[test]
+fn a_client_rst_is_held_at_most_5_s() {
+    let mut h = Harness::new(cfg());
+    h.open();
+    h.client(20, &c(1001, 5001, PSH | ACK).data(b"req1"));
+    h.take();
+    h.client(21, &c(1005, 5001, RST | ACK));
+    // The target never goes quiet for 50 ms (a slice of answer every 40 ms, each looking
+    // complete after its delayed-ACK wait): the RST goes 5 s after it was first held.
+    let mut sent_at = None;
+    'run: for (i, t0) in (25..7000).step_by(40).enumerate() {
+        h.resp(t0, r(9001 + 50 * i as u32, 1005, PSH | ACK, 50));
+        for t in (t0..t0 + 40).step_by(5) {
+            h.tick(t);
+            if h.take().iter().any(|s| s.flags & RST != 0) {
+                sent_at = Some(t);
+                break 'run;
+            }
+        }
+    }
+    let t = sent_at.expect("the RST went out");
+    assert!((5000..5500).contains(&t), "sent at {t} ms");
 }
 
 #[test]

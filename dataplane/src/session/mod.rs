@@ -85,6 +85,10 @@
 //!   received (again up to 16 quiet periods): a FIN that arrives early makes nginx abort the
 //!   answer. The original released both after one quiet rtt, which the channel round trip can
 //!   exceed.
+//! - A client RST is also held, after the response wait, until the target has acked everything
+//!   sent before it and been silent for 50 ms (at most 5 s): a RST makes the target's kernel
+//!   discard what its application has not read yet, which after a catch-up (pipelined requests)
+//!   can be hundreds of requests.
 //! - A registered session asks for CLIENT_DEL when it finally leaves the table
 //!   ([`Output::client_del`]; a port reuse's comes before the new session's CLIENT_ADD), so the
 //!   copier's session registry and the intercept's routes hold only live sessions. The original

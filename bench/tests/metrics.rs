@@ -101,9 +101,18 @@ fn both_metrics_endpoints_pass_promtool_during_a_replay() {
         Ok(())
     })
     .unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-
-    let (head, body) = scrape(&lab, Role::Copier, COPIER_METRICS);
+    // Workers hand their latency recorders over about once a second and the stats thread
+    // collects them on its own 1 s tick: wait (up to 10 s) until the answers' latencies are in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (head, body) = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let (head, body) = scrape(&lab, Role::Copier, COPIER_METRICS);
+        if sum(&body, "xdpcopy_latency_seconds_count", "metric=\"test_response\"") > 0.0
+            || std::time::Instant::now() > deadline
+        {
+            break (head, body);
+        }
+    };
     assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"), "{head}");
     promtool_check("xdpcopy's /metrics", &body);
     assert!(body.contains("# TYPE xdpcopy_latency_seconds histogram\n"), "{body}");

@@ -353,7 +353,7 @@ pub fn write_section(path: &Path, name: &str, report: &str) -> Result<()> {
 /// on s0; then the same run's AF_XDP TX ceiling of d1 (the plain AF_XDP transmitter on the DUT
 /// core into s0). Rates: frames counted ÷ the sender's own sending time (tcpreplay's "sent in",
 /// xdpcopy's `feed_ms`, the generator's run time).
-pub fn run_offline(sizes: &[usize], frames: u32, runs: usize) -> Result<String> {
+pub fn run_offline(sizes: &[usize], frames: u32, runs: usize, xdpcopy_args: &[String]) -> Result<String> {
     let _topo = Topology::up()?;
     let dir = std::env::temp_dir().join(format!("xdpc-bench-offline-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -396,6 +396,7 @@ pub fn run_offline(sizes: &[usize], frames: u32, runs: usize) -> Result<String> 
             let transfer = format!("80-10.202.2.2:8080@{s0}");
             let out = ns_command(DUT, &exe.to_string_lossy())
                 .args(["--stateless", "--topspeed", "-q", "--queues", "1", "--cores", "1", "-x", &transfer])
+                .args(xdpcopy_args)
                 .args(["-o", "d1", "-i"])
                 .arg(&file)
                 .output()?;
@@ -435,9 +436,10 @@ pub fn run_offline(sizes: &[usize], frames: u32, runs: usize) -> Result<String> 
     let _ = writeln!(md, "### Offline replay at top speed\n");
     let _ = writeln!(
         md,
-        "Machine: {}. {frames} frames per file, {runs} run(s), medians (ratios: medians of each run's ratio). \
+        "Machine: {}. {frames} frames per file, {runs} run(s), medians (ratios: medians of each run's ratio).{} \
          Reproduce: `sudo target/release/xdpcopy-lab bench-offline`.\n",
-        machine()
+        machine(),
+        if xdpcopy_args.is_empty() { String::new() } else { format!(" xdpcopy with `{}`.", xdpcopy_args.join(" ")) }
     );
     let _ = writeln!(
         md,

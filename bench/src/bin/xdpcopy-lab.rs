@@ -172,6 +172,10 @@ enum Cmd {
         frames: u32,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Extra arguments for xdpcopy (e.g. "--checksum incremental": a file's checksums are
+        /// valid).
+        #[arg(long, allow_hyphen_values = true)]
+        xdpcopy_args: Option<String>,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         #[arg(long)]
@@ -367,8 +371,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::BenchOffline { sizes, frames, runs, out, no_write } => {
-            let report = bench::benchmark::run_offline(&sizes, frames, runs)?;
+        Cmd::BenchOffline { sizes, frames, runs, xdpcopy_args, out, no_write } => {
+            let extra: Vec<String> =
+                xdpcopy_args.map(|a| a.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
+            let report = bench::benchmark::run_offline(&sizes, frames, runs, &extra)?;
             println!("{report}");
             if !no_write {
                 bench::benchmark::write_section(&out, "offline", &report)?;

@@ -1,6 +1,7 @@
 //! The header-return channel under hostile peers and faults, in the lab (issue 12): a stranger
 //! under `--allow-copier`, idle connections and a CLIENT_ADD flood from a stranger, the
-//! intercept killed and restarted mid-run, and an intercept host that drops off the network.
+//! intercept killed and restarted mid-run, an intercept host that drops off the network, and a
+//! stopped (SIGSTOP) intercept.
 //! Needs root: skipped loudly without it, unless CI is set, where it fails.
 
 use std::{
@@ -344,4 +345,45 @@ fn a_dead_intercept_host_is_detected_within_15_s() {
     copier.stop().unwrap();
     intercept.stop().unwrap();
     assert!(got == expected, "after the host came back:\n{}", diff(&expected, &got));
+}
+
+#[test]
+fn a_stopped_intercept_is_reported_and_the_replay_resumes_when_it_continues() {
+    if !bench::lab_test("stopped_intercept") {
+        return;
+    }
+    let lab = lab("stop");
+    let intercept = bench::start_intercept(&lab, &[], "intercept.log").unwrap();
+    let copier = start_copier(&lab);
+    let copier_log = copier.log.clone();
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGSTOP: the intercept's kernel still answers the channel's keepalives, so the connection
+    // looks alive; only the missing headers tell.
+    bench::netns::signal(intercept.pid(), libc::SIGSTOP).unwrap();
+    let warning = "not one response header back";
+    let t0 = Instant::now();
+    let mut i = 0;
+    while t0.elapsed() < Duration::from_secs(12) && count_lines(&copier_log, warning) == 0 {
+        // New sessions keep the copier sending (SYNs, retransmitted) while nothing comes back.
+        in_netns(&lab.ns(Role::Client), || get_once(online(), &format!("/stopped/{i}"))).unwrap();
+        i += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let said_after = t0.elapsed();
+    bench::netns::signal(intercept.pid(), libc::SIGCONT).unwrap();
+    assert_eq!(count_lines(&copier_log, warning), 1, "the copier said it once, within 12 s ({said_after:?})");
+    // Once it continues, new sessions replay exactly.
+    std::thread::sleep(Duration::from_secs(1));
+    in_netns(&lab.ns(Role::Client), || {
+        for i in 0..10 {
+            assert_eq!(get_once(online(), &format!("/continued/{i}"))?, 200);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let expected = settled_access_log(&lab.online_access_log(), "/continued/", Duration::from_secs(5)).unwrap();
+    let got = settle_log(&lab, "/continued/", &expected, Duration::from_secs(20));
+    copier.stop().unwrap();
+    intercept.stop().unwrap();
+    assert!(got == expected, "after SIGCONT:\n{}", diff(&expected, &got));
 }

@@ -15,6 +15,7 @@
 
 mod monitor;
 mod setup;
+mod silence;
 mod summary;
 mod threads;
 

@@ -68,6 +68,8 @@ pub(super) struct Monitor<'a> {
     feed_done_at: Option<Instant>,
     /// Whether the capture-loss advice was printed (once per run).
     warned_capture_loss: bool,
+    /// Session mode: segments going out with no answer coming back.
+    silence: super::silence::SilenceWatch,
 }
 
 /// What the monitor watches and where it reports.
@@ -121,6 +123,7 @@ impl<'a> Monitor<'a> {
             last_rx: (0, now),
             feed_done_at: None,
             warned_capture_loss: false,
+            silence: super::silence::SilenceWatch::default(),
         }
     }
 
@@ -148,6 +151,7 @@ impl<'a> Monitor<'a> {
                 self.close_interval(&totals);
                 self.refresh_metrics(&totals);
                 self.warn_capture_loss(&totals);
+                self.warn_silence(now, &totals);
             }
             if let Some(interval) = self.stats_interval.filter(|_| now >= next_line) {
                 next_line += interval;
@@ -180,6 +184,15 @@ impl<'a> Monitor<'a> {
              --ring-size 8192)",
             x.rx_dropped, x.fill_empty, x.rx_ring_full
         );
+    }
+
+    /// Says once when segments have gone to the test server for a while and no response header
+    /// came back (see [`super::silence`]).
+    fn warn_silence(&mut self, now: Instant, totals: &Totals) {
+        let (Some(session), Some(channel)) = (&totals.session, &totals.channel) else { return };
+        if let Some(msg) = self.silence.observe(now, session.sent, channel.channel.headers, channel.connected) {
+            eprintln!("{msg}");
+        }
     }
 
     /// Every counter now (the control thread's as last published).

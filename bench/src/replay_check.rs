@@ -62,6 +62,27 @@ pub fn diff(expected: &Log, got: &Log) -> String {
     out
 }
 
+/// Whether the difference between `expected` and `got` is only requests missing, no more of them
+/// than frames the lab's mirror veth dropped since `dropped_before` (`Lab::mirror_dropped`):
+/// frames lost before the copier's XDP program saw them, which no xdpcopy counter can see and
+/// no replay can bring back. Says so loudly when it is the excuse; false when nothing was
+/// dropped, when anything is extra or changed, or when more is missing than was dropped.
+pub fn mirror_loss_explains(lab: &Lab, dropped_before: u64, expected: &Log, got: &Log) -> bool {
+    let dropped = lab.mirror_dropped().unwrap_or(dropped_before).saturating_sub(dropped_before);
+    if dropped == 0 || got.iter().any(|(k, g)| expected.get(k).is_none_or(|n| g > n)) {
+        return false;
+    }
+    let missing: u64 = expected.iter().map(|(k, n)| u64::from(n - got.get(k).copied().unwrap_or(0))).sum();
+    let explained = missing <= dropped;
+    eprintln!(
+        "LAB MIRROR LOSS: the mirror veth dropped {dropped} frame(s) before the copier saw them; {missing} \
+         request(s) missing from the test server's log{}:\n{}",
+        if explained { " — accepted as the lab's loss, not the copier's" } else { "" },
+        diff(expected, got)
+    );
+    explained
+}
+
 /// Sends `cmds` (inline redis commands) on `stream`, one at a time or all at once, and returns
 /// the first line of each reply; a redis error is an error.
 pub fn redis_session(stream: TcpStream, cmds: &[String], pipelined: bool) -> anyhow::Result<Vec<String>> {

@@ -35,86 +35,58 @@ const MAX_TOTAL: u32 = 65_535;
 /// [`HeaderError`] when the record's headers are not a complete IPv4 + TCP header.
 pub fn headers_of(rec: &Record<'_>, mut emit: impl FnMut(HeaderMsg)) -> Result<usize, HeaderError> {
     let hdr = rec.headers;
-    if hdr.first().is_some_and(|b| b >> 4 == 6) {
-        return headers_of6(rec, emit);
+    let v6 = hdr.first().is_some_and(|b| b >> 4 == 6);
+    // The IP header's length and its length field (IPv4: total length; IPv6, whose egress
+    // records have TCP right after the fixed header: payload length), 0 meaning "take the
+    // skb's" (BIG TCP).
+    let (l3, declared) = if v6 {
+        if hdr.len() < ipv6::HEADER_LEN {
+            return Err(HeaderError::Truncated);
+        }
+        let ip = ipv6::Packet::new_unchecked(hdr);
+        (ipv6::HEADER_LEN as u32, u32::from(ip.payload_len()))
+    } else {
+        let ip = ipv4::Packet::new_checked_header(hdr).map_err(|_| HeaderError::Truncated)?;
+        (u32::from(ip.header_len()), u32::from(ip.total_len()))
+    };
+    // Writes the length field for `tcp_len` bytes of TCP header and payload after the IP header.
+    let set_len = |b: &mut [u8], tcp_len: u32, checksum: bool| {
+        if v6 {
+            ipv6::Packet::new_unchecked(b).set_payload_len(tcp_len as u16);
+        } else {
+            let mut ip = ipv4::Packet::new_unchecked(b);
+            ip.set_total_len((l3 + tcp_len) as u16);
+            if checksum {
+                ip.fill_checksum();
+            }
+        }
+    };
+    // IPv4's length field counts its header, IPv6's does not.
+    let room = if v6 { MAX_TOTAL } else { MAX_TOTAL - l3 };
+    let tcp_and_payload = rec.len.checked_sub(l3);
+    if v6 && tcp_and_payload.is_none() {
+        return Err(HeaderError::BadTotalLen);
     }
-    let ip = ipv4::Packet::new_checked_header(hdr).map_err(|_| HeaderError::Truncated)?;
-    let ihl = u32::from(ip.header_len());
-    let total = u32::from(ip.total_len());
-    if total != 0 || rec.len <= MAX_TOTAL {
-        if total != 0 {
+    if declared != 0 || tcp_and_payload.is_none_or(|n| n <= room) {
+        if declared != 0 {
             emit(HeaderMsg::from_packet(hdr)?);
             return Ok(1);
         }
-        // Total length 0 under 64 KiB: take the skb's.
+        // Length 0 under 64 KiB: take the skb's.
         let mut buf = [0u8; dataplane::bpf::egress::HDR_MAX];
         let b = &mut buf[..hdr.len()];
         b.copy_from_slice(hdr);
-        ipv4::Packet::new_unchecked(&mut *b).set_total_len(rec.len as u16);
+        set_len(b, rec.len.wrapping_sub(l3), false);
         emit(HeaderMsg::from_packet(b)?);
         return Ok(1);
     }
-    let seg = hdr.get(ihl as usize..).ok_or(HeaderError::Truncated)?;
+    let tcp_and_payload = tcp_and_payload.ok_or(HeaderError::BadTotalLen)?;
+    let seg = hdr.get(l3 as usize..).ok_or(HeaderError::Truncated)?;
     let t = tcp::Packet::new_checked(seg).map_err(|_| HeaderError::Truncated)?;
     let doff = u32::from(t.header_len());
     let (seq, flags) = (t.seq_number(), t.flags());
-    let payload = rec.len.checked_sub(ihl + doff).ok_or(HeaderError::BadTotalLen)?;
-    let room = MAX_TOTAL - ihl - doff;
-    let mss = u32::from(rec.gso_size);
-    let chunk = if mss > 0 && mss <= room { room / mss * mss } else { room };
-    let mut buf = [0u8; dataplane::bpf::egress::HDR_MAX];
-    let b = &mut buf[..hdr.len()];
-    let mut done = 0u32;
-    let mut n = 0;
-    while done < payload {
-        let len = chunk.min(payload - done);
-        let last = done + len == payload;
-        b.copy_from_slice(hdr);
-        let mut ip = ipv4::Packet::new_unchecked(&mut *b);
-        ip.set_total_len((ihl + doff + len) as u16);
-        ip.fill_checksum();
-        let mut t = tcp::Packet::new_unchecked(&mut b[ihl as usize..]);
-        t.set_seq_number(seq.wrapping_add(done));
-        if !last {
-            t.set_flags(flags & !(tcp::flags::FIN | tcp::flags::PSH));
-        }
-        emit(HeaderMsg::from_packet(b)?);
-        done += len;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// [`headers_of`] for an IPv6 record (the egress program takes TCP right after the fixed
-/// header only): the payload length plays the IPv4 total length's part, 0 meaning "take the
-/// skb's" (BIG TCP).
-fn headers_of6(rec: &Record<'_>, mut emit: impl FnMut(HeaderMsg)) -> Result<usize, HeaderError> {
-    let hdr = rec.headers;
-    if hdr.len() < ipv6::HEADER_LEN {
-        return Err(HeaderError::Truncated);
-    }
-    let ip = ipv6::Packet::new_unchecked(hdr);
-    let plen = u32::from(ip.payload_len());
-    let ihl = ipv6::HEADER_LEN as u32;
-    let payload_and_tcp = rec.len.checked_sub(ihl).ok_or(HeaderError::BadTotalLen)?;
-    if plen != 0 || payload_and_tcp <= MAX_TOTAL {
-        if plen != 0 {
-            emit(HeaderMsg::from_packet(hdr)?);
-            return Ok(1);
-        }
-        let mut buf = [0u8; dataplane::bpf::egress::HDR_MAX];
-        let b = &mut buf[..hdr.len()];
-        b.copy_from_slice(hdr);
-        ipv6::Packet::new_unchecked(&mut *b).set_payload_len(payload_and_tcp as u16);
-        emit(HeaderMsg::from_packet(b)?);
-        return Ok(1);
-    }
-    let seg = &hdr[ipv6::HEADER_LEN..];
-    let t = tcp::Packet::new_checked(seg).map_err(|_| HeaderError::Truncated)?;
-    let doff = u32::from(t.header_len());
-    let (seq, flags) = (t.seq_number(), t.flags());
-    let payload = payload_and_tcp.checked_sub(doff).ok_or(HeaderError::BadTotalLen)?;
-    let room = MAX_TOTAL - doff;
+    let payload = tcp_and_payload.checked_sub(doff).ok_or(HeaderError::BadTotalLen)?;
+    let room = room - doff;
     let mss = u32::from(rec.gso_size);
     let chunk = if mss > 0 && mss <= room { room / mss * mss } else { room };
     let mut buf = [0u8; dataplane::bpf::egress::HDR_MAX];
@@ -124,8 +96,8 @@ fn headers_of6(rec: &Record<'_>, mut emit: impl FnMut(HeaderMsg)) -> Result<usiz
         let len = chunk.min(payload - done);
         let last = done + len == payload;
         b.copy_from_slice(hdr);
-        ipv6::Packet::new_unchecked(&mut *b).set_payload_len((doff + len) as u16);
-        let mut t = tcp::Packet::new_unchecked(&mut b[ipv6::HEADER_LEN..]);
+        set_len(b, doff + len, true);
+        let mut t = tcp::Packet::new_unchecked(&mut b[l3 as usize..]);
         t.set_seq_number(seq.wrapping_add(done));
         if !last {
             t.set_flags(flags & !(tcp::flags::FIN | tcp::flags::PSH));

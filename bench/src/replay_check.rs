@@ -83,6 +83,30 @@ pub fn mirror_loss_explains(lab: &Lab, dropped_before: u64, expected: &Log, got:
     explained
 }
 
+/// The lab's redis workload of client `c` against `online` (run it in the client namespace):
+/// `commands` rounds of SET/INCR/LPUSH/HSET one command at a time (as most clients do), 200
+/// pipelined INCRBYs in one write, then `short` one-command sessions.
+pub fn redis_workload(online: std::net::SocketAddr, c: usize, commands: usize, short: usize) -> anyhow::Result<()> {
+    let cmds: Vec<String> = (0..commands)
+        .flat_map(|i| {
+            [
+                format!("SET key:{c}:{i} value-{c}-{i}"),
+                format!("INCR counter:{c}"),
+                format!("LPUSH list:{c} {i}"),
+                format!("HSET hash:{c} f{i} {}", i * i),
+            ]
+        })
+        .collect();
+    let replies = redis_session(TcpStream::connect(online)?, &cmds, false)?;
+    anyhow::ensure!(replies.len() == cmds.len(), "{} replies to {} commands", replies.len(), cmds.len());
+    let cmds: Vec<String> = (0..200).map(|i| format!("INCRBY pipe:{c} {i}")).collect();
+    redis_session(TcpStream::connect(online)?, &cmds, true)?;
+    for i in 0..short {
+        redis_session(TcpStream::connect(online)?, &[format!("SET short:{c}:{i} {i}")], false)?;
+    }
+    Ok(())
+}
+
 /// Sends `cmds` (inline redis commands) on `stream`, one at a time or all at once, and returns
 /// the first line of each reply; a redis error is an error.
 pub fn redis_session(stream: TcpStream, cmds: &[String], pipelined: bool) -> anyhow::Result<Vec<String>> {

@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -14,7 +14,7 @@ use bench::{
     http::{access_log, get_once, host, settled_access_log, Conn},
     in_netns,
     lab::{addr, iface},
-    replay_check::{diff, redis_dump, redis_session, settle_log, settle_redis_commands},
+    replay_check::{diff, redis_dump, redis_workload, settle_log, settle_redis_commands},
     Lab, LabSpec, Role, Running, Summary,
 };
 
@@ -203,27 +203,8 @@ fn a_redis_workload_from_ipv6_clients_replays_exactly() {
         for c in 0..3 {
             let ns = lab.ns(Role::Client);
             s.spawn(move || {
-                in_netns(&ns, || {
-                    let online = SocketAddr::from((addr::ONLINE6, addr::REDIS_PORT));
-                    let cmds: Vec<String> = (0..80)
-                        .flat_map(|i| {
-                            [
-                                format!("SET key:{c}:{i} value-{c}-{i}"),
-                                format!("INCR counter:{c}"),
-                                format!("LPUSH list:{c} {i}"),
-                                format!("HSET hash:{c} f{i} {}", i * i),
-                            ]
-                        })
-                        .collect();
-                    assert_eq!(redis_session(TcpStream::connect(online)?, &cmds, false)?.len(), cmds.len());
-                    let cmds: Vec<String> = (0..200).map(|i| format!("INCRBY pipe:{c} {i}")).collect();
-                    redis_session(TcpStream::connect(online)?, &cmds, true)?;
-                    for i in 0..15 {
-                        redis_session(TcpStream::connect(online)?, &[format!("SET short:{c}:{i} {i}")], false)?;
-                    }
-                    Ok(())
-                })
-                .unwrap()
+                let online = SocketAddr::from((addr::ONLINE6, addr::REDIS_PORT));
+                in_netns(&ns, || redis_workload(online, c, 80, 15)).unwrap()
             });
         }
     });

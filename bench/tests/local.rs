@@ -17,7 +17,7 @@ use bench::{
     in_netns,
     lab::{addr, iface},
     netns::signal,
-    replay_check::{diff, redis_dump, redis_session, settle_log, settle_redis_commands},
+    replay_check::{diff, redis_dump, redis_workload, settle_log, settle_redis_commands},
     Lab, LabSpec, Role, Running,
 };
 
@@ -187,31 +187,8 @@ fn a_redis_workload_replays_exactly() {
         for c in 0..4 {
             let ns = lab.ns(Role::Client);
             s.spawn(move || {
-                in_netns(&ns, || {
-                    let online = SocketAddr::from((addr::ONLINE, addr::REDIS_PORT));
-                    // One command at a time, as most clients do.
-                    let cmds: Vec<String> = (0..100)
-                        .flat_map(|i| {
-                            [
-                                format!("SET key:{c}:{i} value-{c}-{i}"),
-                                format!("INCR counter:{c}"),
-                                format!("LPUSH list:{c} {i}"),
-                                format!("HSET hash:{c} f{i} {}", i * i),
-                            ]
-                        })
-                        .collect();
-                    let replies = redis_session(TcpStream::connect(online)?, &cmds, false)?;
-                    assert_eq!(replies.len(), cmds.len());
-                    // Pipelined: 200 commands in one write.
-                    let cmds: Vec<String> = (0..200).map(|i| format!("INCRBY pipe:{c} {i}")).collect();
-                    redis_session(TcpStream::connect(online)?, &cmds, true)?;
-                    // Short sessions.
-                    for i in 0..20 {
-                        redis_session(TcpStream::connect(online)?, &[format!("SET short:{c}:{i} {i}")], false)?;
-                    }
-                    Ok(())
-                })
-                .unwrap()
+                let online = SocketAddr::from((addr::ONLINE, addr::REDIS_PORT));
+                in_netns(&ns, || redis_workload(online, c, 100, 20)).unwrap()
             });
         }
     });

@@ -156,6 +156,10 @@ struct Core {
     c: Counters,
     /// Origin of the segments' capture stamps.
     epoch: Instant,
+    /// How far ahead of the clock the timer being run is (its deadline − now, within
+    /// `timer_slack`; zero outside [`Engine::on_timers`]): what it sends is stamped at the real
+    /// time, not the deadline.
+    early: Duration,
 }
 
 impl Engine {
@@ -175,6 +179,7 @@ impl Engine {
                 targets,
                 c: Counters::default(),
                 epoch: Instant::now(),
+                early: Duration::ZERO,
             },
         }
     }
@@ -382,7 +387,8 @@ impl Engine {
 
     /// Run every due timer. Cheap when nothing is due.
     pub fn on_timers(&mut self, now: Instant, out: &mut dyn Output) {
-        while let Some(e @ (_, slot, _)) = self.timers.pop_due(now) {
+        let horizon = now + self.core.cfg.timer_slack;
+        while let Some(e @ (when, slot, _)) = self.timers.pop_due(horizon) {
             if !self.live(e) {
                 continue;
             }
@@ -390,7 +396,13 @@ impl Engine {
                 continue;
             };
             s.scheduled = None;
-            self.core.timers(now, &mut s, out);
+            // A deadline taken early (within the slack, while the worker is awake anyway) runs
+            // as at its own time: what it re-arms counts from there, so a chain of timers (the
+            // delayed ACK, then the response's end) never drifts earlier than its schedule.
+            let at = when.max(now);
+            self.core.early = at - now;
+            self.core.timers(at, &mut s, out);
+            self.core.early = Duration::ZERO;
             self.sessions[slot as usize] = Some(s);
             self.settle(slot, false, out);
         }
@@ -809,11 +821,13 @@ impl Core {
     fn send_next(&mut self, now: Instant, s: &mut Session, d: u32, out: &mut dyn Output) {
         self.send_seg(s, d, None, true, out);
         let seg = *self.pool.seg(d);
+        // Latency stamps are real time (a timer run early has `now` at its deadline).
+        let sent = now - self.early;
         if seg.len() > 0 && s.req_at.is_none() {
-            s.req_at = Some(now);
+            s.req_at = Some(sent);
         }
         if seg.len() > 0 && s.rtt_probe.is_none() {
-            s.rtt_probe = Some((seg.end(), now));
+            s.rtt_probe = Some((seg.end(), sent));
         }
         if after(seg.end(), s.nxt) {
             s.nxt = seg.end();

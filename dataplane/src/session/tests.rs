@@ -506,6 +506,53 @@ fn http_keep_alive_session() {
     assert_eq!(h.e.next_deadline(), None);
 }
 
+/// A keep-alive session with rtt 10 ms (SYN at 0, 3rd ACK at 10): request 1 answered at 20 ms
+/// (500 bytes, not full), request 2 captured at 22 ms and held for the response's end. The
+/// delayed ACK is due at 30 ms, the response's end rtt/2 after it.
+fn answered_with_one_waiting(cfg: Config) -> (Harness, Vec<u8>) {
+    let mut h = Harness::new(cfg);
+    h.client(0, &c(1000, 0, SYN).opts(&SYN_OPTS));
+    h.client(10, &c(1001, 5001, ACK));
+    h.client(11, &c(1001, 5001, PSH | ACK).data(&body(100, b'a')));
+    h.resp(12, syn_ack(9000, 1001));
+    h.resp(20, r(9001, 1101, PSH | ACK, 500));
+    let req2 = body(80, b'A');
+    h.client(22, &c(1101, 5501, PSH | ACK).data(&req2));
+    h.take();
+    assert_eq!(h.e.next_deadline(), Some(h.at(30)));
+    (h, req2)
+}
+
+#[test]
+fn a_timer_runs_within_the_slack_early_as_at_its_deadline_and_the_chain_never_drifts() {
+    let us = Duration::from_micros;
+    let (mut h, req2) = answered_with_one_waiting(cfg());
+    assert_eq!(h.e.config().timer_slack, us(250));
+    // 300 µs before the delayed ACK: beyond the slack, nothing.
+    h.e.on_timers(h.at(30) - us(300), &mut h.out);
+    assert!(h.take().is_empty());
+    // 200 µs before (the worker awake for something else): the ACK goes now...
+    let early = h.at(30) - us(200);
+    h.e.on_timers(early, &mut h.out);
+    assert_eq!(h.take1().ack, 9501);
+    // ... and the response's end counts from its deadline (30 + 5 ms), not from now.
+    assert_eq!(h.e.next_deadline(), Some(h.at(35)));
+    // Taken 200 µs early too: request 2 goes out. Its replay round trip is measured from when
+    // it really left (34.8 ms), not from the deadline it ran as.
+    h.e.on_timers(h.at(35) - us(200), &mut h.out);
+    assert_eq!(h.take1().payload, req2);
+    h.out.lat.clear();
+    h.resp(36, r(9501, 1181, ACK, 0));
+    assert_eq!(h.out.lat, vec![(Latency::ReplayRtt, 1_200_000)]);
+
+    // Without slack every timer waits for its deadline.
+    let (mut h, _) = answered_with_one_waiting(Config { timer_slack: Duration::ZERO, ..cfg() });
+    h.e.on_timers(early, &mut h.out);
+    assert!(h.take().is_empty());
+    h.tick(30);
+    assert_eq!(h.take1().ack, 9501);
+}
+
 #[test]
 fn timestamps_and_window_scale() {
     let mut h = Harness::new(cfg());

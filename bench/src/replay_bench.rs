@@ -220,11 +220,12 @@ impl Drop for IdleSpinners {
     }
 }
 
-/// A fresh lab of this benchmark: two queues, nginx on both servers, dual stack for IPv6.
-fn lab(family: Family) -> Result<Lab> {
+/// A fresh lab of this benchmark: `queues` capture queues (one copier worker each), nginx on both
+/// servers, dual stack for IPv6.
+fn lab(family: Family, queues: u32) -> Result<Lab> {
     Lab::up(LabSpec {
         tag: "bench-replay".into(),
-        queues: 2,
+        queues,
         nginx: true,
         mirror_egress: false,
         traditional: false,
@@ -232,8 +233,8 @@ fn lab(family: Family) -> Result<Lab> {
     })
 }
 
-fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
-    let lab = lab(family)?;
+fn run_level(load: Load, family: Family, seconds: u64, extra: &[String], queues: u32) -> Result<LevelResult> {
+    let lab = lab(family, queues)?;
     // Unpaced: the cores kept awake for the whole level (see IdleSpinners), and the online
     // server's own rate in this lab, with no mirror and no copier, first.
     let _spinners = matches!(load, Load::Unpaced(_)).then(IdleSpinners::start);
@@ -294,12 +295,12 @@ fn run_level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Resu
     })
 }
 
-/// Runs every level (each in every one of `families`, in that order) and returns the Markdown
-/// report.
-pub fn run(levels: &[Load], families: &[Family], seconds: u64, extra: &[String]) -> Result<String> {
+/// Runs every level (each in every one of `families`, in that order) in a lab whose capture
+/// interface has `queues` queues, and returns the Markdown report.
+pub fn run(levels: &[Load], families: &[Family], seconds: u64, extra: &[String], queues: u32) -> Result<String> {
     let mut direct = Vec::new();
     for &family in families {
-        let lab = lab(family)?;
+        let lab = lab(family, queues)?;
         let d = direct_round_trip(&lab, family, 2000)?;
         lab.shutdown()?;
         eprintln!(
@@ -313,16 +314,16 @@ pub fn run(levels: &[Load], families: &[Family], seconds: u64, extra: &[String])
     let mut rows = Vec::new();
     for &load in levels {
         for &family in families {
-            rows.push(level(load, family, seconds, extra)?);
+            rows.push(level(load, family, seconds, extra, queues)?);
         }
     }
-    Ok(report(&rows, &direct, seconds, extra))
+    Ok(report(&rows, &direct, seconds, extra, queues))
 }
 
 /// Runs one level and logs its outcome.
-fn level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<LevelResult> {
+fn level(load: Load, family: Family, seconds: u64, extra: &[String], queues: u32) -> Result<LevelResult> {
     {
-        let r = run_level(load, family, seconds, extra)?;
+        let r = run_level(load, family, seconds, extra, queues)?;
         let g = |k: &str| r.summary.0.get(k).copied().unwrap_or(0);
         eprintln!(
             "bench-replay: {:?} {}: online {} req ({:.0}/s), test {} ({:.1} %), copier CPU {:.0} % ({:.2} ms per 1000 \
@@ -352,14 +353,23 @@ fn level(load: Load, family: Family, seconds: u64, extra: &[String]) -> Result<L
 }
 
 /// The Markdown report of `rows`.
-fn report(rows: &[LevelResult], direct: &[(Family, (f64, f64))], seconds: u64, extra: &[String]) -> String {
+fn report(
+    rows: &[LevelResult],
+    direct: &[(Family, (f64, f64))],
+    seconds: u64,
+    extra: &[String],
+    queues: u32,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "### Session replay under increasing load\n");
     let _ = writeln!(
         md,
-        "{seconds} s of load per level; release build; lab of `xdpcopy-lab`; copier with default options{}. \
-         Reproduce: `sudo target/release/xdpcopy-lab bench-replay`.\n",
-        if extra.is_empty() { String::new() } else { format!(" plus `{}`", extra.join(" ")) }
+        "{seconds} s of load per level; release build; lab of `xdpcopy-lab` with {queues} capture queue(s) (one \
+         copier worker each{}); copier with default options{}. Reproduce: `sudo target/release/xdpcopy-lab \
+         bench-replay{}`.\n",
+        if queues == 1 { ", which runs the channel itself" } else { ", and the control thread" },
+        if extra.is_empty() { String::new() } else { format!(" plus `{}`", extra.join(" ")) },
+        if queues == 2 { String::new() } else { format!(" --queues {queues}") }
     );
     for (family, d) in direct {
         let _ = writeln!(

@@ -19,8 +19,14 @@ use bench::{
 };
 
 fn lab(name: &str) -> Lab {
+    lab_with_queues(name, 2)
+}
+
+/// A lab whose capture interface has `queues` queues: the copier runs one worker per queue and,
+/// with one, that worker runs the channel itself (no control thread).
+fn lab_with_queues(name: &str, queues: u32) -> Lab {
     let tag = format!("r{}-{name}", std::process::id() % 100_000);
-    Lab::up(LabSpec { tag, queues: 2, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
+    Lab::up(LabSpec { tag, queues, nginx: true, mirror_egress: false, traditional: false, dual_stack: false })
         .expect("lab up")
 }
 
@@ -239,10 +245,13 @@ fn loss_on_the_test_link_and_an_intercept_restart() {
     if !bench::lab_test("loss_restart") {
         return;
     }
-    let lab = lab("loss");
+    // One capture queue: the only worker drives the channel, reconnect included (the control
+    // thread's reconnect is channel.rs's intercept restart).
+    let lab = lab_with_queues("loss", 1);
     let host = addr::ONLINE.to_string();
     let intercept = start_intercept(&lab, "intercept-1.log");
     let copier = start_copier(&lab, &[]);
+    copier.wait_for("runs the channel itself", Duration::from_secs(1)).unwrap();
     // 2 % of the TCP frames reaching the test server are dropped (XDP on t0: no netem here).
     let impair = Running::start(
         &lab,

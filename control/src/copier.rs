@@ -15,6 +15,10 @@
 //! catches a lost one. The queues are bounded lock-free `ArrayQueue`s; overflow is counted,
 //! never blocks. A worker that sleeps in `poll()` is woken through the `wake` callback it
 //! registered (an eventfd in the dataplane) when a header arrives.
+//!
+//! With a single worker there is nothing to route between threads: that worker runs [`Control`]
+//! itself (`dataplane::worker::inline`), waiting on [`Control::event_fd`] beside its socket and
+//! calling [`Control::run_once`] with a zero timeout; its queues are then the same thread's.
 
 use std::{
     net::SocketAddr,
@@ -204,6 +208,19 @@ impl Control {
             link.wake_if_sleeping();
         }
         Ok(n)
+    }
+
+    /// The channel's event-loop descriptor ([`ChannelClient::event_fd`]): a worker that runs
+    /// the control loop itself waits on it beside its socket, then calls
+    /// [`run_once`](Self::run_once) with a zero timeout.
+    pub fn event_fd(&self) -> std::os::fd::RawFd {
+        self.client.event_fd()
+    }
+
+    /// Whether the channel has bytes left to read without a new event
+    /// ([`ChannelClient::has_backlog`]): run another round before waiting.
+    pub fn has_backlog(&self) -> bool {
+        self.client.has_backlog()
     }
 
     /// Runs until `stop` is set.

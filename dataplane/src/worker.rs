@@ -29,7 +29,9 @@ use std::{
 use std::net::{IpAddr, SocketAddr};
 
 use control::{
-    copier::{SessionAdd, WorkerLink},
+    channel::ChannelError,
+    copier::{Control, ControlStats, SessionAdd, WorkerLink},
+    counters::Published as PublishedSet,
     latency::{Metric, Recorder, RecorderExchange},
 };
 
@@ -47,8 +49,10 @@ use crate::{
 };
 
 pub mod idle;
+pub mod inline;
 
 use idle::Idle;
+use inline::InlineControl;
 
 /// Frames taken from the RX ring per iteration.
 pub const BATCH: u32 = 64;
@@ -150,6 +154,8 @@ pub struct Session {
     pub doorbell: Arc<Doorbell>,
     /// Wakes the control thread after queueing a session registration.
     pub wake_control: Arc<dyn Fn() + Send + Sync>,
+    /// The control loop, when this worker runs it itself (the only worker): no control thread.
+    pub inline: Option<InlineControl>,
     /// The capture carries the online server's responses too: production latency is measured
     /// through this table shared by the workers.
     pub production: Option<Arc<ProductionTable>>,
@@ -245,6 +251,8 @@ pub struct Worker {
     idle: idle::Policy,
     /// The output link is down: when to try transmitting again.
     tx_down: Option<Instant>,
+    /// The inline control loop failed (its event loop): the worker stops.
+    control_error: Option<ChannelError>,
 }
 
 /// The largest frame the engine may build in one UMEM chunk.
@@ -278,6 +286,7 @@ impl Worker {
             pcap: None,
             idle: idle::Policy::new(false),
             tx_down: None,
+            control_error: None,
         }
     }
 
@@ -285,6 +294,20 @@ impl Worker {
     pub fn with_busy_poll(mut self, busy_poll: bool) -> Self {
         self.idle = idle::Policy::new(busy_poll);
         self
+    }
+
+    /// Session mode: this worker runs the control loop itself ([`inline`]), publishing its
+    /// counters to `published`; the session registrations need no wake-up then. Returns the
+    /// control back in stateless mode (nothing to run it for).
+    pub fn run_control(&mut self, control: Control, published: Arc<PublishedSet<ControlStats>>) -> Option<Control> {
+        match &mut self.mode {
+            Mode::Session(s) => {
+                s.inline = Some(InlineControl::new(control, published));
+                s.wake_control = Arc::new(|| {});
+                None
+            }
+            Mode::Stateless(_) => Some(control),
+        }
     }
 
     /// Copies every transmitted frame to `tap` (`--pcap-out`).
@@ -305,13 +328,16 @@ impl Worker {
 
     /// Runs the poll loop until the stop flag is set; returns the final counters. Between rounds
     /// without work it spins or sleeps as [`idle::Policy`] says.
-    pub fn run(mut self) -> Counters {
+    ///
+    /// # Errors
+    /// When the control loop it runs itself ([`Worker::run_control`]) fails: its event loop.
+    pub fn run(mut self) -> Result<Counters, ChannelError> {
         crate::xsk::sys::set_timer_slack(TIMER_SLACK_NS);
         let mut since_publish = 0u32;
         let mut last_publish = Instant::now();
         self.refill();
         self.published.ready.store(true, Ordering::Release);
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.stop.load(Ordering::Relaxed) && self.control_error.is_none() {
             let busy = self.round();
             since_publish += 1;
             let now = Instant::now();
@@ -347,7 +373,15 @@ impl Worker {
         if let Some(l) = self.latency.as_mut() {
             l.flush();
         }
-        self.counters
+        if let Mode::Session(s) = &mut self.mode {
+            if let Some(c) = s.inline.as_mut() {
+                c.publish(Instant::now());
+            }
+        }
+        match self.control_error.take() {
+            Some(e) => Err(e),
+            None => Ok(self.counters),
+        }
     }
 
     /// One iteration of the loop: completions → free list, free list → fill ring, a burst from
@@ -393,7 +427,7 @@ impl Worker {
     /// Blocks until a frame or (session mode) a header arrives, a timer is due, or
     /// [`MAX_SLEEP`] passes.
     fn sleep(&mut self, now: Instant) {
-        match &self.mode {
+        match &mut self.mode {
             Mode::Stateless(_) => {
                 self.port.wait_readable(MAX_SLEEP);
             }
@@ -401,6 +435,14 @@ impl Worker {
                 let timeout =
                     s.engine.next_deadline().map_or(MAX_SLEEP, |d| d.saturating_duration_since(now).min(MAX_SLEEP));
                 if timeout < MIN_SLEEP {
+                    return;
+                }
+                if let Some(c) = s.inline.as_mut() {
+                    // The channel's own event loop beside the socket: its readiness is the
+                    // header (or connect, or room to write) itself, nothing rings.
+                    if self.port.wait_readable_or(c.fd(), timeout) {
+                        c.mark_ready();
+                    }
                     return;
                 }
                 s.link.sleeping.store(true, Ordering::Relaxed);
@@ -521,8 +563,14 @@ impl Worker {
     /// Returns (did anything, frames put on the TX ring).
     fn session_round(&mut self) -> (bool, u32) {
         let now = Instant::now();
-        let Worker { port, mode, counters, scratch, latency, arrivals, pcap, tx_down, .. } = self;
+        let Worker { port, mode, counters, scratch, latency, arrivals, pcap, tx_down, control_error, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
+        // The inline control loop first: the headers it reads are handled in this round.
+        if let Some(c) = s.inline.as_mut() {
+            if let Err(e) = c.drive(now, !s.link.ops.is_empty()) {
+                *control_error = Some(e);
+            }
+        }
         let mut sent = 0u32;
         let mut out = UmemOut {
             port,
@@ -558,9 +606,19 @@ impl Worker {
             &mut out,
         );
         s.engine.on_timers(now, &mut out);
+        // Registrations queued this round go out before the frames that need them are kicked.
+        if let Some(c) = s.inline.as_mut() {
+            if !s.link.ops.is_empty() {
+                if let Err(e) = c.drive(now, true) {
+                    *control_error = Some(e);
+                }
+            }
+        }
         out.port.tx_submit();
-        // Sessions waiting for TX room keep the worker polling, unless the link is down.
-        (headers > 0 || got > 0 || sent > 0 || (s.engine.tx_pending() && tx_down.is_none()), sent)
+        // Sessions waiting for TX room keep the worker polling, unless the link is down; so do
+        // channel bytes the inline control loop left to read.
+        let channel_pending = s.inline.as_ref().is_some_and(InlineControl::pending);
+        (headers > 0 || got > 0 || sent > 0 || channel_pending || (s.engine.tx_pending() && tx_down.is_none()), sent)
     }
 
     /// Makes the kernel transmit what is on the TX ring (copy mode sends inside `sendto`, a

@@ -209,6 +209,11 @@ enum Cmd {
         /// Client and test server family: 4, 6 (a dual-stack lab), or both (each level twice).
         #[arg(long, default_value = "4", value_parser = ["4", "6", "both"])]
         family: String,
+        /// Queues of the lab's capture interface: the copier runs one worker per queue (1: the
+        /// worker runs the channel itself, as with `--mirror`'s default; 2 and more: a control
+        /// thread routes headers between the workers).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+        queues: u32,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         #[arg(long)]
@@ -382,7 +387,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::BenchReplay { paced, unpaced, seconds, xdpcopy_args, family, out, no_write } => {
+        Cmd::BenchReplay { paced, unpaced, seconds, xdpcopy_args, family, queues, out, no_write } => {
             use bench::replay_bench::{Family, Load};
             let families = match family.as_str() {
                 "6" => vec![Family::V6],
@@ -393,10 +398,11 @@ fn run(cli: Cli) -> Result<()> {
                 paced.into_iter().map(Load::Paced).chain(unpaced.into_iter().map(Load::Unpaced)).collect();
             let extra: Vec<String> =
                 xdpcopy_args.map(|a| a.split_whitespace().map(str::to_owned).collect()).unwrap_or_default();
-            let report = bench::replay_bench::run(&levels, &families, seconds, &extra)?;
+            let report = bench::replay_bench::run(&levels, &families, seconds, &extra, queues)?;
             println!("{report}");
             if !no_write {
-                bench::benchmark::write_section(&out, "replay", &report)?;
+                let section = if queues == 2 { "replay".to_string() } else { format!("replay-q{queues}") };
+                bench::benchmark::write_section(&out, &section, &report)?;
                 println!("written to {}", out.display());
             }
             Ok(())

@@ -313,6 +313,20 @@ impl ChannelClient {
         Ok(std::sync::Arc::new(mio::Waker::new(self.poll.registry(), Token(usize::MAX))?))
     }
 
+    /// The event loop's descriptor (an epoll instance): it polls readable when a connection has
+    /// something for [`poll`](Self::poll) (data, a finished connect, room to write, a wake-up),
+    /// so an owner that waits on other descriptors too can add it to its own `poll()`.
+    pub fn event_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.poll.as_raw_fd()
+    }
+
+    /// Whether a connection still has bytes to read that its read budget left for the next
+    /// [`poll`](Self::poll): the event loop does not say so again (edge-triggered).
+    pub fn has_backlog(&self) -> bool {
+        !self.backlog.is_empty()
+    }
+
     /// Bound the session registry to `max` sessions, each forgotten after `ttl` without a
     /// registration or a header (defaults: [`DEFAULT_MAX_SESSIONS`], [`DEFAULT_SESSION_TTL`]).
     pub fn set_session_limits(&mut self, max: usize, ttl: Duration) {

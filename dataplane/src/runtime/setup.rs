@@ -293,6 +293,7 @@ pub(super) fn workers(
                     link: ch.links[q as usize].clone(),
                     doorbell: ch.doorbells[q as usize].clone(),
                     wake_control: ch.wake_control.clone(),
+                    inline: None,
                     production: taps.production.clone(),
                     sampler: sampler.clone(),
                     tuples: Tuples::new(opts.tuples.clone(), q as u16, config.queues as u16),

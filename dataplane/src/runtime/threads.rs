@@ -1,20 +1,21 @@
 //! Starting and stopping the copier's threads: one pinned worker per queue, the control thread
-//! (session mode), the offline feed. The stats thread (the caller's) watches them all: a thread
-//! that ends before it is told to stops the copier.
+//! (session mode with more than one worker: with one, the worker runs the control loop itself,
+//! [`crate::worker::inline`]), the offline feed. The stats thread (the caller's) watches them
+//! all: a thread that ends before it is told to stops the copier.
 
 use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use control::{
     copier::{Control, ControlStats},
-    counters::CounterSet,
+    counters::{CounterSet, Published},
 };
 
 use crate::{feed::Feed, stats::Counters, worker::Worker, xsk::Injector};
@@ -22,37 +23,42 @@ use crate::{feed::Feed, stats::Counters, worker::Worker, xsk::Injector};
 /// How long one control round blocks in the channel's event loop.
 const CONTROL_SLICE: Duration = Duration::from_millis(50);
 /// How often the control thread publishes its counters.
-const CONTROL_PUBLISH: Duration = Duration::from_millis(100);
-
-/// The control thread and the counters it publishes.
-struct ControlThread {
-    join: JoinHandle<Result<ControlStats>>,
-    stats: Arc<Mutex<ControlStats>>,
-}
+const CONTROL_PUBLISH: Duration = crate::worker::inline::PUBLISH_EVERY;
 
 /// The running threads.
 pub(super) struct Threads {
-    workers: Vec<JoinHandle<Counters>>,
-    control: Option<ControlThread>,
+    workers: Vec<JoinHandle<Result<Counters, control::channel::ChannelError>>>,
+    /// The control thread (more than one worker).
+    control: Option<JoinHandle<Result<()>>>,
+    /// The control loop's counters, published by the control thread or the worker running it.
+    control_stats: Option<Arc<Published<ControlStats>>>,
     /// The cores the workers are pinned to.
     worker_cores: Vec<usize>,
 }
 
 impl Threads {
     /// Starts every worker (worker i pinned to `cores[i % len]`, all cores when `None`) and the
-    /// control thread.
+    /// control loop: in the only worker, or on a thread of its own that routes the headers
+    /// between several.
     ///
     /// # Errors
     /// When a thread cannot be spawned.
     pub fn start(
-        workers: Vec<Worker>,
-        control: Option<Control>,
+        mut workers: Vec<Worker>,
+        mut control: Option<Control>,
         cores: Option<&[usize]>,
         stop: &Arc<AtomicBool>,
     ) -> Result<Self> {
         let all: Vec<usize> = core_affinity::get_core_ids().unwrap_or_default().into_iter().map(|c| c.id).collect();
         let cores = cores.map_or(all, <[usize]>::to_vec);
-        let mut threads = Threads { workers: Vec::new(), control: None, worker_cores: Vec::new() };
+        let control_stats = control.as_ref().map(|_| Arc::new(Published::<ControlStats>::default()));
+        if let (Some(stats), [only]) = (&control_stats, workers.as_mut_slice()) {
+            control = control.and_then(|c| only.run_control(c, stats.clone()));
+            if control.is_none() {
+                eprintln!("xdpcopy: one worker: it runs the channel itself (no control thread)");
+            }
+        }
+        let mut threads = Threads { workers: Vec::new(), control: None, control_stats, worker_cores: Vec::new() };
         for (i, w) in workers.into_iter().enumerate() {
             let core = cores.get(i % cores.len().max(1)).copied();
             threads.worker_cores.extend(core);
@@ -64,25 +70,25 @@ impl Threads {
                 w.run()
             })?);
         }
-        if let Some(c) = control {
-            threads.control = Some(spawn_control(c, stop.clone())?);
+        if let (Some(c), Some(stats)) = (control, &threads.control_stats) {
+            threads.control = Some(spawn_control(c, stats.clone(), stop.clone())?);
         }
         Ok(threads)
     }
 
     /// No threads (what is left after [`Threads::join`]).
     pub fn none() -> Self {
-        Threads { workers: Vec::new(), control: None, worker_cores: Vec::new() }
+        Threads { workers: Vec::new(), control: None, control_stats: None, worker_cores: Vec::new() }
     }
 
     /// Whether a worker or the control thread has ended (they run until told to stop).
     pub fn one_ended(&self) -> bool {
-        self.workers.iter().any(JoinHandle::is_finished) || self.control.as_ref().is_some_and(|c| c.join.is_finished())
+        self.workers.iter().any(JoinHandle::is_finished) || self.control.as_ref().is_some_and(JoinHandle::is_finished)
     }
 
-    /// The control thread's latest counters (session mode).
+    /// The control loop's latest counters (session mode).
     pub fn control_stats(&self) -> Option<ControlStats> {
-        self.control.as_ref().map(|c| *c.stats.lock().unwrap_or_else(|e| e.into_inner()))
+        self.control_stats.as_ref().map(|p| p.snapshot())
     }
 
     /// Offline: starts the feed into the workers' injectors once the workers have posted their
@@ -99,7 +105,7 @@ impl Threads {
         stop: &Arc<AtomicBool>,
     ) -> Result<()> {
         wait_until(Duration::from_secs(2), stop, ready);
-        if self.control.is_some()
+        if self.control_stats.is_some()
             && !wait_until(Duration::from_secs(10), stop, &|| self.control_stats().is_some_and(|c| c.connected > 0))
         {
             eprintln!("xdpcopy: warning: no intercept connected after 10 s; replaying anyway (sessions will fail)");
@@ -113,46 +119,51 @@ impl Threads {
     }
 
     /// Joins every thread (set the stop flag first): the workers' final counters, summed, and
-    /// the control thread's.
+    /// the control loop's.
     ///
     /// # Errors
-    /// A thread that panicked, or a control thread that failed.
+    /// A thread that panicked, or a control loop that failed.
     pub fn join(self) -> Result<(Counters, Option<ControlStats>)> {
         let mut sum = Counters::default();
         for j in self.workers {
             match j.join() {
-                Ok(c) => sum.add(&c),
+                Ok(Ok(c)) => sum.add(&c),
+                Ok(Err(e)) => return Err(e).context("the control loop (run by the worker) failed"),
                 Err(_) => bail!("a worker thread panicked (see the message above)"),
             }
         }
-        let control = match self.control {
-            Some(c) => match c.join.join() {
-                Ok(Ok(stats)) => Some(stats),
+        if let Some(c) = self.control {
+            match c.join() {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e.context("the control thread failed")),
                 Err(_) => bail!("the control thread panicked (see the message above)"),
-            },
-            None => None,
-        };
-        Ok((sum, control))
+            }
+        }
+        // Both publish a last time before they end.
+        Ok((sum, self.control_stats.map(|p| p.snapshot())))
     }
 }
 
-/// Runs the control thread: channel rounds until `stop`, publishing its counters every 100 ms.
-fn spawn_control(mut control: Control, stop: Arc<AtomicBool>) -> Result<ControlThread> {
-    let stats = Arc::new(Mutex::new(ControlStats::default()));
-    let shared = stats.clone();
-    let join = thread::Builder::new().name("xdpcopy-control".into()).spawn(move || -> Result<ControlStats> {
+/// Runs the control thread: channel rounds until `stop`, publishing its counters every 100 ms
+/// and when it ends.
+fn spawn_control(
+    mut control: Control,
+    stats: Arc<Published<ControlStats>>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<Result<()>>> {
+    let join = thread::Builder::new().name("xdpcopy-control".into()).spawn(move || -> Result<()> {
         let mut last = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             control.run_once(CONTROL_SLICE)?;
             if last.elapsed() >= CONTROL_PUBLISH {
                 last = Instant::now();
-                *shared.lock().unwrap_or_else(|e| e.into_inner()) = control.stats();
+                stats.publish(&control.stats());
             }
         }
-        Ok(control.stats())
+        stats.publish(&control.stats());
+        Ok(())
     })?;
-    Ok(ControlThread { join, stats })
+    Ok(join)
 }
 
 /// Waits up to `limit` for `cond`, returning early when `stop` is set; returns whether `cond`

@@ -287,6 +287,7 @@ fn session_worker_with(
         link: link.clone(),
         doorbell: Arc::new(Doorbell::new().unwrap()),
         wake_control: Arc::new(|| {}),
+        inline: None,
         production: None,
         sampler: Sampler::new(100, false),
         tuples: Tuples::new(tuples, 0, 1),
@@ -380,6 +381,71 @@ fn a_later_replay_loop_is_a_new_client_ahead_in_sequence_and_time() {
     assert_eq!(ts(&sent[0], &first), Some(123_456));
     assert_eq!(ts(&sent[1], &again), Some(123_456u32.wrapping_add(2 << 30)));
     assert_eq!(w.counters().tuple_exhausted, 0);
+}
+
+/// Runs `step` until it returns true; fails after 5 s.
+fn wait_for(what: &str, mut step: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !step() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+    }
+}
+
+#[test]
+fn the_only_worker_runs_the_channel_itself_registrations_out_and_headers_in_within_its_rounds() {
+    use control::channel::{ChannelClient, ChannelServer, Framing};
+    // A real intercept's channel server on loopback, and no control thread: only the worker's
+    // rounds (and the server's polls, standing for the intercept) move anything.
+    let mut server = ChannelServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = ChannelClient::new(vec![server.local_addr()], 1, Framing::Combined).unwrap();
+    let (mut w, mut k, link) = session_worker(8, 8, 4);
+    let published = Arc::new(PublishedSet::<ControlStats>::default());
+    assert!(w.run_control(Control::new(client, vec![link.clone()]), published.clone()).is_none());
+    wait_for("the worker to connect and say hello", || {
+        server.poll(Duration::from_millis(1)).unwrap();
+        w.round();
+        server.stats().hellos_ok == 1
+    });
+    // A SYN and a request: the session's CLIENT_ADD leaves in the round that queued it.
+    assert!(k.deliver(&SYN_V4) && k.deliver(&DATA_V4));
+    w.round();
+    assert!(link.ops.is_empty(), "the registration went out in the same round");
+    wait_for("the CLIENT_ADD at the intercept", || {
+        server.poll(Duration::from_millis(1)).unwrap();
+        server.stats().client_add == 1
+    });
+    assert_eq!(k.transmit().len(), 1, "the SYN");
+    // The test server's SYN-ACK comes back over the channel: the worker reads it itself and the
+    // held request goes out.
+    let syn_ack = ResponseHeader {
+        src: SocketAddrV4::new(TARGET, 8080).into(),
+        dst: CLIENT.into(),
+        total_len: 40,
+        payload_len: 0,
+        seq: 9000,
+        ack: 0x1234_5679,
+        flags: flags::SYN | flags::ACK,
+        window: 65535,
+        timestamps: None,
+        window_scale: None,
+        mss: None,
+    };
+    server.deliver(Instant::now(), HeaderMsg::from_bytes(syn_ack.to_bytes()));
+    server.flush();
+    let mut sent = Vec::new();
+    wait_for("the request after the SYN-ACK", || {
+        server.poll(Duration::ZERO).unwrap();
+        w.round();
+        sent.extend(k.transmit());
+        sent.iter().any(|f| parse(f).unwrap().unwrap().payload_len > 0)
+    });
+    let req = sent.iter().map(|f| parse(f).unwrap().unwrap()).find(|p| p.payload_len > 0).unwrap();
+    assert_eq!((req.dst_ip, req.dst_port, req.ack), (IpAddr::V4(TARGET), 8080, 9001));
+    // Its counters are published as the control thread's were (every 100 ms).
+    std::thread::sleep(inline::PUBLISH_EVERY);
+    w.round();
+    let c = published.snapshot();
+    assert_eq!((c.registered, c.routed, c.unowned, c.connected), (1, 1, 0, 1));
 }
 
 #[test]

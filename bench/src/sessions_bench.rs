@@ -27,7 +27,7 @@ use std::{
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::{
-    http::{access_log, get_once},
+    http::get_once,
     in_netns,
     lab::{addr, iface},
     proc::{start_intercept, Running},
@@ -62,10 +62,6 @@ struct Run {
     seconds: f64,
 }
 
-fn count(lab: &Lab, prefix: &str) -> u64 {
-    access_log(&lab.test_access_log(), prefix).map(|m| m.values().map(|v| u64::from(*v)).sum()).unwrap_or(0)
-}
-
 /// Records `n` one-request sessions (paths `/sess/TAG/i`) on the copier's mirror interface.
 fn record(lab: &Lab, n: u32, tag: &str) -> Result<std::path::PathBuf> {
     let cap = lab.capture(Role::Copier, iface::COPIER_IN, &format!("sessions-{tag}.pcap"), &["tcp", "port", "80"])?;
@@ -97,7 +93,7 @@ fn ceiling(lab: &Lab, spec: &SessionsSpec) -> Result<f64> {
 /// Replays the file once (`-T loops`) and times it until the test log has every session.
 fn replay(lab: &Lab, file: &std::path::Path, spec: &SessionsSpec, run: usize) -> Result<Run> {
     let expected = u64::from(spec.sessions) * u64::from(spec.loops);
-    let before = count(lab, "/sess/");
+    let mut log = crate::http::LogCounter::from_end(&lab.test_access_log(), "/sess/");
     let transfer = format!("{}-{}:{}", addr::ONLINE_PORT, addr::TEST, addr::TEST_PORT);
     let (channel, file_arg) = (addr::ASSIST_CHANNEL.to_string(), file.to_string_lossy().into_owned());
     // Each run from a client address of its own in the client network (the test server routes
@@ -126,7 +122,7 @@ fn replay(lab: &Lab, file: &std::path::Path, spec: &SessionsSpec, run: usize) ->
     let deadline = start + Duration::from_secs(120);
     let mut done = 0;
     while Instant::now() < deadline {
-        done = count(lab, "/sess/").saturating_sub(before);
+        done = log.count()?;
         if done >= expected {
             break;
         }

@@ -11,11 +11,13 @@
 //! In session mode the worker owns a shard of the sessions (those whose client packets arrive on
 //! its queue): each captured frame is copied out and handed to the session engine, which buffers
 //! it and builds the frames to send in free UMEM frames; response headers arrive from the control
-//! thread through a lock-free queue, and the engine's timers run every iteration.
+//! thread through a lock-free queue — or, when this is the only worker, from the control loop it
+//! runs itself ([`inline`]) — and the engine's timers run every iteration.
 //!
 //! The loop busy-polls while there is work and blocks in `poll()` when the rings stay empty (on
 //! the RX socket and, in session mode, on a doorbell the control thread rings when a header
-//! arrives), so an idle copier costs ~0 % CPU. It allocates nothing, takes no lock and logs nothing per frame:
+//! arrives, or on the channel's own event loop with no control thread), so an idle copier costs
+//! ~0 % CPU. It allocates nothing, takes no lock and logs nothing per frame:
 //! every outcome is a counter, published to the stats thread a few times per millisecond at most.
 
 use std::{
@@ -70,6 +72,13 @@ const TX_BUDGET: u32 = 256;
 const PUBLISH_EVERY: u32 = 1024;
 /// ... and before sleeping, if this long has passed since the last time.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(1);
+/// ... and at least this often (the published counters are never older).
+pub const PUBLISH_MAX_AGE: Duration = Duration::from_millis(10);
+
+/// Whether a worker that did `rounds` rounds since it last published, `age` ago, publishes now.
+fn publish_due(rounds: u32, age: Duration) -> bool {
+    rounds >= PUBLISH_EVERY || age >= PUBLISH_MAX_AGE
+}
 
 /// One transfer as the worker matches and rewrites it.
 #[derive(Debug, Clone)]
@@ -356,7 +365,11 @@ impl Worker {
                 self.counters.idle_waits += 1;
                 self.sleep(now);
             }
-            if since_publish >= PUBLISH_EVERY {
+            // A worker that never sleeps publishes by count — and by age: the monitor decides an
+            // offline replay is over when the published counters stop moving, and a few hundred
+            // long rounds (a catch-up burst, hundreds of headers each) once took longer than
+            // that wait, so it stopped replays with hundreds of sessions still to go.
+            if publish_due(since_publish, now.saturating_duration_since(last_publish)) {
                 self.publish();
                 since_publish = 0;
                 last_publish = now;

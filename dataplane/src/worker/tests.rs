@@ -507,3 +507,13 @@ fn session_mode_replays_ipv6_and_translates_with_client_addresses() {
         assert!(ipv4::Packet::new_checked(&f[14..]).unwrap().verify_checksum());
     }
 }
+
+#[test]
+fn a_busy_worker_publishes_by_age_too_so_the_monitor_never_reads_counters_older_than_10_ms() {
+    // A few long rounds (a catch-up burst with hundreds of headers each): not 1024 of them, but
+    // 10 ms without publishing is the limit. The offline monitor took stale counters (no frames
+    // moving, no session active) for the end of a replay.
+    assert!(!publish_due(10, Duration::from_millis(9)));
+    assert!(publish_due(10, PUBLISH_MAX_AGE));
+    assert!(publish_due(PUBLISH_EVERY, Duration::ZERO));
+}

@@ -361,7 +361,15 @@ fn report(
     queues: u32,
 ) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "### Session replay under increasing load\n");
+    let _ = writeln!(
+        md,
+        "### Session replay under increasing load{}\n",
+        match queues {
+            2 => String::new(),
+            1 => ", one capture queue".to_string(),
+            n => format!(", {n} capture queues"),
+        }
+    );
     let _ = writeln!(
         md,
         "{seconds} s of load per level; release build; lab of `xdpcopy-lab` with {queues} capture queue(s) (one \

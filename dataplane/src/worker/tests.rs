@@ -296,6 +296,24 @@ fn session_worker_with(
     (worker(port, Mode::Session(Box::new(s))), kernel, link)
 }
 
+/// The test server's SYN-ACK (ISN 9000) to the SYN of `SYN_V4`, as the channel returns it.
+fn syn_ack_of_syn_v4() -> HeaderMsg {
+    let h = ResponseHeader {
+        src: SocketAddrV4::new(TARGET, 8080).into(),
+        dst: CLIENT.into(),
+        total_len: 40,
+        payload_len: 0,
+        seq: 9000,
+        ack: 0x1234_5679,
+        flags: flags::SYN | flags::ACK,
+        window: 65535,
+        timestamps: None,
+        window_scale: None,
+        mss: None,
+    };
+    HeaderMsg::from_bytes(h.to_bytes())
+}
+
 #[test]
 fn session_mode_builds_in_free_frames_and_waits_for_one() {
     // Two frames, no reserve: both start in the fill ring.
@@ -312,20 +330,7 @@ fn session_mode_builds_in_free_frames_and_waits_for_one() {
     // The test server's SYN-ACK arrives. Its handling wants to send the held request, but the
     // only other frame went back to the fill ring at the start of the round: the request waits
     // for a free frame (it is not consumed and left to retransmission).
-    let syn_ack = ResponseHeader {
-        src: SocketAddrV4::new(TARGET, 8080).into(),
-        dst: CLIENT.into(),
-        total_len: 40,
-        payload_len: 0,
-        seq: 9000,
-        ack: 0x1234_5679,
-        flags: flags::SYN | flags::ACK,
-        window: 65535,
-        timestamps: None,
-        window_scale: None,
-        mss: None,
-    };
-    assert!(link.headers.push(HeaderMsg::from_bytes(syn_ack.to_bytes())).is_ok());
+    assert!(link.headers.push(syn_ack_of_syn_v4()).is_ok());
     assert!(w.round());
     assert_eq!(w.counters().no_free_frame, 0);
     assert_eq!(w.counters().tx_frames, 1);
@@ -417,20 +422,7 @@ fn the_only_worker_runs_the_channel_itself_registrations_out_and_headers_in_with
     assert_eq!(k.transmit().len(), 1, "the SYN");
     // The test server's SYN-ACK comes back over the channel: the worker reads it itself and the
     // held request goes out.
-    let syn_ack = ResponseHeader {
-        src: SocketAddrV4::new(TARGET, 8080).into(),
-        dst: CLIENT.into(),
-        total_len: 40,
-        payload_len: 0,
-        seq: 9000,
-        ack: 0x1234_5679,
-        flags: flags::SYN | flags::ACK,
-        window: 65535,
-        timestamps: None,
-        window_scale: None,
-        mss: None,
-    };
-    server.deliver(Instant::now(), HeaderMsg::from_bytes(syn_ack.to_bytes()));
+    server.deliver(Instant::now(), syn_ack_of_syn_v4());
     server.flush();
     let mut sent = Vec::new();
     wait_for("the request after the SYN-ACK", || {

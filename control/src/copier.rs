@@ -213,7 +213,7 @@ impl Control {
     /// The channel's event-loop descriptor ([`ChannelClient::event_fd`]): a worker that runs
     /// the control loop itself waits on it beside its socket, then calls
     /// [`run_once`](Self::run_once) with a zero timeout.
-    pub fn event_fd(&self) -> std::os::fd::RawFd {
+    pub fn event_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.client.event_fd()
     }
 

@@ -579,11 +579,7 @@ impl Worker {
         let Worker { port, mode, counters, scratch, latency, arrivals, pcap, tx_down, control_error, .. } = self;
         let Mode::Session(s) = mode else { unreachable!("session only") };
         // The inline control loop first: the headers it reads are handled in this round.
-        if let Some(c) = s.inline.as_mut() {
-            if let Err(e) = c.drive(now, !s.link.ops.is_empty()) {
-                *control_error = Some(e);
-            }
-        }
+        drive_inline(&mut s.inline, &s.link, now, control_error);
         let mut sent = 0u32;
         let mut out = UmemOut {
             port,
@@ -620,12 +616,8 @@ impl Worker {
         );
         s.engine.on_timers(now, &mut out);
         // Registrations queued this round go out before the frames that need them are kicked.
-        if let Some(c) = s.inline.as_mut() {
-            if !s.link.ops.is_empty() {
-                if let Err(e) = c.drive(now, true) {
-                    *control_error = Some(e);
-                }
-            }
+        if !s.link.ops.is_empty() {
+            drive_inline(&mut s.inline, &s.link, now, control_error);
         }
         out.port.tx_submit();
         // Sessions waiting for TX room keep the worker polling, unless the link is down; so do
@@ -654,6 +646,16 @@ impl Worker {
                 self.tx_down = None;
             }
             Kick::Done | Kick::Again => self.tx_down = None,
+        }
+    }
+}
+
+/// Runs the worker's own control loop, if it has one, when [`InlineControl::drive`] says it is
+/// due; keeps its error for the run loop to stop on.
+fn drive_inline(inline: &mut Option<InlineControl>, link: &WorkerLink, now: Instant, error: &mut Option<ChannelError>) {
+    if let Some(c) = inline.as_mut() {
+        if let Err(e) = c.drive(now, !link.ops.is_empty()) {
+            *error = Some(e);
         }
     }
 }

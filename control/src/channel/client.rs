@@ -316,9 +316,12 @@ impl ChannelClient {
     /// The event loop's descriptor (an epoll instance): it polls readable when a connection has
     /// something for [`poll`](Self::poll) (data, a finished connect, room to write, a wake-up),
     /// so an owner that waits on other descriptors too can add it to its own `poll()`.
-    pub fn event_fd(&self) -> std::os::fd::RawFd {
+    #[allow(unsafe_code)]
+    pub fn event_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsRawFd;
-        self.poll.as_raw_fd()
+        // SAFETY: the descriptor is `self.poll`'s (mio offers it only as a raw number); the
+        // borrow lives no longer than `&self`, and the poll closes it only when dropped.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.poll.as_raw_fd()) }
     }
 
     /// Whether a connection still has bytes to read that its read budget left for the next

@@ -50,7 +50,7 @@ impl InlineControl {
 
     /// The channel's event-loop descriptor, for the worker's `poll()`.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        crate::xsk::sys::borrow_raw_fd(self, self.control.event_fd())
+        self.control.event_fd()
     }
 
     /// The worker's sleep ended with the event loop readable.

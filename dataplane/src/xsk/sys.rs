@@ -315,14 +315,6 @@ pub fn poll_readable2(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout: Duration) -
     }
 }
 
-/// Borrows `fd` for as long as `owner` is borrowed: for a descriptor that its owner exposes only
-/// as a raw number (mio's event loop). The caller passes the owner that keeps `fd` open.
-pub fn borrow_raw_fd<T: ?Sized>(_owner: &T, fd: RawFd) -> BorrowedFd<'_> {
-    // SAFETY: `fd` belongs to `_owner`, which outlives the returned borrow and closes it only
-    // when dropped.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
 /// Looks up an interface index by name.
 pub fn if_nametoindex(name: &str) -> Option<u32> {
     let c = CString::new(name).ok()?;

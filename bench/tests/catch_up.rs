@@ -53,7 +53,7 @@ fn one_unpaced_connection_replays_every_request_exactly_once() {
     if !bench::lab_test("catch_up_default") {
         return;
     }
-    let (online, test, s) = one_unpaced_connection("auto", 5, &["--frames", "16384", "--ring-size", "8192"]);
+    let (online, test, s) = one_unpaced_connection("auto", 5, &[]);
     assert!(online > 10_000, "wrk made only {online} requests");
     assert_eq!(test, online, "every request exactly once (summary: catch_up_entered {})", s.get("catch_up_entered"));
     assert!(s.get("catch_up_entered") > 0, "one unpaced connection outruns the replay round trip");

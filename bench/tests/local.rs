@@ -159,7 +159,19 @@ fn sessions_replay_exactly_and_no_answer_leaves_the_test_server() {
     assert_eq!(big.get(&("/big".to_owned(), 200)), Some(&12), "64 KiB answers");
     assert_eq!(leaks.captured, Some(0), "answers of copied sessions left the test server (see {:?})", leaks.path);
     assert!(allowed.captured.unwrap_or(0) > 0, "the allowlisted host's answers must leave (control)");
-    assert_eq!(copier_summary.get("fake_syn"), 3);
+    // Three pre-existing sessions get a faked SYN. A session whose SYN the lab lost before the
+    // copier saw it is taken mid-stream too: allowed only with evidence of that loss (the
+    // mirror veth's drops, the copier's skipped holes), loudly.
+    let fake_syn = copier_summary.get("fake_syn");
+    let lost = lab.mirror_dropped().unwrap_or(mirror_dropped).saturating_sub(mirror_dropped)
+        + copier_summary.get("clt_hole_skipped");
+    if fake_syn != 3 && lost > 0 {
+        eprintln!("LAB CAPTURE LOSS: fake_syn {fake_syn} (3 pre-existing) with {lost} frame(s) known lost");
+    }
+    assert!(
+        fake_syn == 3 || (fake_syn > 3 && fake_syn <= 3 + lost),
+        "fake_syn {fake_syn}: 3 pre-existing sessions, {lost} frame(s) known lost"
+    );
     assert_eq!(copier_summary.get("conns"), 3 + 3 * (4 + 50));
     assert_eq!(s.get("client_add"), 3 + 3 * (4 + 50));
     assert!(s.get("egress_dropped_captured") > 0);

@@ -340,13 +340,14 @@ struct Args {
     #[arg(long, value_enum, default_value = "full", help_heading = heading::TUNING)]
     checksum: ChecksumArg,
 
-    /// UMEM frames per worker (power of two).
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = power_of_two, help_heading = heading::TUNING)]
-    frames: u32,
+    /// UMEM frames of 4 KiB per worker (power of two) [default: 8192 for a live capture (32 MiB
+    /// per worker), 4096 offline].
+    #[arg(long, value_name = "N", value_parser = power_of_two, help_heading = heading::TUNING)]
+    frames: Option<u32>,
 
-    /// Entries per ring (power of two).
-    #[arg(long, value_name = "N", default_value_t = 2048, value_parser = power_of_two, help_heading = heading::TUNING)]
-    ring_size: u32,
+    /// Entries per ring (power of two) [default: 8192 for a live capture, 2048 offline].
+    #[arg(long, value_name = "N", value_parser = power_of_two, help_heading = heading::TUNING)]
+    ring_size: Option<u32>,
 }
 
 /// The examples and the exit status at the end of `--help` (and in the man page).
@@ -596,8 +597,8 @@ fn config(args: Args, input: String, offline: bool, mode: Mode) -> Result<Config
             ChecksumArg::Full => ChecksumMode::Full,
             ChecksumArg::Incremental => ChecksumMode::Incremental,
         },
-        frames: args.frames,
-        ring_size: args.ring_size,
+        frames: args.frames.unwrap_or(if offline { config::OFFLINE_FRAMES } else { config::LIVE_FRAMES }),
+        ring_size: args.ring_size.unwrap_or(if offline { config::OFFLINE_RING } else { config::LIVE_RING }),
         stats_interval: (!args.quiet).then(|| Duration::from_secs_f64(args.stats_interval)),
         stats_format: match args.stats_format {
             StatsFormatArg::Text => StatsFormat::Text,

@@ -180,8 +180,8 @@ impl<'a> Monitor<'a> {
         eprintln!(
             "xdpcopy: the capture is losing frames (xsk rx_dropped {}, fill_empty {}, ring_full {}): a worker \
              fell behind the kernel; {cost}. Give each worker a core of its own (--cores), away from the \
-             NIC's interrupts and busy processes, or larger rings to ride out its stalls (--frames 16384 \
-             --ring-size 8192)",
+             NIC's interrupts and busy processes, or more frames to ride out its stalls (--frames 16384 \
+             --ring-size 16384: 64 MiB per worker)",
             x.rx_dropped, x.fill_empty, x.rx_ring_full
         );
     }

@@ -32,6 +32,18 @@ use crate::{
 
 /// Frame size of the UMEM chunks.
 const FRAME_SIZE: u32 = 4096;
+/// Frames a session-mode worker keeps out of the fill ring for the frames its engine builds, at
+/// most: the TX ring and the kernel hold no more than that in flight (copy mode sends inside
+/// `sendto`, at most a few hundred a round). The rest of the UMEM rides out the worker's stalls
+/// on the fill ring.
+const BUILD_RESERVE: u32 = 2048;
+
+/// The frames of `frames` a session-mode worker keeps for building: half, up to
+/// [`BUILD_RESERVE`].
+fn build_reserve(frames: u32) -> u32 {
+    (frames / 2).min(BUILD_RESERVE)
+}
+
 /// Entries of each worker ⇄ control queue.
 const LINK_CAPACITY: usize = 16_384;
 
@@ -263,8 +275,7 @@ pub(super) fn workers(
             } else {
                 TxSide::SharedUmem(config.output.clone())
             },
-            // Session mode keeps half the UMEM out of the fill ring for the frames it builds.
-            fill_reserve: if channel.is_some() { config.frames / 2 } else { 0 },
+            fill_reserve: if channel.is_some() { build_reserve(config.frames) } else { 0 },
             copy_mode: config.copy_mode,
         };
         let port = match program {
@@ -310,4 +321,20 @@ pub(super) fn workers(
             .push(worker.with_pcap(taps.pcap_out.as_ref().map(|p| p.tap.clone())).with_busy_poll(config.busy_poll));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LIVE_FRAMES, LIVE_RING};
+
+    #[test]
+    fn the_build_reserve_leaves_the_rest_of_the_umem_to_the_fill_ring() {
+        // Live defaults: 6144 frames ride out a stall (three times the first defaults' 2048).
+        assert_eq!(LIVE_FRAMES - build_reserve(LIVE_FRAMES), 6144);
+        assert!(LIVE_RING >= LIVE_FRAMES - build_reserve(LIVE_FRAMES), "the fill ring takes them all");
+        // More frames all go to the fill ring; few frames keep half for building, as before.
+        assert_eq!(build_reserve(65_536), BUILD_RESERVE);
+        assert_eq!(build_reserve(1024), 512);
+    }
 }

@@ -78,7 +78,7 @@ pub struct PortConfig {
     /// Transmit (TX and completion ring), and on which socket.
     pub tx: TxSide,
     /// Frames the fill ring is never given, kept free for building frames (session mode keeps
-    /// half the UMEM).
+    /// half the UMEM, at most 2048).
     pub fill_reserve: u32,
     /// Zero-copy policy.
     pub copy_mode: CopyMode,

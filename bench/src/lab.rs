@@ -535,6 +535,15 @@ impl Lab {
         // No GRO/GSO on the online server's interface: the mirror then carries wire-sized
         // frames, never super-packets larger than an AF_XDP frame.
         self.run(Role::Online, &["ethtool", "-K", "o0", "gro", "off", "gso", "off"])?;
+        // Spread the mirror over the capture's queues by flow, as a NIC's RSS would. A veth
+        // hands its peer the skb with its TX queue still in `queue_mapping`; at o0's ingress
+        // that reads as a recorded RX queue, and `mirred`'s transmit on mir0 then picks queue
+        // (c0's TX queue − 1) — queue 0 for every flow, so one worker got everything and the
+        // others idled (perf stat --per-thread). With one TX queue on c0 nothing is recorded
+        // and mir0 picks its queue by the flow's hash.
+        if self.spec.queues > 1 {
+            self.run(Role::Client, &["ethtool", "-L", iface::CLIENT, "tx", "1"])?;
+        }
         // The mirror's copies of o0's *egress* are taken at tc egress, before the stack's
         // software checksum completion: they carry partial TCP checksums. Transmitting them
         // through mir0 with checksum offload off makes mir0's xmit path complete them.

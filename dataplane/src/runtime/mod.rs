@@ -152,7 +152,8 @@ fn report_start(config: &Config, xdp_mode: Option<bpf::XdpMode>, zero_copy: bool
         ),
     };
     eprintln!(
-        "xdpcopy: {from}, sending on {} (queues 0..{}, AF_XDP {}, MTU {mtu}), {}, checksums {}",
+        "xdpcopy: {from}, sending on {} (queues 0..{}, AF_XDP {}, MTU {mtu}), {}, checksums {}, UMEM {} MiB per \
+         worker ({} frames, rings of {})",
         config.output,
         config.queues,
         if zero_copy { "zero-copy" } else { "copy mode" },
@@ -164,5 +165,8 @@ fn report_start(config: &Config, xdp_mode: Option<bpf::XdpMode>, zero_copy: bool
             ChecksumMode::Full => "full",
             ChecksumMode::Incremental => "incremental",
         },
+        (u64::from(config.frames) * u64::from(setup::FRAME_SIZE)) >> 20,
+        config.frames,
+        config.ring_size,
     );
 }

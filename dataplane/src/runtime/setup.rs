@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Frame size of the UMEM chunks.
-const FRAME_SIZE: u32 = 4096;
+pub(super) const FRAME_SIZE: u32 = 4096;
 /// Frames a session-mode worker keeps out of the fill ring for the frames its engine builds, at
 /// most: the TX ring and the kernel hold no more than that in flight (copy mode sends inside
 /// `sendto`, at most a few hundred a round). The rest of the UMEM rides out the worker's stalls

@@ -95,15 +95,19 @@ pub fn host(addr: SocketAddr) -> String {
 pub fn access_log(path: &Path, prefix: &str) -> Result<BTreeMap<(String, u16), u32>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = BTreeMap::new();
-    for l in text.lines() {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        // GET /path HTTP/1.1 200 addr:port
-        if w.len() >= 4 && w[1].starts_with(prefix) {
-            let status = w[3].parse().unwrap_or(0);
-            *out.entry((w[1].to_owned(), status)).or_insert(0) += 1;
-        }
+    for (path, status) in text.lines().filter_map(|l| log_entry(l, prefix)) {
+        *out.entry((path.to_owned(), status)).or_insert(0) += 1;
     }
     Ok(out)
+}
+
+/// The `(path, status)` of one access-log line in the lab's format (`GET /path HTTP/1.1 200
+/// addr:port`), when its path starts with `prefix`.
+fn log_entry<'a>(line: &'a str, prefix: &str) -> Option<(&'a str, u16)> {
+    let mut w = line.split_whitespace();
+    let path = w.nth(1).filter(|p| p.starts_with(prefix))?;
+    let status = w.nth(1)?;
+    Some((path, status.parse().unwrap_or(0)))
 }
 
 /// Counts the requests of an access log whose path starts with a prefix, reading only what was
@@ -138,12 +142,7 @@ impl LogCounter {
         self.offset += n as u64;
         let complete = new.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         self.partial = new.split_off(complete);
-        for l in String::from_utf8_lossy(&new).lines() {
-            // GET /path HTTP/1.1 200 addr:port
-            if l.split_whitespace().nth(1).is_some_and(|p| p.starts_with(&self.prefix)) {
-                self.count += 1;
-            }
-        }
+        self.count += String::from_utf8_lossy(&new).lines().filter_map(|l| log_entry(l, &self.prefix)).count() as u64;
         Ok(self.count)
     }
 }

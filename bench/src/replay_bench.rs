@@ -352,6 +352,19 @@ fn level(load: Load, family: Family, seconds: u64, extra: &[String], queues: u32
     }
 }
 
+/// Capture queues of the benchmark's lab unless `--queues` says otherwise: its report goes to
+/// the section `replay`; other counts write sections of their own.
+pub const DEFAULT_QUEUES: u32 = 2;
+
+/// The docs/benchmarks.md section of a run with `queues` capture queues.
+pub fn section(queues: u32) -> String {
+    if queues == DEFAULT_QUEUES {
+        "replay".to_string()
+    } else {
+        format!("replay-q{queues}")
+    }
+}
+
 /// The Markdown report of `rows`.
 fn report(
     rows: &[LevelResult],
@@ -365,7 +378,7 @@ fn report(
         md,
         "### Session replay under increasing load{}\n",
         match queues {
-            2 => String::new(),
+            DEFAULT_QUEUES => String::new(),
             1 => ", one capture queue".to_string(),
             n => format!(", {n} capture queues"),
         }
@@ -377,7 +390,7 @@ fn report(
          bench-replay{}`.\n",
         if queues == 1 { ", which runs the channel itself" } else { ", and the control thread" },
         if extra.is_empty() { String::new() } else { format!(" plus `{}`", extra.join(" ")) },
-        if queues == 2 { String::new() } else { format!(" --queues {queues}") }
+        if queues == DEFAULT_QUEUES { String::new() } else { format!(" --queues {queues}") }
     );
     for (family, d) in direct {
         let _ = writeln!(

@@ -212,7 +212,7 @@ enum Cmd {
         /// Queues of the lab's capture interface: the copier runs one worker per queue (1: the
         /// worker runs the channel itself, as with `--mirror`'s default; 2 and more: a control
         /// thread routes headers between the workers).
-        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+        #[arg(long, default_value_t = bench::replay_bench::DEFAULT_QUEUES, value_parser = clap::value_parser!(u32).range(1..=8))]
         queues: u32,
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
@@ -401,8 +401,7 @@ fn run(cli: Cli) -> Result<()> {
             let report = bench::replay_bench::run(&levels, &families, seconds, &extra, queues)?;
             println!("{report}");
             if !no_write {
-                let section = if queues == 2 { "replay".to_string() } else { format!("replay-q{queues}") };
-                bench::benchmark::write_section(&out, &section, &report)?;
+                bench::benchmark::write_section(&out, &bench::replay_bench::section(queues), &report)?;
                 println!("written to {}", out.display());
             }
             Ok(())
